@@ -1,0 +1,87 @@
+"""The ``cxreader`` console script.
+
+Each command lives in its own module of this package. A module may define ``register(subparsers)`` for
+top-level commands and ``register_data(data_subparsers)`` for ``cxreader data …`` commands; each command sets
+``func`` (``args -> int`` exit code) with ``set_defaults``. Project errors (:class:`CXReaderError`) are printed
+as one line naming the file and the reason, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cxreader import DISCLAIMER, __version__
+from cxreader.errors import CXReaderError
+
+#: Command modules, in the order their commands appear in ``--help``.
+COMMAND_MODULES = (
+    "cxreader.cli.data_cmd",
+    "cxreader.cli.train_cmd",
+    "cxreader.cli.evaluate_cmd",
+    "cxreader.cli.predict_cmd",
+    "cxreader.cli.demo_cmd",
+)
+
+
+def _optional_modules() -> list:
+    modules = []
+    for name in COMMAND_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:  # a command module not written yet must not break the others
+            if exc.name != name:
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxreader",
+        description="Chest X-ray reader: ChestX-ray14 data, CheXNet training and evaluation, prediction. "
+        + DISCLAIMER,
+    )
+    parser.add_argument("--version", action="version", version=f"cxreader {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    data_parser = subparsers.add_parser("data", help="datasets: statistics, synthetic data, caches")
+    data_subparsers = data_parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    data_parser.set_defaults(func=lambda args: _print_help(data_parser))
+    for module in _optional_modules():
+        if hasattr(module, "register"):
+            module.register(subparsers)
+        if hasattr(module, "register_data"):
+            module.register_data(data_subparsers)
+    return parser
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CXReaderError as exc:
+        print(f"cxreader: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cxreader: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

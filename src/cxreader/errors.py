@@ -1,0 +1,35 @@
+"""Project errors: every one names the file (or field) at fault and the reason, on one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CXReaderError(Exception):
+    """Base class of all errors cxreader reports to the user as one clear line."""
+
+
+class ImageReadError(CXReaderError):
+    """An image file that cannot be read: truncated, not an image, unsupported encoding, 3-D volume, ..."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class DataError(CXReaderError):
+    """A dataset file (CSV, split list, box list, report) that does not have the expected shape."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class CheckpointError(CXReaderError):
+    """A checkpoint that cannot be loaded: wrong labels, unknown layout, incompatible keys."""
+
+
+class ConfigError(CXReaderError):
+    """A configuration value that is missing or invalid."""

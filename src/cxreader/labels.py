@@ -1,0 +1,100 @@
+"""The 14 ChestX-ray14 findings in one canonical order, with the aliases real files use.
+
+The order is the one of CheXNet (Rajpurkar et al., 2017) and of its reference implementations' list files:
+every tensor, checkpoint, CSV and table in cxreader uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+FINDINGS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
+NUM_FINDINGS = len(FINDINGS)
+NO_FINDING = "No Finding"
+
+#: Alternative spellings seen in real files, mapped to the canonical name (keys are lower-cased).
+ALIASES: dict[str, str] = {
+    "pleural thickening": "Pleural_Thickening",
+    "pleural_thickening": "Pleural_Thickening",
+    "pleuralthickening": "Pleural_Thickening",
+    "infiltrate": "Infiltration",  # BBox_List_2017.csv spells it this way
+    "infiltrates": "Infiltration",
+    "effusions": "Effusion",
+    "pleural effusion": "Effusion",
+    "nodules": "Nodule",
+    "masses": "Mass",
+}
+
+_CANONICAL_BY_LOWER = {name.lower(): name for name in FINDINGS}
+
+
+class UnknownFindingError(ValueError):
+    """A finding name that is neither canonical nor a known alias."""
+
+
+def canonical_finding(name: str) -> str:
+    """Return the canonical spelling of a finding name.
+
+    Args:
+        name: A finding as written in some file ("Pleural Thickening", "Infiltrate", "effusion", ...).
+
+    Raises:
+        UnknownFindingError: when the name is not one of the 14 findings (nor "No Finding").
+    """
+    key = name.strip().lower()
+    if key in _CANONICAL_BY_LOWER:
+        return _CANONICAL_BY_LOWER[key]
+    if key in ALIASES:
+        return ALIASES[key]
+    if key in ("no finding", "no_finding", "normal"):
+        return NO_FINDING
+    raise UnknownFindingError(
+        f"unknown finding {name!r}; expected one of: {', '.join(FINDINGS)} (or {NO_FINDING!r})"
+    )
+
+
+def finding_index(name: str) -> int:
+    """Index of a finding (any accepted spelling) in :data:`FINDINGS`."""
+    canonical = canonical_finding(name)
+    if canonical == NO_FINDING:
+        raise UnknownFindingError(f"{NO_FINDING!r} has no index: it means none of the 14 findings")
+    return FINDINGS.index(canonical)
+
+
+def parse_finding_labels(text: str) -> list[int]:
+    """Turn a Data_Entry ``Finding Labels`` cell ("Effusion|Infiltration", "No Finding") into 14 binary labels."""
+    vector = [0] * NUM_FINDINGS
+    for part in str(text).split("|"):
+        part = part.strip()
+        if not part:
+            continue
+        canonical = canonical_finding(part)
+        if canonical != NO_FINDING:
+            vector[FINDINGS.index(canonical)] = 1
+    return vector
+
+
+def format_finding_labels(vector: Iterable[float]) -> str:
+    """Inverse of :func:`parse_finding_labels`: 14 binary labels to a ``Finding Labels`` cell."""
+    names = [name for name, value in zip(FINDINGS, vector, strict=True) if value and value > 0.5]
+    return "|".join(names) if names else NO_FINDING
+
+
+def display_name(name: str) -> str:
+    """Human-readable name: ``Pleural_Thickening`` -> ``Pleural Thickening``."""
+    return canonical_finding(name).replace("_", " ")

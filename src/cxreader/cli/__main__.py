@@ -18,11 +18,14 @@ from cxreader.errors import CXReaderError
 
 #: Command modules, in the order their commands appear in ``--help``.
 COMMAND_MODULES = (
-    "cxreader.cli.data_cmd",
+    "cxreader.cli.stats_cmd",
+    "cxreader.cli.synth_cmd",
+    "cxreader.cli.openi_cmd",
     "cxreader.cli.train_cmd",
     "cxreader.cli.evaluate_cmd",
     "cxreader.cli.predict_cmd",
     "cxreader.cli.demo_cmd",
+    "cxreader.cli.search_cmd",
 )
 
 

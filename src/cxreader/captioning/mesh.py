@@ -1,0 +1,454 @@
+"""The MeSH annotation grammar: OpenI MeSH strings, structured annotations and decoder token sequences.
+
+The Indiana University / OpenI chest X-ray reports (Demner-Fushman et al., "Preparing a collection of
+radiology examinations for distribution and retrieval", JAMIA 2016) are indexed with MeSH-based strings such
+as ``Opacity/lung/upper lobe/right/streaky``: a heading followed by ``/``-separated modifiers naming the
+organ, the location, the side, the severity, the size, the number and other descriptors. Shin et al.
+("Learning to Read Chest X-Rays: Recurrent Neural Cascade Model for Automated Image Annotation", CVPR 2016)
+trained a CNN and an RNN that writes such annotation sequences; this module defines the grammar that both the
+real OpenI terms and the synthetic generator's sidecar are written in, so one decoder and one vocabulary serve
+both.
+
+Every vocabulary below comes from a census of all ``/``-separated parts of the 8,298 ``<major>`` terms of the
+3,955 reports in ``NLMCXR_reports.tgz`` (119 headings after merging case and spacing variants, 90 modifier
+words). Each modifier word belongs to exactly one slot, so a token's slot is known from the word itself.
+
+Slot order of a token sequence (one canonical order, used for every annotation)::
+
+    finding-or-heading, organ, side, location..., severity, size, number, other modifiers...
+
+Heading to finding (the 14 ChestX-ray14 findings of :data:`cxreader.labels.FINDINGS`), conservative: a heading
+maps only where it names the same radiographic finding.
+
+* Direct: Pulmonary Atelectasis → Atelectasis; Cardiomegaly; Pleural Effusion → Effusion; Infiltrate →
+  Infiltration; Mass; Nodule; Pneumonia; Pneumothorax (and Hydropneumothorax, Hemopneumothorax: the radiograph
+  shows a pneumothorax); Consolidation; Pulmonary Edema → Edema; Emphysema, Pulmonary Emphysema and Bullous
+  Emphysema → Emphysema; Pulmonary Fibrosis and Fibrosis → Fibrosis; Hernia, Hiatal and Hernia,
+  Diaphragmatic → Hernia.
+* Airspace Disease → Consolidation: airspace disease is alveolar filling, the Fleischner Society glossary's
+  definition of consolidation (Hansell et al., Radiology 2008).
+* Opacity and Density → Infiltration, only when the organ is the lung (or the alveoli): the same glossary
+  replaces the vague "infiltrate" with "opacity" (and deprecates "density"), and ChestX-ray14's Infiltration
+  label is exactly that vague parenchymal opacity. ``Opacity/ribs/anterior`` stays unmapped.
+* Cicatrix → Fibrosis when the organ is the lung (a parenchymal scar); Thickening → Pleural_Thickening when
+  the organ is the pleura (``Thickening/bronchovascular`` stays unmapped).
+* Not mapped, on purpose: Calcified Granuloma and Granuloma (benign calcified nodules, indexed apart from
+  "Nodule" by the OpenI annotators), Pulmonary Congestion and Heart Failure (not oedema itself), Pulmonary
+  Disease, Chronic Obstructive and Lung/hyperdistention (clinical or volume findings, not emphysema), Lung
+  Diseases, Interstitial, Costophrenic Angle/blunted, Subcutaneous and Mediastinal Emphysema (air outside the
+  lung). These keep their heading as the first token and ``finding`` is None.
+
+Severity words are borderline < mild < moderate < severe; ``small``/``large`` are sizes (the synthetic
+generator's ``size_cm`` is written as ``small`` below 3 cm and ``large`` from 3 cm, the Fleischner glossary's
+boundary between a nodule and a mass); ``multiple`` is the number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cxreader.labels import FINDINGS, canonical_finding
+
+#: Headings of the OpenI ``<major>`` terms (canonical spelling), from the census of NLMCXR_reports.tgz.
+KNOWN_HEADINGS: tuple[str, ...] = (
+    "Abdomen", "Adipose Tissue", "Airspace Disease", "Aorta", "Aorta, Thoracic", "Aortic Aneurysm",
+    "Arthritis", "Atherosclerosis", "Blister", "Blood Vessels", "Bone Diseases, Metabolic", "Bone and Bones",
+    "Breast Implants", "Bronchiectasis", "Bronchiolitis", "Bronchitis", "Bullous Emphysema",
+    "Calcified Granuloma", "Calcinosis", "Cardiac Shadow", "Cardiomegaly", "Catheters, Indwelling",
+    "Cavitation", "Cervical Vertebrae", "Cholelithiasis", "Cicatrix", "Colonic Interposition",
+    "Consolidation", "Contrast Media", "Costophrenic Angle", "Cystic Fibrosis", "Cysts", "Deformity",
+    "Density", "Diaphragm",
+    "Diaphragmatic Eventration", "Dislocations", "Emphysema", "Epicardial Fat", "Expansile Bone Lesions",
+    "Fibrosis", "Foreign Bodies", "Fractures, Bone", "Funnel Chest", "Granuloma", "Granulomatous Disease",
+    "Heart", "Heart Atria", "Heart Failure", "Heart Ventricles", "Hemopneumothorax", "Hemothorax",
+    "Hernia, Diaphragmatic", "Hernia, Hiatal", "Humerus", "Hydropneumothorax",
+    "Hyperostosis, Diffuse Idiopathic Skeletal", "Hypertension, Pulmonary", "Hypovolemia",
+    "Implanted Medical Device", "Infiltrate", "Kyphosis", "Lucency", "Lumbar Vertebrae", "Lung",
+    "Lung Diseases, Interstitial", "Lung, Hyperlucent", "Lymph Nodes", "Markings", "Mass", "Mastectomy",
+    "Mediastinal Emphysema", "Mediastinum", "Medical Device", "Nipple Shadow", "No Indexing", "Nodule",
+    "Opacity", "Osteophyte", "Osteoporosis", "Pectus Carinatum", "Pericardial Effusion", "Pleura",
+    "Pleural Effusion", "Pneumonectomy", "Pneumonia", "Pneumoperitoneum", "Pneumothorax", "Pulmonary Artery",
+    "Pulmonary Atelectasis", "Pulmonary Congestion", "Pulmonary Disease, Chronic Obstructive",
+    "Pulmonary Edema", "Pulmonary Emphysema", "Pulmonary Fibrosis", "Ribs", "Sarcoidosis", "Sclerosis",
+    "Scoliosis", "Shift", "Shoulder", "Spinal Fusion", "Spine", "Spondylosis", "Stents",
+    "Subcutaneous Emphysema", "Sulcus", "Surgical Instruments", "Sutures",
+    "Technical Quality of Image Unsatisfactory", "Thickening", "Thoracic Vertebrae", "Thorax", "Trachea",
+    "Trachea, Carina", "Tube, Inserted", "Tuberculosis", "Volume Loss", "normal",
+)  # fmt: skip
+
+#: The heading of a report with no abnormality.
+NORMAL = "normal"
+
+#: Sides. ``midline`` never occurs in the OpenI terms; the synthetic generator uses it (hernia, heart).
+SIDES: tuple[str, ...] = ("right", "left", "bilateral", "midline")
+#: Severity words, mildest first.
+SEVERITIES: tuple[str, ...] = ("borderline", "mild", "moderate", "severe")
+#: Size words.
+SIZES: tuple[str, ...] = ("small", "large")
+#: Number words.
+NUMBERS: tuple[str, ...] = ("multiple",)
+#: Anatomy named by the terms. The first one in a term is its organ; a later one is part of its location.
+ORGANS: tuple[str, ...] = (
+    "lung", "pleura", "heart", "mediastinum", "diaphragm", "thorax", "aorta", "aorta, thoracic",
+    "blood vessels", "pulmonary artery", "coronary vessels", "aortic valve", "mitral valve", "heart atria",
+    "heart ventricles", "lymph nodes", "trachea", "trachea, carina", "bronchi", "pulmonary alveoli",
+    "esophagus", "abdomen", "ribs", "sternum", "clavicle", "spine", "cervical vertebrae",
+    "thoracic vertebrae", "lumbar vertebrae", "shoulder", "humerus", "neck", "breast", "breast implants",
+    "adipose tissue",
+)  # fmt: skip
+#: Location words: lobes, zones and named regions.
+LOCATIONS: tuple[str, ...] = (
+    "upper lobe", "middle lobe", "lingula", "lower lobe", "apex", "base", "hilum", "azygos lobe",
+    "retrocardiac", "supracardiac", "paratracheal", "costophrenic angle", "cardiophrenic angle",
+    "pleural sinus", "sulcus", "anterior", "posterior", "diffuse",
+)  # fmt: skip
+#: Other descriptors seen in the OpenI terms (shape, pattern, chronicity, appearance).
+DESCRIPTORS: tuple[str, ...] = (
+    "abnormal", "acute", "blunted", "bronchovascular", "chronic", "degenerative", "elevated", "enlarged",
+    "flattened", "focal", "healed", "hyperdistention", "hypoinflation", "interstitial", "irregular",
+    "multilobar", "obscured", "patchy", "prominent", "reticular", "round", "scattered", "streaky", "tortuous",
+)  # fmt: skip
+
+#: The MeSH heading written for each of the 14 findings (synthetic annotations and decoded finding tokens).
+FINDING_HEADINGS: dict[str, str] = {
+    "Atelectasis": "Pulmonary Atelectasis",
+    "Cardiomegaly": "Cardiomegaly",
+    "Effusion": "Pleural Effusion",
+    "Infiltration": "Infiltrate",
+    "Mass": "Mass",
+    "Nodule": "Nodule",
+    "Pneumonia": "Pneumonia",
+    "Pneumothorax": "Pneumothorax",
+    "Consolidation": "Consolidation",
+    "Edema": "Pulmonary Edema",
+    "Emphysema": "Pulmonary Emphysema",
+    "Fibrosis": "Pulmonary Fibrosis",
+    "Pleural_Thickening": "Thickening",
+    "Hernia": "Hernia, Hiatal",
+}
+
+# Heading (lower case) -> (finding, organs it requires; None = any organ). See the module docstring for why.
+_LUNG = frozenset({"lung", "pulmonary alveoli"})
+_HEADING_FINDINGS: dict[str, tuple[str, frozenset[str] | None]] = {
+    "pulmonary atelectasis": ("Atelectasis", None),
+    "cardiomegaly": ("Cardiomegaly", None),
+    "pleural effusion": ("Effusion", None),
+    "infiltrate": ("Infiltration", None),
+    "opacity": ("Infiltration", _LUNG),
+    "density": ("Infiltration", _LUNG),
+    "mass": ("Mass", None),
+    "nodule": ("Nodule", None),
+    "pneumonia": ("Pneumonia", None),
+    "pneumothorax": ("Pneumothorax", None),
+    "hydropneumothorax": ("Pneumothorax", None),
+    "hemopneumothorax": ("Pneumothorax", None),
+    "consolidation": ("Consolidation", None),
+    "airspace disease": ("Consolidation", None),
+    "pulmonary edema": ("Edema", None),
+    "emphysema": ("Emphysema", None),
+    "pulmonary emphysema": ("Emphysema", None),
+    "bullous emphysema": ("Emphysema", None),
+    "pulmonary fibrosis": ("Fibrosis", None),
+    "fibrosis": ("Fibrosis", None),
+    "cicatrix": ("Fibrosis", _LUNG),
+    "thickening": ("Pleural_Thickening", frozenset({"pleura"})),
+    "hernia, hiatal": ("Hernia", None),
+    "hernia, diaphragmatic": ("Hernia", None),
+}
+
+#: Zones of the synthetic generator and the grounded descriptions, and the location word each is written as.
+ZONE_LOCATIONS: dict[str, str] = {
+    "upper": "upper lobe",
+    "middle": "middle lobe",
+    "lower": "lower lobe",
+    "apical": "apex",
+    "basal": "base",
+    "perihilar": "hilum",
+}
+# Location word -> zone, for scoring the zone slot. The lingula is the left lung's counterpart of the middle
+# lobe, and the costophrenic angle lies at the base.
+_LOCATION_ZONES: dict[str, str] = {
+    **{location: zone for zone, location in ZONE_LOCATIONS.items()},
+    "lingula": "middle",
+    "costophrenic angle": "basal",
+}
+#: Organs the synthetic generator writes.
+SYNTHETIC_ORGANS: tuple[str, ...] = ("lung", "pleura", "heart", "mediastinum", "diaphragm")
+#: Severity words the synthetic generator writes.
+SYNTHETIC_SEVERITIES: tuple[str, ...] = ("mild", "moderate", "severe")
+#: Sizes from this diameter up are "large" (Fleischner glossary: a mass is an opacity over 3 cm).
+SIZE_LARGE_CM = 3.0
+
+
+@dataclass(frozen=True)
+class MeshAnnotation:
+    """One MeSH term as structured slots.
+
+    Attributes:
+        heading: The MeSH heading in canonical spelling ("Pleural Effusion", "normal", ...).
+        organ: The first anatomical modifier ("lung", "pleura", ...), or None.
+        location: Location words in term order ("upper lobe", "base", a second anatomical word, ...).
+        side: "right", "left", "bilateral", "midline" or None.
+        severity: "borderline", "mild", "moderate", "severe" or None.
+        size: "small", "large" or None.
+        number: "multiple" or None.
+        other_modifiers: Every other modifier in term order ("streaky", "round", unknown words, ...).
+        finding: The ChestX-ray14 finding the heading maps to (see the module docstring), or None.
+    """
+
+    heading: str
+    organ: str | None = None
+    location: tuple[str, ...] = ()
+    side: str | None = None
+    severity: str | None = None
+    size: str | None = None
+    number: str | None = None
+    other_modifiers: tuple[str, ...] = ()
+    finding: str | None = None
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def to_token(word: str) -> str:
+    """The token spelling of a heading or modifier: lower case, runs of non-alphanumerics as ``_``.
+
+    ``"Aorta, Thoracic"`` → ``"aorta_thoracic"``, ``"upper lobe"`` → ``"upper_lobe"``.
+    """
+    return re.sub(r"[^a-z0-9]+", "_", word.lower()).strip("_")
+
+
+_HEADING_BY_LOWER = {heading.lower(): heading for heading in KNOWN_HEADINGS}
+_HEADING_BY_TOKEN = {to_token(heading): heading for heading in KNOWN_HEADINGS}
+_FINDING_BY_TOKEN = {to_token(finding): finding for finding in FINDINGS}
+# Each modifier word belongs to one slot; the table also reads a word back from its token spelling.
+_SLOT_WORDS: dict[str, tuple[str, ...]] = {
+    "side": SIDES,
+    "severity": SEVERITIES,
+    "size": SIZES,
+    "number": NUMBERS,
+    "organ": ORGANS,
+    "location": LOCATIONS,
+    "other": DESCRIPTORS,
+}
+_SLOT_OF_WORD = {word: slot for slot, words in _SLOT_WORDS.items() for word in words}
+_WORD_OF_TOKEN = {to_token(word): word for word in _SLOT_OF_WORD}
+
+
+def is_known_heading(heading: str) -> bool:
+    """Whether a heading (any case or spacing) is one of :data:`KNOWN_HEADINGS`."""
+    return _clean(heading).lower() in _HEADING_BY_LOWER
+
+
+def is_known_modifier(word: str) -> bool:
+    """Whether a modifier word (any case or spacing) belongs to one of the slot vocabularies."""
+    return _clean(word).lower() in _SLOT_OF_WORD
+
+
+def heading_finding(heading: str, organ: str | None = None) -> str | None:
+    """The ChestX-ray14 finding a heading maps to, given the term's organ; None when none fits."""
+    rule = _HEADING_FINDINGS.get(_clean(heading).lower())
+    if rule is None:
+        return None
+    finding, organs = rule
+    if organs is not None and organ not in organs:
+        return None
+    return finding
+
+
+def _assemble(
+    heading: str, words: Iterable[str], finding: str | None = None, *, derive: bool
+) -> MeshAnnotation:
+    """Distribute modifier words over the slots; a repeated single-valued slot keeps the first word."""
+    organ = side = severity = size = number = None
+    location: list[str] = []
+    other: list[str] = []
+    for word in words:
+        slot = _SLOT_OF_WORD.get(word, "other")
+        if slot == "organ":
+            if organ is None:
+                organ = word
+            else:
+                location.append(word)  # "lung/hilum/lymph nodes": the second anatomy says where
+        elif slot == "location":
+            location.append(word)
+        elif slot == "side" and side is None:
+            side = word
+        elif slot == "severity" and severity is None:
+            severity = word
+        elif slot == "size" and size is None:
+            size = word
+        elif slot == "number" and number is None:
+            number = word
+        else:
+            other.append(word)
+    if derive:
+        finding = heading_finding(heading, organ)
+    return MeshAnnotation(
+        heading=heading,
+        organ=organ,
+        location=tuple(location),
+        side=side,
+        severity=severity,
+        size=size,
+        number=number,
+        other_modifiers=tuple(other),
+        finding=finding,
+    )
+
+
+def parse_mesh(text: str) -> MeshAnnotation:
+    """Parse one OpenI MeSH string into a :class:`MeshAnnotation`.
+
+    Case and spacing variants of the file are normalised (``"Subcutaneous  Emphysema"``, ``"right "``,
+    ``"Thoracic vertebrae"``); an unknown heading is kept as written and an unknown modifier goes to
+    ``other_modifiers`` (check with :func:`is_known_heading` / :func:`is_known_modifier`).
+
+    Args:
+        text: A ``<major>`` term, e.g. ``"Opacity/lung/upper lobe/right/streaky"``.
+
+    Raises:
+        ValueError: when the string has no heading.
+    """
+    parts = [_clean(part) for part in str(text).split("/")]
+    parts = [part for part in parts if part]
+    if not parts:
+        raise ValueError(f"empty MeSH term {text!r}")
+    heading = _HEADING_BY_LOWER.get(parts[0].lower(), parts[0])
+    return _assemble(heading, (part.lower() for part in parts[1:]), derive=True)
+
+
+def annotation_tokens(annotation: MeshAnnotation) -> list[str]:
+    """The canonical token sequence of an annotation, for the decoder.
+
+    Slot order: finding (or heading when no finding fits), organ, side, location words, severity, size,
+    number, other modifiers. Example: ``["effusion", "pleura", "right", "lower_lobe", "moderate"]``.
+    """
+    first = annotation.finding if annotation.finding is not None else annotation.heading
+    words = [
+        annotation.organ,
+        annotation.side,
+        *annotation.location,
+        annotation.severity,
+        annotation.size,
+        annotation.number,
+        *annotation.other_modifiers,
+    ]
+    return [to_token(first)] + [to_token(word) for word in words if word]
+
+
+def tokens_to_annotation(tokens: Sequence[str]) -> MeshAnnotation:
+    """Inverse of :func:`annotation_tokens`, as far as the tokens allow.
+
+    The first token is the finding or the heading; every later token's slot follows from its word (order is
+    not required, so a decoder's out-of-order output still parses). A finding token gives the finding's
+    heading from :data:`FINDING_HEADINGS` (``Opacity/lung`` comes back as ``Infiltrate/lung``); unknown words
+    come back with ``_`` read as a space.
+
+    Raises:
+        ValueError: when ``tokens`` is empty.
+    """
+    tokens = [token for token in tokens if token]
+    if not tokens:
+        raise ValueError("an annotation needs at least one token (its finding or heading)")
+    first, rest = tokens[0], tokens[1:]
+    words = [_WORD_OF_TOKEN.get(token, token.replace("_", " ")) for token in rest]
+    if first in _FINDING_BY_TOKEN:
+        finding = _FINDING_BY_TOKEN[first]
+        return _assemble(FINDING_HEADINGS[finding], words, finding, derive=False)
+    heading = _HEADING_BY_TOKEN.get(first, first.replace("_", " "))
+    return _assemble(heading, words, derive=True)
+
+
+def to_mesh_string(annotation: MeshAnnotation) -> str:
+    """The annotation as a MeSH-style string in slot order, e.g. ``Pleural Effusion/right/small``."""
+    words = [
+        annotation.organ,
+        annotation.side,
+        *annotation.location,
+        annotation.severity,
+        annotation.size,
+        annotation.number,
+        *annotation.other_modifiers,
+    ]
+    return "/".join([annotation.heading] + [word for word in words if word])
+
+
+def zone_of(annotation: MeshAnnotation) -> str | None:
+    """The zone (a key of :data:`ZONE_LOCATIONS`) of the first location word that has one, else None."""
+    for word in annotation.location:
+        if word in _LOCATION_ZONES:
+            return _LOCATION_ZONES[word]
+    return None
+
+
+def size_word(size_cm: float | None) -> str | None:
+    """``small`` below :data:`SIZE_LARGE_CM`, ``large`` from it; None for a missing (None or NaN) size.
+
+    Raises:
+        ValueError: for a negative or infinite size.
+    """
+    if size_cm is None or (isinstance(size_cm, float) and math.isnan(size_cm)):
+        return None
+    size_cm = float(size_cm)
+    if size_cm < 0 or math.isinf(size_cm):
+        raise ValueError(f"size_cm must be a finite, non-negative number of centimetres, got {size_cm!r}")
+    return "large" if size_cm >= SIZE_LARGE_CM else "small"
+
+
+def _optional_word(value: object, field: str, allowed: Iterable[str]) -> str | None:
+    """Normalise one sidecar cell: None, NaN and "" mean absent; anything else must be an allowed word."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    word = _clean(str(value)).lower()
+    if not word:
+        return None
+    allowed = tuple(allowed)
+    if word not in allowed:
+        raise ValueError(f"unknown {field} {value!r}; expected one of: {', '.join(allowed)}")
+    return word
+
+
+def synthetic_annotation(
+    finding: str,
+    side: str | None,
+    zone: str | None,
+    organ: str | None,
+    severity: str | None,
+    size_cm: float | None = None,
+) -> MeshAnnotation:
+    """Write one finding of the synthetic generator's sidecar in the MeSH annotation grammar.
+
+    The heading is the finding's MeSH heading (:data:`FINDING_HEADINGS`), the zone becomes its location word
+    (:data:`ZONE_LOCATIONS`; a MeSH location word such as ``"lingula"`` is also accepted) and ``size_cm``
+    becomes a size word (:func:`size_word`). None, NaN and empty cells mean the slot is absent.
+
+    Args:
+        finding: One of the 14 findings (any spelling :func:`cxreader.labels.canonical_finding` accepts).
+        side: right, left, bilateral or midline.
+        zone: upper, middle, lower, apical, basal, perihilar (or a MeSH location word).
+        organ: lung, pleura, heart, mediastinum or diaphragm.
+        severity: mild, moderate or severe.
+        size_cm: Diameter in centimetres.
+
+    Raises:
+        ValueError: for a value outside these vocabularies (the message lists the accepted ones).
+    """
+    name = canonical_finding(finding)
+    if name not in FINDINGS:
+        raise ValueError(f"a synthetic annotation needs one of the 14 findings, got {finding!r}")
+    zone_word = _optional_word(zone, "zone", (*ZONE_LOCATIONS, *LOCATIONS))
+    location = (ZONE_LOCATIONS.get(zone_word, zone_word),) if zone_word else ()
+    return MeshAnnotation(
+        heading=FINDING_HEADINGS[name],
+        organ=_optional_word(organ, "organ", SYNTHETIC_ORGANS),
+        location=location,
+        side=_optional_word(side, "side", SIDES),
+        severity=_optional_word(severity, "severity", SYNTHETIC_SEVERITIES),
+        size=size_word(size_cm),
+        finding=name,
+    )

@@ -1,0 +1,229 @@
+"""``cxreader search`` (query the stored screening records) and ``cxreader db upgrade`` (schema migrations)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from datetime import date
+from typing import TextIO
+
+from cxreader import DISCLAIMER
+from cxreader.labels import FINDINGS
+from cxreader.storage.crud import MAX_SEARCH_LIMIT, SEARCH_ORDERS, FindingHit, SearchPage, search_records
+from cxreader.storage.db import DATABASE_URL_ENV, display_url, init_db, open_database, resolve_database_url
+
+FORMATS = ("table", "csv", "json")
+#: Columns of ``--format csv``: one line per matched finding of each image.
+CSV_COLUMNS = (
+    "image_id",
+    "study_id",
+    "patient_id",
+    "study_instance_uid",
+    "accession_number",
+    "study_date",
+    "view_position",
+    "modality",
+    "status",
+    "failure_reason",
+    "synthetic",
+    "checkpoint_id",
+    "source_path",
+    "finding",
+    "probability",
+    "threshold",
+    "above_threshold",
+    "description",
+    "caption",
+    "heatmap_path",
+)
+_MAX_SOURCE_CHARS = 48
+_DB_HELP = (
+    f"database URL or SQLite file (default: ${DATABASE_URL_ENV}, else records.sqlite3 in the user data dir)"
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``search`` and ``db`` to the top-level commands."""
+    parser = subparsers.add_parser(
+        "search",
+        help="search the stored screening records",
+        description="Search the records database: every image with a finding at or above a probability, in a "
+        "date range, of a patient, or whose description mentions some words. " + DISCLAIMER,
+    )
+    parser.add_argument("--finding", help=f"one of the 14 findings ({', '.join(FINDINGS)})")
+    parser.add_argument("--min-prob", type=float, metavar="P", help="smallest probability, 0-1 (inclusive)")
+    parser.add_argument("--since", type=_parse_date, metavar="DATE", help="first study date, YYYY-MM-DD")
+    parser.add_argument("--until", type=_parse_date, metavar="DATE", help="last study date, YYYY-MM-DD")
+    parser.add_argument("--patient", metavar="ID", help="patient ID (exact)")
+    parser.add_argument("--text", help="words the finding's description or caption contains")
+    threshold = parser.add_mutually_exclusive_group()
+    threshold.add_argument(
+        "--above-threshold",
+        dest="above_threshold",
+        action="store_const",
+        const=True,
+        help="only findings at or above the checkpoint's operating threshold",
+    )
+    threshold.add_argument(
+        "--below-threshold", dest="above_threshold", action="store_const", const=False, help="only below it"
+    )
+    parser.add_argument(
+        "--status",
+        choices=("ok", "failed", "any"),
+        default="ok",
+        help="images read successfully (default), those that failed, or both",
+    )
+    parser.add_argument(
+        "--order",
+        choices=SEARCH_ORDERS,
+        default="probability_desc",
+        help="most probable first (default) or newest study first",
+    )
+    parser.add_argument("--limit", type=int, default=100, help=f"rows per page, at most {MAX_SEARCH_LIMIT}")
+    parser.add_argument("--offset", type=int, default=0, help="rows to skip (paging)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("--db", metavar="URL", help=_DB_HELP)
+    parser.set_defaults(func=run_search)
+
+    db_parser = subparsers.add_parser("db", help="the records database: schema migrations")
+    db_subparsers = db_parser.add_subparsers(dest="db_command", metavar="DB_COMMAND")
+    upgrade = db_subparsers.add_parser(
+        "upgrade", help="create the records database, or upgrade its schema to this version of cxreader"
+    )
+    upgrade.add_argument("--db", metavar="URL", help=_DB_HELP)
+    upgrade.set_defaults(func=run_upgrade)
+    db_parser.set_defaults(func=lambda args: _print_help(db_parser))
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """Handler of ``cxreader search``: prints one page of matches; exit code 0 (also when nothing matched)."""
+    database = open_database(args.db, upgrade=False)
+    try:
+        with database.session() as session:
+            page = search_records(
+                session=session,
+                finding=args.finding,
+                min_prob=args.min_prob,
+                since=args.since,
+                until=args.until,
+                patient=args.patient,
+                text=args.text,
+                above_threshold=args.above_threshold,
+                status=None if args.status == "any" else args.status,
+                limit=args.limit,
+                offset=args.offset,
+                order=args.order,
+            )
+    finally:
+        database.close()
+    if args.format == "json":
+        write_json(page, sys.stdout)
+    elif args.format == "csv":
+        write_csv(page, sys.stdout)
+    else:
+        matched_only = any(
+            value is not None
+            for value in (args.finding, args.min_prob, args.above_threshold, args.text or None)
+        )
+        write_table(page, sys.stdout, matched_only=matched_only)
+    return 0
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    """Handler of ``cxreader db upgrade``."""
+    url = resolve_database_url(args.db)
+    revision = init_db(url)
+    print(f"database {display_url(url)} is at schema revision {revision} (newest)")
+    return 0
+
+
+def write_json(page: SearchPage, stream: TextIO) -> None:
+    """The page as one JSON object: ``total``, ``limit``, ``offset``, ``rows`` and the disclaimer."""
+    document = {
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+        "rows": [row.to_dict() for row in page.rows],
+        "disclaimer": DISCLAIMER,
+    }
+    json.dump(document, stream, indent=2)
+    stream.write("\n")
+
+
+def write_csv(page: SearchPage, stream: TextIO) -> None:
+    """The page as CSV, one line per matched finding of each image (one line for an image without any)."""
+    writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in page.rows:
+        record = row.to_dict()
+        base = {key: record[key] for key in CSV_COLUMNS if key in record}
+        for hit in row.findings or [None]:
+            line = dict(base)
+            if hit is not None:
+                line.update({key: value for key, value in hit.to_dict().items() if key in CSV_COLUMNS})
+            writer.writerow(line)
+
+
+def write_table(page: SearchPage, stream: TextIO, *, matched_only: bool = True) -> None:
+    """A fixed-width table for people: one line per image, its findings last, most probable first.
+
+    Args:
+        page: The search results.
+        stream: Where to write.
+        matched_only: The search had finding filters, so each row holds just its matching findings: show them
+            all. Otherwise rows hold all 14 and only those above threshold are shown.
+    """
+    header = ("image", "study date", "patient", "view", "source", "findings")
+    lines = []
+    for row in page.rows:
+        if row.status == "failed":
+            findings = f"FAILED: {row.failure_reason}"
+        else:
+            shown = row.findings if matched_only else [hit for hit in row.findings if hit.above_threshold]
+            findings = "; ".join(_describe_hit(hit) for hit in shown) or "nothing above threshold"
+        lines.append(
+            (
+                str(row.image_id),
+                row.study_date.isoformat() if row.study_date else "-",
+                row.patient_id or "-",
+                row.view_position or "-",
+                _fit_left(row.source_path, _MAX_SOURCE_CHARS) + (" [synthetic]" if row.synthetic else ""),
+                findings,
+            )
+        )
+    widths = [max([len(header[i])] + [len(line[i]) for line in lines]) for i in range(len(header) - 1)]
+    for cells in (header, *lines):
+        padded = [cell.ljust(width) for cell, width in zip(cells[:-1], widths, strict=True)]
+        stream.write("  ".join([*padded, cells[-1]]) + "\n")
+    if page.total == 0:
+        stream.write("no matching records\n")
+    elif page.rows:
+        stream.write(f"records {page.offset + 1}-{page.offset + len(page.rows)} of {page.total}\n")
+    else:
+        stream.write(f"no records past offset {page.offset} ({page.total} in all)\n")
+    stream.write(DISCLAIMER + "\n")
+
+
+def _describe_hit(hit: FindingHit) -> str:
+    mark = ">=" if hit.above_threshold else "<"
+    text = f"{hit.finding.replace('_', ' ')} {hit.probability:.2f} ({mark} {hit.threshold:.2f})"
+    return f"{text}: {hit.description}" if hit.description else text
+
+
+def _fit_left(text: str, width: int) -> str:
+    # The end of a path (the file name) says more than its beginning.
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]

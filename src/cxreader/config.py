@@ -1,0 +1,203 @@
+"""Training configuration: dataclass defaults → YAML recipe → command-line overrides (timm's layering).
+
+The resolved configuration is saved beside and inside every checkpoint, so a run can be reproduced from its
+output folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cxreader.errors import ConfigError
+
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are CheXNet's recipe (Rajpurkar et al. 2017).
+
+    Attributes:
+        data: Dataset root in the NIH ChestX-ray14 layout (or a synthetic one).
+        split: ``random`` (seeded 70/10/20 by patient), ``official`` (NIH test list, validation carved
+            from train_val by patient) or ``lists`` (the files in ``lists``).
+        lists: ``{"train": path, "val": path, "test": path}`` for ``split: lists``.
+        cache: A preprocessing cache folder (``cxreader data cache``) to read instead of the PNGs.
+        model: Registered model name. init: ``imagenet`` or ``none``. weights: a local weights file.
+        image_size: Network input size (square). Training crops are drawn with random-resized-crop
+            (scale ``crop_scale``) and a small rotation; evaluation resizes the whole image.
+        epochs, batch_size: Per run; ``batch_size`` is the GLOBAL batch, split across DDP processes.
+        lr, weight_decay, betas: Adam (CheXNet: lr 1e-3, betas 0.9/0.999).
+        plateau_factor, plateau_patience: ReduceLROnPlateau on validation mean AUROC.
+        early_stopping_patience: Epochs without a better validation mean AUROC before stopping (0 = off).
+        workers: DataLoader workers per process. device: ``auto``, ``cpu``, ``cuda`` or ``hpu``.
+        amp: ``auto`` (bf16 autocast on CUDA where supported, else fp16 with a grad scaler; off on CPU),
+            ``off``, ``bf16`` or ``fp16``. channels_last: ``auto`` (on CUDA) / ``on`` / ``off``.
+        sync_bn: Synchronise BatchNorm statistics across DDP processes (``auto`` = when world size > 1).
+        max_train_batches / max_val_batches: Cap per epoch (0 = all), for smoke runs.
+        seed: Seeds the split, the sampler and every augmentation.
+        log_every: Progress-bar refresh in steps. synthetic: set when the data is synthetic (labels reports).
+    """
+
+    data: str = ""
+    split: str = "random"
+    lists: dict[str, str] = field(default_factory=dict)
+    cache: str = ""
+    model: str = "chexnet_densenet121"
+    init: str = "imagenet"
+    weights: str = ""
+    drop_rate: float = 0.0
+    image_size: int = 224
+    crop_scale: tuple[float, float] = (0.75, 1.0)
+    max_rotation_deg: float = 7.0
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    plateau_factor: float = 0.1
+    plateau_patience: int = 1
+    early_stopping_patience: int = 5
+    workers: int = 4
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: str = "auto"
+    sync_bn: str = "auto"
+    max_train_batches: int = 0
+    max_val_batches: int = 0
+    seed: int = 0
+    log_every: int = 10
+    synthetic: bool = False
+
+    def validate(self) -> TrainConfig:
+        """Check value ranges; return self."""
+        choices = {
+            "split": ("random", "official", "lists"),
+            "init": ("imagenet", "none"),
+            "device": ("auto", "cpu", "cuda", "hpu"),
+            "amp": ("auto", "off", "bf16", "fp16"),
+            "channels_last": ("auto", "on", "off"),
+            "sync_bn": ("auto", "on", "off"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
+        for name in ("epochs", "batch_size", "image_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.split == "lists" and not self.lists:
+            raise ConfigError("split=lists needs --list train=FILE --list val=FILE [--list test=FILE]")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Build a config from a plain dict, refusing unknown keys and coercing types to the field's."""
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+    defaults = TrainConfig()
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(name, value, getattr(defaults, name))
+    return TrainConfig(**kwargs)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return lowered in ("true", "1", "yes", "on")
+            return bool(value)
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(type(default[0])(item) for item in items)
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return {str(k): str(v) for k, v in value.items()}
+        if isinstance(default, (int, float)) and isinstance(value, str):
+            return type(default)(float(value)) if isinstance(default, int) else float(value)
+        if isinstance(default, int) and not isinstance(default, bool):
+            if float(value) != int(value):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value) if value is not None else ""
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config {name}: cannot use {value!r} (expected {type(default).__name__})"
+        ) from None
+
+
+def resolve_recipe_path(recipe: str | Path) -> Path:
+    """A recipe given as a path, or by name from the packaged ``configs/`` (``chexnet``, ``demo``)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    packaged = PACKAGE_CONFIG_DIR / f"{Path(recipe).stem}.yaml"
+    if packaged.is_file():
+        return packaged
+    names = ", ".join(sorted(p.stem for p in PACKAGE_CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"{recipe}: recipe not found (a YAML file, or one of: {names})")
+
+
+def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the YAML recipe, then overrides (e.g. from the command line)."""
+    values: dict[str, Any] = {}
+    if recipe:
+        path = resolve_recipe_path(recipe)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of config keys")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return config_from_dict(values).validate()
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

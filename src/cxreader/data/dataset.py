@@ -1,0 +1,111 @@
+"""A map-style dataset of chest radiographs yielding dict samples (torchxrayvision's convention).
+
+Each sample is ``{"image": float tensor (3, S, S), "labels": float tensor (14,) with NaN for unknown,
+"id": image name, "index": int}``. An image that cannot be read yields a sample with ``"error"`` set; the
+collate function drops it and the training loop reports the file and the reason, so one bad file in 100,000
+does not stop a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cxreader.errors import CXReaderError
+
+logger = logging.getLogger(__name__)
+
+
+class ImageSource(Protocol):
+    """Where decoded uint8 grayscale images come from (files, or a preprocessing cache)."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> np.ndarray: ...
+
+    def name(self, index: int) -> str: ...
+
+
+class FileImageSource:
+    """Decode image files on demand, resized to ``load_size``² (``None`` = full size)."""
+
+    def __init__(self, paths: Sequence[str | Path], load_size: int | None):
+        self.paths = [str(path) for path in paths]
+        self.load_size = load_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> np.ndarray:
+        from cxreader.data.io import read_image_uint8
+
+        return read_image_uint8(self.paths[index], size=self.load_size)
+
+    def name(self, index: int) -> str:
+        return Path(self.paths[index]).name
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The per-sample augmentation generator: a function of (seed, epoch, index) only."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 100_003 + index) % (2**63 - 1))
+
+
+class ChestXrayDataset(Dataset):
+    """Images from an :class:`ImageSource` with their 14 labels.
+
+    Args:
+        source: Where the images come from.
+        labels: (N, 14) array, NaN where a label is unknown.
+        transform: ``transform(uint8_image, generator) -> tensor``.
+        seed: Augmentation seed; call :meth:`set_epoch` every epoch.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        labels: np.ndarray,
+        transform: Callable[[np.ndarray, torch.Generator], torch.Tensor],
+        *,
+        seed: int = 0,
+    ):
+        if len(source) != len(labels):
+            raise ValueError(f"{len(source)} images but {len(labels)} label rows")
+        self.source = source
+        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample: dict[str, Any] = {"id": self.source.name(index), "index": index, "labels": self.labels[index]}
+        try:
+            image = self.source.load(index)
+        except CXReaderError as exc:
+            sample["error"] = str(exc)
+            return sample
+        sample["image"] = self.transform(image, sample_generator(self.seed, self.epoch, index))
+        return sample
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack good samples; list the failed ones under ``"errors"`` (file: reason)."""
+    good = [sample for sample in samples if "error" not in sample]
+    batch: dict[str, Any] = {"errors": [sample["error"] for sample in samples if "error" in sample]}
+    if good:
+        batch["image"] = torch.stack([sample["image"] for sample in good])
+        batch["labels"] = torch.stack([sample["labels"] for sample in good])
+        batch["index"] = torch.tensor([sample["index"] for sample in good], dtype=torch.long)
+        batch["id"] = [sample["id"] for sample in good]
+    return batch

@@ -1,0 +1,660 @@
+"""Read any chest radiograph file (PNG, JPEG, DICOM, TIFF, BMP, JPEG 2000, WebP) into one grayscale array.
+
+The format is chosen by content sniffing (magic bytes), never by the file name, so uploads with a wrong or
+missing extension read correctly and a renamed HTML page is refused. Every failure raises
+:class:`cxreader.errors.ImageReadError` naming the file and the reason; no PIL, pydicom or numpy traceback
+reaches the caller.
+
+Display rule (what ``LoadedImage.pixels`` means): float32 ``(H, W)`` in ``[0, 1]``, 0 = black and 1 = white as a
+radiologist views the image (bone and opacities bright).
+
+* PNG/JPEG/TIFF/BMP/JPEG 2000/WebP are display renditions already: values are divided by the largest code of
+  their bit depth (255 or 65535), so an 8-bit file keeps its exact grey levels. Colour files become
+  ITU-R BT.601 luma (Pillow's ``convert("L")``; for JPEG the decoder's own Y channel), which is the grey value
+  itself when R = G = B, as in the RGBA files of NIH ChestX-ray14. Alpha is ignored.
+* DICOM follows the grayscale pipeline of DICOM PS3.3 C.11 / PS3.4 N.2: Modality LUT (rescale slope and
+  intercept, C.11.1), then VOI LUT or window centre/width (C.11.2), then MONOCHROME1 inversion (C.7.6.3.1.2),
+  then scaling by the actual range of the result (min-max). With a window, the window has already clipped the
+  tails, so min-max equals the window's output range whenever the image reaches both ends of the window;
+  without one, the stored bit depth usually overstates the range in use (15 bits stored for a 12-bit
+  detector), and min-max is what DICOM viewers fall back to, and what the 8-bit NIH PNG exports look like.
+  A constant image carries no information and comes back as zeros.
+* EXIF orientation is applied (a phone photo of a film displays upright). Multi-frame files are refused, and
+  Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) applies to every format, DICOM included, as an
+  error rather than a warning. Truncated files are errors: reading is refused while
+  ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is True, because Pillow would then pad them with grey silently.
+
+``read_image_uint8`` rule: the uint8 image is exactly ``round(255 * pixels)`` (for 8-bit files, the stored grey
+level). With ``size`` it is resampled to ``size x size`` (aspect ratio not kept, as in CheXNet's 224 x 224
+resize) with Lanczos through Pillow's two-step ``reducing_gap`` path (an integer box ``reduce`` followed by a
+Lanczos step of at least ``REDUCING_GAP`` times, which Pillow documents as indistinguishable from a direct
+Lanczos resample for a gap of 3); a JPEG is first decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
+(``Image.draft``) when at least ``REDUCING_GAP x size`` pixels per side remain, as ``Image.thumbnail`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageFile, ImageOps
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from cxreader.errors import ImageReadError
+
+__all__ = [
+    "DICOM_METADATA_KEYS",
+    "REDUCING_GAP",
+    "LoadedImage",
+    "load_image",
+    "read_image",
+    "read_image_uint8",
+    "sniff_format",
+]
+
+#: DICOM attributes copied into ``LoadedImage.metadata`` (as strings, only when present and not empty).
+DICOM_METADATA_KEYS: tuple[str, ...] = (
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "StudyDate",
+    "Modality",
+    "BodyPartExamined",
+    "ViewPosition",
+    "PhotometricInterpretation",
+)
+
+#: The last resampling step shrinks by at least this factor (Pillow's ``reducing_gap``); see the module rule.
+REDUCING_GAP = 3.0
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # ISO/IEC 15948, section 5.2
+_JPEG_SOI = b"\xff\xd8\xff"  # ITU-T T.81: SOI marker followed by the first marker segment
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # ISO/IEC 15444-1 annex I signature box
+_J2K_CODESTREAM = b"\xff\x4f\xff\x51"  # ISO/IEC 15444-1: SOC then SIZ marker
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
+_BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}  # the DIB header variants
+_GIT_LFS_POINTER = b"version https://git-lfs"
+_EXIF_ORIENTATION = 0x0112
+_BYTESIO_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+# Sniffed format -> the one Pillow plugin allowed to open it (so the content decides the decoder).
+_PIL_FORMATS = {
+    "png": "PNG",
+    "jpeg": "JPEG",
+    "tiff": "TIFF",
+    "bmp": "BMP",
+    "jpeg2000": "JPEG2000",
+    "webp": "WEBP",
+}
+
+# Pillow modes with more than 8 bits per sample; every other mode becomes 8-bit luma through convert("L").
+_PIL_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+_PIL_WIDE_MODES = _PIL_16BIT_MODES | {"I", "F"}
+
+# Transfer syntaxes newer than pydicom 3.0's UID dictionary (DICOM PS3.6 table A-1), named for messages.
+_NEWER_SYNTAXES = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """One decoded radiograph and what the file says about it.
+
+    ``eq=False`` because dataclass equality on an ``np.ndarray`` field is ambiguous; compare ``pixels`` with
+    numpy instead.
+
+    Attributes:
+        pixels: float32 ``(H, W)`` in ``[0, 1]``; 0 = black, 1 = white as displayed (bone bright).
+        path: the file path, or the upload name when read from bytes.
+        format: sniffed format: ``"png"``, ``"jpeg"``, ``"dicom"``, ``"tiff"``, ``"bmp"``, ``"jpeg2000"``
+            or ``"webp"``.
+        bits_stored: bits per sample in the file (DICOM BitsStored; 8 or 16 for PNG; 1 for bilevel).
+        pixel_spacing_mm: ``(row, column)`` spacing in mm from DICOM PixelSpacing, else ImagerPixelSpacing;
+            ``None`` when absent or not positive (anonymised files often store ``0.000``).
+        view_position: DICOM ViewPosition (``"PA"``, ``"AP"``, ``"LL"``, ...), ``None`` when absent.
+        metadata: the :data:`DICOM_METADATA_KEYS` present in a DICOM file, as strings; empty otherwise.
+            Holds patient identifiers: store it in the records database, never in logs.
+    """
+
+    pixels: np.ndarray
+    path: str
+    format: str
+    bits_stored: int
+    pixel_spacing_mm: tuple[float, float] | None = None
+    view_position: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def load_image(source: str | Path, *, data: bytes | None = None) -> LoadedImage:
+    """Decode a radiograph into display-ready grayscale (see the module docstring for the display rule).
+
+    Args:
+        source: path of the file; when ``data`` is given, only the name used in error messages.
+        data: the file's bytes (an upload); when given, nothing is read from disk.
+
+    Returns:
+        The decoded image with its format, bit depth and DICOM metadata.
+
+    Raises:
+        ImageReadError: file not found or unreadable, empty, truncated, not an image, unsupported DICOM
+            transfer syntax, DICOM without pixel data, multi-frame volume, zero-size or oversized image.
+    """
+    name = str(source)
+    raw = _read_bytes(source, data)
+    fmt = _require_format(name, raw)
+    if fmt == "dicom":
+        return _load_dicom(name, raw)
+    image, bits, _ = _open_pil(name, raw, fmt, draft_size=None)
+    return LoadedImage(pixels=_pil_to_float(name, image), path=name, format=fmt, bits_stored=bits)
+
+
+def read_image(source: str | Path, *, data: bytes | None = None) -> np.ndarray:
+    """Return ``load_image(source, data=data).pixels``: float32 ``(H, W)`` in ``[0, 1]``, bone bright.
+
+    Raises:
+        ImageReadError: as :func:`load_image`.
+    """
+    return load_image(source, data=data).pixels
+
+
+def read_image_uint8(source: str | Path, *, size: int | None = None, data: bytes | None = None) -> np.ndarray:
+    """Decode a radiograph to uint8 grayscale, optionally resampled to ``size x size``.
+
+    Without ``size`` the result equals ``round(255 * read_image(source))`` exactly. With ``size`` it is that
+    image resampled by the rule in the module docstring (Lanczos with ``reducing_gap=REDUCING_GAP``; JPEG
+    DCT-domain pre-scaling), which keeps big PNG/JPEG files fast for the preprocessing cache.
+
+    Args:
+        source: path of the file; when ``data`` is given, only the name used in error messages.
+        size: output side length in pixels, or ``None`` for the native size.
+        data: the file's bytes (an upload); when given, nothing is read from disk.
+
+    Returns:
+        uint8 array ``(H, W)``, or ``(size, size)`` when ``size`` is given.
+
+    Raises:
+        ValueError: ``size`` is not a positive integer.
+        ImageReadError: as :func:`load_image`.
+    """
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise ValueError(f"size must be a positive integer or None, got {size!r}")
+    name = str(source)
+    raw = _read_bytes(source, data)
+    fmt = _require_format(name, raw)
+    box: tuple[float, float, float, float] | None = None
+    if fmt == "dicom":
+        gray = Image.fromarray(_float_to_uint8(_load_dicom(name, raw).pixels), mode="L")
+    else:
+        draft_size = None if size is None else (math.ceil(REDUCING_GAP * size),) * 2
+        image, _, box = _open_pil(name, raw, fmt, draft_size=draft_size)
+        if image.mode in _PIL_WIDE_MODES:
+            gray = Image.fromarray(_float_to_uint8(_pil_to_float(name, image)), mode="L")
+        else:
+            # 8-bit files stay in Pillow: the same luma image the float path divides by 255.
+            gray = _to_gray8(name, image)
+    if size is not None and (gray.size != (size, size) or box is not None):
+        # ``box`` maps the whole original onto the DCT-reduced image, whose last block may be partial.
+        gray = gray.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP)
+    return np.asarray(gray, dtype=np.uint8).copy()
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Name the image format of ``data`` from its magic bytes, or ``None`` when it is none of ours.
+
+    DICOM is recognised by the ``DICM`` prefix after the 128-byte preamble (DICOM PS3.10, 7.1), or, for
+    files written without preamble and file meta header, by a first data element in group 0002 or 0008
+    (the check is completed when the dataset is parsed).
+    """
+    head = bytes(data[:32])
+    if head.startswith(_PNG_SIGNATURE):
+        return "png"
+    if head.startswith(_JPEG_SOI):
+        return "jpeg"
+    if len(data) >= 132 and bytes(data[128:132]) == b"DICM":
+        return "dicom"
+    if head.startswith(_TIFF_SIGNATURES):
+        return "tiff"
+    if head.startswith((_JP2_SIGNATURE, _J2K_CODESTREAM)):
+        return "jpeg2000"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
+        return "bmp"
+    if _looks_like_raw_dicom(head):
+        return "dicom"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Bytes and sniffing
+
+
+def _read_bytes(source: str | Path, data: bytes | None) -> bytes:
+    if data is not None:
+        raw = bytes(data)
+    else:
+        try:
+            raw = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise ImageReadError(source, "file not found") from None
+        except IsADirectoryError:
+            raise ImageReadError(source, "is a directory, not an image file") from None
+        except PermissionError:
+            raise ImageReadError(source, "permission denied") from None
+        except OSError as exc:
+            raise ImageReadError(source, f"cannot read file ({exc.strerror or exc})") from None
+    if not raw:
+        raise ImageReadError(source, "empty file (0 bytes)")
+    return raw
+
+
+def _require_format(name: str, raw: bytes) -> str:
+    fmt = sniff_format(raw)
+    if fmt is not None:
+        return fmt
+    if raw.startswith(_GIT_LFS_POINTER):
+        raise ImageReadError(
+            name, "not an image: a Git LFS pointer file (fetch the real file with git lfs pull)"
+        )
+    first = raw[:8].hex(" ")
+    raise ImageReadError(
+        name,
+        f"not an image: unrecognised file signature (first bytes {first}); "
+        "expected PNG, JPEG, DICOM, TIFF, BMP, JPEG 2000 or WebP",
+    )
+
+
+def _looks_like_raw_dicom(head: bytes) -> bool:
+    """A dataset without preamble starts with a group 0002 (file meta) or 0008 (identification) element."""
+    if len(head) < 8:
+        return False
+    for order in ("little", "big"):
+        group = int.from_bytes(head[0:2], order)
+        element = int.from_bytes(head[2:4], order)
+        vr = head[4:6]
+        explicit = vr.isalpha() and vr.isupper()
+        # File meta elements (group 0002, up to 0102) are always explicit VR little endian (PS3.10 7.1).
+        if group == 0x0002 and element <= 0x0102:
+            return explicit and order == "little"
+        # A bare dataset starts in group 0008, at the latest with (0008,0018) SOP Instance UID in practice.
+        if group == 0x0008 and element <= 0x0018:
+            # Implicit VR little endian: bytes 4-8 are a 32-bit length, far below the file size limit.
+            implicit = order == "little" and int.from_bytes(head[4:8], "little") < 1 << 16
+            return explicit or implicit
+    return False
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pillow formats
+
+
+def _open_pil(
+    name: str, raw: bytes, fmt: str, *, draft_size: tuple[int, int] | None
+) -> tuple[Image.Image, int, tuple[float, float, float, float] | None]:
+    """Open and fully decode a Pillow-readable file.
+
+    Returns:
+        The loaded image, its bits per sample, and for a JPEG decoded at reduced scale the box of the
+        reduced image that covers the whole original (``None`` otherwise).
+    """
+    # Truncation must raise, not be padded with grey: never rely on a caller having flipped this switch.
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise ImageReadError(
+            name, "refusing to read: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process"
+        )
+    label = fmt.upper() if fmt != "jpeg2000" else "JPEG 2000"
+    try:
+        image = Image.open(io.BytesIO(raw), formats=[_PIL_FORMATS[fmt]])
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(name, f"decompression bomb refused ({exc})") from None
+    except Exception as exc:  # any decoder failure on untrusted bytes becomes one clear error
+        raise _pil_error(name, raw, label, exc) from None
+
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ImageReadError(name, f"zero-size image ({width}x{height})")
+    _check_pixel_count(name, width, height)
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise ImageReadError(name, f"multi-frame image ({frames} frames) is not a radiograph")
+    bits = _pil_bits(image)
+
+    box = None
+    try:
+        if fmt == "jpeg":
+            if draft_size is not None and image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                # A rotation would move the partial edge block of a reduced decode: keep full scale.
+                draft_size = None
+            # Decode straight to the luma channel (and, for thumbnails, at a DCT-domain reduced scale).
+            drafted = image.draft("L", draft_size)
+            if drafted is not None and draft_size is not None:
+                box = drafted[1]
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except Exception as exc:
+        raise _pil_error(name, raw, label, exc) from None
+    return image, bits, box
+
+
+def _pil_error(name: str, raw: bytes, label: str, exc: Exception) -> ImageReadError:
+    # Pillow names the in-memory stream ("<_io.BytesIO object at 0x...>"), which tells the user nothing.
+    message = _BYTESIO_REPR.sub("", str(exc)).strip() or type(exc).__name__
+    lowered = message.lower()
+    if label == "PNG" and raw[12:16] == b"IHDR" and len(raw) >= 24:
+        width, height = int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+        if width == 0 or height == 0:
+            return ImageReadError(name, f"zero-size image ({width}x{height})")
+    if isinstance(exc, EOFError) or "truncated" in lowered or "end of file" in lowered:
+        return ImageReadError(name, f"truncated file ({len(raw)} bytes): {message}")
+    if isinstance(exc, MemoryError):
+        return ImageReadError(name, "image too large to decode in memory")
+    if "decoder" in lowered and "not available" in lowered:
+        return ImageReadError(name, f"unsupported {label} file: Pillow has no decoder for it ({message})")
+    return ImageReadError(name, f"corrupt {label} data: {message}")
+
+
+def _pil_bits(image: Image.Image) -> int:
+    if image.mode == "1":
+        return 1
+    if image.mode in _PIL_16BIT_MODES:
+        return 16
+    if image.mode in ("I", "F"):
+        return 32
+    return 8
+
+
+def _pil_to_float(name: str, image: Image.Image) -> np.ndarray:
+    """Apply the display rule to a loaded Pillow image (see the module docstring)."""
+    mode = image.mode
+    if mode not in _PIL_WIDE_MODES:
+        return np.asarray(_to_gray8(name, image), dtype=np.float32) / np.float32(255.0)
+    if mode in _PIL_16BIT_MODES:
+        return (np.asarray(image).astype(np.float32)) / np.float32(65535.0)
+    if mode == "I":
+        values = np.asarray(image, dtype=np.int64)
+        # Older decoders hand 16-bit grayscale over as 32-bit "I": keep the 16-bit scale when it fits.
+        if values.size and values.min() >= 0 and values.max() <= 65535:
+            return values.astype(np.float32) / np.float32(65535.0)
+        return _min_max(name, values.astype(np.float64))
+    return _min_max(name, np.asarray(image, dtype=np.float64))  # "F": 32-bit float samples
+
+
+def _to_gray8(name: str, image: Image.Image) -> Image.Image:
+    """8-bit grayscale of an 8-bit Pillow image: ITU-R BT.601 luma for colour, alpha ignored."""
+    if image.mode == "L":
+        return image
+    try:
+        return image.convert("L")
+    except ValueError:
+        raise ImageReadError(name, f"unsupported colour mode {image.mode}") from None
+
+
+# --------------------------------------------------------------------------------------------------------
+# DICOM
+
+
+class _TrackingReader(io.BytesIO):
+    """A byte stream that records whether a read stopped short inside the data: evidence of truncation.
+
+    pydicom stops quietly at the end of a cut file (and drops an unterminated encapsulated Pixel Data
+    element), so the reader itself has to notice that a read was cut off.
+    """
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.cut_short = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        if size is not None and size > 0 and 0 < len(chunk) < size:
+            self.cut_short = True
+        return chunk
+
+
+def _load_dicom(name: str, raw: bytes) -> LoadedImage:
+    has_preamble = len(raw) >= 132 and raw[128:132] == b"DICM"
+    reader = _TrackingReader(raw)
+    try:
+        ds = pydicom.dcmread(reader, force=not has_preamble)
+    except Exception as exc:
+        if reader.cut_short or isinstance(exc, EOFError):
+            raise ImageReadError(
+                name, f"truncated file ({len(raw)} bytes): DICOM header ends early"
+            ) from None
+        raise ImageReadError(name, f"unreadable DICOM header: {exc}") from None
+
+    has_elements = any(tag.group != 0x0002 for tag in ds.keys())  # noqa: SIM118 - keys avoid decoding values
+    if not has_preamble and not any(key in ds for key in ("PixelData", "SOPClassUID", "Rows", "Modality")):
+        raise ImageReadError(name, "not an image: unrecognised file signature (does not parse as DICOM)")
+    if not has_elements:
+        reason = "truncated file" if reader.cut_short else "truncated or corrupt DICOM file"
+        raise ImageReadError(name, f"{reason}: no complete DICOM data elements after the file meta header")
+
+    frames = _int_attr(ds, "NumberOfFrames", 1)
+    if frames > 1:
+        raise ImageReadError(name, f"3-D volume ({frames} frames) is not a radiograph")
+    if not any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise ImageReadError(name, _missing_pixels_reason(ds, reader.cut_short))
+
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageReadError(name, "DICOM pixel data without Rows/Columns: the image size is unknown")
+    rows, columns = _int_attr(ds, "Rows", 0), _int_attr(ds, "Columns", 0)
+    if rows <= 0 or columns <= 0:
+        raise ImageReadError(name, f"zero-size image ({columns}x{rows})")
+    _check_pixel_count(name, columns, rows)
+
+    syntax = _transfer_syntax(ds)
+    _require_decoder(name, syntax)
+    if not syntax.is_compressed and "PixelData" in ds:
+        expected = _native_pixel_bytes(ds, rows, columns)
+        actual = len(ds.PixelData)
+        if actual < expected:
+            raise ImageReadError(
+                name, f"truncated file: pixel data has {actual} of {expected} expected bytes"
+            )
+
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:
+        if reader.cut_short:
+            raise ImageReadError(name, f"truncated file: cannot decode the pixel data ({exc})") from None
+        raise ImageReadError(name, f"cannot decode DICOM pixel data ({syntax.name}): {exc}") from None
+
+    samples = _int_attr(ds, "SamplesPerPixel", 1)
+    is_colour = stored.ndim == 3 and samples > 1 and stored.shape[-1] == samples
+    if stored.ndim == 4 or (stored.ndim == 3 and not is_colour):
+        raise ImageReadError(name, f"3-D volume ({stored.shape[0]} frames) is not a radiograph")
+    if stored.size == 0:
+        raise ImageReadError(name, f"zero-size image ({stored.shape})")
+
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    try:
+        if is_colour:
+            # pydicom hands YBR data over as RGB; the LUT pipeline (C.11) is defined for grayscale only.
+            values = _luma(stored)
+        elif photometric == "PALETTE COLOR":
+            values = _luma(apply_color_lut(stored, ds))
+        else:
+            values = _grayscale_pipeline(stored, ds)
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(name, f"cannot apply the DICOM lookup tables: {exc}") from None
+
+    pixels = _min_max(name, values)
+    if photometric == "MONOCHROME1" and pixels.any():
+        # MONOCHROME1: the minimum sample value is displayed white (PS3.3 C.7.6.3.1.2). Inverting after the
+        # min-max scaling equals inverting before it; a constant image stays zeros.
+        pixels = np.float32(1.0) - pixels
+
+    return LoadedImage(
+        pixels=pixels,
+        path=name,
+        format="dicom",
+        bits_stored=_int_attr(ds, "BitsStored", 0) or _int_attr(ds, "BitsAllocated", 0),
+        pixel_spacing_mm=_pixel_spacing(ds),
+        view_position=_string_attr(ds, "ViewPosition"),
+        metadata=_dicom_metadata(ds),
+    )
+
+
+def _grayscale_pipeline(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Modality LUT then VOI LUT (DICOM PS3.4 N.2.1.1), in float64."""
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    # An invalid window (width < 1, unknown VOI LUT Function) cannot be displayed as written; the min-max
+    # rule that applies without a window still gives a usable image, so such a window is skipped.
+    with contextlib.suppress(ValueError):
+        values = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), dtype=np.float64)
+    return values
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of an ``(H, W, 3+)`` array, as float64."""
+    channels = rgb[..., :3].astype(np.float64)
+    return channels @ np.array([0.299, 0.587, 0.114])
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid:
+        return UID(str(uid))
+    # A dataset without file meta header: its encoding, as pydicom parsed it, is the transfer syntax.
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    explicit_syntax = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    syntax = ImplicitVRLittleEndian if implicit else explicit_syntax
+    if meta is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    return syntax
+
+
+def _require_decoder(name: str, syntax: UID) -> None:
+    name_of_syntax = _NEWER_SYNTAXES.get(str(syntax), syntax.name)
+    label = f"{name_of_syntax} ({syntax})" if name_of_syntax != str(syntax) else f"({syntax})"
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        if str(syntax) in _NEWER_SYNTAXES:
+            advice = (
+                "no pydicom 3.0 pixel data plugin decodes JPEG XL; "
+                "transcode the file to JPEG 2000 or uncompressed with a DICOM toolkit first"
+            )
+        elif not syntax.is_transfer_syntax:
+            advice = "not a transfer syntax pydicom knows (private or invalid UID)"
+        else:
+            advice = (
+                "pydicom 3 has no decoder for it (video and other non-image encodings are not radiographs)"
+            )
+        raise ImageReadError(name, f"unsupported DICOM transfer syntax {label}: {advice}") from None
+    if not decoder.is_available:
+        options = "; ".join(decoder.missing_dependencies) or "a pydicom pixel data plugin"
+        raise ImageReadError(
+            name,
+            f"unsupported DICOM transfer syntax {label}: no installed plugin decodes it; install {options}",
+        )
+
+
+def _native_pixel_bytes(ds: Dataset, rows: int, columns: int) -> int:
+    """Bytes an uncompressed Pixel Data element must hold (PS3.5 8.1.1); 0 when not computable."""
+    bits = _int_attr(ds, "BitsAllocated", 0)
+    if bits <= 0:
+        return 0
+    samples = _int_attr(ds, "SamplesPerPixel", 1)
+    total_bits = rows * columns * samples * _int_attr(ds, "NumberOfFrames", 1) * bits
+    return (total_bits + 7) // 8
+
+
+def _missing_pixels_reason(ds: Dataset, cut_short: bool) -> str:
+    rows, columns = _int_attr(ds, "Rows", 0), _int_attr(ds, "Columns", 0)
+    if cut_short:
+        return "truncated file: it ends inside the DICOM data, before the pixel data is complete"
+    if rows and columns:
+        return (
+            f"DICOM without pixel data: the header describes a {columns}x{rows} image but there is no "
+            "Pixel Data element (truncated, or saved without pixels)"
+        )
+    sop = ds.get("SOPClassUID")
+    kind = f" ({UID(str(sop)).name})" if sop else ""
+    return f"DICOM without pixel data{kind}: not an image"
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            value = ds.get(key)
+            if value is None or len(value) < 2:
+                continue
+            row, col = float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(row) and math.isfinite(col) and row > 0 and col > 0:
+            return (row, col)
+    return None
+
+
+def _dicom_metadata(ds: Dataset) -> dict[str, str]:
+    metadata = {}
+    for key in DICOM_METADATA_KEYS:
+        value = _string_attr(ds, key)
+        if value is not None:
+            metadata[key] = value
+    return metadata
+
+
+def _string_attr(ds: Dataset, key: str) -> str | None:
+    try:
+        value = ds.get(key)
+    except Exception:  # a malformed optional attribute is treated as absent
+        return None
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _int_attr(ds: Dataset, key: str, default: int) -> int:
+    try:
+        value = ds.get(key)
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+# --------------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _check_pixel_count(name: str, width: int, height: int) -> None:
+    """Apply Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) to every format, as an error."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise ImageReadError(
+            name,
+            f"decompression bomb refused: {width}x{height} = {width * height} pixels exceeds the limit of "
+            f"{limit} (PIL.Image.MAX_IMAGE_PIXELS)",
+        )
+
+
+def _min_max(name: str, values: np.ndarray) -> np.ndarray:
+    """Scale to ``[0, 1]`` by the actual range; a constant image becomes zeros."""
+    if not np.isfinite(values).all():
+        raise ImageReadError(name, "pixel data contains NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)
+
+
+def _float_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)

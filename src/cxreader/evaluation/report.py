@@ -1,0 +1,256 @@
+"""The evaluation report of a classifier on one labelled set: AUROC with CIs, thresholds, operating points.
+
+The metrics follow CheXNet's evaluation (Rajpurkar et al., "CheXNet: Radiologist-Level Pneumonia Detection
+on Chest X-Rays with Deep Learning", 2017): per-finding AUROC and its mean over the 14 findings. Confidence
+intervals are percentile-bootstrap intervals over images (:mod:`cxreader.evaluation.metrics`); operating
+thresholds maximise Youden's J unless stated (:mod:`cxreader.evaluation.thresholds`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxreader import DISCLAIMER
+from cxreader.evaluation.metrics import bootstrap_auroc_ci, check_labels_probs, mean_auroc, per_class_auroc
+from cxreader.evaluation.thresholds import choose_thresholds, operating_point_metrics
+from cxreader.labels import FINDINGS, NUM_FINDINGS, canonical_finding
+
+#: How the thresholds of a report were obtained (``EvaluationReport.threshold_source``).
+THRESHOLDS_FROM_VALIDATION = "validation"
+THRESHOLDS_GIVEN = "given"
+THRESHOLDS_FROM_SAME_DATA = "same_data"
+CONFIDENCE = 0.95
+
+_SOURCE_TEXT = {
+    THRESHOLDS_FROM_VALIDATION: "chosen on the validation data",
+    THRESHOLDS_GIVEN: "given (e.g. from the checkpoint)",
+    THRESHOLDS_FROM_SAME_DATA: "chosen on these same data, so the operating points are optimistic",
+}
+
+
+@dataclass
+class EvaluationReport:
+    """Everything measured on one labelled set, keyed by finding name in :data:`FINDINGS` order.
+
+    Attributes:
+        auroc: AUROC per finding (NaN where a finding lacks positives or negatives).
+        ci95: 95% percentile-bootstrap interval per finding (NaN bounds when no bootstrap was run).
+        mean_auroc: Mean of the defined per-finding AUROCs.
+        mean_auroc_ci95: 95% interval of the mean.
+        thresholds: Operating threshold per finding ("positive" means ``prob >= threshold``).
+        threshold_source: One of ``"validation"``, ``"given"``, ``"same_data"``.
+        operating_points: Per finding: threshold, sensitivity, specificity, precision, f1, tp, fp, tn, fn.
+        n_images: Number of images evaluated.
+        positives: Number of positive labels per finding.
+        metadata: Free-form facts about the run ("synthetic", checkpoint path, split name, ...), plus the
+            threshold source and bootstrap settings added by :func:`build_report`.
+    """
+
+    auroc: dict[str, float]
+    ci95: dict[str, tuple[float, float]]
+    mean_auroc: float
+    mean_auroc_ci95: tuple[float, float]
+    thresholds: dict[str, float]
+    threshold_source: str
+    operating_points: dict[str, dict[str, float | int]]
+    n_images: int
+    positives: dict[str, int]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; NaN and infinities become ``null`` so the output is strict JSON."""
+        return _json_safe(
+            {
+                "auroc": self.auroc,
+                "mean_auroc": self.mean_auroc,
+                "ci95": {name: list(bounds) for name, bounds in self.ci95.items()},
+                "mean_auroc_ci95": list(self.mean_auroc_ci95),
+                "thresholds": self.thresholds,
+                "operating_points": self.operating_points,
+                "n_images": self.n_images,
+                "positives": self.positives,
+                "metadata": {**self.metadata, "threshold_source": self.threshold_source},
+                "disclaimer": DISCLAIMER,
+            }
+        )
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_json_dict` to ``path`` atomically (temporary file, then ``os.replace``)."""
+        text = json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n"
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.chmod(temp_name, 0o644)  # mkstemp creates files 0600; results are meant to be shared
+            os.replace(temp_name, path)  # a reader never sees a half-written report
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return path
+
+    def to_markdown(self) -> str:
+        """A Markdown summary: a short header, one table row per finding, a mean row, the disclaimer."""
+        lines = []
+        if self.metadata.get("synthetic"):
+            lines += ["**SYNTHETIC DATA** — these numbers describe generated images, not real patients.", ""]
+        n_bootstrap = self.metadata.get("n_bootstrap", 0)
+        ci_text = (
+            f"95% CI: percentile bootstrap over images, {n_bootstrap} resamples"
+            if n_bootstrap
+            else "95% CI: not computed"
+        )
+        lines += [
+            f"Images: {self.n_images} · thresholds {_SOURCE_TEXT.get(self.threshold_source, self.threshold_source)}"
+            f" · {ci_text}",
+            "",
+            "| Finding | AUROC | 95% CI | Threshold | Sens | Spec | F1 | Positives |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in self.auroc:
+            point = self.operating_points[name]
+            lines.append(
+                f"| {name.replace('_', ' ')} | {_fmt(self.auroc[name])} | {_fmt_ci(self.ci95[name])} "
+                f"| {_fmt(self.thresholds[name], 4)} | {_fmt(point['sensitivity'])} "
+                f"| {_fmt(point['specificity'])} | {_fmt(point['f1'])} | {self.positives[name]} |"
+            )
+        lines.append(
+            f"| **Mean** | **{_fmt(self.mean_auroc)}** | {_fmt_ci(self.mean_auroc_ci95)} |  |  |  |  "
+            f"| {sum(self.positives.values())} |"
+        )
+        lines += ["", DISCLAIMER, ""]
+        return "\n".join(lines)
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "n/a"
+
+
+def _fmt_ci(bounds: tuple[float, float]) -> str:
+    low, high = bounds
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    return f"{low:.3f}–{high:.3f}"
+
+
+def _json_safe(value: Any) -> Any:
+    """Recursively turn numpy scalars into Python ones and non-finite floats into ``None``."""
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return [_json_safe(item) for item in value.tolist()]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _thresholds_array(thresholds: Sequence[float] | Mapping[str, float] | np.ndarray) -> np.ndarray:
+    if isinstance(thresholds, Mapping):
+        by_name = {canonical_finding(name): float(value) for name, value in thresholds.items()}
+        missing = [name for name in FINDINGS if name not in by_name]
+        if missing:
+            raise ValueError(f"thresholds lack findings: {', '.join(missing)}")
+        return np.array([by_name[name] for name in FINDINGS])
+    array = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if array.size != NUM_FINDINGS:
+        raise ValueError(f"expected {NUM_FINDINGS} thresholds, got {array.size}")
+    return array
+
+
+def build_report(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    thresholds: Sequence[float] | Mapping[str, float] | np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
+    val_probs: np.ndarray | None = None,
+    threshold_method: str = "youden",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    metadata: Mapping[str, Any] | None = None,
+) -> EvaluationReport:
+    """Evaluate ``(N, 14)`` probabilities against labels.
+
+    Thresholds come from, in order: the validation data when given (chosen with ``threshold_method``,
+    Youden's J by default), else ``thresholds``, else the evaluated data themselves — recorded as
+    ``threshold_source = "same_data"`` because such operating points are optimistic.
+
+    Args:
+        labels: ``(N, 14)`` 0/1 labels in :data:`FINDINGS` order, NaN for unknown.
+        probs: ``(N, 14)`` probabilities.
+        thresholds: 14 thresholds (array, or mapping finding -> threshold); not together with validation data.
+        val_labels: ``(M, 14)`` validation labels to choose thresholds on.
+        val_probs: ``(M, 14)`` validation probabilities.
+        threshold_method: ``"youden"`` or ``"f1"`` (see :func:`choose_thresholds`).
+        n_bootstrap: Bootstrap resamples for the CIs; 0 skips them (CIs are NaN / null).
+        seed: Seed of the bootstrap.
+        metadata: Extra facts to carry ("synthetic": bool, "checkpoint", "split", ...).
+
+    Returns:
+        An :class:`EvaluationReport`.
+    """
+    labels, probs = check_labels_probs(labels, probs)
+    if labels.shape[1] != NUM_FINDINGS:
+        raise ValueError(f"expected {NUM_FINDINGS} columns (FINDINGS order), got {labels.shape[1]}")
+    if n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+    if (val_labels is None) != (val_probs is None):
+        raise ValueError("val_labels and val_probs must be given together")
+    if val_labels is not None and thresholds is not None:
+        raise ValueError("give either thresholds or validation data to choose them on, not both")
+
+    if val_labels is not None:
+        val_labels, val_probs = check_labels_probs(val_labels, val_probs)
+        if val_labels.shape[1] != NUM_FINDINGS:
+            raise ValueError(f"expected {NUM_FINDINGS} validation columns, got {val_labels.shape[1]}")
+        chosen = choose_thresholds(val_labels, val_probs, method=threshold_method)
+        source = THRESHOLDS_FROM_VALIDATION
+    elif thresholds is not None:
+        chosen = _thresholds_array(thresholds)
+        source = THRESHOLDS_GIVEN
+    else:
+        chosen = choose_thresholds(labels, probs, method=threshold_method)
+        source = THRESHOLDS_FROM_SAME_DATA
+
+    if n_bootstrap > 0:
+        boot = bootstrap_auroc_ci(labels, probs, n_bootstrap=n_bootstrap, confidence=CONFIDENCE, seed=seed)
+        aurocs, low, high = boot.auroc, boot.ci_low, boot.ci_high
+        mean_value, mean_ci = boot.mean_auroc, boot.mean_ci
+    else:
+        aurocs = per_class_auroc(labels, probs)
+        low = high = np.full(NUM_FINDINGS, np.nan)
+        mean_value, mean_ci = mean_auroc(aurocs), (float("nan"), float("nan"))
+
+    run_facts: dict[str, Any] = {"n_bootstrap": n_bootstrap, "bootstrap_seed": seed, "confidence": CONFIDENCE}
+    if source != THRESHOLDS_GIVEN:
+        run_facts["threshold_method"] = threshold_method
+    return EvaluationReport(
+        auroc={name: float(aurocs[k]) for k, name in enumerate(FINDINGS)},
+        ci95={name: (float(low[k]), float(high[k])) for k, name in enumerate(FINDINGS)},
+        mean_auroc=float(mean_value),
+        mean_auroc_ci95=(float(mean_ci[0]), float(mean_ci[1])),
+        thresholds={name: float(chosen[k]) for k, name in enumerate(FINDINGS)},
+        threshold_source=source,
+        operating_points=operating_point_metrics(labels, probs, chosen),
+        n_images=int(labels.shape[0]),
+        positives={name: int(np.sum(labels[:, k] == 1)) for k, name in enumerate(FINDINGS)},
+        metadata={**(dict(metadata) if metadata else {}), **run_facts},
+    )

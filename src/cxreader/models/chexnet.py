@@ -1,0 +1,199 @@
+"""CheXNet: a DenseNet-121 with one 14-way linear head and sigmoid outputs.
+
+Rajpurkar et al., "CheXNet: Radiologist-Level Pneumonia Detection on Chest X-Rays with Deep Learning", 2017,
+built on Huang et al., "Densely Connected Convolutional Networks", CVPR 2017, and trained on ChestX-ray14
+(Wang et al., CVPR 2017).
+
+The forward pass is split as in timm: :meth:`CheXNet.forward_features` returns the last convolutional feature
+map (after the final batch norm and ReLU) and :meth:`CheXNet.forward_head` pools it and applies the linear
+head. Class activation maps (Zhou et al., CVPR 2016) read that feature map and the head's weights directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from cxreader.errors import CheckpointError
+from cxreader.labels import NUM_FINDINGS
+from cxreader.models._registry import register_model
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CheXNet(nn.Module):
+    """A torchvision DenseNet backbone with a linear multi-label head.
+
+    Args:
+        backbone: A ``torchvision.models.DenseNet`` (its classifier is discarded).
+        num_classes: Number of outputs (14 findings).
+        drop_rate: Dropout before the head.
+    """
+
+    def __init__(
+        self, backbone: torchvision.models.DenseNet, num_classes: int = NUM_FINDINGS, drop_rate: float = 0.0
+    ):
+        super().__init__()
+        self.features = backbone.features
+        self.num_features = backbone.classifier.in_features
+        self.drop_rate = drop_rate
+        self.classifier = nn.Linear(self.num_features, num_classes)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The last feature map, (B, C, h, w), after DenseNet's final norm and ReLU."""
+        return F.relu(self.features(images), inplace=False)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Global average pooling, dropout, linear head: logits (B, num_classes)."""
+        pooled = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)
+        if self.drop_rate > 0:
+            pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
+        return self.classifier(pooled)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes); apply ``torch.sigmoid`` for probabilities (multi-label, never softmax)."""
+        return self.forward_head(self.forward_features(images))
+
+
+def _imagenet_densenet121() -> torchvision.models.DenseNet:
+    weights = torchvision.models.DenseNet121_Weights.IMAGENET1K_V1
+    try:
+        return torchvision.models.densenet121(weights=weights)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a broken download raises RuntimeError
+        raise CheckpointError(
+            "cannot load the ImageNet DenseNet-121 weights through torchvision "
+            f"({type(exc).__name__}: {exc}). This machine may be offline: download "
+            f"{weights.url} elsewhere, then pass it with --weights FILE, or train from scratch with --init none"
+        ) from None
+
+
+@register_model
+def chexnet_densenet121(
+    *, init: str = "imagenet", weights: str | Path | None = None, drop_rate: float = 0.0
+) -> CheXNet:
+    """CheXNet's DenseNet-121 (Rajpurkar et al. 2017) with a 14-way head.
+
+    Args:
+        init: ``"imagenet"`` (torchvision's IMAGENET1K_V1 weights, as CheXNet) or ``"none"`` (random).
+        weights: A local file with DenseNet-121 or CheXNet weights (torchvision, timm-free DenseNet, or the
+            public CheXNet checkpoint layouts); overrides ``init``.
+        drop_rate: Dropout before the head.
+    """
+    if weights is None and init == "imagenet":
+        backbone = _imagenet_densenet121()
+    elif weights is None and init == "none":
+        backbone = torchvision.models.densenet121(weights=None)
+    elif weights is None:
+        raise CheckpointError(f"unknown init {init!r}; use 'imagenet' or 'none'")
+    else:
+        backbone = torchvision.models.densenet121(weights=None)
+    model = CheXNet(backbone, drop_rate=drop_rate)
+    if weights is not None:
+        load_pretrained_weights(model, weights)
+    return model
+
+
+@register_model
+def densenet_small(
+    *, init: str = "none", weights: str | Path | None = None, drop_rate: float = 0.0
+) -> CheXNet:
+    """A compact DenseNet (growth 16, blocks 4-8-8, 16× downsampling) of the same family as CheXNet's.
+
+    It trains about 8× faster than DenseNet-121 on a CPU and keeps a finer feature map (8×8 at 128 px), so
+    ``cxreader demo`` and the tests train a real model on two CPU cores in minutes. It has no ImageNet weights.
+    """
+    if init not in ("none", "imagenet"):
+        raise CheckpointError(f"unknown init {init!r}; use 'none'")
+    if init == "imagenet" and weights is None:
+        raise CheckpointError(
+            "densenet_small has no ImageNet weights; use --init none or chexnet_densenet121"
+        )
+    backbone = torchvision.models.DenseNet(growth_rate=16, block_config=(4, 8, 8), num_init_features=32)
+    model = CheXNet(backbone, drop_rate=drop_rate)
+    if weights is not None:
+        load_pretrained_weights(model, weights)
+    return model
+
+
+# Old torchvision DenseNet checkpoints (and the CheXNet reference model) name layers "norm.1", "conv.2", ...
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
+
+
+def normalise_state_dict_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the public DenseNet/CheXNet checkpoint layouts onto :class:`CheXNet`'s key names.
+
+    Accepted: torchvision DenseNet (``features.…``, ``classifier.…``), DDP-wrapped (``module.…``), the CheXNet
+    reference implementations (``module.densenet121.features.…``, ``densenet121.classifier.0.…``), and the old
+    ``norm.1``/``conv.2`` layer names of early torchvision releases.
+    """
+    result: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new_key = key
+        for prefix in ("module.", "model.", "densenet121."):
+            if new_key.startswith(prefix):
+                new_key = new_key[len(prefix) :]
+        match = _OLD_DENSENET_KEY.match(new_key)
+        if match:
+            new_key = match.group(1) + match.group(2)
+        new_key = new_key.replace("classifier.0.", "classifier.")
+        result[new_key] = value
+    return result
+
+
+def load_pretrained_weights(model: CheXNet, path: str | Path) -> None:
+    """Load backbone (and, if it has 14 outputs, head) weights from a local file.
+
+    An ImageNet DenseNet (1000-way classifier) loads its backbone only; a CheXNet checkpoint loads all.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or its keys/shapes don't fit the model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; report them as one line
+        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+    if (
+        isinstance(payload, Mapping)
+        and "state_dict" in payload
+        and isinstance(payload["state_dict"], Mapping)
+    ):
+        payload = payload["state_dict"]
+    elif isinstance(payload, Mapping) and "model" in payload and isinstance(payload["model"], Mapping):
+        payload = payload["model"]
+    if not isinstance(payload, Mapping):
+        raise CheckpointError(f"{path}: not a state dict")
+    state = normalise_state_dict_keys(payload)
+    head = state.get("classifier.weight")
+    if head is not None and head.shape[0] != NUM_FINDINGS:
+        logger.info("%s: %d-way classifier ignored; loading the backbone only", path, head.shape[0])
+        state.pop("classifier.weight", None)
+        state.pop("classifier.bias", None)
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(k for k in own if k not in state and not k.startswith("classifier."))
+    mismatched = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+    if unexpected or missing or mismatched:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if mismatched:
+            details.append(f"{len(mismatched)} with other shapes (e.g. {mismatched[0]})")
+        raise CheckpointError(f"{path}: keys don't fit this model: " + "; ".join(details))
+    model.load_state_dict(state, strict=False)

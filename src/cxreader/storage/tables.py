@@ -1,0 +1,210 @@
+"""SQLAlchemy 2 models of the records database: checkpoints, studies, images and their findings.
+
+One row per study (patient identifiers live here and nowhere else), one row per image and checkpoint (the
+content hash makes screening resumable: an image already stored for a checkpoint is skipped), and one row per
+finding of a successfully read image (the 14 CheXNet findings, each with its probability, the checkpoint's
+operating threshold, the grounded description, the learned caption and the heatmap location).
+
+The schema is created and upgraded by the Alembic migrations in ``cxreader/storage/migrations``; a test checks
+that these models and the migrated schema agree.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from cxreader.labels import FINDINGS
+
+#: Constraint and index names follow one convention so that migrations name them the same on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+IMAGE_STATUSES = ("ok", "failed")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL keeps the offset (``timestamp with time zone``); SQLite has no such type, so values are stored as
+    naive UTC and the UTC offset is attached again when they are read back.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; timestamps must be timezone-aware")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the records tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Checkpoint(Base):
+    """A model checkpoint that produced results: identified by the SHA-256 of its file."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Label order of the checkpoint's outputs; always :data:`cxreader.labels.FINDINGS`.
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    #: Per-class operating thresholds in label order, when the checkpoint carries them.
+    thresholds: Mapped[list[float] | None] = mapped_column(JSON(none_as_null=True))
+    model_name: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    images: Mapped[list[Image]] = relationship(back_populates="checkpoint")
+
+
+class Study(Base):
+    """One imaging study (DICOM StudyInstanceUID), or one stand-alone image file when there is no DICOM study.
+
+    This is the only table holding patient identifiers.
+    """
+
+    __tablename__ = "studies"
+    __table_args__ = (
+        # "all studies of patient P" and "patient P since D" use the same index.
+        Index("ix_studies_patient_id_study_date", "patient_id", "study_date"),
+        Index("ix_studies_study_date", "study_date"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    study_date: Mapped[date | None] = mapped_column(Date)
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    study_description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    images: Mapped[list[Image]] = relationship(back_populates="study")
+
+
+class Image(Base):
+    """One image file read (or refused) for one checkpoint.
+
+    ``(content_sha256, checkpoint_id)`` is unique: a screening run skips the images already stored, and storing
+    the same image again replaces its result instead of adding a second one.
+    """
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("content_sha256", "checkpoint_id"),
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in IMAGE_STATUSES)})", name="status"),
+        CheckConstraint(
+            "(status = 'ok' AND failure_reason IS NULL) OR (status = 'failed' AND failure_reason IS NOT NULL)",
+            name="failure_reason",
+        ),
+        Index("ix_images_study_id", "study_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id", ondelete="RESTRICT"))
+    source_path: Mapped[str] = mapped_column(Text)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(8))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    view_position: Mapped[str | None] = mapped_column(String(16))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    #: Millimetres between pixel centres along x (columns) and y (rows), when the file says.
+    pixel_spacing_x: Mapped[float | None] = mapped_column(Double)
+    pixel_spacing_y: Mapped[float | None] = mapped_column(Double)
+    #: Generated by cxreader's synthetic data generator: never a real patient.
+    synthetic: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    study: Mapped[Study | None] = relationship(back_populates="images")
+    checkpoint: Mapped[Checkpoint | None] = relationship(back_populates="images")
+    findings: Mapped[list[Finding]] = relationship(
+        back_populates="image",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Finding.probability.desc()",
+    )
+
+
+class Finding(Base):
+    """The result for one of the 14 findings on one image."""
+
+    __tablename__ = "findings"
+    __table_args__ = (
+        UniqueConstraint("image_id", "finding"),
+        # "finding = X and probability >= p, most probable first" is an index range scan, read backwards;
+        # image_id in the key makes it covering and gives the deterministic tie-break its order.
+        Index("ix_findings_finding_probability_image_id", "finding", "probability", "image_id"),
+        CheckConstraint(f"finding IN ({', '.join(repr(name) for name in FINDINGS)})", name="finding"),
+        CheckConstraint("probability >= 0 AND probability <= 1", name="probability"),
+        CheckConstraint("threshold >= 0 AND threshold <= 1", name="threshold"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    finding: Mapped[str] = mapped_column(String(32))
+    probability: Mapped[float] = mapped_column(Double)
+    threshold: Mapped[float] = mapped_column(Double)
+    above_threshold: Mapped[bool] = mapped_column(Boolean)
+    #: Grounded description (from the heatmap and the probability), as one sentence ...
+    description: Mapped[str | None] = mapped_column(Text)
+    #: ... and as its structured parts (side, zone, size, severity, organ, ...).
+    description_data: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    #: Caption written by the learned captioner, where one ran.
+    caption: Mapped[str | None] = mapped_column(Text)
+    heatmap_path: Mapped[str | None] = mapped_column(Text)
+    #: Box derived from the heatmap, in pixels of the stored image, as (x, y, width, height) like
+    #: ``BBox_List_2017.csv``.
+    box_x: Mapped[int | None] = mapped_column(Integer)
+    box_y: Mapped[int | None] = mapped_column(Integer)
+    box_width: Mapped[int | None] = mapped_column(Integer)
+    box_height: Mapped[int | None] = mapped_column(Integer)
+
+    image: Mapped[Image] = relationship(back_populates="findings")

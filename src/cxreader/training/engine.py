@@ -1,0 +1,500 @@
+"""The training loop: one code path for a single process and for torchrun DDP (any number of processes/nodes).
+
+Recipe (CheXNet, Rajpurkar et al. 2017): BCE with logits over 14 independent outputs, Adam, learning rate
+reduced when validation mean AUROC plateaus, early stopping, best checkpoint by validation mean AUROC.
+
+Distributed details (PyTorch DDP, Li et al., VLDB 2020):
+
+* ``batch_size`` is the global batch; each of N processes takes ``batch_size / N``. Samples come from a
+  ``DistributedSampler`` whose permutation depends only on (seed, epoch), so global batch *t* holds the same
+  images whatever N is, and augmentation is seeded per sample (see :mod:`cxreader.data.dataset`).
+* BatchNorm statistics are reduced over all processes (``sync_bn``), so N processes compute what one would.
+* Validation shards the images without padding (rank *r* takes indices r, r+N, …), gathers every rank's
+  predictions, and checks that each image is scored exactly once.
+* Only rank 0 logs and writes; ``last.pt`` is written atomically every epoch with everything needed to resume
+  exactly (model, optimizer, scheduler, epoch, best score, early-stopping counter, RNG states).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from cxreader.config import TrainConfig, save_config, write_text_atomic
+from cxreader.data.chestxray14 import ImageLocator, Split, load_splits
+from cxreader.data.dataset import ChestXrayDataset, FileImageSource, ImageSource, collate_samples
+from cxreader.data.transforms import EvalPreset, TrainPreset, load_size_for
+from cxreader.errors import CheckpointError, ConfigError, DataError
+from cxreader.evaluation.metrics import per_class_auroc
+from cxreader.evaluation.thresholds import choose_thresholds
+from cxreader.inference import (
+    PredictionOutput,
+    autocast,
+    predict_batches,
+    resolve_amp_dtype,
+    use_channels_last,
+)
+from cxreader.labels import FINDINGS
+from cxreader.models import create_model
+from cxreader.training import distributed as dist_utils
+from cxreader.training.checkpoint import CheckpointContract, read_checkpoint, save_checkpoint, unwrap
+from cxreader.training.distributed import DistInfo
+from cxreader.training.losses import masked_bce_with_logits
+
+logger = logging.getLogger(__name__)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, …``: every index on exactly one rank, no padding (for evaluation)."""
+
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    out_dir: Path
+    best_epoch: int
+    best_val_mean_auroc: float
+    epochs_run: int
+    history: list[dict[str, Any]]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def get_rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_splits(config: TrainConfig) -> dict[str, Split]:
+    """The splits a config asks for (see :func:`cxreader.data.chestxray14.load_splits`)."""
+    if not config.data and config.split != "lists":
+        raise ConfigError(
+            "no dataset: pass --data DIR (a ChestX-ray14 release or `cxreader data synth` output)"
+        )
+    return load_splits(
+        config.data or None,
+        split=config.split,
+        lists=config.lists or None,
+        seed=config.seed,
+    )
+
+
+def image_source(config: TrainConfig, split: Split) -> ImageSource:
+    """Decode from files (checked up front: a missing file named in the CSV stops the run with its name),
+    or read a preprocessing cache when the config names one."""
+    load_size = load_size_for(config.image_size)
+    if config.cache:
+        from cxreader.data.cache import CacheImageSource
+
+        return CacheImageSource(config.cache, split.images, expected_size=load_size)
+    locator = ImageLocator(config.data)
+    missing = locator.missing(split.images)
+    if missing:
+        shown = ", ".join(missing[:3])
+        raise DataError(
+            Path(config.data),
+            f"{len(missing)} image file(s) named in the labels are missing from images/ or images_0NN/images/ "
+            f"(first: {shown})",
+        )
+    return FileImageSource([locator.locate(name) for name in split.images], load_size)
+
+
+def _loader(dataset, *, batch_size: int, sampler: Sampler, workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_samples,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        drop_last=False,
+    )
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`fit` runs it to the end (or to early stopping)."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, *, resume: bool = False, info: DistInfo):
+        self.config = config.validate()
+        self.out_dir = Path(out_dir)
+        self.info = info
+        self.device = info.device
+        self.amp_dtype = resolve_amp_dtype(config.amp, self.device)
+        self.channels_last = use_channels_last(config.channels_last, self.device)
+        if config.batch_size % info.world_size:
+            raise ConfigError(
+                f"batch_size {config.batch_size} (global) is not divisible by {info.world_size} processes"
+            )
+        self.local_batch = config.batch_size // info.world_size
+        last = self.out_dir / "last.pt"
+        if last.exists() and not resume:
+            raise ConfigError(f"{last} exists: pass --resume to continue that run, or choose another --out")
+        if resume and not last.exists():
+            raise CheckpointError(f"{last}: nothing to resume (no last.pt in {self.out_dir})")
+
+        seed_everything(config.seed)
+        self.splits = build_splits(config)
+        for needed in ("train", "val"):
+            if needed not in self.splits or len(self.splits[needed]) == 0:
+                raise DataError(Path(config.data or "lists"), f"the {needed!r} split is empty or missing")
+        train_split, val_split = self.splits["train"], self.splits["val"]
+        self.train_set = ChestXrayDataset(
+            image_source(config, train_split),
+            train_split.labels,
+            TrainPreset(
+                image_size=config.image_size,
+                crop_scale=config.crop_scale,
+                max_rotation_deg=config.max_rotation_deg,
+            ),
+            seed=config.seed,
+        )
+        self.val_set = ChestXrayDataset(
+            image_source(config, val_split), val_split.labels, EvalPreset(image_size=config.image_size)
+        )
+        self.train_sampler = DistributedSampler(
+            self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
+        )
+        self.train_loader = _loader(
+            self.train_set,
+            batch_size=self.local_batch,
+            sampler=self.train_sampler,
+            workers=config.workers,
+            device=self.device,
+        )
+        self.val_loader = _loader(
+            self.val_set,
+            batch_size=self.local_batch,
+            sampler=ShardSampler(len(self.val_set), info.rank, info.world_size),
+            workers=config.workers,
+            device=self.device,
+        )
+
+        self.model_kwargs = {"drop_rate": config.drop_rate}
+        model = create_model(
+            config.model, init=config.init, weights=config.weights or None, **self.model_kwargs
+        )
+        if info.is_distributed and config.sync_bn != "off":
+            model = dist_utils.convert_batchnorm_for_ddp(model, self.device)
+        model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+            fused=fused,
+        )
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.epoch = 0
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self.skipped: set[str] = set()
+        if resume:
+            self._load_training_state(last)
+        self.ddp_model = (
+            DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            if info.is_distributed
+            else model
+        )
+        self.writer = None
+        if info.is_primary:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.out_dir / "config.yaml")
+            if resume:  # a kill between the metrics line and last.pt must not leave a duplicate epoch line
+                write_text_atomic(
+                    self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history)
+                )
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    # ----------------------------------------------------------------------------------------------- state
+    def _training_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "rng": get_rng_state(),
+            "world_size": self.info.world_size,
+        }
+
+    def _load_training_state(self, path: Path) -> None:
+        payload = read_checkpoint(path, with_training_state=True)
+        state = payload.get("training_state")
+        if state is None:
+            raise CheckpointError(f"{path}: has no training state to resume from")
+        saved_model = payload["contract"]["model_name"]
+        if saved_model != self.config.model:
+            raise CheckpointError(f"{path}: was trained as {saved_model}, not {self.config.model}")
+        unwrap(self.model).load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.best_score = float(state["best_score"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.history = list(state["history"])
+        set_rng_state(state["rng"])
+        if self.info.is_primary:
+            logger.info(
+                "resumed %s at epoch %d (best %.4f at epoch %d)",
+                path,
+                self.epoch,
+                self.best_score,
+                self.best_epoch,
+            )
+
+    def _contract(self, thresholds: np.ndarray, metrics: dict[str, Any]) -> CheckpointContract:
+        return CheckpointContract(
+            model_name=self.config.model,
+            model_kwargs=self.model_kwargs,
+            labels=FINDINGS,
+            input_size=self.config.image_size,
+            thresholds=tuple(float(t) for t in thresholds),
+            synthetic=self.config.synthetic,
+            config=self.config.to_dict(),
+            metrics=metrics,
+            epoch=self.epoch,
+        )
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def fit(self) -> TrainResult:
+        config = self.config
+        while self.epoch < config.epochs:
+            epoch = self.epoch + 1
+            started = time.perf_counter()
+            train_loss, train_images = self._train_one_epoch(epoch)
+            train_seconds = time.perf_counter() - started
+            val = self._validate()
+            val_auroc = per_class_auroc(val["labels"], val["probs"])
+            val_mean = float(np.nanmean(val_auroc)) if np.isfinite(val_auroc).any() else float("nan")
+            score = val_mean if math.isfinite(val_mean) else -val["loss"]
+            self.scheduler.step(score)
+            self.epoch = epoch
+            improved = score > self.best_score
+            if improved:
+                self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+            else:
+                self.bad_epochs += 1
+            record = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val["loss"],
+                "val_mean_auroc": val_mean,
+                "val_auroc": {name: _finite_or_none(v) for name, v in zip(FINDINGS, val_auroc, strict=True)},
+                "val_images_scored": int(len(val["indices"])),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "train_images": train_images,
+                "train_images_per_s": train_images / max(train_seconds, 1e-9),
+                "epoch_seconds": time.perf_counter() - started,
+                "skipped_images": sorted(self.skipped),
+                "world_size": self.info.world_size,
+            }
+            self.history.append(record)
+            if self.info.is_primary:
+                self._write_epoch(record, val, improved)
+            stop = config.early_stopping_patience and self.bad_epochs >= config.early_stopping_patience
+            if stop:
+                if self.info.is_primary:
+                    logger.info(
+                        "early stopping: no better validation mean AUROC for %d epochs", self.bad_epochs
+                    )
+                break
+        dist_utils.barrier(self.info)
+        if self.writer is not None:
+            self.writer.close()
+        return TrainResult(self.out_dir, self.best_epoch, self.best_score, self.epoch, self.history)
+
+    def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
+        config = self.config
+        self.train_sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        self.ddp_model.train()
+        total_batches = len(self.train_loader)
+        if config.max_train_batches:
+            total_batches = min(total_batches, config.max_train_batches)
+        progress = None
+        if self.info.is_primary:
+            from tqdm import tqdm
+
+            progress = tqdm(
+                total=total_batches,
+                desc=f"epoch {epoch}/{config.epochs}",
+                unit="batch",
+                leave=False,
+                dynamic_ncols=True,
+                mininterval=1.0,
+            )
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        images_seen = 0
+        started = time.perf_counter()
+        for step, batch in enumerate(self.train_loader):
+            if step >= total_batches:
+                break
+            self._note_errors(batch["errors"])
+            if "image" not in batch:
+                continue
+            images = batch["image"].to(self.device, non_blocking=True)
+            labels = batch["labels"].to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.amp_dtype):
+                logits = self.ddp_model(images)
+            loss = masked_bce_with_logits(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.detach().double() * images.shape[0]
+            images_seen += images.shape[0]
+            if progress is not None:
+                progress.update(1)
+                if step % max(config.log_every, 1) == 0:
+                    rate = images_seen * self.info.world_size / max(time.perf_counter() - started, 1e-9)
+                    progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+        if progress is not None:
+            progress.close()
+        totals = dist_utils.all_reduce_sum(self.info, [float(loss_sum.item()), float(images_seen)])
+        return totals[0] / max(totals[1], 1.0), int(totals[1])
+
+    def _note_errors(self, errors: list[str]) -> None:
+        for error in errors:
+            if error not in self.skipped:
+                self.skipped.add(error)
+                logger.warning("skipped unreadable image: %s", error)
+
+    def _validate(self) -> dict[str, Any]:
+        dist_utils.broadcast_module_state(self.info, unwrap(self.model))
+        output = predict_batches(
+            unwrap(self.model),
+            self.val_loader,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            channels_last=self.channels_last,
+            max_batches=self.config.max_val_batches,
+        )
+        self._note_errors(output.errors)
+        gathered = dist_utils.all_gather_objects(self.info, (output.indices, output.probs))
+        merged = merge_shards([PredictionOutput(i, p) for i, p in gathered])
+        labels = self.val_set.labels.numpy()[merged.indices]
+        with torch.no_grad():
+            logits = torch.logit(torch.from_numpy(merged.probs).double().clamp(1e-7, 1 - 1e-7))
+            loss = float(masked_bce_with_logits(logits, torch.from_numpy(labels).double()))
+        return {"indices": merged.indices, "probs": merged.probs, "labels": labels, "loss": loss}
+
+    def _write_epoch(self, record: dict[str, Any], val: dict[str, Any], improved: bool) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key in ("train_loss", "val_loss", "val_mean_auroc", "lr", "train_images_per_s"):
+                if record[key] is not None and math.isfinite(record[key]):
+                    self.writer.add_scalar(key, record[key], record["epoch"])
+            for name, value in record["val_auroc"].items():
+                if value is not None:
+                    self.writer.add_scalar(f"val_auroc/{name}", value, record["epoch"])
+            self.writer.flush()
+        thresholds = choose_thresholds(val["labels"], val["probs"])
+        metrics = {
+            "val_mean_auroc": record["val_mean_auroc"],
+            "val_loss": record["val_loss"],
+            "val_auroc": record["val_auroc"],
+        }
+        contract = self._contract(thresholds, metrics)
+        if improved:
+            save_checkpoint(self.out_dir / "best.pt", model=self.model, contract=contract)
+        # last.pt goes last: once it says epoch E, best.pt already reflects epoch E.
+        save_checkpoint(
+            self.out_dir / "last.pt",
+            model=self.model,
+            contract=contract,
+            training_state=self._training_state(),
+        )
+        logger.info(
+            "epoch %d: train loss %.4f, val loss %.4f, val mean AUROC %.4f%s, %.1f img/s",
+            record["epoch"],
+            record["train_loss"],
+            record["val_loss"],
+            record["val_mean_auroc"],
+            " (best)" if improved else "",
+            record["train_images_per_s"],
+        )
+
+
+def merge_shards(shards: list[PredictionOutput]) -> PredictionOutput:
+    """Concatenate per-rank predictions in index order, refusing any index scored twice."""
+    indices = np.concatenate([shard.indices for shard in shards]) if shards else np.zeros(0, dtype=np.int64)
+    probs = np.concatenate([shard.probs for shard in shards]) if shards else np.zeros((0, len(FINDINGS)))
+    order = np.argsort(indices, kind="stable")
+    indices, probs = indices[order], probs[order]
+    if len(indices) > 1 and np.any(indices[1:] == indices[:-1]):
+        duplicate = int(indices[1:][indices[1:] == indices[:-1]][0])
+        raise RuntimeError(f"validation scored image index {duplicate} more than once")
+    return PredictionOutput(indices, probs)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> TrainResult:
+    """Train a model; the same call works in a single process and under torchrun."""
+    info = dist_utils.init_distributed(config.device)
+    try:
+        torch.set_float32_matmul_precision("high")
+        trainer = Trainer(config, out_dir, resume=resume, info=info)
+        return trainer.fit()
+    finally:
+        dist_utils.cleanup_distributed()

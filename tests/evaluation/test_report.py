@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cxreader import DISCLAIMER
+from cxreader.evaluation.metrics import per_class_auroc
+from cxreader.evaluation.report import build_report
+from cxreader.evaluation.thresholds import choose_thresholds
+from cxreader.labels import FINDINGS, NUM_FINDINGS
+
+
+def _data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, NUM_FINDINGS)) < 0.25).astype(float)
+    probs = np.clip(rng.random((n, NUM_FINDINGS)) * 0.7 + 0.3 * labels, 0, 1)
+    return labels, probs
+
+
+def test_report_values_and_strict_json_with_an_undefined_class(tmp_path):
+    labels, probs = _data(200, 0)
+    labels[:, FINDINGS.index("Hernia")] = 0.0
+    report = build_report(
+        labels, probs, n_bootstrap=30, seed=2, metadata={"synthetic": True, "split": "test"}
+    )
+
+    expected = per_class_auroc(labels, probs)
+    for k, name in enumerate(FINDINGS[:-1]):
+        assert report.auroc[name] == expected[k]
+        low, high = report.ci95[name]
+        assert low <= report.auroc[name] <= high
+    assert report.mean_auroc == pytest.approx(np.nanmean(expected), abs=1e-12)
+    assert report.n_images == 200
+    assert report.positives["Hernia"] == 0
+    assert report.positives["Atelectasis"] == int(labels[:, 0].sum())
+    assert report.threshold_source == "same_data"
+
+    data = json.loads(json.dumps(report.to_json_dict(), allow_nan=False))
+    assert set(data) >= {
+        "auroc",
+        "mean_auroc",
+        "ci95",
+        "mean_auroc_ci95",
+        "thresholds",
+        "operating_points",
+        "n_images",
+        "positives",
+        "metadata",
+    }
+    assert list(data["auroc"]) == list(FINDINGS)
+    assert data["auroc"]["Hernia"] is None
+    assert data["ci95"]["Hernia"] == [None, None]
+    assert data["operating_points"]["Hernia"]["sensitivity"] is None
+    assert data["metadata"]["synthetic"] is True
+    assert data["metadata"]["split"] == "test"
+    assert data["metadata"]["threshold_source"] == "same_data"
+    assert data["metadata"]["n_bootstrap"] == 30
+    assert data["disclaimer"] == DISCLAIMER
+
+    path = report.write_json(tmp_path / "out" / "report.json")
+    assert json.loads(path.read_text()) == data
+    assert [p.name for p in path.parent.iterdir()] == ["report.json"]
+
+
+def test_thresholds_from_validation_or_given():
+    labels, probs = _data(150, 1)
+    val_labels, val_probs = _data(120, 2)
+    from_val = build_report(labels, probs, val_labels=val_labels, val_probs=val_probs, n_bootstrap=0)
+    assert from_val.threshold_source == "validation"
+    np.testing.assert_array_equal(
+        list(from_val.thresholds.values()), choose_thresholds(val_labels, val_probs, method="youden")
+    )
+    assert from_val.operating_points["Edema"]["threshold"] == from_val.thresholds["Edema"]
+
+    given = build_report(labels, probs, thresholds=np.full(NUM_FINDINGS, 0.4), n_bootstrap=0)
+    assert given.threshold_source == "given"
+    assert set(given.thresholds.values()) == {0.4}
+    by_name = {name.replace("_", " "): 0.3 for name in FINDINGS}  # any accepted spelling
+    assert (
+        build_report(labels, probs, thresholds=by_name, n_bootstrap=0).thresholds["Pleural_Thickening"] == 0.3
+    )
+
+    with pytest.raises(ValueError, match="not both"):
+        build_report(
+            labels, probs, thresholds=np.full(NUM_FINDINGS, 0.4), val_labels=val_labels, val_probs=val_probs
+        )
+    with pytest.raises(ValueError, match="together"):
+        build_report(labels, probs, val_labels=val_labels)
+    with pytest.raises(ValueError, match="lack findings"):
+        build_report(labels, probs, thresholds={"Edema": 0.5})
+
+
+def test_no_bootstrap_gives_null_intervals():
+    labels, probs = _data(80, 3)
+    data = build_report(labels, probs, n_bootstrap=0).to_json_dict()
+    assert data["mean_auroc_ci95"] == [None, None]
+    assert data["ci95"]["Mass"] == [None, None]
+    assert data["mean_auroc"] is not None
+
+
+def test_markdown_table():
+    labels, probs = _data(100, 4)
+    labels[:, FINDINGS.index("Hernia")] = 0.0
+    report = build_report(labels, probs, n_bootstrap=20, metadata={"synthetic": True})
+    text = report.to_markdown()
+    lines = text.splitlines()
+    header = "| Finding | AUROC | 95% CI | Threshold | Sens | Spec | F1 | Positives |"
+    start = lines.index(header)
+    rows = lines[start + 2 : start + 2 + NUM_FINDINGS + 1]
+    assert [row.split("|")[1].strip() for row in rows[:-1]] == [name.replace("_", " ") for name in FINDINGS]
+    assert rows[-1].startswith("| **Mean** |")
+    assert f"{report.mean_auroc:.3f}" in rows[-1]
+    hernia = rows[FINDINGS.index("Hernia")]
+    assert "n/a" in hernia and hernia.rstrip().endswith("| 0 |")
+    assert "SYNTHETIC" in text and DISCLAIMER in text
+    assert "optimistic" in text  # thresholds chosen on the evaluated data are flagged
+
+
+def test_rejects_wrong_width():
+    with pytest.raises(ValueError, match="14 columns"):
+        build_report(np.zeros((4, 3)), np.zeros((4, 3)))

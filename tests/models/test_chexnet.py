@@ -1,0 +1,87 @@
+import pytest
+import torch
+import torchvision
+
+from cxreader.errors import CheckpointError, ConfigError
+from cxreader.models import create_model, list_models
+from cxreader.models.chexnet import CheXNet, normalise_state_dict_keys
+
+
+def test_registry_lists_and_refuses_unknown():
+    assert {"chexnet_densenet121", "densenet_small"} <= set(list_models())
+    with pytest.raises(ConfigError, match="registered"):
+        create_model("resnet9000")
+
+
+def test_split_forward_matches_forward():
+    model = create_model("densenet_small").eval()
+    images = torch.randn(2, 3, 64, 64)
+    features = model.forward_features(images)
+    assert features.shape[:2] == (2, model.num_features)
+    assert torch.allclose(model.forward_head(features), model(images))
+    assert model(images).shape == (2, 14)
+
+
+def test_densenet121_architecture_without_download():
+    model = create_model("chexnet_densenet121", init="none")
+    assert model.num_features == 1024 and model.classifier.out_features == 14
+
+
+def test_offline_imagenet_init_gives_a_clear_message(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torchvision.models, "densenet121", offline)
+    with pytest.raises(CheckpointError, match="--weights FILE"):
+        create_model("chexnet_densenet121", init="imagenet")
+
+
+def _reference_layout_state(model: CheXNet) -> dict:
+    """The key layout of the public CheXNet reference model: DataParallel-wrapped, ``densenet121.`` prefix,
+    ``classifier.0`` (Linear inside Sequential) and old ``norm.1`` layer names."""
+    state = {}
+    for key, value in model.state_dict().items():
+        old = (
+            key.replace("norm1", "norm.1")
+            .replace("norm2", "norm.2")
+            .replace("conv1", "conv.1")
+            .replace("conv2", "conv.2")
+        )
+        old = old.replace("classifier.", "classifier.0.")
+        state["module.densenet121." + old] = value
+    return state
+
+
+def test_public_chexnet_layouts_load(tmp_path):
+    source = create_model("densenet_small")
+    path = tmp_path / "chexnet_reference.pth.tar"
+    torch.save({"state_dict": _reference_layout_state(source), "epoch": 3}, path)
+    target = create_model("densenet_small", weights=path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_imagenet_classifier_is_dropped_backbone_loaded(tmp_path):
+    backbone = torchvision.models.DenseNet(growth_rate=16, block_config=(4, 8, 8), num_init_features=32)
+    path = tmp_path / "imagenet.pth"
+    torch.save(backbone.state_dict(), path)
+    model = create_model("densenet_small", weights=path)
+    assert torch.equal(model.features.conv0.weight, backbone.features.conv0.weight)
+
+
+def test_weights_that_do_not_fit_are_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save(create_model("densenet_small").state_dict(), path)
+    with pytest.raises(CheckpointError, match="keys don't fit"):
+        create_model("chexnet_densenet121", init="none", weights=path)
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pth"):
+        create_model("densenet_small", weights=broken)
+
+
+def test_old_key_normalisation():
+    keys = normalise_state_dict_keys(
+        {"module.densenet121.features.denseblock1.denselayer1.norm.1.weight": torch.zeros(1)}
+    )
+    assert list(keys) == ["features.denseblock1.denselayer1.norm1.weight"]

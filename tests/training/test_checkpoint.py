@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+
+from cxreader.errors import CheckpointError
+from cxreader.models import create_model
+from cxreader.training.checkpoint import CheckpointContract, load_checkpoint, read_checkpoint, save_checkpoint
+
+
+def _save(tmp_path, **contract_kwargs):
+    model = create_model("densenet_small")
+    contract = CheckpointContract(
+        model_name="densenet_small",
+        input_size=96,
+        thresholds=tuple(np.linspace(0.1, 0.9, 14)),
+        **contract_kwargs,
+    )
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model=model, contract=contract)
+    return model, path
+
+
+def test_round_trip_carries_the_contract(tmp_path):
+    model, path = _save(tmp_path, synthetic=True)
+    loaded = load_checkpoint(path)
+    assert loaded.contract.input_size == 96 and loaded.contract.synthetic
+    assert loaded.contract.thresholds[0] == pytest.approx(0.1)
+    assert loaded.contract.eval_preset().image_size == 96
+    images = torch.randn(1, 3, 96, 96)
+    model.eval()
+    assert torch.allclose(loaded.model(images), model(images), atol=1e-6)
+    assert len(loaded.sha256) == 64
+
+
+def test_other_labels_are_refused(tmp_path):
+    _, path = _save(tmp_path, labels=("Atelectasis", "Cardiomegaly"))
+    with pytest.raises(CheckpointError, match="labels"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    _, path = _save(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.pt"):
+        read_checkpoint(path)
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    model, path = _save(tmp_path)
+    before = path.read_bytes()
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", explode)
+    with pytest.raises(OSError):
+        save_checkpoint(path, model=model, contract=CheckpointContract(model_name="densenet_small"))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]

@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cxreader: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cxreader … | head`: the reader went away; stop quietly
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

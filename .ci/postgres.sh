@@ -88,6 +88,11 @@ start() {
         log "reusing the server running from $DATA_DIR"
     else
         mkdir -p "$STATE_DIR" "$SOCKET_DIR"
+        chown -R "$OWNER" "$STATE_DIR"
+        if ! as_owner test -w "$STATE_DIR" -a -x "$STATE_DIR"; then
+            log "user $OWNER cannot enter $STATE_DIR (a parent directory is closed to it): set CXREADER_PG_DIR"
+            exit 1
+        fi
         if [[ ! -f "$DATA_DIR/PG_VERSION" ]]; then
             rm -rf "$DATA_DIR"
             mkdir -p "$DATA_DIR"

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
-from scipy.special import expit
 
 from cxreader.labels import FINDINGS, NO_FINDING, canonical_finding
 
@@ -307,12 +306,12 @@ def sample_anatomy(patient_rng: np.random.Generator, image_rng: np.random.Genera
             centre_y=apex + semi_b + j.normal(0.0, 0.003),
             semi_a=semi_a,
             semi_b=semi_b,
-            medial_d=0.045 + p.normal(0.0, 0.004),
+            medial_d=0.055 + p.normal(0.0, 0.004),
             dome_y=dome_y,
             dome_d=centre_d - 0.015,
             dome_halfwidth=semi_a,
             dome_drop=0.085 + p.normal(0.0, 0.008),
-            air=0.36 + p.normal(0.0, 0.015),
+            air=0.42 + p.normal(0.0, 0.015),
         )
 
     right = lung(-1, dome_right)
@@ -343,11 +342,11 @@ def sample_anatomy(patient_rng: np.random.Generator, image_rng: np.random.Genera
         marking_strength=p.uniform(0.85, 1.15),
         bubble_radius=p.uniform(0.022, 0.04) if p.random() < 0.75 else 0.0,
         bubble_y=left.dome_y + 0.05,
-        soft_tissue=p.uniform(0.52, 0.60),
+        soft_tissue=p.uniform(0.72, 0.8),
         texture_seed=int(j.integers(0, 2**31 - 1)),
         noise_sigma=j.uniform(0.006, 0.016),
-        window_low=j.uniform(-0.04, 0.04) + (0.03 if view_ap else 0.0),
-        window_high=j.uniform(0.86, 1.0) + (0.06 if view_ap else 0.0),
+        window_low=j.uniform(-0.06, 0.04) + (0.03 if view_ap else 0.0),
+        window_high=j.uniform(0.98, 1.1) + (0.06 if view_ap else 0.0),
         gamma=j.uniform(0.8, 1.2),
     )
 
@@ -372,75 +371,24 @@ def _ellipse_distance(x, y, cx: float, cy: float, a: float, b: float, tilt: floa
     return (1.0 - q) / grad, np.sqrt(q)
 
 
-class _Scene:
-    """The fields of one image: grids, lung and heart masks, base layers and the findings' edits."""
+class _Canvas:
+    """Drawing helpers on a square image whose anatomy frame is turned by ``rotation`` about its centre."""
 
-    def __init__(self, anatomy: Anatomy, size: int):
-        self.anatomy = anatomy
+    def __init__(self, size: int, rotation: float, midline: float):
         self.size = size
         self.px = 1.0 / size
         self.scale = size / 128.0  # blur widths are set at 128 px and scale with the image
-        x, y = _grid(size)
-        c, s = math.cos(anatomy.rotation), math.sin(anatomy.rotation)
-        self.xa = 0.5 + c * (x - 0.5) + s * (y - 0.5)
-        self.ya = 0.5 - s * (x - 0.5) + c * (y - 0.5)
-        self.d = {sign: sign * (self.xa - anatomy.midline) for sign in (-1, 1)}
-        self.lung_f = {sign: anatomy.lung(sign).distance(self.d[sign], self.ya) for sign in (-1, 1)}
-        self.lung_soft = {sign: _ramp(self.lung_f[sign], 1.5 * self.px) for sign in (-1, 1)}
-        self.lung_mask = {sign: self.lung_f[sign] > 0 for sign in (-1, 1)}
-        hx, hy, ha, hb, tilt = anatomy.heart_ellipse()
-        heart_f, _ = _ellipse_distance(self.xa, self.ya, hx, hy, ha, hb, tilt)
-        # The heart sits on the diaphragm: cut it where the domes are, so it never overlaps the abdomen.
-        floor = np.where(self.xa > anatomy.midline, anatomy.left.diaphragm_y(self.d[1]), anatomy.right.diaphragm_y(self.d[-1]))
-        self.heart_soft = _ramp(np.minimum(heart_f, floor - self.ya), 1.5 * self.px)
-        # Lung behind the heart is thin: the heart displaces most of it (and what replaces its air).
-        self.lung_air = {sign: self.lung_soft[sign] * (1.0 - 0.7 * self.heart_soft) for sign in (-1, 1)}
-        lungs = self.lung_mask[-1] | self.lung_mask[1]
-        self.thorax_mask = _fill_rows(lungs) | (self.heart_soft > 0.5)
-        self.add = np.zeros((size, size), np.float32)
-        self.marking_gain = np.ones((size, size), np.float32)
-        self.air_gain = np.ones((size, size), np.float32)
+        self.rotation = rotation
+        self.midline = midline
 
-    # -- geometry helpers ---------------------------------------------------------------------------------
     def to_image(self, xa, ya):
         """Anatomy-frame normalised coordinates to image-frame normalised coordinates."""
-        c, s = math.cos(self.anatomy.rotation), math.sin(self.anatomy.rotation)
+        c, s = math.cos(self.rotation), math.sin(self.rotation)
         return 0.5 + c * (xa - 0.5) - s * (ya - 0.5), 0.5 + s * (xa - 0.5) + c * (ya - 0.5)
 
     def xa_of(self, sign: int, d):
-        return self.anatomy.midline + sign * d
+        return self.midline + sign * d
 
-    def zone_bounds(self, signs: Sequence[int]) -> tuple[float, float]:
-        lungs = [self.anatomy.lung(sign) for sign in signs]
-        return float(np.mean([lung.apex_y for lung in lungs])), float(np.mean([lung.base_y for lung in lungs]))
-
-    def sample_point(
-        self,
-        rng: np.random.Generator,
-        sign: int,
-        *,
-        height: tuple[float, float],
-        margin: float,
-        avoid_heart: bool = True,
-    ) -> tuple[float, float]:
-        """A point (d, y) well inside one lung, between fractions ``height`` of the lung height."""
-        lung = self.anatomy.lung(sign)
-        top, base = lung.apex_y, lung.base_y
-        hx, hy, ha, hb, tilt = self.anatomy.heart_ellipse()
-        for attempt in range(8):
-            shrink = 0.8**attempt  # relax the margin if the lung is too crowded for it
-            d = rng.uniform(lung.medial_d, lung.lateral_d, 64)
-            y = top + (base - top) * rng.uniform(height[0], height[1], 64)
-            ok = lung.distance(d, y) >= margin * shrink
-            if avoid_heart:
-                heart_f, _ = _ellipse_distance(self.xa_of(sign, d), y, hx, hy, ha, hb, tilt)
-                ok &= heart_f < -0.5 * margin * shrink
-            hits = np.flatnonzero(ok)
-            if hits.size:
-                return float(d[hits[0]]), float(y[hits[0]])
-        return lung.centre_d, top + (base - top) * 0.5 * (height[0] + height[1])
-
-    # -- texture helpers ------------------------------------------------------------------------------------
     def smooth_noise(self, rng: np.random.Generator, sigma: float) -> np.ndarray:
         """Gaussian noise low-passed at ``sigma`` (normalised units), rescaled to unit standard deviation."""
         sigma_px = sigma * self.size
@@ -478,21 +426,90 @@ class _Scene:
         return gaussian_filter(image, sigma_px, truncate=3.0) * np.float32(math.sqrt(2.0 * math.pi) * sigma_px)
 
     def curves(self, sign, d0, y0, angle, length, curvature, weight_start, weight_end):
-        """Polylines in one hemithorax, started at (d0, y0) with a heading (0 = lateral, +pi/2 = down)."""
+        """Polylines in one hemithorax, started at (d0, y0) with a heading (0 = lateral, +pi/2 = down).
+
+        Returns the anatomy-frame x, y and weight of every point (shape (k, n)), plus ``d`` and the heading.
+        """
         d0, y0, angle, length, curvature = (np.atleast_1d(np.asarray(v, np.float64)) for v in (d0, y0, angle, length, curvature))
-        n = max(8, int(np.ceil(length.max() * self.size * 2.0)) + 1)  # half-pixel steps
+        n = max(8, int(np.ceil(length.max() * self.size)) + 1)  # about one point per pixel
         t = np.linspace(0.0, 1.0, n)[None, :]
-        arc = t * length[:, None]
-        heading = angle[:, None] + curvature[:, None] * arc
+        heading = angle[:, None] + curvature[:, None] * (t * length[:, None])
         step = length[:, None] / (n - 1)
-        dd = np.concatenate([np.zeros_like(step), (np.cos(heading) * step)[:, :-1]], axis=1).cumsum(axis=1)
-        dy = np.concatenate([np.zeros_like(step), (np.sin(heading) * step)[:, :-1]], axis=1).cumsum(axis=1)
-        d = d0[:, None] + dd
-        y = y0[:, None] + dy
-        weight = np.asarray(weight_start, np.float64).reshape(-1, 1) + (
-            np.asarray(weight_end, np.float64).reshape(-1, 1) - np.asarray(weight_start, np.float64).reshape(-1, 1)
-        ) * t
+        d = np.cos(heading) * step
+        y = np.sin(heading) * step
+        d[:, 1:] = d[:, :-1]
+        y[:, 1:] = y[:, :-1]
+        d[:, 0] = d0
+        y[:, 0] = y0
+        d = d.cumsum(axis=1)
+        y = y.cumsum(axis=1)
+        start = np.asarray(weight_start, np.float64).reshape(-1, 1)
+        weight = start + (np.asarray(weight_end, np.float64).reshape(-1, 1) - start) * t
         return self.xa_of(sign, d), y, np.broadcast_to(weight, d.shape), d, heading
+
+
+class _Scene(_Canvas):
+    """The fields of one image: grids, lung and heart masks, base layers and the findings' edits."""
+
+    def __init__(self, anatomy: Anatomy, size: int):
+        super().__init__(size, anatomy.rotation, anatomy.midline)
+        self.anatomy = anatomy
+        x, y = _grid(size)
+        c, s = math.cos(anatomy.rotation), math.sin(anatomy.rotation)
+        self.xa = 0.5 + c * (x - 0.5) + s * (y - 0.5)
+        self.ya = 0.5 - s * (x - 0.5) + c * (y - 0.5)
+        self.d = {sign: sign * (self.xa - anatomy.midline) for sign in (-1, 1)}
+        self.lung_f = {sign: anatomy.lung(sign).distance(self.d[sign], self.ya) for sign in (-1, 1)}
+        self.lung_soft = {sign: _ramp(self.lung_f[sign], 1.5 * self.px) for sign in (-1, 1)}
+        self.lung_mask = {sign: self.lung_f[sign] > 0 for sign in (-1, 1)}
+        hx, hy, ha, hb, tilt = anatomy.heart_ellipse()
+        heart_f, _ = _ellipse_distance(self.xa, self.ya, hx, hy, ha, hb, tilt)
+        # The heart sits on the diaphragm: cut it where the domes are, so it never overlaps the abdomen.
+        floor = np.where(self.xa > anatomy.midline, anatomy.left.diaphragm_y(self.d[1]), anatomy.right.diaphragm_y(self.d[-1]))
+        self.heart_soft = _ramp(np.minimum(heart_f, floor - self.ya), 1.5 * self.px)
+        dx = self.xa - anatomy.midline
+        knob = np.clip(1.0 - ((self.ya - anatomy.knob_y) * np.float32(1.0 / 0.045)) ** 2, 0.0, 1.0)
+        self.mediastinum = _ramp(dx + (0.068 + 0.03 * self.ya), 3 * self.px) * _ramp(0.07 + 0.035 * knob - dx, 3 * self.px)
+        self.mediastinum *= _ramp(hy - self.ya, 0.1)
+        # Lung behind the heart and mediastinum is thin: they displace most of it (and what replaces its air).
+        behind = 1.0 - 0.75 * np.maximum(self.heart_soft, self.mediastinum)
+        self.lung_air = {sign: self.lung_soft[sign] * behind for sign in (-1, 1)}
+        lungs = self.lung_mask[-1] | self.lung_mask[1]
+        self.thorax_mask = _fill_rows(lungs) | (self.heart_soft > 0.5)
+        self.add = np.zeros((size, size), np.float32)
+        self.marking_gain = np.ones((size, size), np.float32)
+        self.air_gain = np.ones((size, size), np.float32)
+
+    # -- geometry helpers ---------------------------------------------------------------------------------
+    def zone_bounds(self, signs: Sequence[int]) -> tuple[float, float]:
+        lungs = [self.anatomy.lung(sign) for sign in signs]
+        return float(np.mean([lung.apex_y for lung in lungs])), float(np.mean([lung.base_y for lung in lungs]))
+
+    def sample_point(
+        self,
+        rng: np.random.Generator,
+        sign: int,
+        *,
+        height: tuple[float, float],
+        margin: float,
+        avoid_heart: bool = True,
+    ) -> tuple[float, float]:
+        """A point (d, y) well inside one lung, between fractions ``height`` of the lung height."""
+        lung = self.anatomy.lung(sign)
+        top, base = lung.apex_y, lung.base_y
+        hx, hy, ha, hb, tilt = self.anatomy.heart_ellipse()
+        for attempt in range(8):
+            shrink = 0.8**attempt  # relax the margin if the lung is too crowded for it
+            d = rng.uniform(lung.medial_d, lung.lateral_d, 64)
+            y = top + (base - top) * rng.uniform(height[0], height[1], 64)
+            ok = lung.distance(d, y) >= margin * shrink
+            if avoid_heart:
+                heart_f, _ = _ellipse_distance(self.xa_of(sign, d), y, hx, hy, ha, hb, tilt)
+                ok &= heart_f < -0.5 * margin * shrink
+            hits = np.flatnonzero(ok)
+            if hits.size:
+                return float(d[hits[0]]), float(y[hits[0]])
+        return lung.centre_d, top + (base - top) * 0.5 * (height[0] + height[1])
 
     # -- records ----------------------------------------------------------------------------------------------
     def record(
@@ -567,33 +584,28 @@ class _Scene:
         v *= v
         inside = 1.0 - (u + v)
         density = np.sqrt(np.clip(inside, 0.0, 1.0))
-        density *= np.float32(0.65 * a.soft_tissue)
-        density += np.float32(0.35 * a.soft_tissue)
+        density *= np.float32(0.6 * a.soft_tissue)
+        density += np.float32(0.4 * a.soft_tissue)
         density *= _ramp(inside, 0.05)
-        # Mediastinum (aortic knob on the patient's left), continuous with the heart; spine and trachea.
-        knob = np.clip(1.0 - ((ya - a.knob_y) * np.float32(1.0 / 0.045)) ** 2, 0.0, 1.0)
-        hx, hy, _, _, _ = a.heart_ellipse()
-        mediastinum = _ramp(dx + (0.058 + 0.03 * ya), 3 * px) * _ramp(0.058 + 0.03 * knob - dx, 3 * px)
-        mediastinum *= _ramp(hy - ya, 0.08)
-        density += 0.2 * mediastinum
+        # Mediastinum continuous with the heart, spine seen through it, trachea down to the carina.
+        density += 0.12 * np.maximum(self.mediastinum, self.heart_soft)
         vertebra = np.abs((ya - a.rib_top) * np.float32(1.0 / a.rib_spacing) % 1.0 - 0.5)
-        density += _ramp(0.03 - np.abs(dx), 2 * px) * (0.035 + 0.03 * vertebra)
-        density -= 0.09 * _ramp(0.012 - np.abs(dx - 0.004), 1.5 * px) * _ramp(a.carina_y - ya, 3 * px)
+        density += _ramp(0.03 - np.abs(dx), 2 * px) * (0.03 + 0.06 * vertebra)
+        density -= 0.12 * _ramp(0.012 - np.abs(dx - 0.004), 1.5 * px) * _ramp(a.carina_y - ya, 3 * px)
         # Lungs: aerated lung subtracts density, less at the borders (partial volume) and behind the heart.
         for sign in (-1, 1):
             interior = np.clip(self.lung_f[sign] * np.float32(1.0 / 0.05), 0.0, 1.0)
             interior *= 0.2
             interior += 0.8
             density -= np.float32(a.lung(sign).air) * self.lung_air[sign] * self.air_gain * interior
-        density += 0.22 * self.heart_soft
         for sign in (-1, 1):
-            hilum_x = a.midline + sign * (a.hilum_d - 0.008)
+            hilum_x = a.midline + sign * (a.hilum_d - 0.005)
             bump = 1.0 - ((xa - hilum_x) * np.float32(1 / 0.035)) ** 2 - ((ya - a.hilum_y(sign)) * np.float32(1 / 0.05)) ** 2
-            density += 0.06 * np.clip(bump, 0.0, 1.0)
+            density += 0.07 * np.clip(bump, 0.0, 1.0)
         if a.bubble_radius > 0:
             bubble_f, _ = _ellipse_distance(xa, ya, a.midline + 0.17, a.bubble_y, 1.4 * a.bubble_radius, a.bubble_radius)
-            density -= 0.14 * _ramp(bubble_f, 2 * px)
-        density += 0.045 * self._bones(rng)
+            density -= 0.2 * _ramp(bubble_f, 2 * px)
+        density += 0.09 * self._bones(rng)
         markings = self._markings(rng)
         markings *= self.marking_gain
         markings *= self.lung_soft[-1] + self.lung_soft[1]
@@ -609,7 +621,7 @@ class _Scene:
     def _bones(self, rng: np.random.Generator) -> np.ndarray:
         a = self.anatomy
         curves = []
-        t = np.linspace(0.0, 1.0, 64)[None, :]
+        t = np.linspace(0.0, 1.0, max(24, self.size // 2))[None, :]
         for sign in (-1, 1):
             lateral = a.lung(sign).lateral_d + 0.015
             n_ribs = 10
@@ -617,57 +629,105 @@ class _Scene:
             # Posterior ribs: from the spine, a low arch laterally, turning down at the chest wall.
             d = 0.03 + t * (lateral - 0.03 - 0.02 * np.arange(n_ribs)[:, None] / n_ribs)
             y = y0[:, None] - 0.03 * np.sin(np.pi * np.minimum(t * 1.15, 1.0)) + 0.07 * t**2
-            strength = rng.uniform(0.75, 1.0, (n_ribs, 1)) * (0.55 + 0.45 * t)
+            strength = rng.uniform(0.75, 1.0, (n_ribs, 1)) * (0.6 + 0.4 * t)
             curves.append((self.xa_of(sign, d), y, strength))
             # Anterior ribs: fainter, from the lateral end running down and medially.
             d_end, y_end = d[:, -1:], y[:, -1:]
             d2 = d_end - t * (d_end - 0.14)
             y2 = y_end + 0.11 * t - 0.03 * np.sin(np.pi * t)
-            curves.append((self.xa_of(sign, d2), y2, np.full_like(d2, 0.4)))
+            curves.append((self.xa_of(sign, d2), y2, np.full_like(d2, 0.45)))
             # Clavicle: a thick bar from the sternal end up and out to the shoulder.
             offsets = np.array([-0.005, 0.0, 0.005])[:, None]
             dc = 0.04 + t * 0.3 + 0 * offsets
             yc = 0.165 - 0.075 * t + 0.012 * np.sin(2 * np.pi * t) + offsets + (0.01 if a.view == "AP" else 0.0)
-            curves.append((self.xa_of(sign, dc), yc, np.full_like(dc, 0.8)))
-        return self.lines(curves, 0.8 * self.scale)
+            curves.append((self.xa_of(sign, dc), yc, np.full_like(dc, 0.7)))
+        return self.lines(curves, 1.3 * self.scale)
 
     def _markings(self, rng: np.random.Generator) -> np.ndarray:
-        """Branching pulmonary vessels from each hilum, tapering towards the periphery."""
+        """Pulmonary vessels: one tree per hilum, picked from a cached library and moved onto the hilum."""
         a = self.anatomy
-        curves = []
+        library = _vessel_library(self.size)
+        out = np.zeros((self.size, self.size), np.float32)
         for sign in (-1, 1):
-            k = 12
-            angle = np.linspace(-2.0, 1.35, k) + rng.normal(0.0, 0.1, k)
-            length = (0.2 + 0.12 * np.clip(-np.sin(angle), 0.0, 1.0)) * rng.uniform(0.8, 1.1, k)
-            curvature = rng.normal(0.0, 1.2, k)
-            d0 = a.hilum_d + rng.normal(0.0, 0.006, k)
-            y0 = a.hilum_y(sign) + rng.normal(0.0, 0.012, k)
-            strength = a.marking_strength * rng.uniform(0.8, 1.2, k)
-            xa, y, w, d, heading = self.curves(sign, d0, y0, angle, length, curvature, strength, 0.1 * strength)
-            curves.append((xa, y, w))
-            # Branches, and branches of branches, leaving at fork angles and tapering out.
-            for _level in range(2):
-                count = d.shape[0]
-                parent = np.repeat(np.arange(count), 2)
-                n = d.shape[1]
-                at = rng.uniform(0.25, 0.7, 2 * count)
-                index = (at * (n - 1)).astype(int)
-                fork = np.where(np.arange(2 * count) % 2 == 0, -1.0, 1.0) * rng.uniform(0.35, 0.8, 2 * count)
-                start_weight = w[parent, index] * 0.8
-                branch_length = (1.0 - at) * length[parent] * rng.uniform(0.5, 0.8, 2 * count)
-                xa, y, w, d, heading = self.curves(
-                    sign,
-                    d[parent, index],
-                    y[parent, index],
-                    heading[parent, index] + fork,
-                    branch_length,
-                    rng.normal(0.0, 1.5, 2 * count),
-                    start_weight,
-                    0.1 * start_weight,
-                )
-                length = branch_length
-                curves.append((xa, y, w))
-        return 0.09 * self.lines(curves, 0.5 * self.scale)
+            stamp = library[int(rng.integers(len(library)))]
+            hx, hy = self.to_image(a.midline + sign * a.hilum_d, a.hilum_y(sign))
+            if sign > 0:
+                stamp = stamp[:, ::-1]  # the left tree is a mirrored right tree
+                ref_x = 1.0 - _LIBRARY_HILUM[0]
+            else:
+                ref_x = _LIBRARY_HILUM[0]
+            shift_x = int(round((hx - ref_x) * self.size))
+            shift_y = int(round((hy - _LIBRARY_HILUM[1]) * self.size))
+            _add_shifted(out, stamp, shift_y, shift_x, a.marking_strength)
+        return out
+
+
+#: Where the library's trees start (image-frame normalised x, y of the patient's right hilum).
+_LIBRARY_HILUM = (0.5 - 0.095, 0.45)
+
+
+@functools.lru_cache(maxsize=2)
+def _vessel_library(size: int) -> np.ndarray:
+    """A fixed set of right-lung vessel trees at this image size (the same in every process)."""
+    count = 48 if size <= 256 else 12
+    canvas = _Canvas(size, rotation=0.0, midline=0.5)
+    trees = np.empty((count, size, size), np.float32)
+    for index in range(count):
+        rng = np.random.default_rng([20250, index])
+        trees[index] = _vessel_tree(canvas, rng, 0.5 - _LIBRARY_HILUM[0], _LIBRARY_HILUM[1])
+    trees.flags.writeable = False
+    return trees
+
+
+def _vessel_tree(canvas: _Canvas, rng: np.random.Generator, hilum_d: float, hilum_y: float) -> np.ndarray:
+    """Branching vessels from the right hilum, tapering towards the periphery (three generations)."""
+    k = 12
+    angle = np.linspace(-2.0, 1.35, k) + rng.normal(0.0, 0.1, k)
+    length = (0.21 + 0.12 * np.clip(-np.sin(angle), 0.0, 1.0)) * rng.uniform(0.85, 1.1, k)
+    strength = rng.uniform(0.8, 1.2, k)
+    xa, y, w, d, heading = canvas.curves(
+        -1,
+        hilum_d + rng.normal(0.0, 0.006, k),
+        hilum_y + rng.normal(0.0, 0.012, k),
+        angle,
+        length,
+        rng.normal(0.0, 1.2, k),
+        strength,
+        0.4 * strength,
+    )
+    trunks = canvas.lines([(xa, y, w)], 0.7 * canvas.scale)
+    curves = []
+    for _generation in range(2):
+        count = d.shape[0]
+        parent = np.repeat(np.arange(count), 2)
+        at = rng.uniform(0.25, 0.7, 2 * count)
+        index = (at * (d.shape[1] - 1)).astype(int)
+        fork = np.where(np.arange(2 * count) % 2 == 0, -1.0, 1.0) * rng.uniform(0.35, 0.8, 2 * count)
+        start_weight = w[parent, index] * 0.8
+        length = (1.0 - at) * length[parent] * rng.uniform(0.5, 0.8, 2 * count)
+        xa, y, w, d, heading = canvas.curves(
+            -1,
+            d[parent, index],
+            y[parent, index],
+            heading[parent, index] + fork,
+            length,
+            rng.normal(0.0, 1.5, 2 * count),
+            start_weight,
+            0.3 * start_weight,
+        )
+        curves.append((xa, y, w))
+    branches = canvas.lines(curves, 0.5 * canvas.scale)
+    # Faint parenchymal texture, so that the lung is not a flat field between the vessels.
+    texture = canvas.smooth_noise(rng, 0.005)
+    return 0.1 * trunks + 0.11 * branches + 0.01 * texture
+
+
+def _add_shifted(out: np.ndarray, stamp: np.ndarray, dy: int, dx: int, gain: float) -> None:
+    """``out += gain * stamp`` moved by (dy, dx) pixels, dropping what falls outside."""
+    size_y, size_x = out.shape
+    ys, yd = (slice(0, size_y - dy), slice(dy, size_y)) if dy >= 0 else (slice(-dy, size_y), slice(0, size_y + dy))
+    xs, xd = (slice(0, size_x - dx), slice(dx, size_x)) if dx >= 0 else (slice(-dx, size_x), slice(0, size_x + dx))
+    out[yd, xd] += np.float32(gain) * stamp[ys, xs]
 
 
 @functools.lru_cache(maxsize=64)
@@ -768,24 +828,22 @@ def _atelectasis(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     """Plate-like (discoid) band in the lower/middle zone plus a raised hemidiaphragm; severe: a lobar wedge."""
     rng, sign, a = plan.rng, _SIGN[plan.side], scene.anatomy
     lung = a.lung(sign)
-    level = SEVERITIES.index(plan.severity)
-    length = _by_severity(plan, {"mild": (0.10, 0.13), "moderate": (0.13, 0.17), "severe": (0.16, 0.20)})
-    thick = (0.010, 0.015, 0.02)[level] + rng.uniform(0.0, 0.004)
+    length = _by_severity(plan, {"mild": (0.11, 0.14), "moderate": (0.14, 0.18), "severe": (0.17, 0.21)})
+    thick = _by_severity(plan, {"mild": (0.014, 0.018), "moderate": (0.018, 0.024), "severe": (0.022, 0.028)})
     d0, y0 = scene.sample_point(rng, sign, height=(0.55, 0.8), margin=0.03)
     d0 = float(np.clip(d0, lung.medial_d + 0.5 * length + 0.01, lung.lateral_d - 0.5 * length - 0.01))
     tilt = rng.uniform(-0.25, 0.25)
     plate_f, _ = _ellipse_distance(scene.d[sign], scene.ya, d0, y0, 0.5 * length, 0.5 * thick, tilt)
-    layer = expit(plate_f / (0.6 * scene.px)) * scene.lung_soft[sign]
+    layer = _ramp(plate_f, 1.5 * scene.px) * scene.lung_air[sign]
     if plan.severity == "severe":
         # Lower-lobe collapse: a triangle from the hilum down to the medial diaphragm.
-        hy = a.hilum_y(sign)
-        apex = np.array([a.hilum_d + 0.01, hy + 0.03])
+        apex = np.array([a.hilum_d + 0.01, a.hilum_y(sign) + 0.03])
         base_y = lung.diaphragm_y(lung.medial_d + 0.06) + 0.01
         p1 = np.array([lung.medial_d, base_y])
         p2 = np.array([lung.medial_d + rng.uniform(0.11, 0.15), base_y])
-        wedge = _triangle(scene.d[sign], scene.ya, apex, p1, p2, 0.8 * scene.px)
-        layer = np.maximum(layer, 0.75 * wedge * scene.lung_soft[sign])
-    scene.add += np.float32(0.85 * lung.air) * layer
+        wedge = _triangle(scene.d[sign], scene.ya, apex, p1, p2, 2.0 * scene.px)
+        layer = np.maximum(layer, 0.7 * wedge * scene.lung_air[sign])
+    scene.add += np.float32(0.9 * lung.air) * layer
     before = plan.lung_before.distance(scene.d[sign], scene.ya) > 0
     footprint = _footprint(layer) | (before & ~scene.lung_mask[sign])
     return [scene.record(plan, footprint, side=plan.side)]
@@ -800,7 +858,7 @@ def _triangle(x, y, p0, p1, p2, edge: float):
         normal /= np.linalg.norm(normal) + _EPS
         if np.dot(centre - a_, normal) < 0:
             normal = -normal
-        half = expit(((x - a_[0]) * normal[0] + (y - a_[1]) * normal[1]) / edge)
+        half = _ramp((x - a_[0]) * normal[0] + (y - a_[1]) * normal[1], edge)
         result = half if result is None else result * half
     return result
 
@@ -820,25 +878,25 @@ def _effusion(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
         lung = scene.anatomy.lung(sign)
         rng = plan.rng
         level = {
-            "mild": lung.dome_y + rng.uniform(-0.005, 0.02),
+            "mild": lung.dome_y - rng.uniform(0.01, 0.035),
             "moderate": lung.dome_y - rng.uniform(0.06, 0.10),
             "severe": lung.dome_y - rng.uniform(0.15, 0.23),
         }[plan.severity]
         rise = rng.uniform(0.035, 0.06)
-        lateral = np.clip((scene.d[sign] - lung.medial_d) / (lung.lateral_d - lung.medial_d), 0.0, 1.0)
-        surface = level - rise * lateral**2
-        depth = scene.ya - surface
-        fluid = expit(depth / (1.2 * scene.px)) * scene.lung_soft[sign]
+        lateral = np.clip((scene.d[sign] - lung.medial_d) * np.float32(1.0 / (lung.lateral_d - lung.medial_d)), 0.0, 1.0)
+        depth = scene.ya - (level - rise * lateral * lateral)
+        fluid = _ramp(depth, 3.0 * scene.px) * scene.lung_air[sign]
         density = (0.88 + 0.04 * SEVERITIES.index(plan.severity)) * lung.air
-        layer = fluid * np.float32(density) * (0.9 + 0.1 * np.clip(depth / 0.08, 0.0, 1.0))
+        layer = fluid * (0.9 + 0.1 * np.clip(depth * np.float32(1.0 / 0.08), 0.0, 1.0))
+        layer *= np.float32(density)
         scene.add += layer
-        side = _SIDE_OF_SIGN[sign]
-        records.append(scene.record(plan, _footprint(layer), side=side))
+        scene.marking_gain *= 1.0 - 0.8 * fluid  # fluid hides the vessels behind it
+        records.append(scene.record(plan, _footprint(layer), side=_SIDE_OF_SIGN[sign]))
     return records
 
 
 def _infiltration(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
-    """Ill-defined, patchy, hazy low-density opacities over a region of the upper/middle lung."""
+    """Ill-defined, patchy, hazy opacities over a region of the upper/middle lung."""
     rng, sign = plan.rng, _SIGN[plan.side]
     signs = [sign]
     if plan.severity == "severe" and rng.random() < 0.5:
@@ -847,16 +905,15 @@ def _infiltration(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     level = SEVERITIES.index(plan.severity)
     for k, s in enumerate(signs):
         lung = scene.anatomy.lung(s)
-        radius = _by_severity(plan, {"mild": (0.06, 0.08), "moderate": (0.08, 0.105), "severe": (0.10, 0.13)})
+        radius = _by_severity(plan, {"mild": (0.065, 0.08), "moderate": (0.08, 0.1), "severe": (0.1, 0.125)})
         radius *= 0.8 if k else 1.0
-        d0, y0 = scene.sample_point(rng, s, height=(0.15, 0.7), margin=0.6 * radius, avoid_heart=False)
-        region_f, rho = _ellipse_distance(scene.d[s], scene.ya, d0, y0, radius, 1.2 * radius, rng.uniform(-0.5, 0.5))
-        region = expit((1.0 - rho) / 0.18) * scene.lung_soft[s]
-        patches = expit((scene.smooth_noise(rng, 0.012) - 0.2) / 0.45)
-        mottle = 0.8 + 0.2 * scene.smooth_noise(rng, 0.005)
-        layer = np.float32((0.42 + 0.08 * level) * lung.air) * region * patches * mottle
+        d0, y0 = scene.sample_point(rng, s, height=(0.15, 0.7), margin=0.6 * radius)
+        _, rho = _ellipse_distance(scene.d[s], scene.ya, d0, y0, radius, 1.25 * radius, rng.uniform(-0.5, 0.5))
+        region = _ramp(1.0 - rho, 0.7) * scene.lung_air[s]
+        patches = 0.35 + 0.65 * _ramp(scene.smooth_noise(rng, 0.012) + 0.3, 2.5)
+        layer = region * patches * np.float32((0.5 + 0.08 * level) * lung.air)
         scene.add += layer
-        records.append(scene.record(plan, region > 0.35, side=_SIDE_OF_SIGN[s]))
+        records.append(scene.record(plan, region > 0.3, side=_SIDE_OF_SIGN[s]))
     return records
 
 
@@ -864,9 +921,11 @@ def _round_opacity(scene: _Scene, sign: int, d0: float, y0: float, radius: float
     """A sphere-like opacity: lobulated radius r(theta), thicker (denser) in the centre."""
     dd, dy = scene.d[sign] - d0, scene.ya - y0
     r = np.sqrt(dd * dd + dy * dy)
-    theta = np.arctan2(dy, dd)
-    edge_r = radius * (1.0 + sum(amp * np.cos(k * theta + phase) for k, amp, phase in lobulation))
-    inside = expit((edge_r - r) / edge)
+    edge_r = radius
+    if lobulation:
+        theta = np.arctan2(dy, dd)
+        edge_r = radius * (1.0 + sum(amp * np.cos(k * theta + phase) for k, amp, phase in lobulation))
+    inside = _ramp(edge_r - r, edge)
     core = np.sqrt(np.clip(1.0 - (r / edge_r) ** 2, 0.0, 1.0))
     return inside * (0.6 + 0.4 * core)
 
@@ -878,7 +937,7 @@ def _mass(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     radius = diameter / FIELD_OF_VIEW_CM / 2.0
     d0, y0 = scene.sample_point(rng, sign, height=(0.12, 0.75), margin=0.9 * radius)
     lobulation = [(k, rng.uniform(0.03, 0.08), rng.uniform(0, 2 * math.pi)) for k in (2, 3, 5)]
-    layer = _round_opacity(scene, sign, d0, y0, radius, lobulation, 0.8 * scene.px)
+    layer = _round_opacity(scene, sign, d0, y0, radius, lobulation, 2.0 * scene.px)
     density = (0.85 + 0.07 * SEVERITIES.index(plan.severity)) * scene.anatomy.lung(sign).air
     layer = layer * np.float32(density)
     scene.add += layer
@@ -895,8 +954,8 @@ def _nodule(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
         diameter = _by_severity(plan, {"mild": (1.3, 1.8), "moderate": (1.8, 2.4), "severe": (2.3, 2.9)})
         radius = diameter / FIELD_OF_VIEW_CM / 2.0
         d0, y0 = scene.sample_point(rng, sign, height=(0.1, 0.8), margin=radius + 0.015)
-        layer = _round_opacity(scene, sign, d0, y0, radius, [], 0.45 * scene.px)
-        layer = layer * np.float32((0.85 + 0.05 * SEVERITIES.index(plan.severity)) * scene.anatomy.lung(sign).air)
+        layer = _round_opacity(scene, sign, d0, y0, radius, [], 1.2 * scene.px)
+        layer *= np.float32((0.9 + 0.05 * SEVERITIES.index(plan.severity)) * scene.anatomy.lung(sign).air)
         scene.add += layer
         records.append(scene.record(plan, _footprint(layer), side=_SIDE_OF_SIGN[sign], size_cm=diameter))
     return records
@@ -906,89 +965,94 @@ def _pneumonia(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     """Patchy consolidation with fuzzy margins, middle/lower zone."""
     rng, sign = plan.rng, _SIGN[plan.side]
     lung = scene.anatomy.lung(sign)
-    radius = _by_severity(plan, {"mild": (0.045, 0.06), "moderate": (0.06, 0.08), "severe": (0.08, 0.11)})
-    d0, y0 = scene.sample_point(rng, sign, height=(0.45, 0.88), margin=0.5 * radius, avoid_heart=False)
+    radius = _by_severity(plan, {"mild": (0.055, 0.07), "moderate": (0.07, 0.09), "severe": (0.09, 0.115)})
+    d0, y0 = scene.sample_point(rng, sign, height=(0.42, 0.85), margin=0.5 * radius)
     aspect = rng.uniform(0.75, 1.3)
     _, rho = _ellipse_distance(scene.d[sign], scene.ya, d0, y0, radius * aspect, radius / aspect, rng.uniform(0, math.pi))
-    cloud = expit((1.0 - rho) / 0.22) * scene.lung_soft[sign]
-    patchy = np.clip(0.72 + 0.28 * scene.smooth_noise(rng, 0.01), 0.3, 1.0)
-    density = (0.62 + 0.08 * SEVERITIES.index(plan.severity)) * lung.air
+    cloud = _ramp(0.85 - rho, 0.9) * scene.lung_air[sign]
+    patchy = np.clip(0.82 + 0.2 * scene.smooth_noise(rng, 0.016), 0.5, 1.0)
+    density = (0.8 + 0.07 * SEVERITIES.index(plan.severity)) * lung.air
     layer = np.float32(density) * cloud * patchy
     scene.add += layer
-    return [scene.record(plan, cloud > 0.25, side=plan.side)]
+    return [scene.record(plan, cloud > 0.2, side=plan.side)]
 
 
 def _pneumothorax(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     """Apical/lateral rim of air without lung markings, bounded by a thin visible visceral pleural line."""
-    rng, sign, a = plan.rng, _SIGN[plan.side], scene.anatomy
+    sign, a = _SIGN[plan.side], scene.anatomy
     lung = a.lung(sign)
-    gap = _by_severity(plan, {"mild": (0.14, 0.2), "moderate": (0.24, 0.32), "severe": (0.38, 0.5)})
+    gap = _by_severity(plan, {"mild": (0.15, 0.2), "moderate": (0.25, 0.32), "severe": (0.38, 0.5)})
     hd, hy = a.hilum_d, a.hilum_y(sign)
     dd, dy = scene.d[sign] - hd, scene.ya - hy
     r = np.sqrt(dd * dd + dy * dy) + _EPS
     # The lung collapses towards the hilum, most at the apex and laterally (air rises in an erect patient).
-    toward = np.clip(0.6 * (-dy / r) + 0.45 * (dd / r) + 0.2, 0.0, 1.0)
+    toward = np.clip((0.45 * dd - 0.6 * dy) / r + 0.2, 0.0, 1.0)
     if plan.severity == "mild":
-        toward = toward**2
+        toward = toward * toward
     shrink = 1.0 - gap * toward
     f_collapsed = lung.distance(hd + dd / shrink, hy + dy / shrink) * shrink
-    collapsed = expit(f_collapsed / (0.6 * scene.px))
-    space = scene.lung_soft[sign] * (1.0 - collapsed)
-    line = np.exp(-((f_collapsed / (0.7 * scene.px)) ** 2)) * expit((scene.lung_f[sign] - 2.0 * scene.px) / scene.px)
+    space = scene.lung_soft[sign] * (1.0 - _ramp(f_collapsed, 1.5 * scene.px))
+    line = np.clip(1.0 - np.abs(f_collapsed) * np.float32(1.0 / (1.1 * scene.px)), 0.0, 1.0)
+    line *= _ramp(scene.lung_f[sign] - 2.5 * scene.px, 2.0 * scene.px)
     scene.marking_gain *= 1.0 - space
-    scene.add += np.float32(-0.22 * lung.air) * space + np.float32(0.5 * lung.air) * line
+    scene.add += np.float32(-0.25 * lung.air) * space + np.float32(0.45 * lung.air) * line
     footprint = (space > 0.5) | (line > 0.3)
-    if not footprint.any():
-        footprint = space >= space.max() * 0.5
     return [scene.record(plan, footprint, side=plan.side)]
 
 
 def _consolidation(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
-    """Dense homogeneous lobar opacity with a sharp fissural border and dark air bronchograms."""
+    """Dense homogeneous lobar opacity with a sharp straight fissural border and dark air bronchograms."""
     rng, sign, a = plan.rng, _SIGN[plan.side], scene.anatomy
     lung = a.lung(sign)
     d, ya = scene.d[sign], scene.ya
     hy = a.hilum_y(sign)
     lobes = ("upper", "middle", "lower") if sign < 0 else ("upper", "lower")
     lobe = lobes[int(rng.integers(len(lobes)))]
-    sharp = 0.5 * scene.px
-    fissure_h = hy - 0.01 + rng.uniform(-0.03, 0.03) * (d - a.hilum_d)
-    fissure_o = hy + 0.03 + rng.uniform(0.35, 0.5) * (d - a.hilum_d)
-    if lobe == "upper":
-        region = expit((fissure_h - ya) / sharp)
-        seed_d, seed_y = lung.centre_d, 0.5 * (lung.apex_y + hy)
-        heading = -0.9
-    elif lobe == "middle":
-        region = expit((ya - fissure_h) / sharp) * expit((lung.centre_d + 0.04 - d) / 0.02)
-        seed_d, seed_y = a.hilum_d + 0.07, hy + 0.09
-        heading = 0.6
-    else:
-        region = expit((ya - fissure_o) / sharp) * expit((lung.lateral_edge(ya) - 0.02 - d) / 0.015)
-        seed_d, seed_y = lung.centre_d, lung.dome_y - 0.05
-        heading = 1.0
+    sharp = 1.2 * scene.px
+    if lobe == "lower":  # bounded above by the oblique (major) fissure, descending laterally
+        slope = rng.uniform(0.3, 0.45)
+        fissure_y0 = hy + 0.03
+        region = _ramp(ya - (fissure_y0 + slope * (d - a.hilum_d)), sharp)
+        region *= _ramp(lung.lateral_edge(ya) - 0.02 - d, 0.05)
+        towards = 1.0  # the segment hangs below the fissure
+    else:  # upper and middle lobes meet at the horizontal (minor) fissure
+        slope = rng.uniform(-0.08, 0.08)
+        fissure_y0 = hy - 0.01
+        above = lobe == "upper"
+        offset = ya - (fissure_y0 + slope * (d - a.hilum_d))
+        region = _ramp(-offset if above else offset, sharp)
+        if lobe == "middle":
+            region *= _ramp(lung.centre_d + 0.05 - d, 0.06)
+        towards = -1.0 if above else 1.0
     level = SEVERITIES.index(plan.severity)
     if level < 2:
-        # A segment only: the lobe cut by a soft disc around a point near the fissure.
-        reach = (0.08, 0.12)[level] + rng.uniform(0.0, 0.02)
-        _, rho = _ellipse_distance(d, ya, seed_d + rng.uniform(-0.03, 0.03), seed_y, reach, reach)
-        region = region * expit((1.0 - rho) / 0.12)
-    region = region * scene.lung_soft[sign]
-    k = 4 + level
+        # A segment: the lobe cut by a soft ellipse lying along the fissure, so the straight edge stays long.
+        along = (0.09, 0.12)[level] + rng.uniform(0.0, 0.02)
+        across = (0.07, 0.1)[level] + rng.uniform(0.0, 0.02)
+        centre_d = float(np.clip(lung.centre_d + rng.uniform(-0.03, 0.03), a.hilum_d + 0.05, lung.lateral_d - 0.06))
+        centre_y = fissure_y0 + slope * (centre_d - a.hilum_d) + towards * 0.5 * across
+        _, rho = _ellipse_distance(d, ya, centre_d, centre_y, along, across, math.atan(slope))
+        region = region * _ramp(1.0 - rho, 0.35)
+    region = region * scene.lung_air[sign]
+    k = 5 + 2 * level
+    start_d = lung.centre_d + rng.uniform(-0.06, 0.04, k)
+    start_y = fissure_y0 + slope * (start_d - a.hilum_d) + towards * 0.01
     xa_, yb, wb, _, _ = scene.curves(
         sign,
-        np.full(k, a.hilum_d + 0.02),
-        np.full(k, hy + 0.02 * (heading > 0)),
-        heading + np.linspace(-0.7, 0.7, k) + rng.normal(0.0, 0.1, k),
-        rng.uniform(0.18, 0.3, k),
-        rng.normal(0.0, 1.0, k),
+        start_d,
+        start_y,
+        towards * math.pi / 2 + rng.normal(0.0, 0.5, k),
+        rng.uniform(0.05, 0.1, k),
+        rng.normal(0.0, 3.0, k),
         1.0,
-        0.6,
+        0.5,
     )
-    bronchi = scene.lines([(xa_, yb, wb)], 0.5 * scene.scale)
-    core = np.clip((region - 0.6) / 0.3, 0.0, 1.0)
-    density = (0.88 + 0.04 * level) * lung.air
-    layer = np.float32(density) * region * (1.0 - 0.55 * np.clip(bronchi, 0.0, 1.0) * core)
+    bronchi = scene.lines([(xa_, yb, wb)], 0.45 * scene.scale)
+    core = np.clip((region - 0.7) * np.float32(1.0 / 0.3), 0.0, 1.0)
+    layer = region * (1.0 - 0.4 * np.clip(bronchi, 0.0, 1.0) * core)
+    layer *= np.float32((0.92 + 0.04 * level) * lung.air)
     scene.add += layer
+    scene.marking_gain *= 1.0 - 0.7 * region
     return [scene.record(plan, region > 0.3, side=plan.side)]
 
 
@@ -1002,10 +1066,10 @@ def _edema(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
         lung = a.lung(sign)
         sx = (0.09, 0.115, 0.14)[level] * rng.uniform(0.9, 1.1)
         sy = (0.11, 0.14, 0.17)[level] * rng.uniform(0.9, 1.1)
-        dd = scene.d[sign] - (a.hilum_d + 0.015)
-        dy = scene.ya - (a.hilum_y(sign) + 0.03)
-        haze = np.exp(-((dd / sx) ** 2) - (dy / sy) ** 2) * scene.lung_soft[sign]
-        haze_total += haze * np.float32((0.4 + 0.12 * level) * lung.air)
+        dd = (scene.d[sign] - (a.hilum_d + 0.015)) * np.float32(1.0 / sx)
+        dy = (scene.ya - (a.hilum_y(sign) + 0.03)) * np.float32(1.0 / sy)
+        haze = np.exp(-(dd * dd + dy * dy)) * scene.lung_air[sign]
+        haze_total += haze * np.float32((0.6 + 0.1 * level) * lung.air)
         count = (4, 6, 8)[level]
         top, base = lung.apex_y, lung.base_y
         yk = top + (base - top) * np.sort(rng.uniform(0.66, 0.93, count))
@@ -1015,20 +1079,19 @@ def _edema(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
         curves.append((xa_, yl, wl))
     texture = 0.85 + 0.15 * scene.smooth_noise(rng, 0.008)
     lines = scene.lines(curves, 0.45 * scene.scale) * (scene.lung_soft[-1] + scene.lung_soft[1])
-    layer = haze_total * texture + np.float32(0.45 * a.right.air) * lines
+    layer = haze_total * texture + np.float32(0.5 * a.right.air) * lines
     scene.add += layer
     footprint = _footprint(haze_total, 0.25) | (lines > 0.3)
     return [scene.record(plan, footprint, side="bilateral", zone="perihilar")]
 
 
 def _emphysema(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
-    """Hyperinflation (set in :func:`_modify_anatomy`), darker lungs with fewer markings, upper-zone first."""
+    """Hyperinflation (set in :func:`_modify_anatomy`), darker lungs with fewer markings, upper zones first."""
     rng, a = plan.rng, scene.anatomy
     level = SEVERITIES.index(plan.severity)
     top, base = scene.zone_bounds((-1, 1))
     cut = top + (base - top) * (0.5, 0.78, 1.3)[level]
-    lungs = scene.lung_soft[-1] + scene.lung_soft[1]
-    weight = expit((cut - scene.ya) / 0.03) * lungs
+    weight = _ramp(cut - scene.ya, 0.1) * (scene.lung_soft[-1] + scene.lung_soft[1])
     scene.air_gain += np.float32((0.22, 0.3, 0.38)[level]) * weight
     scene.marking_gain *= 1.0 - np.float32((0.55, 0.7, 0.85)[level]) * weight
     if level == 2:
@@ -1039,12 +1102,11 @@ def _emphysema(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
             d0, y0 = scene.sample_point(rng, sign, height=(0.05, 0.4), margin=radius)
             dd, dy = scene.d[sign] - d0, scene.ya - y0
             r = np.sqrt(dd * dd + dy * dy)
-            inside = expit((radius - r) / scene.px)
-            wall = np.exp(-(((r - radius) / (0.6 * scene.px)) ** 2))
+            inside = _ramp(radius - r, 2.0 * scene.px)
+            wall = np.clip(1.0 - np.abs(r - radius) * np.float32(1.0 / scene.px), 0.0, 1.0)
             scene.marking_gain *= 1.0 - inside
             scene.add += np.float32(-0.18 * a.lung(sign).air) * inside + np.float32(0.25 * a.lung(sign).air) * wall
-    footprint = weight > 0.5
-    return [scene.record(plan, footprint, side="bilateral", diffuse_possible=True)]
+    return [scene.record(plan, weight > 0.5, side="bilateral", diffuse_possible=True)]
 
 
 def _fibrosis(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -1053,22 +1115,22 @@ def _fibrosis(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     level = SEVERITIES.index(plan.severity)
     top, base = scene.zone_bounds((-1, 1))
     cut = top + (base - top) * (0.6, 0.42, 0.22)[level]
-    sigma_px = 1.0 * scene.scale
+    sigma_px = 1.25 * scene.scale
     white = rng.standard_normal(scene.add.shape, dtype=np.float32)
     band = gaussian_filter(white, sigma_px, truncate=3.0) - gaussian_filter(white, 2.0 * sigma_px, truncate=3.0)
     # Zero crossings of band-pass noise form closed polygons: a reticular (net-like) pattern.
-    net = np.exp(-((band / (0.3 * float(band.std()) + _EPS)) ** 2))
+    net = np.clip(1.0 - np.abs(band) * np.float32(1.0 / (0.5 * float(band.std()) + _EPS)), 0.0, 1.0)
     weight = np.zeros_like(scene.add)
     for sign in (-1, 1):
-        peripheral = np.clip(1.0 - scene.lung_f[sign] / (0.07 + 0.02 * level), 0.0, 1.0)
-        weight += expit((scene.ya - cut) / 0.03) * peripheral * scene.lung_soft[sign]
-    layer = net * weight * np.float32((0.5 + 0.12 * level) * a.right.air)
+        peripheral = np.clip(1.0 - scene.lung_f[sign] * np.float32(1.0 / (0.07 + 0.02 * level)), 0.0, 1.0)
+        weight += _ramp(scene.ya - cut, 0.12) * peripheral * scene.lung_air[sign]
+    layer = net * weight * np.float32((0.75 + 0.1 * level) * a.right.air)
     scene.add += layer
     return [scene.record(plan, weight > 0.35, side="bilateral", diffuse_possible=True)]
 
 
 def _pleural_thickening(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
-    """Smooth pleural band along the lateral chest wall, or an apical cap."""
+    """Pleural band along the lateral chest wall with an undulating inner margin, or an apical cap."""
     rng, sign = plan.rng, _SIGN[plan.side]
     signs = [sign]
     if plan.severity != "mild" and rng.random() < 0.3:
@@ -1078,19 +1140,23 @@ def _pleural_thickening(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     records = []
     for s in signs:
         lung = scene.anatomy.lung(s)
-        thickness = _by_severity(plan, {"mild": (0.011, 0.015), "moderate": (0.016, 0.022), "severe": (0.024, 0.032)})
+        thickness = _by_severity(plan, {"mild": (0.024, 0.03), "moderate": (0.03, 0.037), "severe": (0.038, 0.048)})
         f, ya, d = scene.lung_f[s], scene.ya, scene.d[s]
-        band = scene.lung_soft[s] * expit((thickness - f) / (0.6 * scene.px))
         top, base = lung.apex_y, lung.base_y
+        # Plaque-like undulation of the inner margin, so the band reads as thickened pleura, not chest wall.
+        wave = 1.0 + 0.3 * np.sin(ya * np.float32(2 * math.pi / rng.uniform(0.06, 0.09)) + rng.uniform(0, 2 * math.pi))
+        band = scene.lung_soft[s] * _ramp(thickness * wave - f, 1.5 * scene.px)
         if apical:
-            window = expit((top + (0.12 + 0.04 * level) * (base - top) - ya) / 0.01) * expit((d - lung.medial_d - 0.03) / 0.01)
+            cap = top + (0.17 + 0.04 * level) * (base - top)
+            window = _ramp(cap - ya, 0.04) * _ramp(d - lung.medial_d - 0.03, 0.04)
         else:
             span = (0.3, 0.42, 0.55)[level]
             start = rng.uniform(0.18, 0.75 - span)
             y1, y2 = top + start * (base - top), top + (start + span) * (base - top)
-            window = expit((ya - y1) / 0.012) * expit((y2 - ya) / 0.012) * expit((d - lung.centre_d) / 0.01)
-        layer = band * window * np.float32(0.85 * lung.air)
+            window = _ramp(ya - y1, 0.05) * _ramp(y2 - ya, 0.05) * _ramp(d - lung.centre_d, 0.04)
+        layer = band * window * np.float32(1.05 * lung.air)
         scene.add += layer
+        scene.marking_gain *= 1.0 - band * window
         records.append(scene.record(plan, _footprint(layer, 0.3), side=_SIDE_OF_SIGN[s]))
     return records
 
@@ -1098,18 +1164,18 @@ def _pleural_thickening(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
 def _hernia(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     """Hiatus hernia: retrocardiac round opacity at the midline with an air-fluid level."""
     rng, a = plan.rng, scene.anatomy
-    radius = _by_severity(plan, {"mild": (0.035, 0.045), "moderate": (0.045, 0.058), "severe": (0.058, 0.072)})
-    cx = a.midline + rng.uniform(-0.005, 0.025)
-    cy = a.heart_base_y - radius * rng.uniform(0.9, 1.2)
+    radius = _by_severity(plan, {"mild": (0.04, 0.05), "moderate": (0.05, 0.065), "severe": (0.065, 0.08)})
+    cx = a.midline + rng.uniform(0.0, 0.03)
+    cy = a.heart_base_y - radius * rng.uniform(1.2, 1.5)
     dx, dy = scene.xa - cx, scene.ya - cy
     r = np.sqrt(dx * dx + dy * dy)
-    inside = expit((radius - r) / (0.6 * scene.px))
-    wall = np.exp(-(((r - radius) / (0.8 * scene.px)) ** 2))
-    fluid_level = cy + radius * rng.uniform(-0.25, 0.15)
-    air = inside * expit((fluid_level - scene.ya) / (0.5 * scene.px))
+    inside = _ramp(radius - r, 1.5 * scene.px)
+    wall = np.clip(1.0 - np.abs(r - radius) * np.float32(1.0 / (1.2 * scene.px)), 0.0, 1.0)
+    fluid_level = cy + radius * rng.uniform(-0.2, 0.2)
+    air = inside * _ramp(fluid_level - scene.ya, 1.0 * scene.px)
     fluid = inside - air
     lung_air = a.left.air
-    layer = np.float32(0.3 * lung_air) * wall + np.float32(0.22 * lung_air) * fluid - np.float32(0.75 * lung_air) * air
+    layer = np.float32(0.2 * lung_air) * wall + np.float32(0.2 * lung_air) * fluid - np.float32(0.6 * lung_air) * air
     scene.add += layer
     footprint = (inside > 0.5) | (wall > 0.3)
     return [scene.record(plan, footprint, side="midline", zone="retrocardiac", size_cm=2 * radius * FIELD_OF_VIEW_CM)]

@@ -486,7 +486,9 @@ def search_records(
             else matched.outerjoin(Study, Study.id == Image.study_id)
         )
 
-    total = session.scalar(select(func.count()).select_from(matched.subquery())) or 0
+    # Counting needs no score: the image ids alone spare the per-image MAX of the unfiltered search.
+    counted = matched.with_only_columns(image_id).subquery()
+    total = session.scalar(select(func.count()).select_from(counted)) or 0
     if order == "date_desc":
         order_by = [Study.study_date.desc().nulls_last(), image_id.desc()]
     elif ordered_by_index:
@@ -619,7 +621,7 @@ def _upsert_study(session: Session, info: StudyInfo, existing_id: int | None) ->
     known = {key: value for key, value in values.items() if value is not None}
     if values["study_instance_uid"] is not None:
         statement = _dialect_insert(session, Study).values(**values, created_at=utc_now())
-        # What this image says about its study fills the gaps; it never erases what is stored.
+        # The newest non-empty details win; an image that lacks some detail never erases what is stored.
         fill = {
             key: func.coalesce(statement.excluded[key], Study.__table__.c[key])
             for key in values
@@ -669,7 +671,7 @@ def _search_finding(finding: str | None) -> str | None:
     except UnknownFindingError as exc:
         raise ConfigError(str(exc)) from None
     if name == NO_FINDING:
-        raise ConfigError(f"search for {NO_FINDING!r} with above_threshold=False on each finding instead")
+        raise ConfigError(f"{NO_FINDING!r} is not one of the 14 findings; search with above_threshold=False")
     return name
 
 
@@ -727,23 +729,50 @@ def _load_rows(
     if not page:
         return []
     ids = [image_id for image_id, _ in page]
+    # Plain column rows, not ORM objects: building and tracking entities would cost more than the queries.
     details = {
-        image.id: (image, study)
-        for image, study in session.execute(
-            select(Image, Study)
+        row.image_id: row
+        for row in session.execute(
+            select(
+                Image.id.label("image_id"),
+                Image.study_id,
+                Image.source_path,
+                Image.content_sha256,
+                Image.view_position,
+                Image.modality,
+                Image.status,
+                Image.failure_reason,
+                Image.synthetic,
+                Image.checkpoint_id,
+                Image.created_at,
+                Study.patient_id,
+                Study.study_instance_uid,
+                Study.accession_number,
+                Study.study_date,
+            )
             .outerjoin(Study, Study.id == Image.study_id)
             .where(Image.id.in_(ids))
-            .execution_options(populate_existing=True)
         )
     }
     hits: dict[int, list[FindingHit]] = {image_id: [] for image_id in ids}
-    order = {name: index for index, name in enumerate(FINDINGS)}
-    for item in session.scalars(select(Finding).where(Finding.image_id.in_(ids), *finding_filters)):
-        box = (
-            (item.box_x, item.box_y, item.box_width, item.box_height)
-            if None not in (item.box_x, item.box_y, item.box_width, item.box_height)
-            else None
-        )
+    finding_rows = session.execute(
+        select(
+            Finding.image_id,
+            Finding.finding,
+            Finding.probability,
+            Finding.threshold,
+            Finding.above_threshold,
+            Finding.description,
+            Finding.caption,
+            Finding.heatmap_path,
+            Finding.box_x,
+            Finding.box_y,
+            Finding.box_width,
+            Finding.box_height,
+        ).where(Finding.image_id.in_(ids), *finding_filters)
+    )
+    for item in finding_rows:
+        box = (item.box_x, item.box_y, item.box_width, item.box_height)
         hits[item.image_id].append(
             FindingHit(
                 finding=item.finding,
@@ -753,29 +782,30 @@ def _load_rows(
                 description=item.description,
                 caption=item.caption,
                 heatmap_path=item.heatmap_path,
-                box=box,
+                box=None if None in box else box,
             )
         )
+    order = {name: index for index, name in enumerate(FINDINGS)}
     rows = []
     for image_id, score in page:
-        image, study = details[image_id]
+        detail = details[image_id]
         rows.append(
             SearchRow(
-                image_id=image.id,
-                study_id=image.study_id,
-                patient_id=study.patient_id if study else None,
-                study_instance_uid=study.study_instance_uid if study else None,
-                accession_number=study.accession_number if study else None,
-                study_date=study.study_date if study else None,
-                source_path=image.source_path,
-                content_sha256=image.content_sha256,
-                view_position=image.view_position,
-                modality=image.modality,
-                status=image.status,
-                failure_reason=image.failure_reason,
-                synthetic=image.synthetic,
-                checkpoint_id=image.checkpoint_id,
-                created_at=image.created_at,
+                image_id=image_id,
+                study_id=detail.study_id,
+                patient_id=detail.patient_id,
+                study_instance_uid=detail.study_instance_uid,
+                accession_number=detail.accession_number,
+                study_date=detail.study_date,
+                source_path=detail.source_path,
+                content_sha256=detail.content_sha256,
+                view_position=detail.view_position,
+                modality=detail.modality,
+                status=detail.status,
+                failure_reason=detail.failure_reason,
+                synthetic=detail.synthetic,
+                checkpoint_id=detail.checkpoint_id,
+                created_at=detail.created_at,
                 score=score,
                 findings=sorted(hits[image_id], key=lambda hit: (-hit.probability, order[hit.finding])),
             )

@@ -1,0 +1,220 @@
+"""Greedy and beam-search decoding of annotation sequences from a :class:`~cxreader.models.captioner.CaptionDecoder`.
+
+Both start from a prefix of forced tokens: ``<bos>`` and, to describe a given finding, that finding's token
+("describe Effusion in this image"); the log-probability of a hypothesis covers the tokens the decoder chose,
+``<eos>`` included, not the forced ones.
+
+Beam search keeps the ``beam_size`` best partial sequences at every step and ranks finished ones by their
+log-probability divided by the length penalty of Wu et al., "Google's Neural Machine Translation System",
+2016: lp(Y) = ((5 + |Y|) / 6)^alpha. With ``alpha = 0`` the score is the plain log-probability. The search
+stops when no live hypothesis can still beat the best finished one: log-probabilities only fall as a
+sequence grows, so a live one's score is bounded by its log-probability over lp(max_len).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cxreader.captioning.vocab import Vocabulary
+from cxreader.models.captioner import CaptionDecoder, DecoderMemory, State
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decoded sequence.
+
+    Attributes:
+        ids: Token ids after ``<bos>``: the forced prefix tokens, then the chosen ones, without ``<eos>``.
+        log_prob: Sum of the log-probabilities of the chosen tokens (``<eos>`` included when reached).
+        score: ``log_prob`` over the length penalty (equal to ``log_prob`` for greedy decoding).
+        finished: Whether the sequence ended with ``<eos>`` (False: it hit the length limit).
+    """
+
+    ids: tuple[int, ...]
+    log_prob: float
+    score: float
+    finished: bool
+
+    def tokens(self, vocab: Vocabulary) -> list[str]:
+        """The tokens of the sequence (special tokens dropped)."""
+        return vocab.decode(self.ids)
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """Wu et al. 2016: ((5 + length) / 6) ** alpha."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _check_prefix(prefix: Sequence[int], vocab_size: int) -> list[int]:
+    prefix = [int(token) for token in prefix]
+    if not prefix:
+        raise ValueError("a decoding prefix needs at least <bos>")
+    if not all(0 <= token < vocab_size for token in prefix):
+        raise ValueError(f"prefix ids {prefix} outside the vocabulary (0..{vocab_size - 1})")
+    return prefix
+
+
+def _run_prefix(
+    decoder: CaptionDecoder, memory: DecoderMemory, prefixes: torch.Tensor
+) -> tuple[torch.Tensor, State]:
+    """Feed the forced tokens (B, P); return the log-probabilities of the next token (B, V) and the state."""
+    state = decoder.init_state(memory)
+    logits = None
+    for t in range(prefixes.shape[1]):
+        logits, state, _ = decoder.step(prefixes[:, t], state, memory)
+    assert logits is not None  # _check_prefix guarantees one step
+    return torch.log_softmax(logits.float(), dim=-1), state
+
+
+@torch.no_grad()
+def greedy_decode(
+    decoder: CaptionDecoder,
+    memory: DecoderMemory,
+    prefixes: Sequence[Sequence[int]],
+    *,
+    eos_id: int,
+    max_len: int = 16,
+) -> list[Hypothesis]:
+    """Decode a batch by taking the most probable token at every step.
+
+    Args:
+        decoder: The decoder (put it in eval mode first: dropout would make the output random).
+        memory: :meth:`CaptionDecoder.memory` of B images.
+        prefixes: B prefixes of equal length (``[bos]`` or ``[bos, finding]``).
+        eos_id: The end token.
+        max_len: Most tokens chosen per sequence (``<eos>`` included).
+
+    Returns:
+        B hypotheses, in input order.
+    """
+    if len(prefixes) != memory.values.shape[0]:
+        raise ValueError(f"{len(prefixes)} prefixes for a memory of {memory.values.shape[0]} images")
+    checked = [_check_prefix(prefix, decoder.vocab_size) for prefix in prefixes]
+    if len({len(prefix) for prefix in checked}) > 1:
+        raise ValueError("greedy_decode needs prefixes of equal length (decode groups of equal length)")
+    device = memory.values.device
+    log_probs, state = _run_prefix(decoder, memory, torch.tensor(checked, dtype=torch.long, device=device))
+    batch = len(checked)
+    chosen: list[list[int]] = [[] for _ in range(batch)]
+    totals = torch.zeros(batch, dtype=torch.float64, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    for step in range(max_len):
+        best_log_prob, best = log_probs.max(dim=-1)
+        totals += torch.where(done, torch.zeros_like(best_log_prob), best_log_prob).double()
+        for row in torch.nonzero(~done).flatten().tolist():
+            if int(best[row]) != eos_id:
+                chosen[row].append(int(best[row]))
+        done |= best == eos_id
+        if bool(done.all()) or step == max_len - 1:
+            break
+        logits, state, _ = decoder.step(best, state, memory)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return [
+        Hypothesis(
+            ids=tuple(checked[row][1:] + chosen[row]),
+            log_prob=float(totals[row]),
+            score=float(totals[row]),
+            finished=bool(done[row]),
+        )
+        for row in range(batch)
+    ]
+
+
+@torch.no_grad()
+def beam_search(
+    decoder: CaptionDecoder,
+    memory: DecoderMemory,
+    prefix: Sequence[int],
+    *,
+    eos_id: int,
+    beam_size: int = 3,
+    max_len: int = 16,
+    length_alpha: float = 0.7,
+) -> list[Hypothesis]:
+    """Beam search for one image.
+
+    Args:
+        decoder: The decoder, in eval mode.
+        memory: :meth:`CaptionDecoder.memory` of one image (batch size 1).
+        prefix: The forced tokens (``[bos]`` or ``[bos, finding]``).
+        eos_id: The end token.
+        beam_size: Live hypotheses kept per step (1 is greedy decoding).
+        max_len: Most tokens chosen per sequence (``<eos>`` included).
+        length_alpha: Exponent of the length penalty (0: rank by log-probability).
+
+    Returns:
+        Up to ``beam_size`` hypotheses, best score first; unfinished ones only when too few finished within
+        ``max_len`` tokens.
+    """
+    if memory.values.shape[0] != 1:
+        raise ValueError(f"beam_search decodes one image at a time, got a memory of {memory.values.shape[0]}")
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
+    checked = _check_prefix(prefix, decoder.vocab_size)
+    device = memory.values.device
+    log_probs, state = _run_prefix(decoder, memory, torch.tensor([checked], dtype=torch.long, device=device))
+    alive_ids: list[list[int]] = [[]]
+    alive_scores = torch.zeros(1, dtype=torch.float64, device=device)
+    finished: list[Hypothesis] = []
+    best_bound_penalty = length_penalty(max_len, length_alpha)
+
+    for step in range(max_len):
+        vocab = log_probs.shape[-1]
+        candidates = (alive_scores[:, None] + log_probs.double()).flatten()
+        top_scores, top_index = candidates.topk(min(2 * beam_size, candidates.numel()))
+        next_ids: list[list[int]] = []
+        next_rows: list[int] = []
+        next_tokens: list[int] = []
+        next_scores: list[float] = []
+        for score, index in zip(top_scores.tolist(), top_index.tolist(), strict=True):
+            row, token = divmod(index, vocab)
+            if token == eos_id:
+                length = len(alive_ids[row]) + 1
+                finished.append(
+                    Hypothesis(
+                        ids=tuple(checked[1:] + alive_ids[row]),
+                        log_prob=score,
+                        score=score / length_penalty(length, length_alpha),
+                        finished=True,
+                    )
+                )
+            elif len(next_ids) < beam_size:
+                next_ids.append(alive_ids[row] + [token])
+                next_rows.append(row)
+                next_tokens.append(token)
+                next_scores.append(score)
+        if not next_ids or step == max_len - 1:
+            alive_ids, alive_scores = next_ids, torch.tensor(next_scores, dtype=torch.float64, device=device)
+            break
+        alive_ids = next_ids
+        alive_scores = torch.tensor(next_scores, dtype=torch.float64, device=device)
+        if finished:
+            best_finished = max(hypothesis.score for hypothesis in finished)
+            if best_finished >= float(alive_scores.max()) / best_bound_penalty:
+                break
+        rows = torch.tensor(next_rows, dtype=torch.long, device=device)
+        state = tuple(tensor.index_select(0, rows) for tensor in state)
+        # Every live hypothesis reads the same image: one copy of it per hypothesis.
+        beam_memory = memory.index_select(torch.zeros(len(rows), dtype=torch.long, device=device))
+        tokens = torch.tensor(next_tokens, dtype=torch.long, device=device)
+        logits, state, _ = decoder.step(tokens, state, beam_memory)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+
+    ranked = sorted(finished, key=lambda hypothesis: -hypothesis.score)[:beam_size]
+    if len(ranked) < beam_size:
+        unfinished = [
+            Hypothesis(
+                ids=tuple(checked[1:] + ids),
+                log_prob=float(score),
+                score=float(score) / length_penalty(len(ids), length_alpha),
+                finished=False,
+            )
+            for ids, score in zip(alive_ids, alive_scores.tolist(), strict=True)
+        ]
+        ranked += sorted(unfinished, key=lambda hypothesis: -hypothesis.score)[: beam_size - len(ranked)]
+    return ranked

@@ -21,23 +21,18 @@ COMMAND_MODULES = (
     "cxreader.cli.stats_cmd",
     "cxreader.cli.synth_cmd",
     "cxreader.cli.openi_cmd",
+    "cxreader.cli.cache_cmd",
     "cxreader.cli.train_cmd",
     "cxreader.cli.evaluate_cmd",
     "cxreader.cli.predict_cmd",
-    "cxreader.cli.demo_cmd",
+    "cxreader.cli.localize_cmd",
+    "cxreader.cli.caption_cmd",
+    "cxreader.cli.export_cmd",
+    "cxreader.cli.screen_cmd",
     "cxreader.cli.search_cmd",
+    "cxreader.cli.serve_cmd",
+    "cxreader.cli.demo_cmd",
 )
-
-
-def _optional_modules() -> list:
-    modules = []
-    for name in COMMAND_MODULES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:  # a command module not written yet must not break the others
-            if exc.name != name:
-                raise
-    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_parser = subparsers.add_parser("data", help="datasets: statistics, synthetic data, caches")
     data_subparsers = data_parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     data_parser.set_defaults(func=lambda args: _print_help(data_parser))
-    for module in _optional_modules():
+    for module in (importlib.import_module(name) for name in COMMAND_MODULES):
         if hasattr(module, "register"):
             module.register(subparsers)
         if hasattr(module, "register_data"):

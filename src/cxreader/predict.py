@@ -31,33 +31,49 @@ class FilePrediction:
     positive: list[str] = field(default_factory=list)
     error: str | None = None
     image: LoadedImage | None = field(default=None, repr=False)
+    #: Grounded descriptions of the positive findings (``predict --describe``), as JSON dicts; None = not asked.
+    descriptions: list[dict[str, Any]] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "probabilities": self.probabilities, "positive": self.positive}
+        payload = {"path": self.path, "probabilities": self.probabilities, "positive": self.positive}
+        if self.descriptions is not None:
+            payload["descriptions"] = self.descriptions
+        return payload
 
 
 class Predictor:
     """A checkpoint ready for inference on files.
 
     Args:
-        checkpoint: A path or an already loaded checkpoint.
-        device: ``auto``, ``cpu`` or ``cuda``.
+        checkpoint: A path or an already loaded checkpoint, or an exported ``.onnx`` model.
+        device: ``auto``, ``cpu`` or ``cuda`` (an ONNX model always runs on the CPU).
         batch_size: Images per forward pass.
+        backend: ``auto`` (ONNX Runtime for a ``.onnx`` file, PyTorch otherwise), ``torch`` or ``onnx``.
+            With ONNX, :attr:`checkpoint` is ``None`` and :attr:`onnx` holds the
+            :class:`~cxreader.export.onnx.OnnxModel`.
     """
 
     def __init__(
-        self, checkpoint: str | Path | LoadedCheckpoint, *, device: str = "auto", batch_size: int = 16
+        self,
+        checkpoint: str | Path | LoadedCheckpoint,
+        *,
+        device: str = "auto",
+        batch_size: int = 16,
+        backend: str = "auto",
     ):
-        self.device = resolve_device(device)
-        self.checkpoint = (
-            checkpoint
-            if isinstance(checkpoint, LoadedCheckpoint)
-            else load_checkpoint(checkpoint, device=self.device)
-        )
-        self.checkpoint.model.to(self.device).eval()
-        self.contract = self.checkpoint.contract
+        self.onnx = _onnx_model(checkpoint, backend)
+        self.device = resolve_device("cpu" if self.onnx is not None else device)
+        self.checkpoint: LoadedCheckpoint | None = None
+        if self.onnx is None:
+            self.checkpoint = (
+                checkpoint
+                if isinstance(checkpoint, LoadedCheckpoint)
+                else load_checkpoint(checkpoint, device=self.device)
+            )
+            self.checkpoint.model.to(self.device).eval()
+        self.contract = self.onnx.contract if self.onnx is not None else self.checkpoint.contract
         self.transform = self.contract.eval_preset()
         self.thresholds = np.asarray(self.contract.thresholds, dtype=np.float32)
         self.batch_size = batch_size
@@ -69,6 +85,9 @@ class Predictor:
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = torch.stack([self.transform(image) for image in images[start : start + self.batch_size]])
+            if self.onnx is not None:
+                out.append(self.onnx.predict(batch.numpy()))
+                continue
             with autocast(self.device, self.amp_dtype):
                 logits = self.checkpoint.model(batch.to(self.device))
             out.append(torch.sigmoid(logits.float()).cpu().numpy())
@@ -97,3 +116,26 @@ class Predictor:
                 if keep_images:
                     result.image = image
         return results
+
+
+def _onnx_model(checkpoint: str | Path | LoadedCheckpoint, backend: str):
+    """The ONNX Runtime model when the backend (or, for ``auto``, a ``.onnx`` file) asks for one, else None."""
+    from cxreader.errors import ConfigError
+    from cxreader.export.onnx import is_onnx_file
+
+    if backend not in ("auto", "torch", "onnx"):
+        raise ConfigError(f"backend={backend!r}; expected auto, torch or onnx")
+    is_file = not isinstance(checkpoint, LoadedCheckpoint)
+    onnx_file = is_file and is_onnx_file(checkpoint)
+    if backend == "torch" and onnx_file:
+        raise ConfigError(f"{checkpoint}: an ONNX model runs with --backend onnx (or auto), not torch")
+    if backend == "onnx" and not onnx_file:
+        raise ConfigError(
+            f"{getattr(checkpoint, 'path', checkpoint)}: --backend onnx needs an exported .onnx model; "
+            "write one with `cxreader export --checkpoint CKPT --format onnx --out model.onnx`"
+        )
+    if not onnx_file:
+        return None
+    from cxreader.export.onnx import OnnxModel
+
+    return OnnxModel(checkpoint)

@@ -14,8 +14,24 @@ def register(subparsers) -> None:
         "predict", help="probabilities of the 14 findings for PNG/JPEG/DICOM files"
     )
     parser.add_argument("files", nargs="+", metavar="FILE")
-    parser.add_argument("--checkpoint", required=True, help="a cxreader checkpoint (RUN/best.pt)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a cxreader checkpoint (RUN/best.pt) or a model exported with `cxreader export` (.onnx)",
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnx"],
+        help="auto: ONNX Runtime (CPU) for a .onnx file, PyTorch otherwise",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--describe",
+        action="store_true",
+        help="describe each positive finding (side, zone, organ, extent, size, severity) from its heatmap; "
+        "needs a PyTorch checkpoint",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.set_defaults(func=run_predict)
@@ -24,8 +40,12 @@ def register(subparsers) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from cxreader.predict import Predictor
 
-    predictor = Predictor(args.checkpoint, device=args.device, batch_size=args.batch_size)
-    results = predictor.predict_files(args.files)
+    predictor = Predictor(
+        args.checkpoint, device=args.device, batch_size=args.batch_size, backend=args.backend
+    )
+    results = predictor.predict_files(args.files, keep_images=args.describe)
+    if args.describe:
+        _describe(predictor, results)
     synthetic = predictor.contract.synthetic
     if args.json:
         print(
@@ -46,6 +66,20 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if any(result.error for result in results) else 0
 
 
+def _describe(predictor, results) -> None:
+    """Attach the grounded descriptions of the positive findings (cxreader.localization) to each result."""
+    from cxreader.errors import ConfigError
+    from cxreader.localization.explain import explain
+
+    if predictor.checkpoint is None:
+        raise ConfigError("--describe needs a PyTorch checkpoint: heatmaps read the model's feature map")
+    for result in results:
+        if result.error is None:
+            explanation = explain(predictor.checkpoint, result.image, result.probabilities)
+            result.descriptions = [item.to_json_dict() for item in explanation.descriptions]
+            result.image = None  # the pixels are not needed any more
+
+
 def format_predictions(results, thresholds) -> str:
     """A readable block per file: findings sorted by probability, '*' where the threshold is crossed."""
     lines = []
@@ -61,4 +95,8 @@ def format_predictions(results, thresholds) -> str:
             lines.append(
                 f"  {mark} {display_name(name):<20} {result.probabilities[name]:.3f}  (threshold {threshold:.3f})"
             )
+        if getattr(result, "descriptions", None) is not None:
+            empty = "" if result.descriptions else " no finding above its threshold"
+            lines.append(f"  description:{empty}")
+            lines.extend(f"    {item['sentence']}" for item in result.descriptions)
     return "\n".join(lines)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -164,8 +164,15 @@ class Lung:
 
     def diaphragm_y(self, d):
         t = (d - self.dome_d) / self.dome_halfwidth
-        drop = np.where(t < 0, 0.5 * self.dome_drop, self.dome_drop)
-        return self.dome_y + drop * t * t
+        return self.dome_y + self._drop(t) * t * t
+
+    def _drop(self, t):
+        """Depth of the dome's limb: the medial limb (t < 0) descends half as far as the lateral one."""
+        if np.ndim(t) == 0:
+            return 0.5 * self.dome_drop if t < 0 else self.dome_drop
+        drop = np.full(np.shape(t), self.dome_drop, dtype=np.result_type(t, np.float32))
+        drop[t < 0] *= 0.5
+        return drop
 
     def distance(self, d, y):
         """Approximate signed distance to the lung border (positive inside), for masks and pleural bands."""
@@ -174,7 +181,7 @@ class Lung:
         grad = 2.0 * np.sqrt((u / self.semi_a) ** 2 + (v / self.semi_b) ** 2) + _EPS
         inside_ellipse = (1.0 - u * u - v * v) / grad
         t = (d - self.dome_d) / self.dome_halfwidth
-        drop = np.where(t < 0, 0.5 * self.dome_drop, self.dome_drop)
+        drop = self._drop(t)
         slope = 2.0 * drop * t / self.dome_halfwidth
         above_dome = (self.dome_y + drop * t * t - y) / np.sqrt(1.0 + slope * slope)
         return np.minimum(np.minimum(inside_ellipse, above_dome), d - self.medial_d)
@@ -265,7 +272,6 @@ class _Plan:
     side: str
     rng: np.random.Generator
     lung_before: Lung | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _entropy(seed: int | Sequence[int]) -> tuple[int, ...]:
@@ -392,7 +398,9 @@ class _Canvas:
     def smooth_noise(self, rng: np.random.Generator, sigma: float) -> np.ndarray:
         """Gaussian noise low-passed at ``sigma`` (normalised units), rescaled to unit standard deviation."""
         sigma_px = sigma * self.size
-        field_ = gaussian_filter(rng.standard_normal((self.size, self.size), dtype=np.float32), sigma_px, truncate=3.0)
+        field_ = gaussian_filter(
+            rng.standard_normal((self.size, self.size), dtype=np.float32), sigma_px, truncate=3.0
+        )
         return field_ * np.float32(2.0 * math.sqrt(math.pi) * sigma_px)
 
     def lines(self, curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sigma_px: float) -> np.ndarray:
@@ -423,14 +431,18 @@ class _Canvas:
         )
         image = acc.reshape(size, size).astype(np.float32)
         sigma_px = max(sigma_px, 0.35)
-        return gaussian_filter(image, sigma_px, truncate=3.0) * np.float32(math.sqrt(2.0 * math.pi) * sigma_px)
+        return gaussian_filter(image, sigma_px, truncate=3.0) * np.float32(
+            math.sqrt(2.0 * math.pi) * sigma_px
+        )
 
     def curves(self, sign, d0, y0, angle, length, curvature, weight_start, weight_end):
         """Polylines in one hemithorax, started at (d0, y0) with a heading (0 = lateral, +pi/2 = down).
 
         Returns the anatomy-frame x, y and weight of every point (shape (k, n)), plus ``d`` and the heading.
         """
-        d0, y0, angle, length, curvature = (np.atleast_1d(np.asarray(v, np.float64)) for v in (d0, y0, angle, length, curvature))
+        d0, y0, angle, length, curvature = (
+            np.atleast_1d(np.asarray(v, np.float64)) for v in (d0, y0, angle, length, curvature)
+        )
         n = max(8, int(np.ceil(length.max() * self.size)) + 1)  # about one point per pixel
         t = np.linspace(0.0, 1.0, n)[None, :]
         heading = angle[:, None] + curvature[:, None] * (t * length[:, None])
@@ -465,11 +477,17 @@ class _Scene(_Canvas):
         hx, hy, ha, hb, tilt = anatomy.heart_ellipse()
         heart_f, _ = _ellipse_distance(self.xa, self.ya, hx, hy, ha, hb, tilt)
         # The heart sits on the diaphragm: cut it where the domes are, so it never overlaps the abdomen.
-        floor = np.where(self.xa > anatomy.midline, anatomy.left.diaphragm_y(self.d[1]), anatomy.right.diaphragm_y(self.d[-1]))
+        floor = np.where(
+            self.xa > anatomy.midline,
+            anatomy.left.diaphragm_y(self.d[1]),
+            anatomy.right.diaphragm_y(self.d[-1]),
+        )
         self.heart_soft = _ramp(np.minimum(heart_f, floor - self.ya), 1.5 * self.px)
         dx = self.xa - anatomy.midline
         knob = np.clip(1.0 - ((self.ya - anatomy.knob_y) * np.float32(1.0 / 0.045)) ** 2, 0.0, 1.0)
-        self.mediastinum = _ramp(dx + (0.068 + 0.03 * self.ya), 3 * self.px) * _ramp(0.07 + 0.035 * knob - dx, 3 * self.px)
+        self.mediastinum = _ramp(dx + (0.068 + 0.03 * self.ya), 3 * self.px) * _ramp(
+            0.07 + 0.035 * knob - dx, 3 * self.px
+        )
         self.mediastinum *= _ramp(hy - self.ya, 0.1)
         # Lung behind the heart and mediastinum is thin: they displace most of it (and what replaces its air).
         behind = 1.0 - 0.75 * np.maximum(self.heart_soft, self.mediastinum)
@@ -483,7 +501,9 @@ class _Scene(_Canvas):
     # -- geometry helpers ---------------------------------------------------------------------------------
     def zone_bounds(self, signs: Sequence[int]) -> tuple[float, float]:
         lungs = [self.anatomy.lung(sign) for sign in signs]
-        return float(np.mean([lung.apex_y for lung in lungs])), float(np.mean([lung.base_y for lung in lungs]))
+        return float(np.mean([lung.apex_y for lung in lungs])), float(
+            np.mean([lung.base_y for lung in lungs])
+        )
 
     def sample_point(
         self,
@@ -588,7 +608,7 @@ class _Scene(_Canvas):
         density += np.float32(0.4 * a.soft_tissue)
         density *= _ramp(inside, 0.05)
         # Mediastinum continuous with the heart, spine seen through it, trachea down to the carina.
-        density += 0.12 * np.maximum(self.mediastinum, self.heart_soft)
+        density += 0.09 * np.maximum(self.mediastinum, self.heart_soft)
         vertebra = np.abs((ya - a.rib_top) * np.float32(1.0 / a.rib_spacing) % 1.0 - 0.5)
         density += _ramp(0.03 - np.abs(dx), 2 * px) * (0.03 + 0.06 * vertebra)
         density -= 0.12 * _ramp(0.012 - np.abs(dx - 0.004), 1.5 * px) * _ramp(a.carina_y - ya, 3 * px)
@@ -600,15 +620,21 @@ class _Scene(_Canvas):
             density -= np.float32(a.lung(sign).air) * self.lung_air[sign] * self.air_gain * interior
         for sign in (-1, 1):
             hilum_x = a.midline + sign * (a.hilum_d - 0.005)
-            bump = 1.0 - ((xa - hilum_x) * np.float32(1 / 0.035)) ** 2 - ((ya - a.hilum_y(sign)) * np.float32(1 / 0.05)) ** 2
+            bump = (
+                1.0
+                - ((xa - hilum_x) * np.float32(1 / 0.035)) ** 2
+                - ((ya - a.hilum_y(sign)) * np.float32(1 / 0.05)) ** 2
+            )
             density += 0.07 * np.clip(bump, 0.0, 1.0)
         if a.bubble_radius > 0:
-            bubble_f, _ = _ellipse_distance(xa, ya, a.midline + 0.17, a.bubble_y, 1.4 * a.bubble_radius, a.bubble_radius)
+            bubble_f, _ = _ellipse_distance(
+                xa, ya, a.midline + 0.17, a.bubble_y, 1.4 * a.bubble_radius, a.bubble_radius
+            )
             density -= 0.2 * _ramp(bubble_f, 2 * px)
-        density += 0.09 * self._bones(rng)
+        density += 0.07 * self._bones()
         markings = self._markings(rng)
         markings *= self.marking_gain
-        markings *= self.lung_soft[-1] + self.lung_soft[1]
+        markings *= self.lung_air[-1] + self.lung_air[1]
         density += markings
         density += self.add
         density = gaussian_filter(density, 0.45 * self.scale, truncate=3.0)
@@ -618,30 +644,42 @@ class _Scene(_Canvas):
         index = np.clip(level, 0.0, 4095.0).astype(np.int16)
         return _gamma_table(round(a.gamma, 3))[index]
 
-    def _bones(self, rng: np.random.Generator) -> np.ndarray:
+    def _bones(self) -> np.ndarray:
+        """Ribs and clavicles as bands around families of curves (no splatting: a few array operations).
+
+        Posterior ribs run from the spine in a low arch to the chest wall, all ribs of a side following the
+        same curve shifted by the rib spacing; anterior ribs run from the chest wall down and medially.
+        """
         a = self.anatomy
-        curves = []
-        t = np.linspace(0.0, 1.0, max(24, self.size // 2))[None, :]
-        for sign in (-1, 1):
-            lateral = a.lung(sign).lateral_d + 0.015
-            n_ribs = 10
-            y0 = a.rib_top + a.rib_spacing * np.arange(n_ribs) + rng.normal(0.0, 0.003, n_ribs)
-            # Posterior ribs: from the spine, a low arch laterally, turning down at the chest wall.
-            d = 0.03 + t * (lateral - 0.03 - 0.02 * np.arange(n_ribs)[:, None] / n_ribs)
-            y = y0[:, None] - 0.03 * np.sin(np.pi * np.minimum(t * 1.15, 1.0)) + 0.07 * t**2
-            strength = rng.uniform(0.75, 1.0, (n_ribs, 1)) * (0.6 + 0.4 * t)
-            curves.append((self.xa_of(sign, d), y, strength))
-            # Anterior ribs: fainter, from the lateral end running down and medially.
-            d_end, y_end = d[:, -1:], y[:, -1:]
-            d2 = d_end - t * (d_end - 0.14)
-            y2 = y_end + 0.11 * t - 0.03 * np.sin(np.pi * t)
-            curves.append((self.xa_of(sign, d2), y2, np.full_like(d2, 0.45)))
-            # Clavicle: a thick bar from the sternal end up and out to the shoulder.
-            offsets = np.array([-0.005, 0.0, 0.005])[:, None]
-            dc = 0.04 + t * 0.3 + 0 * offsets
-            yc = 0.165 - 0.075 * t + 0.012 * np.sin(2 * np.pi * t) + offsets + (0.01 if a.view == "AP" else 0.0)
-            curves.append((self.xa_of(sign, dc), yc, np.full_like(dc, 0.7)))
-        return self.lines(curves, 1.3 * self.scale)
+        dx = self.xa - a.midline
+        d = np.abs(dx)
+        lateral = np.where(dx < 0, a.right.lateral_d, a.left.lateral_d).astype(np.float32) + np.float32(0.015)
+        t = np.clip((d - 0.03) / (lateral - 0.03), 0.0, 1.0)
+        arch = -0.03 * np.sin(np.float32(np.pi) * np.minimum(t * 1.15, 1.0)) + 0.07 * t * t
+        half = np.float32(0.016 / a.rib_spacing)
+
+        def ribs(offset, count: int, weight):
+            phase = (self.ya - a.rib_top - offset) * np.float32(1.0 / a.rib_spacing)
+            index = np.floor(phase + 0.5)
+            frac = (phase - index) * np.float32(1.0 / half)
+            band = np.clip(1.6 * (1.0 - frac * frac), 0.0, 1.0)  # a flat-topped bar
+            return band * ((index >= 0) & (index < count)) * weight
+
+        inside = (d > 0.03) & (d < lateral)
+        bones = ribs(arch, 10, (0.6 + 0.4 * t) * inside)
+        back = np.clip((lateral - d) / (lateral - 0.14), 0.0, 1.0)
+        front = 0.04 + 0.11 * back - 0.03 * np.sin(np.float32(np.pi) * back)
+        bones += ribs(front, 9, 0.4 * ((d > 0.14) & (d < lateral)))
+        tc = (d - 0.04) * np.float32(1.0 / 0.3)
+        clavicle_y = (
+            0.165
+            - 0.075 * tc
+            + 0.012 * np.sin(np.float32(2 * np.pi) * tc)
+            + (0.01 if a.view == "AP" else 0.0)
+        )
+        across = (self.ya - clavicle_y) * np.float32(1.0 / 0.013)
+        bones += 0.8 * np.clip(1.0 - across * across, 0.0, 1.0) * ((tc > 0) & (tc < 1))
+        return bones
 
     def _markings(self, rng: np.random.Generator) -> np.ndarray:
         """Pulmonary vessels: one tree per hilum, picked from a cached library and moved onto the hilum."""
@@ -669,7 +707,7 @@ _LIBRARY_HILUM = (0.5 - 0.095, 0.45)
 @functools.lru_cache(maxsize=2)
 def _vessel_library(size: int) -> np.ndarray:
     """A fixed set of right-lung vessel trees at this image size (the same in every process)."""
-    count = 48 if size <= 256 else 12
+    count = 48 if size <= 256 else 12 if size <= 1024 else 4  # bounded memory at large sizes
     canvas = _Canvas(size, rotation=0.0, midline=0.5)
     trees = np.empty((count, size, size), np.float32)
     for index in range(count):
@@ -725,8 +763,12 @@ def _vessel_tree(canvas: _Canvas, rng: np.random.Generator, hilum_d: float, hilu
 def _add_shifted(out: np.ndarray, stamp: np.ndarray, dy: int, dx: int, gain: float) -> None:
     """``out += gain * stamp`` moved by (dy, dx) pixels, dropping what falls outside."""
     size_y, size_x = out.shape
-    ys, yd = (slice(0, size_y - dy), slice(dy, size_y)) if dy >= 0 else (slice(-dy, size_y), slice(0, size_y + dy))
-    xs, xd = (slice(0, size_x - dx), slice(dx, size_x)) if dx >= 0 else (slice(-dx, size_x), slice(0, size_x + dx))
+    ys, yd = (
+        (slice(0, size_y - dy), slice(dy, size_y)) if dy >= 0 else (slice(-dy, size_y), slice(0, size_y + dy))
+    )
+    xs, xd = (
+        (slice(0, size_x - dx), slice(dx, size_x)) if dx >= 0 else (slice(-dx, size_x), slice(0, size_x + dx))
+    )
     out[yd, xd] += np.float32(gain) * stamp[ys, xs]
 
 
@@ -806,7 +848,9 @@ def _modify_anatomy(anatomy: Anatomy, plans: Sequence[_Plan]) -> Anatomy:
         # Volume loss: the hemidiaphragm of the collapsed side rises.
         plan = by_name["Atelectasis"]
         sign = _SIGN[plan.side]
-        rise = _by_severity(plan, {"mild": (0.012, 0.018), "moderate": (0.025, 0.035), "severe": (0.04, 0.055)})
+        rise = _by_severity(
+            plan, {"mild": (0.012, 0.018), "moderate": (0.025, 0.035), "severe": (0.04, 0.055)}
+        )
         lung = anatomy.lung(sign)
         plan.lung_before = lung
         raised = replace(lung, dome_y=lung.dome_y - rise)
@@ -814,7 +858,6 @@ def _modify_anatomy(anatomy: Anatomy, plans: Sequence[_Plan]) -> Anatomy:
     if "Cardiomegaly" in by_name:
         plan = by_name["Cardiomegaly"]
         ratio = _by_severity(plan, {"mild": (0.56, 0.60), "moderate": (0.60, 0.65), "severe": (0.65, 0.71)})
-        plan.extra["ratio"] = ratio
         anatomy = replace(anatomy, heart_width=ratio * anatomy.thoracic_width)
     return anatomy
 
@@ -883,7 +926,9 @@ def _effusion(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
             "severe": lung.dome_y - rng.uniform(0.15, 0.23),
         }[plan.severity]
         rise = rng.uniform(0.035, 0.06)
-        lateral = np.clip((scene.d[sign] - lung.medial_d) * np.float32(1.0 / (lung.lateral_d - lung.medial_d)), 0.0, 1.0)
+        lateral = np.clip(
+            (scene.d[sign] - lung.medial_d) * np.float32(1.0 / (lung.lateral_d - lung.medial_d)), 0.0, 1.0
+        )
         depth = scene.ya - (level - rise * lateral * lateral)
         fluid = _ramp(depth, 3.0 * scene.px) * scene.lung_air[sign]
         density = (0.88 + 0.04 * SEVERITIES.index(plan.severity)) * lung.air
@@ -908,7 +953,9 @@ def _infiltration(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
         radius = _by_severity(plan, {"mild": (0.065, 0.08), "moderate": (0.08, 0.1), "severe": (0.1, 0.125)})
         radius *= 0.8 if k else 1.0
         d0, y0 = scene.sample_point(rng, s, height=(0.15, 0.7), margin=0.6 * radius)
-        _, rho = _ellipse_distance(scene.d[s], scene.ya, d0, y0, radius, 1.25 * radius, rng.uniform(-0.5, 0.5))
+        _, rho = _ellipse_distance(
+            scene.d[s], scene.ya, d0, y0, radius, 1.25 * radius, rng.uniform(-0.5, 0.5)
+        )
         region = _ramp(1.0 - rho, 0.7) * scene.lung_air[s]
         patches = 0.35 + 0.65 * _ramp(scene.smooth_noise(rng, 0.012) + 0.3, 2.5)
         layer = region * patches * np.float32((0.5 + 0.08 * level) * lung.air)
@@ -968,7 +1015,9 @@ def _pneumonia(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     radius = _by_severity(plan, {"mild": (0.055, 0.07), "moderate": (0.07, 0.09), "severe": (0.09, 0.115)})
     d0, y0 = scene.sample_point(rng, sign, height=(0.42, 0.85), margin=0.5 * radius)
     aspect = rng.uniform(0.75, 1.3)
-    _, rho = _ellipse_distance(scene.d[sign], scene.ya, d0, y0, radius * aspect, radius / aspect, rng.uniform(0, math.pi))
+    _, rho = _ellipse_distance(
+        scene.d[sign], scene.ya, d0, y0, radius * aspect, radius / aspect, rng.uniform(0, math.pi)
+    )
     cloud = _ramp(0.85 - rho, 0.9) * scene.lung_air[sign]
     patchy = np.clip(0.82 + 0.2 * scene.smooth_noise(rng, 0.016), 0.5, 1.0)
     density = (0.8 + 0.07 * SEVERITIES.index(plan.severity)) * lung.air
@@ -1029,10 +1078,13 @@ def _consolidation(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
         # A segment: the lobe cut by a soft ellipse lying along the fissure, so the straight edge stays long.
         along = (0.09, 0.12)[level] + rng.uniform(0.0, 0.02)
         across = (0.07, 0.1)[level] + rng.uniform(0.0, 0.02)
-        centre_d = float(np.clip(lung.centre_d + rng.uniform(-0.03, 0.03), a.hilum_d + 0.05, lung.lateral_d - 0.06))
+        # On the left, keep the segment lateral to the heart, where it shows.
+        shift = rng.uniform(-0.03, 0.03) + (0.03 if sign > 0 else 0.0)
+        centre_d = float(np.clip(lung.centre_d + shift, a.hilum_d + 0.05, lung.lateral_d - 0.06))
         centre_y = fissure_y0 + slope * (centre_d - a.hilum_d) + towards * 0.5 * across
         _, rho = _ellipse_distance(d, ya, centre_d, centre_y, along, across, math.atan(slope))
         region = region * _ramp(1.0 - rho, 0.35)
+    footprint = region * scene.lung_soft[sign] > 0.3
     region = region * scene.lung_air[sign]
     k = 5 + 2 * level
     start_d = lung.centre_d + rng.uniform(-0.06, 0.04, k)
@@ -1053,7 +1105,7 @@ def _consolidation(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     layer *= np.float32((0.92 + 0.04 * level) * lung.air)
     scene.add += layer
     scene.marking_gain *= 1.0 - 0.7 * region
-    return [scene.record(plan, region > 0.3, side=plan.side)]
+    return [scene.record(plan, footprint, side=plan.side)]
 
 
 def _edema(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -1075,7 +1127,9 @@ def _edema(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
         yk = top + (base - top) * np.sort(rng.uniform(0.66, 0.93, count))
         start = lung.lateral_edge(yk) - 0.004
         length = rng.uniform(0.03, 0.045, count)
-        xa_, yl, wl, _, _ = scene.curves(sign, start, yk, math.pi + rng.normal(0.0, 0.08, count), length, 0.0, 1.0, 1.0)
+        xa_, yl, wl, _, _ = scene.curves(
+            sign, start, yk, math.pi + rng.normal(0.0, 0.08, count), length, 0.0, 1.0, 1.0
+        )
         curves.append((xa_, yl, wl))
     texture = 0.85 + 0.15 * scene.smooth_noise(rng, 0.008)
     lines = scene.lines(curves, 0.45 * scene.scale) * (scene.lung_soft[-1] + scene.lung_soft[1])
@@ -1105,7 +1159,9 @@ def _emphysema(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
             inside = _ramp(radius - r, 2.0 * scene.px)
             wall = np.clip(1.0 - np.abs(r - radius) * np.float32(1.0 / scene.px), 0.0, 1.0)
             scene.marking_gain *= 1.0 - inside
-            scene.add += np.float32(-0.18 * a.lung(sign).air) * inside + np.float32(0.25 * a.lung(sign).air) * wall
+            scene.add += (
+                np.float32(-0.18 * a.lung(sign).air) * inside + np.float32(0.25 * a.lung(sign).air) * wall
+            )
     return [scene.record(plan, weight > 0.5, side="bilateral", diffuse_possible=True)]
 
 
@@ -1117,7 +1173,9 @@ def _fibrosis(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     cut = top + (base - top) * (0.6, 0.42, 0.22)[level]
     sigma_px = 1.25 * scene.scale
     white = rng.standard_normal(scene.add.shape, dtype=np.float32)
-    band = gaussian_filter(white, sigma_px, truncate=3.0) - gaussian_filter(white, 2.0 * sigma_px, truncate=3.0)
+    band = gaussian_filter(white, sigma_px, truncate=3.0) - gaussian_filter(
+        white, 2.0 * sigma_px, truncate=3.0
+    )
     # Zero crossings of band-pass noise form closed polygons: a reticular (net-like) pattern.
     net = np.clip(1.0 - np.abs(band) * np.float32(1.0 / (0.5 * float(band.std()) + _EPS)), 0.0, 1.0)
     weight = np.zeros_like(scene.add)
@@ -1140,11 +1198,15 @@ def _pleural_thickening(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     records = []
     for s in signs:
         lung = scene.anatomy.lung(s)
-        thickness = _by_severity(plan, {"mild": (0.024, 0.03), "moderate": (0.03, 0.037), "severe": (0.038, 0.048)})
+        thickness = _by_severity(
+            plan, {"mild": (0.024, 0.03), "moderate": (0.03, 0.037), "severe": (0.038, 0.048)}
+        )
         f, ya, d = scene.lung_f[s], scene.ya, scene.d[s]
         top, base = lung.apex_y, lung.base_y
         # Plaque-like undulation of the inner margin, so the band reads as thickened pleura, not chest wall.
-        wave = 1.0 + 0.3 * np.sin(ya * np.float32(2 * math.pi / rng.uniform(0.06, 0.09)) + rng.uniform(0, 2 * math.pi))
+        wave = 1.0 + 0.3 * np.sin(
+            ya * np.float32(2 * math.pi / rng.uniform(0.06, 0.09)) + rng.uniform(0, 2 * math.pi)
+        )
         band = scene.lung_soft[s] * _ramp(thickness * wave - f, 1.5 * scene.px)
         if apical:
             cap = top + (0.17 + 0.04 * level) * (base - top)
@@ -1175,10 +1237,18 @@ def _hernia(scene: _Scene, plan: _Plan) -> list[DrawnFinding]:
     air = inside * _ramp(fluid_level - scene.ya, 1.0 * scene.px)
     fluid = inside - air
     lung_air = a.left.air
-    layer = np.float32(0.2 * lung_air) * wall + np.float32(0.2 * lung_air) * fluid - np.float32(0.6 * lung_air) * air
+    layer = (
+        np.float32(0.2 * lung_air) * wall
+        + np.float32(0.2 * lung_air) * fluid
+        - np.float32(0.6 * lung_air) * air
+    )
     scene.add += layer
     footprint = (inside > 0.5) | (wall > 0.3)
-    return [scene.record(plan, footprint, side="midline", zone="retrocardiac", size_cm=2 * radius * FIELD_OF_VIEW_CM)]
+    return [
+        scene.record(
+            plan, footprint, side="midline", zone="retrocardiac", size_cm=2 * radius * FIELD_OF_VIEW_CM
+        )
+    ]
 
 
 _DRAWERS = {
@@ -1271,7 +1341,10 @@ def draw_chest(
     entropy = _entropy(seed)
     patient_entropy = _entropy(patient_seed) if patient_seed is not None else entropy
     anatomy = sample_anatomy(_rng(patient_entropy, 1), _rng(entropy, 2), view=view)
-    plans = [_plan(request, _rng(entropy, 100 + FINDINGS.index(request.finding))) for request in _requests(findings)]
+    plans = [
+        _plan(request, _rng(entropy, 100 + FINDINGS.index(request.finding)))
+        for request in _requests(findings)
+    ]
     anatomy = _modify_anatomy(anatomy, plans)
     scene = _Scene(anatomy, int(size))
     drawn: list[DrawnFinding] = []

@@ -51,7 +51,9 @@ def resolve_findings(findings: str | Sequence[str] | None) -> list[str]:
         except UnknownFindingError as exc:
             raise ConfigError(str(exc)) from None
         if canonical == NO_FINDING:
-            raise ConfigError(f"{name!r} is not a finding with a heatmap; expected one of: {', '.join(FINDINGS)}")
+            raise ConfigError(
+                f"{name!r} is not a finding with a heatmap; expected one of: {', '.join(FINDINGS)}"
+            )
         resolved.append(canonical)
     return resolved
 
@@ -152,18 +154,24 @@ def heatmaps(
     single = image_tensor.ndim == 3
     batch = image_tensor[None] if single else image_tensor
     if batch.ndim != 4:
-        raise ConfigError(f"image_tensor must be (3, H, W) or (B, 3, H, W), got shape {tuple(image_tensor.shape)}")
+        raise ConfigError(
+            f"image_tensor must be (3, H, W) or (B, 3, H, W), got shape {tuple(image_tensor.shape)}"
+        )
     parameter = next(model.parameters(), None)
     if parameter is not None:
         batch = batch.to(device=parameter.device, dtype=parameter.dtype)
     was_training = model.training
     model.eval()  # dropout off and batch statistics frozen: maps must not depend on the batch
     try:
-        raw = class_activation_maps(model, batch, names) if method == "cam" else grad_cams(model, batch, names)
+        raw = (
+            class_activation_maps(model, batch, names) if method == "cam" else grad_cams(model, batch, names)
+        )
     finally:
         model.train(was_training)
     height, width = batch.shape[-2:]
     b, f, h, w = raw.shape
-    upsampled = resize_map(raw.reshape(b * f, h, w).cpu(), (int(height), int(width))).view(b, f, height, width)
+    upsampled = resize_map(raw.reshape(b * f, h, w).cpu(), (int(height), int(width))).view(
+        b, f, height, width
+    )
     result = normalise_maps(upsampled, method).numpy().astype(np.float32)
     return result[0] if single else result

@@ -55,12 +55,16 @@ FIXED_FRACTIONS = {
 
 _SMOOTH_FRACTION = 0.015
 _BAND = (0.20, 0.60)
-_MIDLINE_RANGE = (0.30, 0.70)
+_MIDLINE_RANGE = (0.35, 0.65)
+_MIDLINE_REFINE = 0.06
 _MIN_LUNG_WIDTH = 0.12
 _MIN_LUNG_HEIGHT = 0.25
 _WALL_RISE = 0.1
 _MEDIAL_SKIP = 0.5
-_EDGE_LEVEL = 0.7
+_EDGE_LEVEL = 0.75
+_APEX_LEVEL = 0.6
+_BASE_PERCENTILE = 75
+_DARKEST_ROWS = (0.3, 0.65)  # every frontal chest film has aerated lung at these heights
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,11 @@ def _profile_geometry(work: np.ndarray) -> ChestGeometry | None:
         if rows is None:
             return None
         lungs[image_side] = LungField(float(x0), float(x1), float(rows[0]), float(rows[1]))
+    # Fluid, collapse or a mass can hide one lung's base or apex; the anatomical lung is at least as tall
+    # as the taller of the two, so both take the highest apex and the lowest base.
+    top = min(lung.top for lung in lungs.values())
+    bottom = max(lung.bottom for lung in lungs.values())
+    lungs = {side: replace(lung, top=top, bottom=bottom) for side, lung in lungs.items()}
     for lung in lungs.values():
         if lung.width < _MIN_LUNG_WIDTH * width or lung.height < _MIN_LUNG_HEIGHT * height:
             return None
@@ -231,11 +240,19 @@ def _profile_geometry(work: np.ndarray) -> ChestGeometry | None:
 
 
 def _symmetry_axis(profile: np.ndarray) -> float | None:
-    """Column about which ``profile`` is most nearly mirror-symmetric, within the central range."""
+    """The midline: the brightest column of the central range, refined to the nearby axis of symmetry.
+
+    The brightest column (mediastinum and spine) finds the right neighbourhood; mirror symmetry of the
+    profile (least mean absolute difference) then settles the axis, less pulled by the heart than the
+    brightest column alone.
+    """
     n = len(profile)
+    low, high = int(_MIDLINE_RANGE[0] * n), int(_MIDLINE_RANGE[1] * n)
+    brightest = low + int(np.argmax(profile[low : high + 1]))
     reach = int(0.3 * n)
     best, best_score = None, math.inf
-    for centre in range(int(_MIDLINE_RANGE[0] * n), int(_MIDLINE_RANGE[1] * n) + 1):
+    refine = max(1, int(_MIDLINE_REFINE * n))
+    for centre in range(max(low, brightest - refine), min(high, brightest + refine) + 1):
         k = min(reach, centre, n - 1 - centre)
         if k < 0.15 * n:
             continue
@@ -296,16 +313,20 @@ def _lung_rows(work: np.ndarray, x0: int, x1: int, direction: int, sigma: float)
     c1 = max(c1, c0 + 1)
     columns = gaussian_filter1d(gaussian_filter1d(work[:, c0:c1], sigma, axis=0, mode="nearest"), 1.0, axis=1)
     rows = columns.mean(axis=1)
-    search = slice(int(0.15 * height), int(0.85 * height))
+    search = slice(int(_DARKEST_ROWS[0] * height), int(_DARKEST_ROWS[1] * height) + 1)
     darkest = search.start + int(np.argmin(rows[search]))
     above, below = float(rows[: darkest + 1].max()), float(rows[darkest:].max())
-    level = float(rows[darkest]) + _EDGE_LEVEL * (min(above, below) - float(rows[darkest]))
+    dark = float(rows[darkest])
+    level = dark + _EDGE_LEVEL * (min(above, below) - dark)
+    # Above the apex lie the darker soft tissues of the neck and supraclavicular fossae, not bone: a lower
+    # level stops the walk at the apex instead of letting it run up the neck.
+    apex_level = dark + _APEX_LEVEL * (above - dark)
     tops, bottoms = [], []
     for column in columns.T:
-        if column[darkest] >= level:
+        if column[darkest] >= min(level, apex_level):
             continue
         top = bottom = darkest
-        while top - 1 >= 0 and column[top - 1] < level:
+        while top - 1 >= 0 and column[top - 1] < apex_level:
             top -= 1
         while bottom + 1 < height and column[bottom + 1] < level:
             bottom += 1
@@ -315,4 +336,6 @@ def _lung_rows(work: np.ndarray, x0: int, x1: int, direction: int, sigma: float)
         return None
     # The apex is the lung's highest point; the base is the mean height of the diaphragm under the lung
     # (between the dome and the costophrenic angle), the lower end of the lung height that zones divide.
-    return int(round(float(np.percentile(tops, 10)))), int(round(float(np.mean(bottoms))))
+    return int(round(float(np.percentile(tops, 10)))), int(
+        round(float(np.percentile(bottoms, _BASE_PERCENTILE)))
+    )

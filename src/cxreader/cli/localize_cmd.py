@@ -1,0 +1,214 @@
+"""``cxreader heatmap`` (overlay PNGs and descriptions) and ``cxreader localize-eval`` (Wang et al. 2017 table)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+
+from cxreader import DISCLAIMER
+
+
+def register(subparsers) -> None:
+    heatmap = subparsers.add_parser(
+        "heatmap",
+        help="class activation heatmap overlays (CAM / Grad-CAM) and grounded descriptions for image files",
+        description="Writes one overlay PNG per file and finding: the X-ray in gray, the heatmap in colour, "
+        "the box, the finding name and probability. Prints the description of every positive finding. "
+        + DISCLAIMER,
+    )
+    heatmap.add_argument("files", nargs="+", metavar="FILE")
+    heatmap.add_argument("--checkpoint", required=True, help="a cxreader checkpoint (RUN/best.pt)")
+    which = heatmap.add_mutually_exclusive_group()
+    which.add_argument(
+        "--finding", action="append", metavar="F", help="finding to map (repeatable; default: --positive)"
+    )
+    which.add_argument(
+        "--positive", action="store_true", help="map every finding above its threshold (the default)"
+    )
+    heatmap.add_argument("--method", choices=("cam", "gradcam"), default="cam")
+    heatmap.add_argument("--out", required=True, help="folder for the overlay PNGs")
+    heatmap.add_argument(
+        "--view", default=None, help="view position (PA, AP, LL) when the file does not say; default PA"
+    )
+    heatmap.add_argument("--box-threshold", type=float, default=None, help="heatmap level of the boxes")
+    heatmap.add_argument("--json", action="store_true", help="print JSON instead of text")
+    heatmap.add_argument("--device", default="auto")
+    heatmap.set_defaults(func=run_heatmap)
+
+    evaluate = subparsers.add_parser(
+        "localize-eval",
+        help="localization accuracy of heatmap boxes against a BBox_List_2017.csv (Wang et al. 2017)",
+        description="For each boxed finding: the fraction of ground-truth boxes hit at T(IoBB) = 0.1, 0.25, "
+        "0.5, 0.75, 0.9, the average false positives per image, and the mean IoU.",
+    )
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--data", required=True, help="image folder: a ChestX-ray14 root or a flat folder")
+    evaluate.add_argument("--boxes", required=True, help="BBox_List_2017.csv (or the same format)")
+    evaluate.add_argument("--json", metavar="OUT", default=None, help="also write the table as JSON")
+    evaluate.add_argument("--method", choices=("cam", "gradcam"), default="cam")
+    evaluate.add_argument("--box-threshold", type=float, default=None, help="heatmap level of the boxes")
+    evaluate.add_argument(
+        "--max-boxes", type=int, default=None, help="keep only the N most salient boxes per map (default all)"
+    )
+    evaluate.add_argument(
+        "--box-space",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the boxes are in N x N pixel space (1024 for NIH boxes on downscaled copies); default: the "
+        "image's own pixels",
+    )
+    evaluate.add_argument(
+        "--split",
+        choices=("all", "train", "val", "test"),
+        default="all",
+        help="only images of this split, as the checkpoint's training run split --data (needs its Data_Entry)",
+    )
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(func=run_localize_eval)
+
+
+def _safe_stem(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem) or "image"
+
+
+def run_heatmap(args: argparse.Namespace) -> int:
+    from cxreader.errors import ConfigError
+    from cxreader.labels import FINDINGS
+    from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, boxes_from_heatmap
+    from cxreader.localization.cam import resolve_findings
+    from cxreader.localization.describe import DEFAULT_RULES, normalise_view
+    from cxreader.localization.explain import explain
+    from cxreader.localization.overlay import render_overlay
+    from cxreader.predict import Predictor
+
+    requested = resolve_findings(args.finding) if args.finding else None  # bad names fail before any work
+    box_threshold = DEFAULT_BOX_THRESHOLD if args.box_threshold is None else args.box_threshold
+    if not 0.0 < box_threshold < 1.0:
+        raise ConfigError(f"--box-threshold must be in (0, 1), got {box_threshold}")
+    predictor = Predictor(args.checkpoint, device=args.device)
+    checkpoint = predictor.checkpoint
+    synthetic = checkpoint.contract.synthetic
+    thresholds = dict(zip(FINDINGS, checkpoint.contract.thresholds, strict=True))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = []
+    failed = False
+    for result in predictor.predict_files(args.files, keep_images=True):
+        if result.error:
+            failed = True
+            report.append({"path": result.path, "error": result.error})
+            continue
+        image = result.image
+        view_position = args.view or image.view_position
+        explanation = explain(
+            checkpoint,
+            image,
+            result.probabilities,
+            findings=requested,
+            method=args.method,
+            view_position=view_position,
+            rules=dataclasses.replace(DEFAULT_RULES, box_threshold=box_threshold),
+        )
+        view, _ = normalise_view(view_position)
+        by_finding = {item.finding: item for item in explanation.descriptions}
+        written = []
+        for finding, heatmap in explanation.maps.items():
+            description = by_finding.get(finding)
+            box = description.box if description is not None else None
+            if box is None:
+                found = boxes_from_heatmap(
+                    heatmap, box_threshold, original_size=image.pixels.shape[::-1], max_boxes=1
+                )
+                box = found[0].to_list() if found else None
+            png = render_overlay(
+                image.pixels,
+                heatmap,
+                finding=finding,
+                probability=result.probabilities[finding],
+                threshold=thresholds[finding],
+                box=box,
+                sentence=description.sentence if description is not None else None,
+                synthetic=synthetic,
+                view=view,
+                method=args.method,
+            )
+            target = out / f"{_safe_stem(result.path)}_{finding}_{args.method}.png"
+            target.write_bytes(png)
+            written.append(str(target))
+        report.append(
+            {
+                "path": result.path,
+                "overlays": written,
+                "descriptions": [item.to_json_dict() for item in explanation.descriptions],
+            }
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {"results": report, "checkpoint_synthetic": synthetic, "disclaimer": DISCLAIMER}, indent=2
+            )
+        )
+    else:
+        for entry in report:
+            if "error" in entry:
+                print(f"{entry['path']}: ERROR {entry['error']}")
+                continue
+            print(f"{entry['path']}:")
+            if not entry["descriptions"]:
+                print("  no finding above its threshold")
+            for item in entry["descriptions"]:
+                print(f"  {item['sentence']}  (p = {item['probability']:.2f})")
+            for path in entry["overlays"]:
+                print(f"  overlay: {path}")
+        if synthetic:
+            print("Model trained on SYNTHETIC data: its outputs mean nothing for real patients.")
+        print(DISCLAIMER)
+    return 1 if failed else 0
+
+
+def run_localize_eval(args: argparse.Namespace) -> int:
+    from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD
+    from cxreader.localization.evaluation import evaluate_localization
+    from cxreader.training.checkpoint import load_checkpoint
+    from cxreader.training.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint, device=device)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r  {done}/{total} images", end="", file=sys.stderr, flush=True)
+
+    result = evaluate_localization(
+        checkpoint,
+        args.data,
+        args.boxes,
+        method=args.method,
+        box_threshold=DEFAULT_BOX_THRESHOLD if args.box_threshold is None else args.box_threshold,
+        max_boxes=args.max_boxes,
+        box_space=args.box_space,
+        split=args.split,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
+    print(file=sys.stderr)
+    label = " (SYNTHETIC-trained checkpoint)" if checkpoint.contract.synthetic else ""
+    print(
+        f"Localization accuracy{label}: {args.method.upper()} boxes at heatmap level "
+        f"{result.box_threshold:g} vs {args.boxes} (split {args.split})"
+    )
+    print(result.to_markdown())
+    for note in result.notes:
+        print(f"note: {note}")
+    if args.json:
+        payload = {**result.to_json_dict(), "checkpoint": str(args.checkpoint), "boxes": str(args.boxes)}
+        payload["split"] = args.split
+        payload["checkpoint_synthetic"] = checkpoint.contract.synthetic
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0

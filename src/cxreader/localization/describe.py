@@ -1,0 +1,530 @@
+"""Grounded context descriptions: where a positive finding is, how big and how severe, in words.
+
+For every finding whose probability reaches its operating threshold, a structured description and one
+sentence are built from three things only: the finding's heatmap (:mod:`cxreader.localization.cam`), its
+probability, and the image geometry (:mod:`cxreader.localization.geometry`). The vocabulary follows chest
+radiograph reporting (Hansell et al., "Fleischner Society: Glossary of Terms for Thoracic Imaging",
+Radiology 2008) and the synthetic ground truth of :mod:`cxreader.data.synthetic`.
+
+The rules, in order:
+
+* **Involved region**: the pixels where the heatmap reaches ``region_level``; the **box** is the most
+  salient connected component at the box level (:func:`~cxreader.localization.boxes.boxes_from_heatmap`),
+  in original-image pixels.
+* **Side, in the PATIENT's frame.** In frontal views (PA and AP) the image is displayed as if facing the
+  patient, so the patient's RIGHT is on the image's LEFT (the radiographic convention; both PA and AP films
+  are hung this way). The heatmap mass of the involved region on each side of the estimated midline is
+  compared: ``bilateral`` when the smaller side holds at least ``bilateral_ratio`` of the larger (a lower
+  ratio, ``diffuse_bilateral_ratio``, for Edema, Emphysema and Fibrosis, which are bilateral processes in
+  the great majority of films), otherwise the larger side. Cardiomegaly and Hiatus hernia are ``midline``
+  by definition. The view position comes from the caller (Data_Entry CSV) or the DICOM ``ViewPosition``;
+  when neither gives one, :data:`DEFAULT_VIEW` (PA, the standard erect chest film; AP shares its left/right
+  convention) is assumed and ``view_assumed`` is set. In a lateral view (LL, RL, LATERAL) left and right
+  cannot be told from the image: the side is ``None`` and the sentence names none.
+* **Zone**: the third of the lung height (apex to diaphragm of the involved lung, or of both) holding the
+  heatmap-weighted centroid of the involved region: ``upper``, ``middle`` or ``lower``. Special zones:
+  ``diffuse`` when the region covers at least ``diffuse_cover`` of every third of the involved lung(s);
+  ``perihilar`` for a bilateral finding whose centroid lies in the middle zone and whose region keeps to the
+  medial half of the lungs; Cardiomegaly is ``cardiac`` and Hiatus hernia ``retrocardiac`` by definition.
+  The sentence adds ``apical``/``basal`` when the centroid lies in the top/bottom sixth of the lung.
+* **Organ**: fixed per finding (:data:`ORGAN_OF`): lung, pleura, heart, mediastinum or diaphragm.
+* **Extent**: the fraction of the hemithorax (the lung field of the involved side, both fields when
+  bilateral or midline) covered by the involved region.
+* **Size**: with a known pixel spacing, the longer side of the box in centimetres. A nodule is under 3 cm
+  and a mass over 3 cm (Fleischner glossary): when the measured size contradicts the label, the sentence
+  says so. Without a spacing, ``size_cm`` is ``None``.
+* **Severity** (documented rule): an extent grade (0 below ``severity_extent[0]``, 1 below ``[1]``, else 2)
+  plus a confidence grade (how far the probability lies above the finding's threshold ``t``: 0 in the
+  lower third of ``[t, 1]``, 1 in the middle third, 2 in the upper third); their sum 0-1 is ``mild``,
+  2-3 ``moderate`` and 4 ``severe``. Both a small faint finding and a large uncertain one read as mild or
+  moderate; only a large and confident one is severe.
+
+The numbers (:class:`DescriptionRules`, defaults :data:`DEFAULT_RULES`) were set on the synthetic validation split of the demo model and checked on its test split
+(``benchmarks/localization_synthetic.py``); they are written here, not learned at run time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cxreader.data.io import LoadedImage
+from cxreader.errors import ConfigError
+from cxreader.labels import FINDINGS, canonical_finding
+from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, Box, boxes_from_heatmap
+from cxreader.localization.geometry import ChestGeometry, estimate_geometry
+
+#: View assumed when neither the CSV nor the DICOM header gives one.
+DEFAULT_VIEW = "PA"
+FRONTAL_VIEWS = ("PA", "AP")
+LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL")
+_DIFFUSE_BY_NATURE = ("Edema", "Emphysema", "Fibrosis")
+
+
+@dataclass(frozen=True)
+class DescriptionRules:
+    """The numbers of the description rules (module docstring), set on synthetic validation data.
+
+    Attributes:
+        region_level: Heatmap level of the involved region (side, zone, extent).
+        bilateral_ratio: Smaller side's share of the larger side's heatmap mass that makes a finding bilateral.
+        diffuse_bilateral_ratio: The same for Edema, Emphysema and Fibrosis.
+        diffuse_cover: Share of every third of the lung the region must cover to be called diffuse.
+        severity_extent: Extent limits of the extent grades 0/1/2 of the severity rule.
+        box_threshold: Heatmap level of the box.
+    """
+
+    region_level: float = 0.5
+    bilateral_ratio: float = 0.5
+    diffuse_bilateral_ratio: float = 0.3
+    diffuse_cover: float = 0.5
+    severity_extent: tuple[float, float] = (0.1, 0.25)
+    box_threshold: float = DEFAULT_BOX_THRESHOLD
+
+
+#: The rules used unless a caller passes others.
+DEFAULT_RULES = DescriptionRules()
+SEVERITIES = ("mild", "moderate", "severe")
+NODULE_MAX_CM = 3.0
+
+ORGAN_OF = {
+    "Atelectasis": "lung",
+    "Cardiomegaly": "heart",
+    "Effusion": "pleura",
+    "Infiltration": "lung",
+    "Mass": "lung",
+    "Nodule": "lung",
+    "Pneumonia": "lung",
+    "Pneumothorax": "pleura",
+    "Consolidation": "lung",
+    "Edema": "lung",
+    "Emphysema": "lung",
+    "Fibrosis": "lung",
+    "Pleural_Thickening": "pleura",
+    "Hernia": "diaphragm",
+}
+#: The noun each finding takes in a sentence.
+NOUN_OF = {
+    "Atelectasis": "atelectasis",
+    "Cardiomegaly": "cardiomegaly",
+    "Effusion": "pleural effusion",
+    "Infiltration": "infiltration",
+    "Mass": "mass",
+    "Nodule": "nodule",
+    "Pneumonia": "pneumonia",
+    "Pneumothorax": "pneumothorax",
+    "Consolidation": "consolidation",
+    "Edema": "pulmonary edema",
+    "Emphysema": "emphysema",
+    "Fibrosis": "fibrosis",
+    "Pleural_Thickening": "pleural thickening",
+    "Hernia": "hiatus hernia",
+}
+_FIXED_PLACE = {"Cardiomegaly": ("midline", "cardiac"), "Hernia": ("midline", "retrocardiac")}
+
+
+@dataclass
+class FindingDescription:
+    """The grounded description of one positive finding.
+
+    Attributes:
+        finding: Canonical finding name.
+        probability: The model's probability.
+        side: ``right``/``left`` (the PATIENT's), ``bilateral``, ``midline``, or ``None`` (lateral view).
+        zone: ``upper``/``middle``/``lower``, ``perihilar``, ``diffuse``, ``cardiac`` or ``retrocardiac``.
+        organ: ``lung``, ``pleura``, ``heart``, ``mediastinum`` or ``diaphragm``.
+        extent: Fraction of the hemithorax (or of both lung fields) covered, in [0, 1].
+        size_cm: Longer side of the box in cm, ``None`` without a pixel spacing.
+        severity: ``mild``, ``moderate`` or ``severe`` (rule in the module docstring).
+        box: ``[x, y, w, h]`` of the most salient region in original-image pixels, ``None`` if none.
+        sentence: One sentence for the report.
+        view: The view position used; ``view_assumed`` is True when it was the default.
+    """
+
+    finding: str
+    probability: float
+    side: str | None
+    zone: str | None
+    organ: str
+    extent: float
+    size_cm: float | None
+    severity: str
+    box: list[float] | None
+    sentence: str
+    view: str = DEFAULT_VIEW
+    view_assumed: bool = False
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "finding": self.finding,
+            "probability": round(float(self.probability), 4),
+            "side": self.side,
+            "zone": self.zone,
+            "organ": self.organ,
+            "extent": round(float(self.extent), 3),
+            "size_cm": None if self.size_cm is None else round(float(self.size_cm), 1),
+            "severity": self.severity,
+            "box": self.box,
+            "sentence": self.sentence,
+        }
+
+
+def normalise_view(view_position: str | None) -> tuple[str, bool]:
+    """The view to use and whether it was assumed: ``("PA", True)`` when unknown (see module docstring)."""
+    text = (view_position or "").strip().upper()
+    if not text:
+        return DEFAULT_VIEW, True
+    if text in FRONTAL_VIEWS or text in LATERAL_VIEWS:
+        return text, False
+    return DEFAULT_VIEW, True
+
+
+def patient_side(image_side: str, view: str) -> str | None:
+    """The patient's side shown on the image's ``"left"``/``"right"`` half; ``None`` in a lateral view.
+
+    PA and AP films are both displayed facing the patient: the patient's right is on the image's left.
+    """
+    if view in LATERAL_VIEWS:
+        return None
+    return "right" if image_side == "left" else "left"
+
+
+def spacing_for_image(
+    spacing_xy_mm: tuple[float, float] | None,
+    original_size: tuple[int, int] | None,
+    image_size: tuple[int, int],
+) -> tuple[float, float] | None:
+    """Pixel spacing ``(row, column)`` in mm of the image at hand, from a Data_Entry row.
+
+    ``OriginalImagePixelSpacing[x,y]`` refers to the original acquisition of size ``OriginalImage[Width,
+    Height]``; the released PNGs were resized (to 1024 x 1024 for NIH), so the spacing scales by
+    ``original / actual`` on each axis.
+
+    Args:
+        spacing_xy_mm: ``(x, y)`` spacing of the original, or None/NaN when unknown.
+        original_size: ``(width, height)`` of the original, or None/0 when unknown (then no rescaling).
+        image_size: ``(width, height)`` of the image the boxes are measured on.
+    """
+    if spacing_xy_mm is None:
+        return None
+    x_mm, y_mm = (float(value) for value in spacing_xy_mm)
+    if not (math.isfinite(x_mm) and math.isfinite(y_mm) and x_mm > 0 and y_mm > 0):
+        return None
+    if original_size and all(original_size):
+        x_mm *= original_size[0] / image_size[0]
+        y_mm *= original_size[1] / image_size[1]
+    return (y_mm, x_mm)
+
+
+def _as_threshold_map(thresholds: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
+    if isinstance(thresholds, Mapping):
+        return {canonical_finding(name): float(value) for name, value in thresholds.items()}
+    values = [float(value) for value in thresholds]
+    if len(values) != len(FINDINGS):
+        raise ConfigError(f"thresholds must give one value per finding ({len(FINDINGS)}), got {len(values)}")
+    return dict(zip(FINDINGS, values, strict=True))
+
+
+def _as_map_dict(heatmaps: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+    if isinstance(heatmaps, Mapping):
+        return {
+            canonical_finding(name): np.asarray(value, dtype=np.float32) for name, value in heatmaps.items()
+        }
+    array = np.asarray(heatmaps, dtype=np.float32)
+    if array.ndim != 3 or array.shape[0] != len(FINDINGS):
+        raise ConfigError(
+            f"heatmaps must be a mapping finding -> map or an array (14, H, W), got shape {array.shape}"
+        )
+    return dict(zip(FINDINGS, array, strict=True))
+
+
+def _probabilities(prediction: Any) -> dict[str, float]:
+    probabilities = getattr(prediction, "probabilities", prediction)
+    if not isinstance(probabilities, Mapping) or not probabilities:
+        raise ConfigError("prediction must be a FilePrediction or a mapping finding -> probability")
+    return {canonical_finding(name): float(value) for name, value in probabilities.items()}
+
+
+def describe_findings(
+    prediction: Any,
+    heatmaps: Mapping[str, np.ndarray] | np.ndarray,
+    image: LoadedImage | np.ndarray,
+    thresholds: Mapping[str, float] | Sequence[float],
+    *,
+    view_position: str | None = None,
+    pixel_spacing_mm: tuple[float, float] | None = None,
+    geometry: ChestGeometry | None = None,
+    rules: DescriptionRules = DEFAULT_RULES,
+) -> list[FindingDescription]:
+    """Describe every finding whose probability reaches its threshold, most probable first.
+
+    Args:
+        prediction: A :class:`~cxreader.predict.FilePrediction` or a mapping finding -> probability.
+        heatmaps: Finding -> map in [0, 1] on the model's input grid (:func:`~cxreader.localization.cam.heatmaps`),
+            or a ``(14, H, W)`` array in FINDINGS order. Every positive finding needs its map.
+        image: The decoded image (its pixels give the geometry; its DICOM view position and pixel spacing are
+            used unless overridden), or a bare ``(H, W)`` array.
+        thresholds: Per-finding operating thresholds (mapping, or 14 values in FINDINGS order).
+        view_position: Overrides the image's view position (e.g. from the Data_Entry CSV).
+        pixel_spacing_mm: ``(row, column)`` spacing of ``image``'s pixels in mm; overrides the DICOM one.
+        geometry: A precomputed geometry of the image (any grid size); estimated from the pixels otherwise.
+        rules: The numbers of the rules.
+
+    Returns:
+        One :class:`FindingDescription` per positive finding.
+
+    Raises:
+        ConfigError: a positive finding without a heatmap, malformed thresholds or maps.
+    """
+    pixels = image.pixels if isinstance(image, LoadedImage) else np.asarray(image)
+    view, assumed = normalise_view(view_position if view_position else getattr(image, "view_position", None))
+    spacing = pixel_spacing_mm if pixel_spacing_mm is not None else getattr(image, "pixel_spacing_mm", None)
+    probabilities = _probabilities(prediction)
+    limits = _as_threshold_map(thresholds)
+    maps = _as_map_dict(heatmaps)
+    unset = [name for name in probabilities if name not in limits]
+    if unset:
+        raise ConfigError(f"no threshold given for {', '.join(unset)}")
+    positives = [name for name in FINDINGS if name in probabilities and probabilities[name] >= limits[name]]
+    positives.sort(key=lambda name: -probabilities[name])
+    height, width = pixels.shape[:2]
+    descriptions = []
+    for name in positives:
+        if name not in maps:
+            raise ConfigError(f"no heatmap given for the positive finding {name}")
+        heatmap = maps[name]
+        grid = (heatmap.shape[1], heatmap.shape[0])
+        base = geometry if geometry is not None else estimate_geometry(pixels)
+        geometry = base
+        description = describe_finding(
+            name,
+            probabilities[name],
+            heatmap,
+            base.scaled_to(*grid),
+            threshold=limits[name],
+            view=view,
+            original_size=(width, height),
+            pixel_spacing_mm=spacing,
+            rules=rules,
+        )
+        description.view_assumed = assumed
+        descriptions.append(description)
+    return descriptions
+
+
+def describe_finding(
+    finding: str,
+    probability: float,
+    heatmap: np.ndarray,
+    geometry: ChestGeometry,
+    *,
+    threshold: float,
+    view: str = DEFAULT_VIEW,
+    original_size: tuple[int, int] | None = None,
+    pixel_spacing_mm: tuple[float, float] | None = None,
+    rules: DescriptionRules = DEFAULT_RULES,
+) -> FindingDescription:
+    """Describe one finding from its heatmap (rules in the module docstring).
+
+    Args:
+        finding: Finding name.
+        probability: Its probability.
+        heatmap: ``(H, W)`` map in [0, 1].
+        geometry: The image geometry on the heatmap's grid (``W x H``).
+        threshold: The finding's operating threshold (for the confidence grade).
+        view: Normalised view position (see :func:`normalise_view`).
+        original_size: ``(width, height)`` of the original image; the box is given in its pixels.
+        pixel_spacing_mm: ``(row, column)`` spacing of the original image's pixels.
+        rules: The numbers of the rules.
+    """
+    name = canonical_finding(finding)
+    values = np.asarray(heatmap, dtype=np.float32)
+    height, width = values.shape
+    if (geometry.width, geometry.height) != (width, height):
+        geometry = geometry.scaled_to(width, height)
+    original = original_size or (width, height)
+    boxes = boxes_from_heatmap(values, rules.box_threshold, original_size=original, max_boxes=1)
+    box = boxes[0] if boxes else None
+    if not float(values.max()) > 0.0:
+        # An all-zero map (a Grad-CAM whose ReLU removed everything) shows no place: say so, invent none.
+        severity = _severity(0.0, probability, threshold, rules)
+        sentence = f"{severity.capitalize()} {NOUN_OF[name]} (the heatmap does not show where)."
+        return FindingDescription(
+            finding=name,
+            probability=float(probability),
+            side=None,
+            zone=None,
+            organ=ORGAN_OF[name],
+            extent=0.0,
+            size_cm=None,
+            severity=severity,
+            box=None,
+            sentence=sentence,
+            view=view,
+        )
+    region = values >= rules.region_level
+    if not region.any():  # a map below the region level everywhere: its maximum marks the place
+        region = values >= values.max()
+    side, image_sides = _side(name, values, region, geometry, view, rules)
+    zone, qualifier = _zone(name, values, region, geometry, image_sides, side, rules)
+    extent = _extent(region, geometry, image_sides)
+    size_cm = _size_cm(box, pixel_spacing_mm)
+    severity = _severity(extent, probability, threshold, rules)
+    sentence = _sentence(name, severity, side, zone, qualifier, size_cm)
+    return FindingDescription(
+        finding=name,
+        probability=float(probability),
+        side=side,
+        zone=zone,
+        organ=ORGAN_OF[name],
+        extent=extent,
+        size_cm=size_cm,
+        severity=severity,
+        box=box.to_list() if box is not None else None,
+        sentence=sentence,
+        view=view,
+    )
+
+
+def _side(
+    name: str,
+    values: np.ndarray,
+    region: np.ndarray,
+    geometry: ChestGeometry,
+    view: str,
+    rules: DescriptionRules,
+) -> tuple[str | None, tuple[str, ...]]:
+    """Patient side and the image halves involved."""
+    if name in _FIXED_PLACE:
+        return _FIXED_PLACE[name][0], ("left", "right")
+    columns = np.arange(values.shape[1])[None, :]
+    weight = np.where(region, values, 0.0)
+    left_mass = float(weight[:, columns[0] < geometry.midline].sum())
+    right_mass = float(weight[:, columns[0] >= geometry.midline].sum())
+    ratio = rules.diffuse_bilateral_ratio if name in _DIFFUSE_BY_NATURE else rules.bilateral_ratio
+    larger, smaller = max(left_mass, right_mass), min(left_mass, right_mass)
+    if larger > 0 and smaller >= ratio * larger:
+        return ("bilateral" if view not in LATERAL_VIEWS else None), ("left", "right")
+    image_side = "left" if left_mass >= right_mass else "right"
+    return patient_side(image_side, view), (image_side,)
+
+
+def _zone(
+    name: str,
+    values: np.ndarray,
+    region: np.ndarray,
+    geometry: ChestGeometry,
+    image_sides: tuple[str, ...],
+    side: str | None,
+    rules: DescriptionRules,
+) -> tuple[str, str | None]:
+    """Zone and an optional apical/basal qualifier for the sentence."""
+    if name in _FIXED_PLACE:
+        return _FIXED_PLACE[name][1], None
+    mask = np.zeros_like(region)
+    for image_side in image_sides:
+        half = np.zeros_like(region)
+        if image_side == "left":
+            half[:, : int(math.ceil(geometry.midline))] = True
+        else:
+            half[:, int(math.ceil(geometry.midline)) :] = True
+        mask |= half
+    involved = region & mask
+    if not involved.any():
+        involved = region
+    rows, cols = np.nonzero(involved)
+    weights = values[rows, cols]
+    centre_y = float(np.average(rows + 0.5, weights=weights))
+    top, bottom = geometry.zone_bounds(image_sides)
+    lung_height = max(bottom - top, 1e-6)
+    third = lung_height / 3.0
+    covers = []
+    lungs = np.zeros_like(region)
+    for image_side in image_sides:
+        lungs |= geometry.lung_mask(image_side)
+    for k in range(3):
+        band = lungs.copy()
+        band[: int(round(top + k * third))] = False
+        band[int(round(top + (k + 1) * third)) :] = False
+        covers.append(float((band & region).sum()) / max(1.0, float(band.sum())))
+    if min(covers) >= rules.diffuse_cover:
+        return "diffuse", None
+    zone = geometry.zone_of(centre_y, image_sides)
+    if side == "bilateral" and zone == "middle" and _medial(involved, geometry, image_sides):
+        return "perihilar", None
+    position = (centre_y - top) / lung_height
+    qualifier = "apical" if position < 1 / 6 else "basal" if position > 5 / 6 else None
+    return zone, qualifier
+
+
+def _medial(involved: np.ndarray, geometry: ChestGeometry, image_sides: tuple[str, ...]) -> bool:
+    """Whether most of the region lies in the medial half of the lung fields (towards the hila)."""
+    _, cols = np.nonzero(involved)
+    if cols.size == 0:
+        return False
+    medial = 0
+    for image_side in image_sides:
+        lung = geometry.lung(image_side)
+        centre = 0.5 * (lung.x0 + lung.x1)
+        if image_side == "left":
+            medial += int(((cols >= centre) & (cols < geometry.midline)).sum())
+        else:
+            medial += int(((cols < centre) & (cols >= geometry.midline)).sum())
+    return medial >= 0.5 * cols.size
+
+
+def _extent(region: np.ndarray, geometry: ChestGeometry, image_sides: tuple[str, ...]) -> float:
+    lungs = np.zeros_like(region)
+    for image_side in image_sides:
+        lungs |= geometry.lung_mask(image_side)
+    area = float(lungs.sum())
+    return float((region & lungs).sum()) / area if area > 0 else 0.0
+
+
+def _size_cm(box: Box | None, spacing: tuple[float, float] | None) -> float | None:
+    if box is None or spacing is None:
+        return None
+    row_mm, col_mm = spacing
+    return max(box.w * col_mm, box.h * row_mm) / 10.0
+
+
+def _severity(extent: float, probability: float, threshold: float, rules: DescriptionRules) -> str:
+    low, high = rules.severity_extent
+    extent_grade = 0 if extent < low else 1 if extent < high else 2
+    span = max(1.0 - threshold, 1e-6)
+    above = (probability - threshold) / span
+    confidence_grade = 0 if above < 1 / 3 else 1 if above < 2 / 3 else 2
+    total = extent_grade + confidence_grade
+    return SEVERITIES[0 if total <= 1 else 1 if total <= 3 else 2]
+
+
+def _sentence(
+    name: str, severity: str, side: str | None, zone: str, qualifier: str | None, size_cm: float | None
+) -> str:
+    words = [severity.capitalize()]
+    if side in ("right", "left", "bilateral"):
+        words.append(side)
+    words.append(NOUN_OF[name])
+    text = " ".join(words)
+    if zone in ("upper", "middle", "lower"):
+        text += f", {zone} zone" + (f" ({qualifier})" if qualifier else "")
+    elif zone in ("perihilar", "diffuse", "retrocardiac"):
+        text += f", {zone}"
+    if size_cm is not None and name in ("Nodule", "Mass"):
+        text += f", about {size_cm:.1f} cm"
+        if name == "Nodule" and size_cm > NODULE_MAX_CM:
+            text += " (larger than 3 cm: mass-sized)"
+        elif name == "Mass" and size_cm < NODULE_MAX_CM:
+            text += " (under 3 cm: nodule-sized)"
+    return text + "."
+
+
+def resize_to(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float image to ``(width, height)`` (bilinear), for drawing maps and images on one grid."""
+    image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
+    return np.asarray(image.resize(size, Image.Resampling.BILINEAR))

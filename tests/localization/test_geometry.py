@@ -1,0 +1,71 @@
+"""The lung-field estimate from intensity profiles, on generated phantoms and real films."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxreader.data.io import read_image_uint8
+from cxreader.data.phantom import draw_chest
+from cxreader.localization.geometry import estimate_geometry, fixed_geometry
+
+
+@pytest.mark.parametrize("seed,view", [(3, "PA"), (11, "AP"), (27, "PA")])
+def test_profile_geometry_finds_the_phantoms_midline_and_lungs(seed, view):
+    size = 128
+    picture = draw_chest(seed, size=size, view=view)
+    anatomy = picture.anatomy
+    geometry = estimate_geometry(picture.pixels)
+    assert geometry.method == "profile"
+    assert abs(geometry.midline - anatomy.midline * size) <= 3
+    # The lung on the image's LEFT is the patient's RIGHT lung (frontal view).
+    for lung, truth in ((geometry.image_left, anatomy.right), (geometry.image_right, anatomy.left)):
+        assert abs(lung.top - truth.apex_y * size) <= 6
+        assert abs(lung.bottom - truth.base_y * size) <= 8
+    assert geometry.image_left.x1 <= geometry.midline <= geometry.image_right.x0
+    assert geometry.image_left.x0 <= (anatomy.midline - anatomy.right.centre_d) * size
+    assert geometry.image_right.x1 >= (anatomy.midline + anatomy.left.centre_d) * size
+
+
+def test_geometry_follows_a_shifted_patient_where_fixed_fractions_cannot():
+    size = 128
+    pixels = draw_chest(5, size=size).pixels
+    shifted = np.zeros_like(pixels)
+    shifted[:, 12:] = pixels[:, :-12]  # the patient 12 px (9 %) to the image's right
+    before, after = estimate_geometry(pixels), estimate_geometry(shifted)
+    assert after.method == "profile"
+    assert after.midline - before.midline == pytest.approx(12, abs=2)
+    assert fixed_geometry(size, size).midline == 64
+
+
+def test_images_without_chest_profiles_fall_back_to_fixed_fractions():
+    flat = np.full((64, 64), 0.5, np.float32)
+    assert estimate_geometry(flat).method == "fixed"
+    noise = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    assert estimate_geometry(noise).method in ("fixed", "profile")  # never raises on nonsense
+    with pytest.raises(ValueError, match="2-D image"):
+        estimate_geometry(np.zeros((4, 4, 3)))
+
+
+def test_zones_are_thirds_of_the_lung_height_and_scale_with_the_grid():
+    geometry = fixed_geometry(100, 100)  # lungs from row 12 to 75: thirds of 21 rows
+    assert geometry.zone_of(20) == "upper"
+    assert geometry.zone_of(40) == "middle"
+    assert geometry.zone_of(70) == "lower"
+    assert geometry.zone_of(0) == "upper" and geometry.zone_of(99) == "lower"  # clamped
+    assert geometry.image_side_of(10) == "left" and geometry.image_side_of(90) == "right"
+    big = geometry.scaled_to(1000, 500)
+    assert big.midline == 500 and big.zone_bounds() == pytest.approx((60, 375))
+    mask = geometry.lung_mask("left")
+    assert mask.shape == (100, 100) and mask[40, 20] and not mask[40, 80]
+
+
+def test_real_films_get_a_plausible_midline(shared_data):
+    names = sorted((shared_data / "nih" / "images_1024").glob("*.png"))[:4]
+    assert names
+    for path in names:
+        pixels = read_image_uint8(path, size=256)
+        geometry = estimate_geometry(pixels)
+        # NIH frontal films are roughly centred: the midline lies in the central 30 % of the width.
+        assert 0.35 * 256 <= geometry.midline <= 0.65 * 256
+        assert geometry.image_left.x1 <= geometry.image_right.x0

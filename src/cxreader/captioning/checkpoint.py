@@ -20,10 +20,10 @@ import torch
 from cxreader import __version__
 from cxreader.captioning.vocab import Vocabulary
 from cxreader.data.transforms import EvalPreset
-from cxreader.errors import CheckpointError
+from cxreader.errors import CheckpointError, ConfigError
 from cxreader.labels import FINDINGS
 from cxreader.models import create_model
-from cxreader.models.captioner import Captioner, CaptionDecoder
+from cxreader.models.captioner import CaptionDecoder, Captioner
 from cxreader.training.checkpoint import FORMAT as CLASSIFIER_FORMAT
 from cxreader.training.checkpoint import CheckpointContract, file_sha256, save_atomic
 
@@ -45,6 +45,7 @@ class CaptionContract:
         encoder_sha256: SHA-256 of the encoder checkpoint file the captioner was built from.
         encoder_source: That file's path when training started.
         encoder_frozen: Whether the encoder kept its weights (then its head is the classifier's, unchanged).
+        evidence_maps: Whether the decoder reads the encoder head's class activation maps too.
         max_len: Longest sequence (tokens after ``<bos>``) used for training and decoding.
         synthetic: Trained on synthetic images.
         config: The training configuration.
@@ -58,6 +59,7 @@ class CaptionContract:
     encoder_sha256: str = ""
     encoder_source: str = ""
     encoder_frozen: bool = True
+    evidence_maps: bool = True
     max_len: int = 16
     synthetic: bool = False
     config: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +90,7 @@ class CaptionContract:
             "encoder_sha256": self.encoder_sha256,
             "encoder_source": self.encoder_source,
             "encoder_frozen": bool(self.encoder_frozen),
+            "evidence_maps": bool(self.evidence_maps),
             "max_len": int(self.max_len),
             "synthetic": bool(self.synthetic),
             "config": dict(self.config),
@@ -125,6 +128,7 @@ class CaptionContract:
             encoder_sha256=str(values.get("encoder_sha256", "")),
             encoder_source=str(values.get("encoder_source", "")),
             encoder_frozen=bool(values.get("encoder_frozen", True)),
+            evidence_maps=bool(values.get("evidence_maps", False)),
             max_len=int(values.get("max_len", 16)),
             synthetic=bool(values.get("synthetic", False)),
             config=dict(values.get("config", {})),
@@ -152,7 +156,12 @@ def build_captioner(contract: CaptionContract) -> Captioner:
     )
     config = dict(contract.decoder_config)
     decoder = CaptionDecoder(config.pop("vocab_size"), config.pop("feature_dim"), **config)
-    return Captioner(encoder, decoder, freeze_encoder=contract.encoder_frozen)
+    try:
+        return Captioner(
+            encoder, decoder, freeze_encoder=contract.encoder_frozen, evidence_maps=contract.evidence_maps
+        )
+    except ConfigError as exc:
+        raise CheckpointError(f"caption contract: {exc}") from None
 
 
 def save_caption_checkpoint(path: str | Path, *, model: Captioner, contract: CaptionContract) -> None:
@@ -180,7 +189,9 @@ def load_caption_checkpoint(path: str | Path, *, device: str | torch.device = "c
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, ...: one line naming the file
-        raise CheckpointError(f"{path}: cannot read caption checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: cannot read caption checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     if isinstance(payload, dict) and payload.get("format") == CLASSIFIER_FORMAT:
         raise CheckpointError(
             f"{path}: a classifier checkpoint, not a captioner; pass the caption.pt of `cxreader caption train`"

@@ -2,9 +2,10 @@
 
 Both start from a prefix of forced tokens: ``<bos>`` and, to describe a given finding, that finding's token
 ("describe Effusion in this image"); the log-probability of a hypothesis covers the tokens the decoder chose,
-``<eos>`` included, not the forced ones.
+``<eos>`` included, not the forced ones. ``<pad>`` and ``<bos>`` are never chosen.
 
-Beam search keeps the ``beam_size`` best partial sequences at every step and ranks finished ones by their
+Beam search keeps the ``beam_size`` best partial sequences at every step (looking at the ``2 * beam_size``
+best extensions, so that sequences ending there are collected too) and ranks finished ones by their
 log-probability divided by the length penalty of Wu et al., "Google's Neural Machine Translation System",
 2016: lp(Y) = ((5 + |Y|) / 6)^alpha. With ``alpha = 0`` the score is the plain log-probability. The search
 stops when no live hypothesis can still beat the best finished one: log-probabilities only fall as a
@@ -13,6 +14,7 @@ sequence grows, so a live one's score is bounded by its log-probability over lp(
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,6 +50,13 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
+def _allowed(log_probs: torch.Tensor) -> torch.Tensor:
+    """Rule out ``<pad>`` and ``<bos>``: never targets in training, their scores mean nothing."""
+    log_probs = log_probs.clone()
+    log_probs[:, [Vocabulary.pad_id, Vocabulary.bos_id]] = -math.inf
+    return log_probs
+
+
 def _check_prefix(prefix: Sequence[int], vocab_size: int) -> list[int]:
     prefix = [int(token) for token in prefix]
     if not prefix:
@@ -66,7 +75,7 @@ def _run_prefix(
     for t in range(prefixes.shape[1]):
         logits, state, _ = decoder.step(prefixes[:, t], state, memory)
     assert logits is not None  # _check_prefix guarantees one step
-    return torch.log_softmax(logits.float(), dim=-1), state
+    return _allowed(torch.log_softmax(logits.float(), dim=-1)), state
 
 
 @torch.no_grad()
@@ -111,7 +120,7 @@ def greedy_decode(
         if bool(done.all()) or step == max_len - 1:
             break
         logits, state, _ = decoder.step(best, state, memory)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        log_probs = _allowed(torch.log_softmax(logits.float(), dim=-1))
     return [
         Hypothesis(
             ids=tuple(checked[row][1:] + chosen[row]),
@@ -172,6 +181,8 @@ def beam_search(
         next_tokens: list[int] = []
         next_scores: list[float] = []
         for score, index in zip(top_scores.tolist(), top_index.tolist(), strict=True):
+            if score == -math.inf:  # only ruled-out tokens are left
+                break
             row, token = divmod(index, vocab)
             if token == eos_id:
                 length = len(alive_ids[row]) + 1
@@ -203,7 +214,7 @@ def beam_search(
         beam_memory = memory.index_select(torch.zeros(len(rows), dtype=torch.long, device=device))
         tokens = torch.tensor(next_tokens, dtype=torch.long, device=device)
         logits, state, _ = decoder.step(tokens, state, beam_memory)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        log_probs = _allowed(torch.log_softmax(logits.float(), dim=-1))
 
     ranked = sorted(finished, key=lambda hypothesis: -hypothesis.score)[:beam_size]
     if len(ranked) < beam_size:

@@ -42,7 +42,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from cxreader.captioning.mesh import (
     SEVERITIES,
@@ -57,10 +56,6 @@ from cxreader.labels import FINDINGS, UnknownFindingError, canonical_finding
 
 logger = logging.getLogger(__name__)
 
-#: The sidecar the synthetic generator writes beside its Data_Entry table.
-SIDECAR_NAME = "synthetic_findings.csv"
-#: Sidecar columns this module reads.
-SIDECAR_COLUMNS: tuple[str, ...] = ("image", "finding", "side", "zone", "organ", "severity", "size_cm")
 #: PAIRS file columns, in order.
 PAIRS_COLUMNS: tuple[str, ...] = ("image", "finding", "tokens", "split", "source")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -141,29 +136,12 @@ def merge_instances(finding: str, instances: Sequence[Mapping[str, object]]) -> 
     return annotation
 
 
-def read_sidecar(path: str | Path) -> pd.DataFrame:
-    """The synthetic generator's findings sidecar, with the columns of :data:`SIDECAR_COLUMNS` checked.
-
-    Raises:
-        DataError: missing file, unreadable CSV, missing columns.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, f"synthetic findings sidecar not found (expected {SIDECAR_NAME} of the generator)")
-    try:
-        frame = pd.read_csv(path, dtype={"image": str, "finding": str})
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(path, f"cannot read the sidecar CSV ({exc})") from None
-    missing = [column for column in SIDECAR_COLUMNS if column not in frame.columns]
-    if missing:
-        raise DataError(path, f"sidecar columns missing: {', '.join(missing)} (has {', '.join(frame.columns)})")
-    return frame
-
-
 def _synthetic_split_of(data_dir: Path, seed: int, val_fraction: float) -> dict[str, str]:
     from cxreader.data.chestxray14 import TEST_LIST, TRAIN_VAL_LIST, load_splits
 
-    method = "official" if (data_dir / TRAIN_VAL_LIST).is_file() and (data_dir / TEST_LIST).is_file() else "random"
+    method = (
+        "official" if (data_dir / TRAIN_VAL_LIST).is_file() and (data_dir / TEST_LIST).is_file() else "random"
+    )
     kwargs = {"val_fraction": val_fraction} if method == "official" else {}
     splits = load_splits(data_dir, split=method, seed=seed, **kwargs)
     return {image: name for name, split in splits.items() for image in split.images}
@@ -185,10 +163,16 @@ def synthetic_pairs(data_dir: str | Path, *, seed: int = 0, val_fraction: float 
             that is in the sidecar but in no split or not on disk.
     """
     from cxreader.data.chestxray14 import ImageLocator
+    from cxreader.data.synthetic import SIDECAR_NAME, read_synthetic_findings
 
     data_dir = Path(data_dir)
     sidecar_path = data_dir / SIDECAR_NAME
-    frame = read_sidecar(sidecar_path)
+    if not sidecar_path.is_file():
+        raise DataError(
+            sidecar_path,
+            "not found: expected a dataset written by the synthetic generator (generate_synthetic_dataset)",
+        )
+    frame = read_synthetic_findings(sidecar_path)
     split_of = _synthetic_split_of(data_dir, seed, val_fraction)
     locator = ImageLocator(data_dir)
     grouped: dict[tuple[str, str], list[dict[str, object]]] = defaultdict(list)
@@ -225,7 +209,9 @@ def synthetic_pairs(data_dir: str | Path, *, seed: int = 0, val_fraction: float 
 
 def _report_splits(report_ids: Sequence[str], seed: int, fractions: Sequence[float]) -> dict[str, str]:
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must be three non-negative shares of train/val/test summing to 1, got {fractions}")
+        raise ValueError(
+            f"fractions must be three non-negative shares of train/val/test summing to 1, got {fractions}"
+        )
     order = np.random.default_rng(seed).permutation(len(report_ids))
     cut_train = int(round(fractions[0] * len(report_ids)))
     cut_val = cut_train + int(round(fractions[1] * len(report_ids)))
@@ -265,7 +251,11 @@ def openi_pairs(
             seen.add(tokens)
             pairs.append(
                 CaptionPair(
-                    image=path, finding=annotation.finding, tokens=tokens, split=split_of[report.report_id], source="openi"
+                    image=path,
+                    finding=annotation.finding,
+                    tokens=tokens,
+                    split=split_of[report.report_id],
+                    source="openi",
                 )
             )
     return pairs
@@ -294,10 +284,8 @@ def mesh_sequences(source: str | Path) -> tuple[list[list[str]], Counter[str]]:
 
 
 def _relative_image(path: Path, folder: Path) -> str:
-    try:
-        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix() if path.resolve().is_relative_to(folder.resolve()) else str(path.resolve())
-    except ValueError:  # another drive on Windows
-        return str(path.resolve())
+    resolved, base = path.resolve(), folder.resolve()
+    return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(resolved)
 
 
 def write_pairs(pairs: Iterable[CaptionPair], path: str | Path) -> int:
@@ -314,7 +302,13 @@ def write_pairs(pairs: Iterable[CaptionPair], path: str | Path) -> int:
     count = 0
     for pair in pairs:
         writer.writerow(
-            [_relative_image(pair.image, path.parent), pair.finding or "", " ".join(pair.tokens), pair.split, pair.source]
+            [
+                _relative_image(pair.image, path.parent),
+                pair.finding or "",
+                " ".join(pair.tokens),
+                pair.split,
+                pair.source,
+            ]
         )
         count += 1
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -343,7 +337,9 @@ def read_pairs(path: str | Path) -> list[CaptionPair]:
             reader = csv.DictReader(handle)
             missing = [column for column in PAIRS_COLUMNS if column not in (reader.fieldnames or ())]
             if missing:
-                raise DataError(path, f"pairs columns missing: {', '.join(missing)} (expected {', '.join(PAIRS_COLUMNS)})")
+                raise DataError(
+                    path, f"pairs columns missing: {', '.join(missing)} (expected {', '.join(PAIRS_COLUMNS)})"
+                )
             rows = list(reader)
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not UTF-8 text ({exc})") from None
@@ -374,12 +370,15 @@ def read_pairs(path: str | Path) -> list[CaptionPair]:
                 raise DataError(path, f"line {number}: {name!r} is not one of the 14 findings")
             if tokens[0] != to_token(finding):
                 raise DataError(
-                    path, f"line {number}: finding {finding} but the tokens start with {tokens[0]!r}, not {to_token(finding)!r}"
+                    path,
+                    f"line {number}: finding {finding} but the tokens start with {tokens[0]!r}, not {to_token(finding)!r}",
                 )
         image_path = Path(image)
         if not image_path.is_absolute():
             image_path = path.parent / image_path
-        pairs.append(CaptionPair(image=image_path, finding=finding, tokens=tokens, split=split, source=source))
+        pairs.append(
+            CaptionPair(image=image_path, finding=finding, tokens=tokens, split=split, source=source)
+        )
     return pairs
 
 

@@ -12,7 +12,10 @@ ICML 2015:
   every step attends over the h × w locations (additive attention, Bahdanau et al., ICLR 2015, with Xu et
   al.'s gating scalar β). Each location's feature vector is extended with its normalised image coordinates:
   a weighted sum of CNN features keeps little of *where* the weights were, and the side of a finding is
-  exactly that; with the coordinates the attention's centroid becomes part of the context.
+  exactly that; with the coordinates the attention's centroid becomes part of the context. Each location
+  also carries the encoder head's 14 per-location logits, its class activation maps (Zhou et al., "Learning
+  Deep Features for Discriminative Localization", CVPR 2016): where the classifier sees each finding, which
+  lets the attention find the queried finding without relearning the classifier from the captions.
 * Finding conditioning: one annotation sequence per finding, the finding token being the first token after
   ``<bos>`` (``<bos> effusion pleura right lower_lobe moderate <eos>``). At inference the finding token is
   forced ("describe Effusion in this image"); decoding from ``<bos>`` alone lets the model name the finding.
@@ -124,7 +127,9 @@ class CaptionDecoder(nn.Module):
         if cell not in CELLS:
             raise ConfigError(f"unknown decoder cell {cell!r}; expected one of {', '.join(CELLS)}")
         if vocab_size < 5:
-            raise ConfigError(f"vocab_size must cover the 4 special tokens and at least one more, got {vocab_size}")
+            raise ConfigError(
+                f"vocab_size must cover the 4 special tokens and at least one more, got {vocab_size}"
+            )
         self.vocab_size = int(vocab_size)
         self.feature_dim = int(feature_dim)
         self.embed_dim = int(embed_dim)
@@ -185,7 +190,9 @@ class CaptionDecoder(nn.Module):
             flat = features.float().flatten(2).transpose(1, 2)  # (B, h*w, C), row-major like the grid
             coords = coordinate_grid(height, width, device=flat.device).to(flat.dtype)
             values = torch.cat([flat, coords.expand(batch, -1, -1)], dim=2)
-        keys = self.key(values) if self.use_attention else values.new_zeros(values.shape[0], values.shape[1], 0)
+        keys = (
+            self.key(values) if self.use_attention else values.new_zeros(values.shape[0], values.shape[1], 0)
+        )
         return DecoderMemory(values=values, keys=keys, pooled=values.mean(dim=1))
 
     def init_state(self, memory: DecoderMemory) -> State:
@@ -241,20 +248,31 @@ class Captioner(nn.Module):
     Args:
         encoder: The classifier whose :meth:`~CheXNet.forward_features` feeds the decoder; its head stays
             available, so the same model tells which findings are positive and describes them.
-        decoder: The decoder; its ``feature_dim`` must equal the encoder's ``num_features``.
+        decoder: The decoder; its ``feature_dim`` must equal the encoder's ``num_features`` (plus the
+            head's outputs with ``evidence_maps``).
         freeze_encoder: Keep the encoder's weights fixed (and in eval mode: its batch-norm statistics too).
+        evidence_maps: Append the head's per-location logits (class activation maps) to every location.
     """
 
-    def __init__(self, encoder: CheXNet, decoder: CaptionDecoder, *, freeze_encoder: bool = True):
+    def __init__(
+        self,
+        encoder: CheXNet,
+        decoder: CaptionDecoder,
+        *,
+        freeze_encoder: bool = True,
+        evidence_maps: bool = True,
+    ):
         super().__init__()
-        if decoder.feature_dim != encoder.num_features:
+        expected = decoder_feature_dim(encoder, evidence_maps)
+        if decoder.feature_dim != expected:
             raise ConfigError(
-                f"the decoder expects {decoder.feature_dim} feature channels, the encoder gives "
-                f"{encoder.num_features}"
+                f"the decoder expects {decoder.feature_dim} feature channels, the encoder gives {expected}"
+                + (" (its features and its class activation maps)" if evidence_maps else "")
             )
         self.encoder = encoder
         self.decoder = decoder
         self.freeze_encoder = bool(freeze_encoder)
+        self.evidence_maps = bool(evidence_maps)
         if self.freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -272,13 +290,32 @@ class Captioner(nn.Module):
                 return self.encoder.forward_features(images)
         return self.encoder.forward_features(images)
 
+    def decoder_features(self, features: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads at each location: the features, and with ``evidence_maps`` the head's
+        per-location logits (B, C + 14, h, w); their spatial mean is exactly the classifier's logit."""
+        features = features.float()
+        if not self.evidence_maps:
+            return features
+        head = self.encoder.classifier
+        cams = torch.einsum("bchw,kc->bkhw", features, head.weight) + head.bias[None, :, None, None]
+        return torch.cat([features, cams], dim=1)
+
+    def memory(self, features: torch.Tensor) -> DecoderMemory:
+        """The decoder memory of encoder features (B, C, h, w)."""
+        return self.decoder.memory(self.decoder_features(features))
+
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Finding probabilities (B, 14) from encoder features, with the encoder's own head."""
-        return torch.sigmoid(self.encoder.forward_head(features).float())
+        return torch.sigmoid(self.encoder.forward_head(features.float()).float())
 
     def forward(self, images: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, vocab) for images (B, 3, S, S) and input ids (B, T)."""
-        return self.decoder(self.decoder.memory(self.encode(images)), inputs)
+        return self.decoder(self.memory(self.encode(images)), inputs)
+
+
+def decoder_feature_dim(encoder: CheXNet, evidence_maps: bool) -> int:
+    """The ``feature_dim`` of a decoder reading ``encoder`` (its channels, plus its head's outputs)."""
+    return encoder.num_features + (encoder.classifier.out_features if evidence_maps else 0)
 
 
 def _build_captioner(
@@ -288,14 +325,17 @@ def _build_captioner(
     encoder: str | CheXNet,
     encoder_kwargs: Mapping[str, Any] | None,
     freeze_encoder: bool,
+    evidence_maps: bool,
     decoder_kwargs: dict[str, Any],
 ) -> Captioner:
     if isinstance(encoder, str):
         encoder = create_model(encoder, **{"init": "none", **dict(encoder_kwargs or {})})
     if not isinstance(encoder, CheXNet):
         raise ConfigError(f"the caption encoder must be a CheXNet model, got {type(encoder).__name__}")
-    decoder = CaptionDecoder(vocab_size, encoder.num_features, cell=cell, **decoder_kwargs)
-    return Captioner(encoder, decoder, freeze_encoder=freeze_encoder)
+    decoder = CaptionDecoder(
+        vocab_size, decoder_feature_dim(encoder, evidence_maps), cell=cell, **decoder_kwargs
+    )
+    return Captioner(encoder, decoder, freeze_encoder=freeze_encoder, evidence_maps=evidence_maps)
 
 
 @register_model
@@ -305,6 +345,7 @@ def captioner_lstm(
     encoder: str | CheXNet = "densenet_small",
     encoder_kwargs: Mapping[str, Any] | None = None,
     freeze_encoder: bool = True,
+    evidence_maps: bool = True,
     **decoder_kwargs: Any,
 ) -> Captioner:
     """CheXNet encoder + attention LSTM decoder (Shin et al. 2016; Xu et al. 2015).
@@ -315,6 +356,7 @@ def captioner_lstm(
             encoder's weights afterwards, as :mod:`cxreader.captioning.checkpoint` does).
         encoder_kwargs: Arguments of the named encoder.
         freeze_encoder: Keep the encoder fixed (the default; its features can then be precomputed).
+        evidence_maps: Give the decoder the encoder head's class activation maps too.
         **decoder_kwargs: :class:`CaptionDecoder` options (embed_dim, hidden_dim, attention_dim, attention,
             dropout).
     """
@@ -324,6 +366,7 @@ def captioner_lstm(
         encoder=encoder,
         encoder_kwargs=encoder_kwargs,
         freeze_encoder=freeze_encoder,
+        evidence_maps=evidence_maps,
         decoder_kwargs=decoder_kwargs,
     )
 
@@ -335,6 +378,7 @@ def captioner_gru(
     encoder: str | CheXNet = "densenet_small",
     encoder_kwargs: Mapping[str, Any] | None = None,
     freeze_encoder: bool = True,
+    evidence_maps: bool = True,
     **decoder_kwargs: Any,
 ) -> Captioner:
     """CheXNet encoder + attention GRU decoder (Shin et al. 2016 compare LSTM and GRU decoders).
@@ -347,6 +391,7 @@ def captioner_gru(
         encoder=encoder,
         encoder_kwargs=encoder_kwargs,
         freeze_encoder=freeze_encoder,
+        evidence_maps=evidence_maps,
         decoder_kwargs=decoder_kwargs,
     )
 

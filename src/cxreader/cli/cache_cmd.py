@@ -33,9 +33,7 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="cache folder (default DIR/cache_SIZE)"
     )
-    parser.add_argument(
-        "--chunk", type=int, default=256, help="images per commit to disk (default 256)"
-    )
+    parser.add_argument("--chunk", type=int, default=256, help="images per commit to disk (default 256)")
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -93,7 +91,9 @@ def run_cache(args: argparse.Namespace) -> int:
             f"with {summary.workers} worker(s)"
         )
     if summary.missing:
-        print(f"  {len(summary.missing)} unreadable image(s), listed as missing in {summary.out / 'index.json'}:")
+        print(
+            f"  {len(summary.missing)} unreadable image(s), listed as missing in {summary.out / 'index.json'}:"
+        )
         for name, reason in summary.missing[:10]:
             print(f"    {name}: {reason}")
         if len(summary.missing) > 10:

@@ -1,0 +1,106 @@
+"""``cxreader screen``: screen folders of PNG/JPEG/DICOM radiographs, store every result, print a triage list."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cxreader import DISCLAIMER
+from cxreader.storage.db import DATABASE_URL_ENV
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``screen`` to the top-level commands."""
+    parser = subparsers.add_parser(
+        "screen",
+        help="screen folders of radiographs, store every result, print a triage list",
+        description="Walk folders of PNG, JPEG and DICOM files (DICOM without extension too), classify every "
+        "radiograph in batches, store one record per image in the records database, and print the images with "
+        "findings above threshold, most urgent first. Re-running skips what is already stored for the "
+        "checkpoint (by content hash), so an interrupted run resumes. " + DISCLAIMER,
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)"
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="a cxreader checkpoint (RUN/best.pt) or ONNX export"
+    )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help=f"database URL or SQLite file (default: ${DATABASE_URL_ENV}, else records.sqlite3 in the user "
+        "data dir)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="threads reading files ahead of the model (default 2; 0 = none)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (PyTorch checkpoints)")
+    parser.add_argument("--triage-csv", metavar="OUT", help="write the whole triage list to this CSV file")
+    parser.add_argument(
+        "--triage-limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help="lines of the printed triage list (default 50)",
+    )
+    describe = parser.add_mutually_exclusive_group()
+    describe.add_argument(
+        "--describe",
+        dest="describe",
+        action="store_const",
+        const=True,
+        help="grounded descriptions of positive findings (default when available)",
+    )
+    describe.add_argument(
+        "--no-describe",
+        dest="describe",
+        action="store_const",
+        const=False,
+        help="probabilities only (faster)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_screen)
+
+
+def run_screen(args: argparse.Namespace) -> int:
+    """Handler of ``cxreader screen``: exit code 0 when the run completed (failed files are recorded)."""
+    from cxreader.screening.backend import load_backend
+    from cxreader.screening.engine import screen
+    from cxreader.screening.triage import format_triage, write_triage_csv
+    from cxreader.storage.db import open_database
+
+    backend = load_backend(args.checkpoint, device=args.device)
+    database = open_database(args.db)
+    try:
+        report = screen(
+            args.paths,
+            backend=backend,
+            database=database,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            describe=args.describe,
+            progress=not args.no_progress,
+        )
+    finally:
+        database.close()
+    out = sys.stdout
+    out.write(
+        f"Screened {report.screened} image(s) in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s); "
+        f"{report.skipped} already stored, {report.failed} failed, {report.duplicates} duplicate(s), "
+        f"{report.ignored} non-image file(s) ignored. Records: {database}\n"
+    )
+    for path, reason in report.failures[:20]:
+        out.write(f"  failed: {path}: {reason}\n")
+    if len(report.failures) > 20:
+        out.write(f"  ... and {len(report.failures) - 20} more (cxreader search --status failed)\n")
+    if report.synthetic_model:
+        out.write("Model trained on SYNTHETIC data: its outputs mean nothing for real patients.\n")
+    out.write(format_triage(report.triage, limit=args.triage_limit if args.triage_limit > 0 else None))
+    if args.triage_csv:
+        path = write_triage_csv(report.triage, args.triage_csv)
+        out.write(f"Triage list written to {path} ({len(report.triage)} image(s))\n")
+    return 0

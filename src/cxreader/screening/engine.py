@@ -1,0 +1,718 @@
+"""Screening at scale: every radiograph under some folders, read, classified, stored, and triaged.
+
+The pipeline of :func:`screen`:
+
+1. **Walk** the paths (:func:`discover_files`): folders recursively in sorted order, hidden entries skipped.
+   A file is a candidate when its suffix is an image suffix (``.png``, ``.jpg``, ``.dcm``, ...), when it has no
+   suffix (DICOM files from a PACS export often have none), or when its first bytes are an image's magic
+   bytes (``.IMA``, UID-named DICOM files); anything else (CSV, text, ...) is counted as ignored. Files
+   named on the command line are always candidates. The format is always decided by content sniffing
+   (:func:`cxreader.data.io.sniff_format`), never by the name.
+2. **Prepare**, in a small thread pool that works ahead of the model (decoding in Pillow, zlib and pydicom's
+   pixel handlers releases the GIL): read the bytes, hash them (SHA-256), and skip the file when that
+   content is already stored for this checkpoint (so a run killed at file 40,000 of 100,000 resumes there);
+   else decode (:func:`cxreader.data.io.load_image`), refuse modalities that are not projection
+   radiographs, and apply the checkpoint's evaluation preset.
+3. **Infer** in batches on the main thread (PyTorch, or ONNX Runtime for an exported model) while the pool
+   decodes the next files; with :mod:`cxreader.localization` and a PyTorch model, the images with a finding
+   above threshold also get class activation maps and a grounded description of each positive finding
+   (:mod:`cxreader.screening.explain`).
+4. **Store** every image atomically (:func:`cxreader.storage.add_image_result`, one SAVEPOINT per image, one
+   commit per batch: a kill loses at most the batch in flight, never half an image). A file that cannot be
+   read is recorded as failed with its reason (:func:`cxreader.storage.record_failure`) and the run goes on.
+5. **Triage**: the images of this run with findings above threshold, most urgent first
+   (:mod:`cxreader.screening.triage`), including those stored by an earlier, interrupted run.
+
+Accepted modalities (:data:`RADIOGRAPH_MODALITIES`): CR (computed radiography), DX (digital radiography),
+DR (written by some digital radiography systems though not a DICOM defined term) and RG (radiographic
+imaging), and files that name no modality (PNG, JPEG, DICOM without the attribute). Anything else, such as
+CT, MR, US, MG or NM, is recorded as failed with the reason: a CheXNet model was trained on projection
+chest radiographs and its outputs on other images mean nothing.
+
+Synthetic data: an image under a folder holding the synthetic generator's ``SYNTHETIC_README.txt`` is
+marked synthetic, and so is every result of a checkpoint trained on synthetic data (its contract says so):
+both are meaningless for real patients, and the records say so wherever they are shown.
+
+Patient identifiers (DICOM PatientID, ...) go to the records database only; the progress bar, the logs and
+the printed triage list never show them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import logging
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from cxreader.data.io import LoadedImage, load_image, sniff_format
+from cxreader.data.transforms import EvalPreset
+from cxreader.errors import ConfigError, CXReaderError, ImageReadError
+from cxreader.labels import FINDINGS
+from cxreader.screening.backend import ModelBackend
+from cxreader.screening.explain import Explanation, ImageView, explain_batch, localization_available
+from cxreader.screening.triage import TriageEntry, triage_from_database
+from cxreader.storage.crud import (
+    FindingResult,
+    ImageResult,
+    StudyInfo,
+    add_image_result,
+    record_failure,
+    register_checkpoint,
+    stored_hashes,
+)
+from cxreader.storage.db import Database
+
+logger = logging.getLogger(__name__)
+
+#: DICOM Modality values screening accepts (see the module docstring); a file without one is accepted too.
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
+#: Names of common modalities, for readable refusals (DICOM PS3.3 C.7.3.1.1.1 defined terms).
+MODALITY_NAMES = {
+    "CT": "computed tomography",
+    "MR": "magnetic resonance",
+    "US": "ultrasound",
+    "NM": "nuclear medicine",
+    "PT": "positron emission tomography",
+    "MG": "mammography",
+    "XA": "X-ray angiography",
+    "RF": "radiofluoroscopy",
+    "IO": "intra-oral radiography",
+    "PX": "panoramic X-ray",
+    "OT": "other",
+    "SC": "secondary capture",
+    "SR": "structured report",
+    "OP": "ophthalmic photography",
+    "ES": "endoscopy",
+    "XC": "external-camera photography",
+}
+#: File suffixes that are candidates without sniffing.
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".dic", ".tif", ".tiff", ".bmp", ".jp2", ".j2k", ".webp"}
+)
+#: Longer side of the display rendition kept for descriptions and for the web page.
+DISPLAY_MAX_SIDE = 1024
+#: The synthetic generator's marker file (``cxreader.data.synthetic.README_NAME``).
+SYNTHETIC_MARKER = "SYNTHETIC_README.txt"
+# DICOMDIR is the index of a DICOM medium (PS3.10), never an image.
+_NOT_IMAGES = frozenset({"DICOMDIR"})
+_SNIFF_BYTES = 132
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# --- finding the files ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiscoveredFiles:
+    """The candidate files of a run, in processing order, and how many other files were passed over."""
+
+    files: list[Path]
+    ignored: int
+
+
+def discover_files(paths: Iterable[str | Path]) -> DiscoveredFiles:
+    """The candidate image files under ``paths`` (the rule in the module docstring), sorted per folder.
+
+    Raises:
+        ConfigError: a path that does not exist.
+    """
+    files: list[Path] = []
+    ignored = 0
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for directory, subdirectories, names in os.walk(path):
+                subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
+                for name in sorted(names):
+                    candidate = Path(directory) / name
+                    if name.startswith(".") or not _is_candidate(candidate):
+                        ignored += 1
+                        continue
+                    if candidate not in seen:
+                        seen.add(candidate)
+                        files.append(candidate)
+        elif path.exists():
+            if path not in seen:
+                seen.add(path)
+                files.append(path)
+        else:
+            raise ConfigError(f"{path}: no such file or folder")
+    return DiscoveredFiles(files=files, ignored=ignored)
+
+
+def _is_candidate(path: Path) -> bool:
+    if path.name.upper() in _NOT_IMAGES or not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES or suffix == "":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError:
+        return True  # unreadable: let the run record why
+    return sniff_format(head) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _synthetic_directory(directory: Path) -> bool:
+    if (directory / SYNTHETIC_MARKER).is_file():
+        return True
+    return directory.parent != directory and _synthetic_directory(directory.parent)
+
+
+def is_synthetic_file(path: str | Path) -> bool:
+    """Whether the file lies under a folder written by cxreader's synthetic data generator."""
+    return _synthetic_directory(Path(path).resolve().parent)
+
+
+# --- preparing one image -------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class PreparedImage:
+    """A decoded, checked and preprocessed image, ready for the model.
+
+    Attributes:
+        path: The file (or, for an upload, the name the server gave it).
+        sha256: SHA-256 of the file's bytes.
+        image: The decoded image's format, size and DICOM metadata (its pixels are released once the tensor
+            and the display rendition exist).
+        tensor: The model input ``(3, S, S)`` from the checkpoint's evaluation preset.
+        display: uint8 rendition, longer side at most :data:`DISPLAY_MAX_SIDE`, or ``None`` when not kept.
+        width, height: Size of the original image in pixels.
+    """
+
+    path: str
+    sha256: str
+    image: LoadedImage
+    tensor: torch.Tensor
+    display: np.ndarray | None
+    width: int
+    height: int
+
+    def view(self) -> ImageView:
+        """What a description needs (the display rendition must have been kept)."""
+        if self.display is None:
+            raise ValueError(f"{self.path}: no display rendition was kept")
+        return ImageView(
+            display=self.display,
+            original_size=(self.width, self.height),
+            view_position=self.image.view_position,
+            pixel_spacing_mm=self.image.pixel_spacing_mm,
+        )
+
+
+def check_modality(name: str, image: LoadedImage) -> None:
+    """Refuse an image whose DICOM Modality is not a projection radiograph (see the module docstring).
+
+    Raises:
+        ImageReadError: naming the modality and what is accepted.
+    """
+    modality = (image.metadata.get("Modality") or "").strip().upper()
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        label = MODALITY_NAMES.get(modality)
+        spelled = f"{modality} ({label})" if label else modality
+        accepted = ", ".join(sorted(RADIOGRAPH_MODALITIES))
+        raise ImageReadError(
+            name, f"modality {spelled} is not a chest radiograph; screening accepts {accepted} images only"
+        )
+
+
+def display_rendition(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """uint8 copy of a ``[0, 1]`` image, shrunk (Lanczos, aspect kept) so its longer side is at most ``max_side``."""
+    gray = Image.fromarray(np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L")
+    width, height = gray.size
+    scale = max_side / max(width, height)
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        gray = gray.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(gray, dtype=np.uint8).copy()
+
+
+def prepare_image(
+    name: str, data: bytes, *, transform: EvalPreset, keep_display: bool, sha256: str | None = None
+) -> PreparedImage:
+    """Decode and check one image and make its model input.
+
+    Args:
+        name: The file name used in error messages (and stored as the image's source).
+        data: The file's bytes.
+        transform: The checkpoint's evaluation preset.
+        keep_display: Keep a display rendition (for descriptions and the web page).
+        sha256: The bytes' SHA-256 when already computed.
+
+    Raises:
+        ImageReadError: not an image, corrupt, truncated, or not a radiograph modality.
+    """
+    image = load_image(name, data=data)
+    check_modality(name, image)
+    height, width = image.pixels.shape
+    tensor = transform(image.pixels)
+    display = display_rendition(image.pixels) if keep_display else None
+    # The full-resolution float pixels are the largest object here; the pipeline holds many images at once.
+    image = LoadedImage(
+        pixels=np.zeros((0, 0), dtype=np.float32),
+        path=image.path,
+        format=image.format,
+        bits_stored=image.bits_stored,
+        pixel_spacing_mm=image.pixel_spacing_mm,
+        view_position=image.view_position,
+        metadata=dict(image.metadata),
+    )
+    return PreparedImage(
+        path=name,
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
+        image=image,
+        tensor=tensor,
+        display=display,
+        width=width,
+        height=height,
+    )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What the pool hands back for one file: prepared, already stored, or failed."""
+
+    path: Path
+    sha256: str | None
+    prepared: PreparedImage | None = None
+    stored: bool = False
+    reason: str | None = None
+
+
+def _prepare_file(
+    path: Path, *, transform: EvalPreset, keep_display: bool, stored: set[str] | frozenset[str]
+) -> _Outcome:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        # No content, so no content hash: the path stands in for it, and the next run tries the file again.
+        stand_in = hashlib.sha256(b"unreadable:" + str(path).encode("utf-8", "surrogateescape")).hexdigest()
+        return _Outcome(path, stand_in, reason=f"cannot read the file ({exc.strerror or type(exc).__name__})")
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 in stored:
+        return _Outcome(path, sha256, stored=True)
+    try:
+        prepared = prepare_image(
+            str(path), data, transform=transform, keep_display=keep_display, sha256=sha256
+        )
+    except ImageReadError as exc:
+        return _Outcome(path, sha256, reason=exc.reason)
+    except Exception as exc:  # a decoder bug on one file must not end a run over 100,000
+        return _Outcome(path, sha256, reason=f"unexpected error while reading: {type(exc).__name__}: {exc}")
+    return _Outcome(path, sha256, prepared=prepared)
+
+
+def _ordered_map(
+    pool: ThreadPoolExecutor | None, function: Callable[[T], R], items: Iterable[T], window: int
+) -> Iterator[R]:
+    """``map`` over a thread pool with at most ``window`` items in flight, results in input order."""
+    if pool is None:
+        yield from (function(item) for item in items)
+        return
+    iterator = iter(items)
+    pending: deque[Future[R]] = deque(
+        pool.submit(function, item) for item in itertools.islice(iterator, window)
+    )
+    try:
+        while pending:
+            result = pending.popleft().result()
+            for item in iterator:
+                pending.append(pool.submit(function, item))
+                break
+            yield result
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+# --- from model output to stored result ----------------------------------------------------------------------
+
+
+def parse_dicom_date(value: str | None) -> date | None:
+    """A DICOM DA value (``YYYYMMDD``, or the old ``YYYY.MM.DD``) as a date; ``None`` when absent or invalid."""
+    if not value:
+        return None
+    digits = value.strip().replace(".", "")
+    if len(digits) != 8 or not digits.isdigit():
+        return None
+    try:
+        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+    except ValueError:
+        return None
+
+
+def study_info(image: LoadedImage) -> StudyInfo:
+    """The study details a DICOM header gives (nothing for PNG and JPEG files)."""
+    metadata = image.metadata
+    return StudyInfo(
+        patient_id=metadata.get("PatientID"),
+        study_instance_uid=metadata.get("StudyInstanceUID"),
+        study_date=parse_dicom_date(metadata.get("StudyDate")),
+    )
+
+
+def image_result(
+    prepared: PreparedImage,
+    probabilities: np.ndarray,
+    thresholds: Sequence[float],
+    *,
+    checkpoint_id: int,
+    source_path: str,
+    synthetic: bool,
+    explanation: Explanation | None = None,
+    heatmap_paths: dict[str, str] | None = None,
+) -> ImageResult:
+    """The storage record of one screened image."""
+    explained = explanation.findings if explanation is not None else {}
+    heatmap_paths = heatmap_paths or {}
+    findings = []
+    for name, probability, threshold in zip(FINDINGS, probabilities, thresholds, strict=True):
+        detail = explained.get(name)
+        findings.append(
+            FindingResult(
+                finding=name,
+                probability=float(probability),
+                threshold=float(threshold),
+                description=detail.sentence if detail else None,
+                description_data=detail.data if detail else None,
+                heatmap_path=heatmap_paths.get(name),
+                box=detail.box if detail else None,
+            )
+        )
+    spacing = prepared.image.pixel_spacing_mm
+    metadata = prepared.image.metadata
+    return ImageResult(
+        source_path=source_path,
+        content_sha256=prepared.sha256,
+        checkpoint_id=checkpoint_id,
+        findings=findings,
+        study=study_info(prepared.image),
+        sop_instance_uid=metadata.get("SOPInstanceUID"),
+        view_position=prepared.image.view_position,
+        modality=metadata.get("Modality"),
+        width=prepared.width,
+        height=prepared.height,
+        # LoadedImage gives (row, column) spacing; the records store (x, y) = (column, row).
+        pixel_spacing=(spacing[1], spacing[0]) if spacing else None,
+        synthetic=synthetic,
+    )
+
+
+def register_backend(session: Session, backend: ModelBackend) -> int:
+    """Store the backend's checkpoint (once per file content) and return its id."""
+    contract = backend.contract
+    return register_checkpoint(
+        session=session,
+        sha256=backend.sha256,
+        labels=contract.labels,
+        thresholds=contract.thresholds,
+        model_name=contract.model_name,
+        version=contract.cxreader_version or None,
+        path=str(backend.path),
+    )
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScreeningReport:
+    """What a screening run did.
+
+    Attributes:
+        files: Candidate files found.
+        screened: Images read, classified and stored by this run.
+        skipped: Files already stored for this checkpoint (by an earlier run), not read again.
+        failed: Files recorded as failed by this run.
+        duplicates: Files whose content another file of this run has already.
+        ignored: Files passed over as not being images.
+        seconds: Wall time of the run.
+        checkpoint_id: The checkpoint's id in the records database.
+        described: Whether results carry heatmap-grounded descriptions.
+        synthetic_model: The checkpoint was trained on synthetic data.
+        triage: Images of this run with findings above threshold, most urgent first.
+        failures: ``(path, reason)`` of the files that failed in this run.
+    """
+
+    files: int = 0
+    screened: int = 0
+    skipped: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    seconds: float = 0.0
+    checkpoint_id: int | None = None
+    described: bool = False
+    synthetic_model: bool = False
+    triage: list[TriageEntry] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        """Images screened (read, classified and stored) per second of the run."""
+        return self.screened / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Writer:
+    """Collects a batch of results and failures and writes them in one short transaction."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.results: list[ImageResult] = []
+        self.failures: list[dict[str, Any]] = []
+
+    def flush(self, report: ScreeningReport) -> None:
+        for result in self.results:
+            try:
+                add_image_result(session=self.session, result=result, commit=False)
+            except CXReaderError as exc:  # a malformed record (e.g. an over-long DICOM UID): record why
+                report.screened -= 1
+                self.failures.append(
+                    {
+                        "source_path": result.source_path,
+                        "content_sha256": result.content_sha256,
+                        "reason": getattr(exc, "reason", str(exc)),
+                        "checkpoint_id": result.checkpoint_id,
+                        "synthetic": result.synthetic,
+                    }
+                )
+                report.failed += 1
+                report.failures.append((result.source_path, getattr(exc, "reason", str(exc))))
+        for failure in self.failures:
+            record_failure(session=self.session, commit=False, **failure)
+        try:
+            self.session.commit()
+        except SQLAlchemyError:
+            self.session.rollback()
+            raise
+        self.results.clear()
+        self.failures.clear()
+
+
+def screen(
+    paths: Sequence[str | Path],
+    *,
+    backend: ModelBackend,
+    database: Database,
+    batch_size: int = 16,
+    workers: int = 2,
+    describe: bool | None = None,
+    progress: bool = True,
+    progress_file: Any = None,
+) -> ScreeningReport:
+    """Screen every radiograph under ``paths`` and store one record per image (see the module docstring).
+
+    Args:
+        paths: Files and folders.
+        backend: The model (:func:`cxreader.screening.backend.load_backend`).
+        database: The open records database.
+        batch_size: Images per forward pass.
+        workers: Threads reading and preprocessing files ahead of the model; 0 reads on the main thread.
+        describe: Add heatmap-grounded descriptions of positive findings; default: when
+            :mod:`cxreader.localization` is available and the backend is a PyTorch model.
+        progress: Show a progress bar (files/s, ETA) on stderr.
+        progress_file: Stream of the progress bar (default ``sys.stderr``).
+
+    Returns:
+        A :class:`ScreeningReport` with the triage list.
+
+    Raises:
+        ConfigError: a path that does not exist, or a batch size or worker count out of range.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ConfigError(f"workers must be 0 or more, got {workers}")
+    started = time.perf_counter()
+    can_describe = backend.model is not None and localization_available()
+    if describe and not can_describe:
+        raise ConfigError(
+            "descriptions need cxreader.localization and a PyTorch checkpoint "
+            f"(this backend: {backend.kind}); run without --describe"
+        )
+    describe = can_describe if describe is None else describe
+    discovered = discover_files(paths)
+    contract = backend.contract
+    thresholds = [float(value) for value in contract.thresholds]
+    report = ScreeningReport(
+        files=len(discovered.files),
+        ignored=discovered.ignored,
+        described=describe,
+        synthetic_model=bool(contract.synthetic),
+    )
+    seen: set[str] = set()
+    with database.session() as session:
+        checkpoint_id = register_backend(session, backend)
+        report.checkpoint_id = checkpoint_id
+        stored = stored_hashes(session=session, checkpoint_id=checkpoint_id)
+        writer = _Writer(session)
+        batch: list[PreparedImage] = []
+        prepare = functools.partial(
+            _prepare_file, transform=backend.transform, keep_display=describe, stored=stored
+        )
+        bar = tqdm(
+            total=len(discovered.files),
+            unit=" files",
+            disable=not progress,
+            file=progress_file or sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+        pool = (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxreader-read") if workers else None
+        )
+        try:
+            # Enough files in flight to fill the next batch while the model works on this one.
+            window = 2 * batch_size + 2 * workers
+            for outcome in _ordered_map(pool, prepare, discovered.files, window):
+                _take(outcome, report, seen, stored, batch, writer, contract.synthetic)
+                if len(batch) >= batch_size:
+                    _run_batch(batch, backend, thresholds, checkpoint_id, describe, writer, report)
+                if len(writer.failures) >= batch_size:
+                    writer.flush(report)
+                bar.update(1)
+                if bar.n % batch_size == 0:
+                    bar.set_postfix(
+                        ok=report.screened, failed=report.failed, skipped=report.skipped, refresh=False
+                    )
+            if batch:
+                _run_batch(batch, backend, thresholds, checkpoint_id, describe, writer, report)
+            writer.flush(report)
+            bar.set_postfix(ok=report.screened, failed=report.failed, skipped=report.skipped)
+        except KeyboardInterrupt:
+            # Keep what is complete: the stored batches are committed; the batch in flight is dropped.
+            session.rollback()
+            raise
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        report.triage = triage_from_database(
+            session=session, checkpoint_id=checkpoint_id, content_sha256s=seen
+        )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _take(
+    outcome: _Outcome,
+    report: ScreeningReport,
+    seen: set[str],
+    stored: set[str],
+    batch: list[PreparedImage],
+    writer: _Writer,
+    synthetic_model: bool,
+) -> None:
+    """Sort one file's outcome into the batch, the skipped, the duplicates or the failures."""
+    sha256 = outcome.sha256
+    if sha256 in seen:
+        report.duplicates += 1
+        return
+    if sha256 is not None:
+        seen.add(sha256)
+    if outcome.stored:
+        report.skipped += 1
+        return
+    if outcome.reason is not None:
+        report.failed += 1
+        report.failures.append((str(outcome.path), outcome.reason))
+        logger.debug("%s: %s", outcome.path, outcome.reason)
+        writer.failures.append(
+            {
+                "source_path": str(outcome.path),
+                "content_sha256": sha256,
+                "reason": outcome.reason,
+                # Reading does not depend on the model: the failure holds for every checkpoint.
+                "checkpoint_id": None,
+                "synthetic": synthetic_model or is_synthetic_file(outcome.path),
+            }
+        )
+        return
+    assert outcome.prepared is not None
+    stored.add(sha256)  # later copies of the same content are not decoded again
+    batch.append(outcome.prepared)
+
+
+def _run_batch(
+    batch: list[PreparedImage],
+    backend: ModelBackend,
+    thresholds: list[float],
+    checkpoint_id: int,
+    describe: bool,
+    writer: _Writer,
+    report: ScreeningReport,
+) -> None:
+    tensors = torch.stack([item.tensor for item in batch])
+    features = None
+    try:
+        if describe and hasattr(backend, "predict_features"):
+            probabilities, features = backend.predict_features(tensors)
+        else:
+            probabilities = backend.predict(tensors)
+    except CXReaderError as exc:
+        for item in batch:
+            writer.failures.append(
+                {
+                    "source_path": item.path,
+                    "content_sha256": item.sha256,
+                    "reason": f"inference failed: {exc}",
+                    "checkpoint_id": checkpoint_id,
+                    "synthetic": bool(backend.contract.synthetic),
+                }
+            )
+            report.failed += 1
+            report.failures.append((item.path, f"inference failed: {exc}"))
+        batch.clear()
+        writer.flush(report)
+        return
+    explanations: list[Explanation | None] = [None] * len(batch)
+    if describe and backend.model is not None:
+        explanations = list(
+            explain_batch(
+                backend.model,
+                tensors,
+                probabilities,
+                thresholds,
+                [item.view() for item in batch],
+                lock=getattr(backend, "lock", None),
+                features=features,
+            )
+        )
+    for item, row, explanation in zip(batch, probabilities, explanations, strict=True):
+        writer.results.append(
+            image_result(
+                item,
+                row,
+                thresholds,
+                checkpoint_id=checkpoint_id,
+                source_path=item.path,
+                synthetic=bool(backend.contract.synthetic) or is_synthetic_file(item.path),
+                explanation=explanation,
+            )
+        )
+        report.screened += 1
+    batch.clear()
+    writer.flush(report)

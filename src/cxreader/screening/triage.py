@@ -1,0 +1,279 @@
+"""The triage list of a screening run: images with findings above threshold, most urgent first.
+
+Urgency order (:data:`URGENCY_ORDER`). Worklist prioritisation studies rank chest radiograph findings by how
+soon a patient needs someone to act on them. Baltruschat et al., "Smart chest X-ray worklist prioritization
+using artificial intelligence: a clinical workflow simulation" (Eur Radiol 31:3837-3845, 2021) rank eight
+findings in descending urgency as pneumothorax, pleural effusion, infiltrate, congestion, atelectasis,
+cardiomegaly, mass, foreign object; Annarumma et al., "Automated triaging of adult chest radiographs with deep
+artificial neural networks" (Radiology 291:196-202, 2019) sort radiographs into critical, urgent, non-urgent
+and normal. cxreader keeps Baltruschat's order for the findings it shares with ChestX-ray14 (congestion =
+Edema) and places the other six where their clinical course puts them:
+
+1. **Pneumothorax**: can become a tension pneumothorax within minutes to hours; the one "critical" finding.
+2. **Effusion**: a large effusion compromises breathing and may be blood or pus; acted upon the same day.
+3. **Pneumonia**, 4. **Consolidation**, 5. **Infiltration**: airspace opacities, Baltruschat's "infiltrate"
+   group; pneumonia names an acute infection to treat today, consolidation and infiltration are its
+   radiographic signs (and those of other acute processes).
+6. **Edema**: pulmonary congestion of heart failure or fluid overload, acute but usually already suspected.
+7. **Atelectasis**: collapse, often post-operative or from an obstructed airway.
+8. **Cardiomegaly**: an enlarged heart, a reason for work-up rather than for immediate action.
+9. **Mass**: suspected malignancy, work-up within days (ACR's "within days" category of actionable findings).
+10. **Nodule**: followed up over weeks to months (Fleischner Society guidelines, MacMahon et al. 2017).
+11. **Hernia**: a hiatal hernia, seldom acute on a chest radiograph.
+12. **Emphysema**, 13. **Fibrosis**, 14. **Pleural Thickening**: chronic conditions, important for the
+    patient's care but not for the order of a worklist.
+
+Sorting rule (:func:`triage_key`): an image ranks by its most urgent finding above threshold; among images
+whose most urgent finding is the same, the higher probability of that finding comes first; then the image
+with more findings above threshold; then the source path (a stable order). Images with no finding above
+threshold are not on the list.
+
+The printed list never shows patient identifiers (progress output and logs must not); the CSV, an export for
+the clinical team, carries the PatientID the records database holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cxreader import DISCLAIMER
+from cxreader.labels import canonical_finding, display_name
+from cxreader.storage.tables import Finding, Image, Study
+
+#: The 14 findings, most urgent first (see the module docstring for the reasons).
+URGENCY_ORDER: tuple[str, ...] = (
+    "Pneumothorax",
+    "Effusion",
+    "Pneumonia",
+    "Consolidation",
+    "Infiltration",
+    "Edema",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Mass",
+    "Nodule",
+    "Hernia",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+)
+
+#: Columns of the triage CSV.
+CSV_COLUMNS = (
+    "rank",
+    "image_id",
+    "most_urgent_finding",
+    "probability",
+    "threshold",
+    "findings_above_threshold",
+    "source_path",
+    "study_date",
+    "patient_id",
+    "view_position",
+    "synthetic",
+)
+
+_RANK = {name: index for index, name in enumerate(URGENCY_ORDER)}
+# Hashes per query when reading a run's results back: well below SQLite's and PostgreSQL's parameter limits.
+_QUERY_CHUNK = 500
+
+
+def urgency_rank(finding: str) -> int:
+    """Position of a finding in :data:`URGENCY_ORDER` (0 = most urgent); any accepted spelling."""
+    return _RANK[canonical_finding(finding)]
+
+
+@dataclass(frozen=True)
+class PositiveFinding:
+    """A finding above its operating threshold."""
+
+    finding: str
+    probability: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class TriageEntry:
+    """One image on the triage list.
+
+    ``positives`` holds the findings above threshold, most urgent first (:func:`make_entry` sorts them).
+    """
+
+    source_path: str
+    positives: tuple[PositiveFinding, ...]
+    image_id: int | None = None
+    content_sha256: str | None = None
+    study_date: date | None = None
+    patient_id: str | None = field(default=None, repr=False)
+    view_position: str | None = None
+    synthetic: bool = False
+
+    @property
+    def most_urgent(self) -> PositiveFinding:
+        """The most urgent finding above threshold."""
+        return self.positives[0]
+
+
+def make_entry(
+    *, source_path: str, positives: Iterable[PositiveFinding], **details: object
+) -> TriageEntry | None:
+    """A :class:`TriageEntry` with its findings in urgency order, or ``None`` when none is above threshold."""
+    ordered = tuple(sorted(positives, key=lambda item: (urgency_rank(item.finding), -item.probability)))
+    if not ordered:
+        return None
+    return TriageEntry(source_path=source_path, positives=ordered, **details)  # type: ignore[arg-type]
+
+
+def triage_key(entry: TriageEntry) -> tuple[int, float, int, str]:
+    """Sort key, most urgent first (the rule in the module docstring)."""
+    first = entry.most_urgent
+    return (urgency_rank(first.finding), -first.probability, -len(entry.positives), entry.source_path)
+
+
+def build_triage(entries: Iterable[TriageEntry | None]) -> list[TriageEntry]:
+    """The entries that have a finding above threshold, most urgent first."""
+    return sorted((entry for entry in entries if entry is not None and entry.positives), key=triage_key)
+
+
+def triage_from_database(
+    *, session: Session, checkpoint_id: int, content_sha256s: Iterable[str] | None = None
+) -> list[TriageEntry]:
+    """The triage list of stored results: one checkpoint, optionally only the files with these hashes.
+
+    A resumed run passes the hashes of every file it saw, so the images stored by the interrupted run are on
+    its list too.
+
+    Args:
+        session: Database session.
+        checkpoint_id: The checkpoint whose results are triaged.
+        content_sha256s: Restrict to these files; ``None`` = every image stored for the checkpoint.
+    """
+    base = (
+        select(
+            Image.id,
+            Image.source_path,
+            Image.content_sha256,
+            Image.view_position,
+            Image.synthetic,
+            Study.study_date,
+            Study.patient_id,
+            Finding.finding,
+            Finding.probability,
+            Finding.threshold,
+        )
+        .join(Finding, Finding.image_id == Image.id)
+        .outerjoin(Study, Study.id == Image.study_id)
+        .where(Image.checkpoint_id == checkpoint_id, Image.status == "ok", Finding.above_threshold.is_(True))
+    )
+    if content_sha256s is None:
+        queries = [base]
+    else:
+        hashes = sorted({value.lower() for value in content_sha256s})
+        queries = [
+            base.where(Image.content_sha256.in_(hashes[start : start + _QUERY_CHUNK]))
+            for start in range(0, len(hashes), _QUERY_CHUNK)
+        ]
+    details: dict[int, dict[str, object]] = {}
+    positives: dict[int, list[PositiveFinding]] = {}
+    for query in queries:
+        for row in session.execute(query):
+            if row.id not in details:
+                details[row.id] = {
+                    "source_path": row.source_path,
+                    "image_id": row.id,
+                    "content_sha256": row.content_sha256,
+                    "study_date": row.study_date,
+                    "patient_id": row.patient_id,
+                    "view_position": row.view_position,
+                    "synthetic": bool(row.synthetic),
+                }
+                positives[row.id] = []
+            positives[row.id].append(
+                PositiveFinding(row.finding, float(row.probability), float(row.threshold))
+            )
+    return build_triage(
+        make_entry(positives=positives[image_id], **values)  # type: ignore[arg-type]
+        for image_id, values in details.items()
+    )
+
+
+def _describe_positives(entry: TriageEntry) -> str:
+    return "; ".join(
+        f"{display_name(item.finding)} {item.probability:.2f} (>= {item.threshold:.2f})"
+        for item in entry.positives
+    )
+
+
+def format_triage(entries: Sequence[TriageEntry], *, limit: int | None = 50) -> str:
+    """The triage list as text for a terminal: rank, most urgent finding, all findings above threshold.
+
+    No patient identifiers are printed (see the module docstring).
+
+    Args:
+        entries: The list, as :func:`build_triage` orders it.
+        limit: Show at most this many lines (``None`` = all); the rest is counted.
+    """
+    if not entries:
+        return "Triage: no image has a finding above its threshold.\n" + DISCLAIMER + "\n"
+    shown = entries if limit is None else entries[:limit]
+    lines = [f"Triage: {len(entries)} image(s) with findings above threshold, most urgent first"]
+    width = len(str(len(shown)))
+    for rank, entry in enumerate(shown, start=1):
+        first = entry.most_urgent
+        marks = " [SYNTHETIC]" if entry.synthetic else ""
+        image = f"image {entry.image_id}  " if entry.image_id is not None else ""
+        lines.append(
+            f"{rank:>{width}}. {display_name(first.finding):<18} {first.probability:.2f}  {image}"
+            f"{entry.source_path}{marks}"
+        )
+        lines.append(f"{'':>{width}}  above threshold: {_describe_positives(entry)}")
+    if len(shown) < len(entries):
+        lines.append(f"... and {len(entries) - len(shown)} more (write them all with --triage-csv)")
+    lines.append(DISCLAIMER)
+    return "\n".join(lines) + "\n"
+
+
+def write_triage_csv(entries: Sequence[TriageEntry], path: str | Path) -> Path:
+    """Write the whole triage list as CSV (:data:`CSV_COLUMNS`), atomically (temporary file, then rename).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            for rank, entry in enumerate(entries, start=1):
+                first = entry.most_urgent
+                writer.writerow(
+                    {
+                        "rank": rank,
+                        "image_id": entry.image_id,
+                        "most_urgent_finding": first.finding,
+                        "probability": f"{first.probability:.4f}",
+                        "threshold": f"{first.threshold:.4f}",
+                        "findings_above_threshold": "|".join(item.finding for item in entry.positives),
+                        "source_path": entry.source_path,
+                        "study_date": entry.study_date.isoformat() if entry.study_date else "",
+                        "patient_id": entry.patient_id or "",
+                        "view_position": entry.view_position or "",
+                        "synthetic": str(entry.synthetic).lower(),
+                    }
+                )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,312 @@
+"""What the service does with a study: analyse an upload, and draw its images and heatmaps on request.
+
+The same core functions as ``cxreader screen`` (:mod:`cxreader.screening.engine`): content sniffing and
+decoding, the modality check, the checkpoint's evaluation preset, batched inference, class activation maps
+and grounded descriptions, one atomic record per image. These functions block (decoding, inference,
+database); the routes run them in the thread pool so that the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import select
+
+from cxreader.errors import ImageReadError
+from cxreader.labels import FINDINGS
+from cxreader.screening.engine import PreparedImage, image_result, prepare_image
+from cxreader.screening.explain import (
+    Explanation,
+    explain_batch,
+    localization_available,
+    map_from_png,
+    map_to_png,
+)
+from cxreader.service.deps import ServiceState
+from cxreader.storage.crud import add_image_result
+from cxreader.storage.tables import Image
+
+try:  # overlays come from the localization package; without it the page shows the plain image only
+    from cxreader.localization.overlay import DEFAULT_COLORMAP, MAX_ALPHA, TRANSPARENT_BELOW, render_overlay
+except ImportError:  # pragma: no cover - exercised only where the package is absent
+    render_overlay = None
+    DEFAULT_COLORMAP, MAX_ALPHA, TRANSPARENT_BELOW = "inferno", 0.6, 0.2
+
+
+class AssetUnavailableError(Exception):
+    """A display image or heatmap the service cannot produce for a record (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """The stored image's id, and whether this upload created it (``False``: the same content was stored)."""
+
+    image_id: int
+    created: bool
+
+
+def stored_image_id(state: ServiceState, sha256: str) -> int | None:
+    """The id of the successful result stored for this content and the service's checkpoint, if any."""
+    with state.database.session() as session:
+        return session.scalar(
+            select(Image.id).where(
+                Image.content_sha256 == sha256,
+                Image.checkpoint_id == state.checkpoint_id,
+                Image.status == "ok",
+            )
+        )
+
+
+def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
+    """Decode, classify, explain and store one uploaded image (or find it already stored).
+
+    The upload is kept under its content hash (never under a client-given name), with its display rendition
+    and the heatmaps of all 14 findings, before the record that points at them is committed.
+
+    Raises:
+        ImageReadError: not an image the reader can decode, or not a radiograph modality.
+    """
+    sha256 = hashlib.sha256(data).hexdigest()
+    existing = stored_image_id(state, sha256)
+    if existing is not None:
+        return UploadOutcome(existing, created=False)
+    assets = state.assets
+    upload_path = assets.upload_path(sha256)
+    prepared = prepare_image(
+        "upload", data, transform=state.backend.transform, keep_display=True, sha256=sha256
+    )
+    probabilities, explanation = _classify(state, prepared)
+    assets.write(upload_path, data)
+    heatmap_paths = _write_assets(state, prepared, explanation)
+    result = image_result(
+        prepared,
+        probabilities,
+        state.backend.contract.thresholds,
+        checkpoint_id=state.checkpoint_id,
+        source_path=str(upload_path),
+        synthetic=bool(state.backend.contract.synthetic),
+        explanation=explanation,
+        heatmap_paths=heatmap_paths,
+    )
+    with state.database.session() as session:
+        image_id = add_image_result(session=session, result=result)
+    return UploadOutcome(image_id, created=True)
+
+
+def _classify(state: ServiceState, prepared: PreparedImage) -> tuple[np.ndarray, Explanation | None]:
+    backend = state.backend
+    tensors = prepared.tensor[None]
+    explanation = None
+    if backend.model is not None and localization_available() and hasattr(backend, "predict_features"):
+        probabilities, features = backend.predict_features(tensors)
+        explanation = explain_batch(
+            backend.model,
+            tensors,
+            probabilities,
+            backend.contract.thresholds,
+            [prepared.view()],
+            all_maps=True,
+            features=features,
+        )[0]
+    else:
+        probabilities = backend.predict(tensors)
+    return probabilities[0], explanation
+
+
+def _write_assets(
+    state: ServiceState, prepared: PreparedImage, explanation: Explanation | None
+) -> dict[str, str]:
+    assets = state.assets
+    assert prepared.display is not None
+    assets.write(assets.display_path(prepared.sha256), _png(prepared.display))
+    paths = {}
+    for finding, heatmap in (explanation.maps if explanation is not None else {}).items():
+        relative = assets.heatmap_relpath(state.checkpoint_id, prepared.sha256, finding)
+        assets.write(assets.root / relative, map_to_png(heatmap))
+        paths[finding] = relative
+    return paths
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# --- images and heatmaps of stored records -------------------------------------------------------------------
+
+
+def _original_bytes(state: ServiceState, image: Image) -> bytes:
+    """The record's original file, checked against its content hash."""
+    candidates = [state.assets.upload_path(image.content_sha256)]
+    if image.source_path:
+        # A path this server's own screening run stored (clients never set it); read only if unchanged.
+        candidates.append(Path(image.source_path))
+    for candidate in candidates:
+        try:
+            data = candidate.read_bytes()
+        except (OSError, ValueError):
+            continue
+        if hashlib.sha256(data).hexdigest() == image.content_sha256:
+            return data
+    raise AssetUnavailableError("the original image file is no longer available to the server")
+
+
+def _prepare_stored(state: ServiceState, image: Image) -> PreparedImage:
+    data = _original_bytes(state, image)
+    try:
+        return prepare_image(
+            image.source_path,
+            data,
+            transform=state.backend.transform,
+            keep_display=True,
+            sha256=image.content_sha256,
+        )
+    except ImageReadError as exc:
+        raise AssetUnavailableError(f"the original image cannot be read: {exc.reason}") from None
+
+
+def display_png(state: ServiceState, image: Image) -> bytes:
+    """The display rendition of a stored image (made from the original file when not kept yet).
+
+    Raises:
+        AssetUnavailableError: a failed record, or the original file is gone or changed.
+    """
+    if image.status != "ok":
+        raise AssetUnavailableError("this record is a file that could not be read; it has no image")
+    path = state.assets.display_path(image.content_sha256)
+    if path.is_file():
+        return path.read_bytes()
+    prepared = _prepare_stored(state, image)
+    assert prepared.display is not None
+    data = _png(prepared.display)
+    state.assets.write(path, data)
+    return data
+
+
+def heatmap_available(state: ServiceState, image: Image) -> bool:
+    """Whether the service can show heatmaps for this record (stored ones, or its own model's)."""
+    if image.status != "ok":
+        return False
+    if any(finding.heatmap_path for finding in image.findings):
+        return True
+    return (
+        image.checkpoint_id == state.checkpoint_id
+        and state.backend.model is not None
+        and localization_available()
+        and render_overlay is not None
+    )
+
+
+def heatmap_values(state: ServiceState, image: Image, finding: str) -> np.ndarray:
+    """The finding's heatmap in [0, 1] at the model's input size: stored, or computed now for own records.
+
+    Raises:
+        AssetUnavailableError: no stored map and the service's model did not produce this record.
+    """
+    row = next((item for item in image.findings if item.finding == finding), None)
+    if row is None:
+        raise AssetUnavailableError(f"the record has no result for {finding}")
+    if row.heatmap_path:
+        path = state.assets.resolve(row.heatmap_path)
+        if path is not None and path.is_file():
+            return map_from_png(path)
+    if (
+        image.checkpoint_id != state.checkpoint_id
+        or state.backend.model is None
+        or not localization_available()
+    ):
+        raise AssetUnavailableError(
+            "no heatmap was stored for this record, and it was not made by this server's model "
+            "(heatmaps need the PyTorch checkpoint that produced the result)"
+        )
+    cached = state.assets.root / state.assets.heatmap_relpath(
+        state.checkpoint_id, image.content_sha256, finding
+    )
+    if cached.is_file():
+        return map_from_png(cached)
+    prepared = _prepare_stored(state, image)
+    probabilities = np.asarray([[item.probability for item in _in_order(image)]], dtype=np.float32)
+    explanation = explain_batch(
+        state.backend.model,
+        prepared.tensor[None],
+        probabilities,
+        state.backend.contract.thresholds,
+        [prepared.view()],
+        all_maps=True,
+        lock=getattr(state.backend, "lock", None),
+    )[0]
+    for name, values in explanation.maps.items():
+        state.assets.write(
+            state.assets.root / state.assets.heatmap_relpath(state.checkpoint_id, image.content_sha256, name),
+            map_to_png(values),
+        )
+    return explanation.maps[finding]
+
+
+def _in_order(image: Image) -> list:
+    rows = {item.finding: item for item in image.findings}
+    return [rows[name] for name in FINDINGS]
+
+
+def overlay_png(state: ServiceState, image: Image, finding: str) -> bytes:
+    """The overlay figure of one finding: the radiograph, the heatmap, the box, the sentence (a cached PNG).
+
+    Raises:
+        AssetUnavailableError: see :func:`heatmap_values`; or the localization package is not installed.
+    """
+    if render_overlay is None:
+        raise AssetUnavailableError("heatmap overlays need the cxreader.localization package")
+    path = state.assets.overlay_path(image.checkpoint_id or 0, image.content_sha256, finding)
+    if path.is_file():
+        return path.read_bytes()
+    values = heatmap_values(state, image, finding)
+    display = np.asarray(PILImage.open(io.BytesIO(display_png(state, image))).convert("L"))
+    row = next(item for item in image.findings if item.finding == finding)
+    box = None
+    if row.box_x is not None and image.width and image.height:
+        # The stored box is in original pixels; the overlay is drawn on the display rendition.
+        sx, sy = display.shape[1] / image.width, display.shape[0] / image.height
+        box = [row.box_x * sx, row.box_y * sy, row.box_width * sx, row.box_height * sy]
+    data = render_overlay(
+        display,
+        values,
+        finding=finding,
+        probability=row.probability,
+        threshold=row.threshold,
+        box=box,
+        sentence=row.description,
+        synthetic=bool(image.synthetic),
+        view=image.view_position or "PA",
+    )
+    state.assets.write(path, data)
+    return data
+
+
+def heatmap_layer_png(state: ServiceState, image: Image, finding: str) -> bytes:
+    """The heatmap alone as a transparent colour layer at the display image's size, for the web page to lay
+    over the radiograph. Same colours and transparency rule as the overlay figure (``inferno``; fully
+    transparent below the overlay's threshold, opacity growing with the map value).
+    """
+    from matplotlib import colormaps
+
+    values = heatmap_values(state, image, finding)
+    display = PILImage.open(io.BytesIO(display_png(state, image)))
+    width, height = display.size
+    if values.shape != (height, width):
+        values = np.asarray(
+            PILImage.fromarray(values.astype(np.float32), mode="F").resize(
+                (width, height), PILImage.Resampling.BILINEAR
+            )
+        )
+    values = np.clip(values, 0.0, 1.0)
+    rgba = colormaps[DEFAULT_COLORMAP](values)
+    rgba[..., 3] = MAX_ALPHA * np.clip((values - TRANSPARENT_BELOW) / (1.0 - TRANSPARENT_BELOW), 0.0, 1.0)
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.rint(rgba * 255.0).astype(np.uint8), mode="RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()

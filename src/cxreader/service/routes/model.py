@@ -1,0 +1,20 @@
+"""``GET /api/model``: the model that reads uploads (thresholds, SYNTHETIC flag, ...)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from cxreader import DISCLAIMER
+from cxreader.screening.backend import model_summary
+from cxreader.service.deps import ApiKeyDep, BackendDep
+from cxreader.service.schemas import ErrorOut, ModelOut
+
+router = APIRouter(
+    prefix="/api", tags=["model"], dependencies=[ApiKeyDep], responses={401: {"model": ErrorOut}}
+)
+
+
+@router.get("/model", summary="The model: findings, operating thresholds, synthetic flag")
+def get_model(backend: BackendDep) -> ModelOut:
+    """What the page shows about the model, and whether it was trained on SYNTHETIC data."""
+    return ModelOut(**model_summary(backend), disclaimer=DISCLAIMER)

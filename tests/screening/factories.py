@@ -1,0 +1,130 @@
+"""Inputs for the screening and service tests: a tiny checkpoint, synthetic radiographs, DICOM and bad files."""
+
+from __future__ import annotations
+
+import io
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import torch
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from cxreader.data.synthetic import generate_synthetic_dataset
+from cxreader.labels import FINDINGS
+from cxreader.models import create_model
+from cxreader.training.checkpoint import CheckpointContract, save_checkpoint
+
+#: The finding every image is positive for with :func:`write_checkpoint` (threshold 0); all others never are.
+ALWAYS_POSITIVE = "Pneumothorax"
+INPUT_SIZE = 64
+
+# Runs the real console script with the commands of this work registered even before the CLI frame lists
+# them (a no-op once it does).
+_LAUNCHER = (
+    "import sys\n"
+    "from cxreader.cli import __main__ as cli\n"
+    "for name in ('cxreader.cli.screen_cmd', 'cxreader.cli.serve_cmd'):\n"
+    "    if name not in cli.COMMAND_MODULES:\n"
+    "        cli.COMMAND_MODULES = (*cli.COMMAND_MODULES, name)\n"
+    "sys.exit(cli.main(sys.argv[1:]))\n"
+)
+
+
+def cli_command(*args: str) -> list[str]:
+    """``cxreader ARGS`` as a subprocess command line."""
+    return [sys.executable, "-c", _LAUNCHER, *args]
+
+
+def run_cli(argv: list[str]) -> int:
+    """``cxreader ARGV`` in this process."""
+    from cxreader.cli import __main__ as cli
+
+    modules = cli.COMMAND_MODULES
+    try:
+        for name in ("cxreader.cli.screen_cmd", "cxreader.cli.serve_cmd"):
+            if name not in cli.COMMAND_MODULES:
+                cli.COMMAND_MODULES = (*cli.COMMAND_MODULES, name)
+        return cli.main(argv)
+    finally:
+        cli.COMMAND_MODULES = modules
+
+
+def write_checkpoint(path: Path, *, synthetic: bool = True, seed: int = 0) -> Path:
+    """A ``densenet_small`` checkpoint with random weights at 64 px whose thresholds make exactly one finding,
+    :data:`ALWAYS_POSITIVE`, positive on every image (threshold 0) and none of the others (threshold 1)."""
+    torch.manual_seed(seed)
+    model = create_model("densenet_small", init="none")
+    thresholds = tuple(0.0 if name == ALWAYS_POSITIVE else 1.0 for name in FINDINGS)
+    contract = CheckpointContract(
+        model_name="densenet_small", input_size=INPUT_SIZE, thresholds=thresholds, synthetic=synthetic
+    )
+    save_checkpoint(path, model=model, contract=contract)
+    return path
+
+
+def synthetic_images(root: Path, count: int, *, seed: int = 0) -> list[Path]:
+    """``count`` synthetic radiographs (64 px PNG) in the NIH layout under ``root``; their paths, sorted."""
+    generate_synthetic_dataset(root, images=count, size=64, seed=seed)
+    return sorted((root / "images").glob("*.png"))
+
+
+def dicom_bytes(
+    *,
+    modality: str = "CR",
+    patient_id: str = "PAT-0001",
+    study_date: date = date(2024, 3, 14),
+    view: str = "PA",
+    spacing: tuple[float, float] = (0.2, 0.25),
+    size: tuple[int, int] = (48, 40),
+    seed: int = 0,
+    study_uid: str | None = None,
+) -> bytes:
+    """A small uncompressed DICOM image (MONOCHROME2, 12 bits) with the header fields screening reads."""
+    rows, columns = size
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((rows, columns)) * 4000).astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - Presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = patient_id
+    ds.StudyDate = study_date.strftime("%Y%m%d")
+    ds.Modality = modality
+    ds.ViewPosition = view
+    ds.PixelSpacing = [spacing[0], spacing[1]]
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.tobytes()
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def png_bytes(seed: int, size: int = 64) -> bytes:
+    """A small random grayscale PNG (distinct content per seed)."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray((rng.random((size, size)) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def truncated_png(source: Path) -> bytes:
+    """The first half of a real PNG: a valid signature and header, then nothing."""
+    data = source.read_bytes()
+    return data[: len(data) // 2]

@@ -1,0 +1,223 @@
+"""Screening a folder end to end: good images stored once, bad files recorded with their reason, resume."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from tests.screening.factories import (
+    ALWAYS_POSITIVE,
+    dicom_bytes,
+    synthetic_images,
+    truncated_png,
+    write_checkpoint,
+)
+
+from cxreader.data.io import load_image
+from cxreader.errors import ConfigError, ImageReadError
+from cxreader.labels import FINDINGS
+from cxreader.screening.backend import load_backend
+from cxreader.screening.engine import (
+    RADIOGRAPH_MODALITIES,
+    check_modality,
+    discover_files,
+    parse_dicom_date,
+    screen,
+)
+from cxreader.screening.explain import localization_available
+from cxreader.storage import open_database
+from cxreader.storage.tables import Finding, Image, Study
+
+GOOD_SYNTHETIC = 24
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    return load_backend(write_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Synthetic images, one real-looking CR DICOM without extension, and a handful of bad files."""
+    root = tmp_path_factory.mktemp("studies")
+    images = synthetic_images(root / "synthetic", GOOD_SYNTHETIC)
+    pacs = root / "pacs" / "series1"
+    pacs.mkdir(parents=True)
+    (pacs / "IM0001").write_bytes(
+        dicom_bytes(modality="CR", patient_id="PAT-0001", study_date=date(2024, 3, 14))
+    )
+    (pacs / "IM0002").write_bytes(dicom_bytes(modality="CT", patient_id="PAT-0002", seed=1))
+    (pacs / "DICOMDIR").write_bytes(b"not looked at")
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "truncated.png").write_bytes(truncated_png(images[0]))
+    (bad / "garbage").write_bytes(b"this is not an image at all, just some text " * 20)
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "notes.txt").write_text("a note next to the images")
+    (bad / ".hidden.png").write_bytes(images[1].read_bytes())
+    shutil.copy(images[2], bad / "copy-of-an-image.png")  # same content as a synthetic image
+    return root
+
+
+def count(session, *where) -> int:
+    return session.scalar(select(func.count()).select_from(Image).where(*where))
+
+
+def test_discover_files_sniffs_content_and_skips_what_is_no_image(folder):
+    found = discover_files([folder])
+    names = {path.name for path in found.files}
+    assert {"IM0001", "IM0002", "garbage", "truncated.png", "empty.jpg", "copy-of-an-image.png"} <= names
+    assert not {"notes.txt", ".hidden.png", "DICOMDIR", "Data_Entry_2017_v2020.csv"} & names
+    assert sum(1 for path in found.files if path.parent.name == "images") == GOOD_SYNTHETIC
+    assert found.files == sorted(found.files, key=lambda p: (str(p.parent), p.name)) or len(found.files) > 0
+    # A named file is taken whatever it is; a missing path is a clear error.
+    assert discover_files([folder / "bad" / "notes.txt"]).files == [folder / "bad" / "notes.txt"]
+    with pytest.raises(ConfigError, match="no such file"):
+        discover_files([folder / "missing"])
+
+
+def test_modality_check_accepts_radiographs_and_refuses_ct(tmp_path):
+    assert {"CR", "DX", "DR", "RG"} == RADIOGRAPH_MODALITIES
+    for modality in ("CR", "DX"):
+        check_modality("x", load_image("x", data=dicom_bytes(modality=modality)))
+    with pytest.raises(
+        ImageReadError, match=r"modality CT \(computed tomography\) is not a chest radiograph"
+    ):
+        check_modality("ct.dcm", load_image("ct.dcm", data=dicom_bytes(modality="CT")))
+
+
+def test_dicom_dates():
+    assert parse_dicom_date("20240314") == date(2024, 3, 14)
+    assert parse_dicom_date("2024.03.14") == date(2024, 3, 14)
+    assert (
+        parse_dicom_date("20241399") is None
+        and parse_dicom_date("") is None
+        and parse_dicom_date(None) is None
+    )
+
+
+def test_screening_stores_every_good_image_once_and_every_bad_file_with_its_reason(folder, backend, tmp_path):
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    progress = io.StringIO()
+    try:
+        report = screen(
+            [folder], backend=backend, database=database, batch_size=4, workers=2, progress_file=progress
+        )
+        good = GOOD_SYNTHETIC + 1  # the synthetic images and the CR DICOM
+        assert (report.screened, report.failed, report.duplicates, report.skipped) == (good, 4, 1, 0)
+        assert report.ignored >= 3  # notes.txt, .hidden.png, DICOMDIR, the dataset's CSV and text files
+        assert "files/s" in progress.getvalue()
+        with database.session() as session:
+            assert count(session, Image.status == "ok") == good
+            # One row per content: the copy of a synthetic image is not stored twice.
+            assert session.scalar(select(func.count(func.distinct(Image.content_sha256)))) == count(session)
+            assert session.scalar(select(func.count()).select_from(Finding)) == 14 * good
+            reasons = dict(
+                session.execute(
+                    select(Image.source_path, Image.failure_reason).where(Image.status == "failed")
+                ).all()
+            )
+            dicom = session.execute(
+                select(Image, Study)
+                .join(Study, Study.id == Image.study_id)
+                .where(Image.source_path.like("%IM0001"))
+            ).one()
+            synthetic_flags = set(session.scalars(select(Image.synthetic).where(Image.status == "ok")))
+    finally:
+        database.close()
+    by_name = {Path(path).name: reason for path, reason in reasons.items()}
+    assert set(by_name) == {"truncated.png", "garbage", "empty.jpg", "IM0002"}
+    assert "truncated" in by_name["truncated.png"]
+    assert "not an image" in by_name["garbage"]
+    assert "empty file" in by_name["empty.jpg"]
+    assert "modality CT" in by_name["IM0002"]
+    image, study = dicom
+    assert (study.patient_id, study.study_date, image.modality, image.view_position) == (
+        "PAT-0001",
+        date(2024, 3, 14),
+        "CR",
+        "PA",
+    )
+    # PixelSpacing is (row, column) = (0.2, 0.25) mm; the records keep (x, y) = (column, row).
+    assert (image.pixel_spacing_x, image.pixel_spacing_y) == (0.25, 0.2)
+    assert (image.width, image.height) == (40, 48)
+    assert synthetic_flags == {True}  # a checkpoint trained on synthetic data marks all its results
+    # Every image is positive for exactly one finding, so all of them are on the triage list.
+    assert len(report.triage) == good
+    assert all(entry.most_urgent.finding == ALWAYS_POSITIVE for entry in report.triage)
+
+
+@pytest.mark.skipif(not localization_available(), reason="cxreader.localization is not installed")
+def test_positive_findings_get_grounded_descriptions(folder, backend, tmp_path):
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    try:
+        screen(
+            [folder / "synthetic" / "images"],
+            backend=backend,
+            database=database,
+            batch_size=8,
+            progress=False,
+        )
+        with database.session() as session:
+            rows = session.execute(
+                select(Finding.finding, Finding.description, Finding.description_data, Finding.box_x)
+            ).all()
+    finally:
+        database.close()
+    described = [row for row in rows if row.description]
+    assert described and {row.finding for row in described} == {ALWAYS_POSITIVE}
+    assert len(described) == GOOD_SYNTHETIC
+    assert all("pneumothorax" in row.description.lower() for row in described)
+    assert all(row.description_data["finding"] == ALWAYS_POSITIVE for row in described)
+    # Negative findings carry no description.
+    assert all(row.description is None for row in rows if row.finding != ALWAYS_POSITIVE)
+
+
+def test_rerun_skips_everything_already_stored(folder, backend, tmp_path):
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    try:
+        first = screen(
+            [folder],
+            backend=backend,
+            database=database,
+            batch_size=8,
+            workers=0,
+            describe=False,
+            progress=False,
+        )
+        with database.session() as session:
+            rows = count(session)
+        again = screen(
+            [folder],
+            backend=backend,
+            database=database,
+            batch_size=8,
+            workers=2,
+            describe=False,
+            progress=False,
+        )
+        with database.session() as session:
+            assert count(session) == rows
+    finally:
+        database.close()
+    assert first.screened == GOOD_SYNTHETIC + 1 and not first.described
+    assert (again.screened, again.failed) == (0, 0)
+    assert again.skipped == first.screened + first.failed
+    # The triage list of a resumed run still lists what the earlier run stored.
+    assert len(again.triage) == len(first.triage) == first.screened
+
+
+def test_bad_arguments_are_clear(backend, tmp_path):
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    try:
+        with pytest.raises(ConfigError, match="batch size"):
+            screen([tmp_path], backend=backend, database=database, batch_size=0)
+        with pytest.raises(ConfigError, match="no such file"):
+            screen([tmp_path / "nope"], backend=backend, database=database, progress=False)
+    finally:
+        database.close()
+    assert len(FINDINGS) == 14

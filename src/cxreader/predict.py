@@ -33,6 +33,8 @@ class FilePrediction:
     image: LoadedImage | None = field(default=None, repr=False)
     #: Grounded descriptions of the positive findings (``predict --describe``), as JSON dicts; None = not asked.
     descriptions: list[dict[str, Any]] | None = None
+    #: Learned captions of the positive findings (``predict --caption``), as JSON dicts; None = not asked.
+    captions: list[dict[str, Any]] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         if self.error is not None:
@@ -40,6 +42,8 @@ class FilePrediction:
         payload = {"path": self.path, "probabilities": self.probabilities, "positive": self.positive}
         if self.descriptions is not None:
             payload["descriptions"] = self.descriptions
+        if self.captions is not None:
+            payload["captions"] = self.captions
         return payload
 
 

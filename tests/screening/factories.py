@@ -23,35 +23,17 @@ from cxreader.training.checkpoint import CheckpointContract, save_checkpoint
 ALWAYS_POSITIVE = "Pneumothorax"
 INPUT_SIZE = 64
 
-# Runs the real console script with the commands of this work registered even before the CLI frame lists
-# them (a no-op once it does).
-_LAUNCHER = (
-    "import sys\n"
-    "from cxreader.cli import __main__ as cli\n"
-    "for name in ('cxreader.cli.screen_cmd', 'cxreader.cli.serve_cmd'):\n"
-    "    if name not in cli.COMMAND_MODULES:\n"
-    "        cli.COMMAND_MODULES = (*cli.COMMAND_MODULES, name)\n"
-    "sys.exit(cli.main(sys.argv[1:]))\n"
-)
-
 
 def cli_command(*args: str) -> list[str]:
-    """``cxreader ARGS`` as a subprocess command line."""
-    return [sys.executable, "-c", _LAUNCHER, *args]
+    """``cxreader ARGS`` as a subprocess command line (the real console entry point)."""
+    return [sys.executable, "-m", "cxreader", *args]
 
 
 def run_cli(argv: list[str]) -> int:
     """``cxreader ARGV`` in this process."""
-    from cxreader.cli import __main__ as cli
+    from cxreader.cli.__main__ import main
 
-    modules = cli.COMMAND_MODULES
-    try:
-        for name in ("cxreader.cli.screen_cmd", "cxreader.cli.serve_cmd"):
-            if name not in cli.COMMAND_MODULES:
-                cli.COMMAND_MODULES = (*cli.COMMAND_MODULES, name)
-        return cli.main(argv)
-    finally:
-        cli.COMMAND_MODULES = modules
+    return main(argv)
 
 
 def write_checkpoint(path: Path, *, synthetic: bool = True, seed: int = 0) -> Path:
@@ -128,3 +110,25 @@ def truncated_png(source: Path) -> bytes:
     """The first half of a real PNG: a valid signature and header, then nothing."""
     data = source.read_bytes()
     return data[: len(data) // 2]
+
+
+def write_caption_checkpoint(out: Path, encoder: Path, images: list[Path]) -> Path:
+    """A tiny learned captioner (one epoch) over ``encoder`` that knows :data:`ALWAYS_POSITIVE` and Effusion:
+    ``out/caption.pt``."""
+    from cxreader.captioning.mesh import to_token
+    from cxreader.captioning.pairs import CaptionPair
+    from cxreader.captioning.train import CaptionTrainConfig, train_captioner
+
+    sequences = {
+        ALWAYS_POSITIVE: (to_token(ALWAYS_POSITIVE), "pleura", "right", "upper_zone", "mild"),
+        "Effusion": (to_token("Effusion"), "pleura", "left", "lower_zone", "moderate"),
+    }
+    pairs = [
+        CaptionPair(image, finding, tokens, "val" if index % 4 == 0 else "train", "synthetic")
+        for index, image in enumerate(images)
+        for finding, tokens in sequences.items()
+    ]
+    config = CaptionTrainConfig(
+        epochs=1, batch_size=8, embed_dim=8, hidden_dim=16, attention_dim=8, device="cpu"
+    )
+    return train_captioner(pairs, encoder, out, config=config).checkpoint

@@ -14,6 +14,7 @@ from tests.screening.factories import (
     dicom_bytes,
     synthetic_images,
     truncated_png,
+    write_caption_checkpoint,
     write_checkpoint,
 )
 
@@ -221,3 +222,28 @@ def test_bad_arguments_are_clear(backend, tmp_path):
     finally:
         database.close()
     assert len(FINDINGS) == 14
+
+
+def test_a_captioner_adds_learned_captions_to_positive_findings_only(folder, backend, tmp_path):
+    from cxreader.screening.captions import load_captioner
+
+    images = sorted((folder / "synthetic" / "images").glob("*.png"))
+    checkpoint = write_caption_checkpoint(tmp_path / "captioner", backend.path, images)
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    try:
+        screen(
+            [folder / "synthetic" / "images"],
+            backend=backend,
+            database=database,
+            describe=False,
+            captioner=load_captioner(checkpoint, device="cpu"),
+            progress=False,
+        )
+        with database.session() as session:
+            rows = session.execute(select(Finding.finding, Finding.above_threshold, Finding.caption)).all()
+    finally:
+        database.close()
+    captioned = [row for row in rows if row.caption]
+    assert len(captioned) == len(images)
+    assert all(row.finding == ALWAYS_POSITIVE and row.above_threshold for row in captioned)
+    assert all(row.caption is None for row in rows if row.finding != ALWAYS_POSITIVE)

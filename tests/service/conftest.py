@@ -12,7 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.screening.factories import cli_command, write_checkpoint
+from tests.screening.factories import (
+    cli_command,
+    synthetic_images,
+    write_caption_checkpoint,
+    write_checkpoint,
+)
 
 API_KEY = "test-key-0123456789abcdef"
 #: Upload limit of the test server (small, so the 413 test needs no huge body to cross it).
@@ -47,6 +52,9 @@ def _free_port() -> int:
 def server(tmp_path_factory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("service")
     checkpoint = write_checkpoint(root / "tiny.pt")
+    captioner = write_caption_checkpoint(
+        root / "captioner", checkpoint, synthetic_images(root / "caption-images", 8, seed=5)
+    )
     port = _free_port()
     env = {
         **os.environ,
@@ -62,6 +70,8 @@ def server(tmp_path_factory) -> Iterator[Server]:
         "serve",
         "--checkpoint",
         str(checkpoint),
+        "--caption",
+        str(captioner),
         "--port",
         str(port),
         "--db",

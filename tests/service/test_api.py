@@ -105,6 +105,10 @@ def test_upload_returns_findings_descriptions_and_links(server, png_study):
     assert study["positive_findings"] == [ALWAYS_POSITIVE]
     positive = next(item for item in study["findings"] if item["finding"] == ALWAYS_POSITIVE)
     assert positive["above_threshold"] and positive["threshold"] == 0.0
+    # the server runs with a learned captioner: the positive finding has its caption, the others none
+    assert positive["caption"] and all(
+        item["caption"] is None for item in study["findings"] if item["finding"] != ALWAYS_POSITIVE
+    )
     assert study["links"]["self"] == f"/api/studies/{study['id']}"
     assert "not a certified medical device" in study["disclaimer"]
     if localization_available():

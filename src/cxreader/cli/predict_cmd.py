@@ -32,6 +32,13 @@ def register(subparsers) -> None:
         help="describe each positive finding (side, zone, organ, extent, size, severity) from its heatmap; "
         "needs a PyTorch checkpoint",
     )
+    parser.add_argument(
+        "--caption",
+        metavar="CKPT",
+        help="a learned captioner (RUN/caption.pt from `cxreader caption train`): add its MeSH-style "
+        "caption to each positive finding",
+    )
+    parser.add_argument("--beam", type=int, default=3, help="beam width of the learned captions (1: greedy)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.set_defaults(func=run_predict)
@@ -43,9 +50,13 @@ def run_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(
         args.checkpoint, device=args.device, batch_size=args.batch_size, backend=args.backend
     )
-    results = predictor.predict_files(args.files, keep_images=args.describe)
+    results = predictor.predict_files(args.files, keep_images=args.describe or bool(args.caption))
+    if args.caption:
+        attach_captions(args.caption, results, device=args.device, beam_size=args.beam)
     if args.describe:
-        _describe(predictor, results)
+        attach_descriptions(predictor, results)
+    for result in results:
+        result.image = None  # the pixels are not needed any more
     synthetic = predictor.contract.synthetic
     if args.json:
         print(
@@ -66,7 +77,7 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if any(result.error for result in results) else 0
 
 
-def _describe(predictor, results) -> None:
+def attach_descriptions(predictor, results) -> None:
     """Attach the grounded descriptions of the positive findings (cxreader.localization) to each result."""
     from cxreader.errors import ConfigError
     from cxreader.localization.explain import explain
@@ -77,7 +88,29 @@ def _describe(predictor, results) -> None:
         if result.error is None:
             explanation = explain(predictor.checkpoint, result.image, result.probabilities)
             result.descriptions = [item.to_json_dict() for item in explanation.descriptions]
-            result.image = None  # the pixels are not needed any more
+
+
+def attach_captions(checkpoint, results, *, device: str, beam_size: int) -> None:
+    """Attach the learned caption (Shin et al. 2016) of each positive finding to each result.
+
+    The findings are the classifier's positives (``--checkpoint`` and its thresholds); a finding the captioner
+    has no token for is listed with ``text: null`` rather than silently dropped.
+    """
+    from cxreader.captioning.mesh import to_token
+    from cxreader.captioning.predict import CaptionPredictor
+
+    captioner = CaptionPredictor(checkpoint, device=device, beam_size=beam_size)
+    for result in results:
+        if result.error is not None:
+            continue
+        known = [name for name in result.positive if to_token(name) in captioner.vocab]
+        captions = (
+            dict(zip(known, captioner.describe(result.image.pixels, known), strict=True)) if known else {}
+        )
+        result.captions = [
+            {"finding": name, "text": captions[name].text if name in captions else None}
+            for name in result.positive
+        ]
 
 
 def format_predictions(results, thresholds) -> str:
@@ -99,4 +132,11 @@ def format_predictions(results, thresholds) -> str:
             empty = "" if result.descriptions else " no finding above its threshold"
             lines.append(f"  description:{empty}")
             lines.extend(f"    {item['sentence']}" for item in result.descriptions)
+        if getattr(result, "captions", None) is not None:
+            empty = "" if result.captions else " no finding above its threshold"
+            lines.append(f"  learned caption:{empty}")
+            lines.extend(
+                f"    {display_name(item['finding'])}: {item['text'] or '(the captioner does not know this finding)'}"
+                for item in result.captions
+            )
     return "\n".join(lines)

@@ -62,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         const=False,
         help="probabilities only (faster)",
     )
+    parser.add_argument(
+        "--caption",
+        metavar="CKPT",
+        help="a learned captioner (RUN/caption.pt): store its caption for every positive finding",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_screen)
 
@@ -74,6 +79,11 @@ def run_screen(args: argparse.Namespace) -> int:
     from cxreader.storage.db import open_database
 
     backend = load_backend(args.checkpoint, device=args.device)
+    captioner = None
+    if args.caption:
+        from cxreader.screening.captions import load_captioner
+
+        captioner = load_captioner(args.caption, device=args.device)
     database = open_database(args.db)
     try:
         report = screen(
@@ -83,6 +93,7 @@ def run_screen(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             describe=args.describe,
+            captioner=captioner,
             progress=not args.no_progress,
         )
     finally:

@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", help="auto, cpu or cuda (default: $CXREADER_DEVICE, else auto)")
     parser.add_argument(
+        "--caption",
+        metavar="CKPT",
+        help="a learned captioner (RUN/caption.pt) for positive findings (default: $CXREADER_CAPTION_CHECKPOINT)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
     parser.set_defaults(func=run_serve)
@@ -60,6 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         max_upload_bytes=megabytes(args.max_upload_mb, "--max-upload-mb") if args.max_upload_mb else None,
         device=args.device,
+        caption_checkpoint=args.caption,
     )
     app = create_app(settings)
     print(

@@ -66,6 +66,7 @@ from cxreader.data.transforms import EvalPreset
 from cxreader.errors import ConfigError, CXReaderError, ImageReadError
 from cxreader.labels import FINDINGS
 from cxreader.screening.backend import ModelBackend
+from cxreader.screening.captions import learned_captions
 from cxreader.screening.explain import Explanation, ImageView, explain_batch, localization_available
 from cxreader.screening.triage import TriageEntry, triage_from_database
 from cxreader.storage.crud import (
@@ -384,10 +385,12 @@ def image_result(
     synthetic: bool,
     explanation: Explanation | None = None,
     heatmap_paths: dict[str, str] | None = None,
+    captions: dict[str, str] | None = None,
 ) -> ImageResult:
-    """The storage record of one screened image."""
+    """The storage record of one screened image (``captions``: learned captions by finding, where written)."""
     explained = explanation.findings if explanation is not None else {}
     heatmap_paths = heatmap_paths or {}
+    captions = captions or {}
     findings = []
     for name, probability, threshold in zip(FINDINGS, probabilities, thresholds, strict=True):
         detail = explained.get(name)
@@ -398,6 +401,7 @@ def image_result(
                 threshold=float(threshold),
                 description=detail.sentence if detail else None,
                 description_data=detail.data if detail else None,
+                caption=captions.get(name),
                 heatmap_path=heatmap_paths.get(name),
                 box=detail.box if detail else None,
             )
@@ -520,6 +524,7 @@ def screen(
     batch_size: int = 16,
     workers: int = 2,
     describe: bool | None = None,
+    captioner: Any = None,
     progress: bool = True,
     progress_file: Any = None,
 ) -> ScreeningReport:
@@ -533,6 +538,8 @@ def screen(
         workers: Threads reading and preprocessing files ahead of the model; 0 reads on the main thread.
         describe: Add heatmap-grounded descriptions of positive findings; default: when
             :mod:`cxreader.localization` is available and the backend is a PyTorch model.
+        captioner: A :class:`~cxreader.captioning.predict.CaptionPredictor` that adds a learned caption to
+            each positive finding (:func:`cxreader.screening.captions.learned_captions`); None: no captions.
         progress: Show a progress bar (files/s, ETA) on stderr.
         progress_file: Stream of the progress bar (default ``sys.stderr``).
 
@@ -571,7 +578,10 @@ def screen(
         writer = _Writer(session)
         batch: list[PreparedImage] = []
         prepare = functools.partial(
-            _prepare_file, transform=backend.transform, keep_display=describe, stored=stored
+            _prepare_file,
+            transform=backend.transform,
+            keep_display=describe or captioner is not None,
+            stored=stored,
         )
         bar = tqdm(
             total=len(discovered.files),
@@ -590,7 +600,7 @@ def screen(
             for outcome in _ordered_map(pool, prepare, discovered.files, window):
                 _take(outcome, report, seen, stored, batch, writer, contract.synthetic)
                 if len(batch) >= batch_size:
-                    _run_batch(batch, backend, thresholds, checkpoint_id, describe, writer, report)
+                    _run_batch(batch, backend, thresholds, checkpoint_id, describe, captioner, writer, report)
                 if len(writer.failures) >= batch_size:
                     writer.flush(report)
                 bar.update(1)
@@ -599,7 +609,7 @@ def screen(
                         ok=report.screened, failed=report.failed, skipped=report.skipped, refresh=False
                     )
             if batch:
-                _run_batch(batch, backend, thresholds, checkpoint_id, describe, writer, report)
+                _run_batch(batch, backend, thresholds, checkpoint_id, describe, captioner, writer, report)
             writer.flush(report)
             bar.set_postfix(ok=report.screened, failed=report.failed, skipped=report.skipped)
         except KeyboardInterrupt:
@@ -662,6 +672,7 @@ def _run_batch(
     thresholds: list[float],
     checkpoint_id: int,
     describe: bool,
+    captioner: Any,
     writer: _Writer,
     report: ScreeningReport,
 ) -> None:
@@ -702,6 +713,9 @@ def _run_batch(
             )
         )
     for item, row, explanation in zip(batch, probabilities, explanations, strict=True):
+        captions = (
+            learned_captions(captioner, item.display, row, thresholds) if captioner is not None else None
+        )
         writer.results.append(
             image_result(
                 item,
@@ -711,6 +725,7 @@ def _run_batch(
                 source_path=item.path,
                 synthetic=bool(backend.contract.synthetic) or is_synthetic_file(item.path),
                 explanation=explanation,
+                captions=captions,
             )
         )
         report.screened += 1

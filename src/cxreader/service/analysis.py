@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from cxreader.errors import ImageReadError
 from cxreader.labels import FINDINGS
+from cxreader.screening.captions import learned_captions
 from cxreader.screening.engine import PreparedImage, image_result, prepare_image
 from cxreader.screening.explain import (
     Explanation,
@@ -81,6 +82,11 @@ def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
         "upload", data, transform=state.backend.transform, keep_display=True, sha256=sha256
     )
     probabilities, explanation = _classify(state, prepared)
+    captions = (
+        learned_captions(state.captioner, prepared.display, probabilities, state.backend.contract.thresholds)
+        if state.captioner is not None
+        else None
+    )
     assets.write(upload_path, data)
     heatmap_paths = _write_assets(state, prepared, explanation)
     result = image_result(
@@ -92,6 +98,7 @@ def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
         synthetic=bool(state.backend.contract.synthetic),
         explanation=explanation,
         heatmap_paths=heatmap_paths,
+        captions=captions,
     )
     with state.database.session() as session:
         image_id = add_image_result(session=session, result=result)

@@ -82,12 +82,18 @@ def create_app(
     database = database or open_database(settings.database_url)
     with database.session() as session:
         checkpoint_id = register_backend(session, backend)
+    captioner = None
+    if settings.caption_checkpoint is not None:
+        from cxreader.screening.captions import load_captioner
+
+        captioner = load_captioner(settings.caption_checkpoint, device=settings.device)
     state = ServiceState(
         settings=settings,
         backend=backend,
         database=database,
         checkpoint_id=checkpoint_id,
         assets=AssetStore(settings.data_dir),
+        captioner=captioner,
     )
 
     @asynccontextmanager

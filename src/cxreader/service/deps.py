@@ -7,7 +7,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,6 +25,7 @@ class ServiceState:
 
     Attributes:
         checkpoint_id: The model's id in the records database (results are stored under it).
+        captioner: The learned captioner (:class:`~cxreader.captioning.predict.CaptionPredictor`), or None.
     """
 
     settings: Settings
@@ -32,6 +33,7 @@ class ServiceState:
     database: Database
     checkpoint_id: int
     assets: AssetStore
+    captioner: Any = None
 
 
 def get_state(request: Request) -> ServiceState:

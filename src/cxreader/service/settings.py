@@ -7,6 +7,7 @@
 ``CXREADER_MAX_UPLOAD_MB``  largest upload in MB (default 25)
 ``CXREADER_DATA_DIR``       where uploads, display images and heatmaps are kept (default: user data dir)
 ``CXREADER_DEVICE``         ``auto``, ``cpu`` or ``cuda`` (default ``auto``)
+``CXREADER_CAPTION_CHECKPOINT``  optional learned captioner (``RUN/caption.pt``): captions for positive findings
 =========================== =====================================================================
 """
 
@@ -27,6 +28,7 @@ API_KEYS_ENV = "CXREADER_API_KEYS"
 MAX_UPLOAD_MB_ENV = "CXREADER_MAX_UPLOAD_MB"
 DATA_DIR_ENV = "CXREADER_DATA_DIR"
 DEVICE_ENV = "CXREADER_DEVICE"
+CAPTION_CHECKPOINT_ENV = "CXREADER_CAPTION_CHECKPOINT"
 DEFAULT_MAX_UPLOAD_MB = 25.0
 #: Shortest API key accepted: a guessable key is no key.
 MIN_KEY_CHARS = 16
@@ -49,6 +51,7 @@ class Settings:
         data_dir: Folder of the server's own files (uploads under server-generated names, display images,
             heatmaps); never named by a client.
         device: Inference device for PyTorch checkpoints.
+        caption_checkpoint: Optional learned captioner; ``None`` = grounded descriptions only.
     """
 
     checkpoint: Path
@@ -57,6 +60,7 @@ class Settings:
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
     data_dir: Path = field(default_factory=default_data_dir)
     device: str = "auto"
+    caption_checkpoint: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -90,10 +94,14 @@ class Settings:
             values["data_dir"] = Path(env[DATA_DIR_ENV])
         if env.get(DEVICE_ENV):
             values["device"] = env[DEVICE_ENV]
+        if env.get(CAPTION_CHECKPOINT_ENV):
+            values["caption_checkpoint"] = Path(env[CAPTION_CHECKPOINT_ENV])
         values.update({key: value for key, value in overrides.items() if value is not None})
         if "checkpoint" not in values:
             raise ConfigError(f"no model configured: set {CHECKPOINT_ENV} or pass --checkpoint")
         values["checkpoint"] = Path(values["checkpoint"])  # type: ignore[arg-type]
+        if values.get("caption_checkpoint") is not None:
+            values["caption_checkpoint"] = Path(values["caption_checkpoint"])  # type: ignore[arg-type]
         values["data_dir"] = Path(values.get("data_dir", default_data_dir())).expanduser()  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
 

@@ -253,6 +253,9 @@ function renderPositives(study) {
         className: "sentence",
       }),
     );
+    if (finding.caption) {
+      item.append(element("p", { text: `Learned caption: ${finding.caption}`, className: "caption" }));
+    }
     list.append(item);
   }
 }

@@ -1,0 +1,51 @@
+"""Learned captions of the positive findings of a screened image, for the records database.
+
+The captioner (Shin et al., CVPR 2016, "Learning to Read Chest X-Rays: Recurrent Neural Cascade Model for
+Automated Image Annotation"; :mod:`cxreader.captioning`) writes one MeSH-style annotation per finding that the
+*screening model* calls positive (its probability at or above the screening checkpoint's threshold). Findings
+the captioner has no token for get no caption: the record then carries the grounded description only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cxreader.labels import FINDINGS
+
+
+def load_captioner(path: str | Path, *, device: str = "auto"):
+    """A :class:`~cxreader.captioning.predict.CaptionPredictor` for ``RUN/caption.pt``.
+
+    Raises:
+        CheckpointError: not a caption checkpoint, or its labels differ from the 14 findings.
+    """
+    from cxreader.captioning.predict import CaptionPredictor
+
+    return CaptionPredictor(path, device=device)
+
+
+def learned_captions(
+    captioner, image: np.ndarray, probabilities: Sequence[float], thresholds: Sequence[float]
+) -> dict[str, str]:
+    """``{finding: caption}`` for the findings at or above their thresholds that the captioner knows.
+
+    Args:
+        captioner: A loaded :class:`~cxreader.captioning.predict.CaptionPredictor`.
+        image: The grayscale image (uint8, or float in [0, 1]); the captioner applies its own transform.
+        probabilities: The screening model's 14 probabilities, in :data:`~cxreader.labels.FINDINGS` order.
+        thresholds: The screening model's operating thresholds, in the same order.
+    """
+    from cxreader.captioning.mesh import to_token
+
+    positive = [
+        name
+        for name, probability, threshold in zip(FINDINGS, probabilities, thresholds, strict=True)
+        if probability >= threshold and to_token(name) in captioner.vocab
+    ]
+    if not positive:
+        return {}
+    captions = captioner.describe(image, positive)
+    return {name: caption.text for name, caption in zip(positive, captions, strict=True) if caption.text}

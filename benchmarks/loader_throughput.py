@@ -6,6 +6,9 @@ collate function, ``--workers`` (2) loader processes, batches of 16, shuffled. O
 
 * baseline: ``FileImageSource``, each 1024² NIH PNG decoded and resized to 256 px per sample;
 * new: ``CacheImageSource``, the same images read from a cache built beforehand (not timed);
+* ``augment: batch``: the loader hands over uint8 rows and each sample's augmentation values; the crop,
+  rotation and jitter run batched on the training device (:class:`~cxreader.data.transforms.BatchTrainAugment`).
+  Shown twice: the loader alone (what feeds a GPU) and with the batched augmentation run on this CPU.
 * also shown: the cache with the evaluation transform, and the cache alone (uint8 rows, no transform),
   the ceiling the cache itself sets.
 
@@ -33,11 +36,18 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from cxreader.data.cache import CacheImageSource, build_cache
 from cxreader.data.dataset import ChestXrayDataset, FileImageSource, collate_samples
-from cxreader.data.transforms import EvalPreset, TrainPreset, load_size_for
+from cxreader.data.transforms import (
+    BatchTrainAugment,
+    DeferredTrainPreset,
+    EvalPreset,
+    TrainPreset,
+    load_size_for,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "nih" / "images_1024"
 IMAGE_SIZE = 224
+AUGMENTED_ON_CPU = "cache, augment: batch, BatchTrainAugment run on this CPU in the main process"
 
 
 class RawRows(Dataset):
@@ -65,13 +75,16 @@ def loader_for(dataset: Dataset, workers: int, batch: int, raw: bool) -> DataLoa
     )
 
 
-def images_per_second(loader: DataLoader, seconds: float) -> float:
-    """Whole epochs until ``seconds`` have passed; images per second."""
+def images_per_second(loader: DataLoader, seconds: float, augment: BatchTrainAugment | None = None) -> float:
+    """Whole epochs until ``seconds`` have passed; images per second (``augment``: applied to each batch in
+    this process, as the training loop does on its device with ``augment: batch``)."""
     count = 0
     started = time.perf_counter()
     while True:
         for batch in loader:
             images = batch if isinstance(batch, torch.Tensor) else batch["image"]
+            if augment is not None:
+                images = augment(images, batch["augment"])
             count += images.shape[0]
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
@@ -92,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     sources = sorted(args.source.glob("*.png"))
     if not sources:
         raise SystemExit(f"no PNGs in {args.source}")
-    torch.set_num_threads(1)  # the main process only collects batches here, as in training
+    # The main process only collects batches here, as in training; the batched augmentation row gives it the
+    # machine's threads, as a CPU training run would (on a GPU that work is the device's).
+    torch.set_num_threads(1)
     print(
         f"# loader throughput, {datetime.date.today()}, {os.cpu_count()} cores visible, "
         f"load average at start {os.getloadavg()[0]:.1f}"
@@ -129,10 +144,23 @@ def main(argv: list[str] | None = None) -> int:
                 args.batch,
                 False,
             ),
+            "cache, augment: batch (uint8 rows + augmentation values; crops done on the device)": loader_for(
+                ChestXrayDataset(cache_source, labels, DeferredTrainPreset(preset=preset)),
+                args.workers,
+                args.batch,
+                False,
+            ),
+            AUGMENTED_ON_CPU: loader_for(
+                ChestXrayDataset(cache_source, labels, DeferredTrainPreset(preset=preset)),
+                args.workers,
+                args.batch,
+                False,
+            ),
             "cache rows only, no transform": loader_for(
                 RawRows(cache_source), args.workers, args.batch, True
             ),
         }
+        batch_augment = BatchTrainAugment(preset)
         for loader in loaders.values():  # warm-up epoch: starts the persistent workers
             for _ in loader:
                 pass
@@ -140,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         for round_index in range(args.rounds):
             names_in_order = list(loaders) if round_index % 2 == 0 else list(reversed(loaders))
             for name in names_in_order:
-                results[name].append(images_per_second(loaders[name], args.seconds))
+                augment = batch_augment if name == AUGMENTED_ON_CPU else None
+                torch.set_num_threads(os.cpu_count() or 1 if augment is not None else 1)
+                results[name].append(images_per_second(loaders[name], args.seconds, augment))
             print(f"  round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         del loaders
     base = statistics.median(next(iter(results.values())))

@@ -33,6 +33,9 @@ class TrainConfig:
         model: Registered model name. init: ``imagenet`` or ``none``. weights: a local weights file.
         image_size: Network input size (square). Training crops are drawn with random-resized-crop
             (scale ``crop_scale``) and a small rotation; evaluation resizes the whole image.
+        augment: Where training augmentation runs: ``sample`` (each image in a loader worker), ``batch``
+            (the loader only copies uint8 images; one batched crop/rotate/jitter on the training device), or
+            ``auto`` (``batch`` on accelerators, where loader CPUs are the bottleneck; ``sample`` on CPU).
         epochs, batch_size: Per run; ``batch_size`` is the GLOBAL batch, split across DDP processes.
         lr, weight_decay, betas: Adam (CheXNet: lr 1e-3, betas 0.9/0.999).
         plateau_factor, plateau_patience: ReduceLROnPlateau on validation mean AUROC.
@@ -57,6 +60,7 @@ class TrainConfig:
     image_size: int = 224
     crop_scale: tuple[float, float] = (0.75, 1.0)
     max_rotation_deg: float = 7.0
+    augment: str = "auto"
     epochs: int = 100
     batch_size: int = 16
     lr: float = 1e-3
@@ -85,6 +89,7 @@ class TrainConfig:
             "amp": ("auto", "off", "bf16", "fp16"),
             "channels_last": ("auto", "on", "off"),
             "sync_bn": ("auto", "on", "off"),
+            "augment": ("auto", "sample", "batch"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

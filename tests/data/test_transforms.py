@@ -2,7 +2,14 @@ import numpy as np
 import torch
 
 from cxreader.data.dataset import sample_generator
-from cxreader.data.transforms import EvalPreset, TenCropPreset, TrainPreset, load_size_for
+from cxreader.data.transforms import (
+    BatchTrainAugment,
+    DeferredTrainPreset,
+    EvalPreset,
+    TenCropPreset,
+    TrainPreset,
+    load_size_for,
+)
 
 
 def test_eval_preset_shape_and_normalisation():
@@ -36,3 +43,46 @@ def test_tencrop_and_load_size():
     assert load_size_for(224) == 256
     out = TenCropPreset(image_size=32)(np.zeros((40, 40), dtype=np.uint8))
     assert out.shape == (10, 3, 32, 32)
+
+
+def _smooth_image(size: int = 96) -> np.ndarray:
+    """A smooth gradient with a bright blob on the image's left: resampling differences stay small."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    image = 0.3 + 0.4 * y + 0.5 * np.exp(-(((x - 0.3) ** 2 + (y - 0.5) ** 2) / 0.02))
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def test_batched_augmentation_matches_the_per_sample_preset():
+    image = _smooth_image()
+    preset = TrainPreset(image_size=64)
+    generators = [sample_generator(7, 1, index) for index in range(8)]
+    params = torch.stack([preset.draw(generator) for generator in generators])
+    batched = BatchTrainAugment(preset)(torch.as_tensor(image)[None, None].expand(8, 1, -1, -1), params)
+    single = torch.stack([preset(image, sample_generator(7, 1, index)) for index in range(8)])
+    assert batched.shape == single.shape == (8, 3, 64, 64)
+    # Same crop, angle and jitter per sample; only the resampling differs (integer crop origin, antialias).
+    assert (batched - single).abs().mean() < 0.035
+    assert not torch.allclose(batched[0], batched[1])  # each sample got its own values
+
+
+def test_batched_augmentation_without_randomness_is_a_resize():
+    image = _smooth_image(64)
+    preset = TrainPreset(image_size=64, crop_scale=(1.0, 1.0), max_rotation_deg=0.0, jitter=0.0)
+    params = torch.tensor([[1.0, 1.0, 0.5, 0.5, 0.0, 1.0, 1.0]])
+    out = BatchTrainAugment(preset)(torch.as_tensor(image)[None, None], params)
+    assert torch.allclose(out[0], EvalPreset(image_size=64)(image), atol=1e-5)
+
+
+def test_batched_augmentation_never_flips_sides_and_defers_uint8():
+    image = np.zeros((64, 64), dtype=np.uint8)
+    image[:, :20] = 255
+    preset = TrainPreset(image_size=64, jitter=0.0)
+    deferred = DeferredTrainPreset(preset=preset)
+    samples = [deferred(image, sample_generator(seed, 0, 0)) for seed in range(20)]
+    assert all(
+        sample["image"].dtype == torch.uint8 and sample["image"].shape == (1, 64, 64) for sample in samples
+    )
+    out = BatchTrainAugment(preset)(
+        torch.stack([sample["image"] for sample in samples]), torch.stack([s["augment"] for s in samples])
+    )
+    assert (out[:, 0, :, :16].mean(dim=(1, 2)) > out[:, 0, :, -16:].mean(dim=(1, 2))).all()

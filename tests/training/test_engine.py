@@ -38,9 +38,11 @@ def _comparable(records: list[dict]) -> list[dict]:
     return [{key: record[key] for key in COMPARED} for record in records]
 
 
-def test_train_writes_checkpoints_metrics_and_learns(tiny_nih, tmp_path, capsys):
+@pytest.mark.parametrize("augment", ["sample", "batch"])
+def test_train_writes_checkpoints_metrics_and_learns(tiny_nih, tmp_path, capsys, augment):
     run = tmp_path / "run"
-    assert main(["train", "--data", str(tiny_nih), "--out", str(run), "--epochs", "3", *TRAIN_ARGS]) == 0
+    argv = ["train", "--data", str(tiny_nih), "--out", str(run), "--epochs", "3", "--augment", augment]
+    assert main([*argv, *TRAIN_ARGS]) == 0
     assert {"best.pt", "last.pt", "metrics.jsonl", "config.yaml", "tensorboard"} <= {
         p.name for p in run.iterdir()
     }
@@ -51,6 +53,7 @@ def test_train_writes_checkpoints_metrics_and_learns(tiny_nih, tmp_path, capsys)
     assert history[0]["val_auroc"]["Hernia"] is None  # no positives: undefined, not 0.5
     loaded = load_checkpoint(run / "best.pt")
     assert loaded.contract.input_size == 32 and loaded.contract.config["split"] == "random"
+    assert loaded.contract.config["augment"] == augment
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     # a second run into the same folder is refused instead of silently overwriting it
     assert main(["train", "--data", str(tiny_nih), "--out", str(run), *TRAIN_ARGS]) == 2

@@ -25,6 +25,7 @@ OVERRIDES = (
     ("--device", str, "auto | cpu | cuda | hpu"),
     ("--amp", str, "auto | off | bf16 | fp16"),
     ("--channels-last", str, "auto | on | off"),
+    ("--augment", str, "auto | sample (in loader workers) | batch (batched on the device; auto on GPUs)"),
     ("--sync-bn", str, "auto | on | off"),
     ("--early-stopping-patience", int, "epochs without improvement before stopping (0 = off)"),
     ("--max-train-batches", int, "cap on training batches per epoch (0 = all)"),

@@ -1,7 +1,8 @@
 """A map-style dataset of chest radiographs yielding dict samples (torchxrayvision's convention).
 
 Each sample is ``{"image": float tensor (3, S, S), "labels": float tensor (14,) with NaN for unknown,
-"id": image name, "index": int}``. An image that cannot be read yields a sample with ``"error"`` set; the
+"id": image name, "index": int}`` (with batched augmentation: ``"image"`` uint8 ``(1, L, L)`` and
+``"augment"`` its random values, applied on the device by the training loop). An image that cannot be read yields a sample with ``"error"`` set; the
 collate function drops it and the training loop reports the file and the reason, so one bad file in 100,000
 does not stop a run.
 """
@@ -62,7 +63,8 @@ class ChestXrayDataset(Dataset):
     Args:
         source: Where the images come from.
         labels: (N, 14) array, NaN where a label is unknown.
-        transform: ``transform(uint8_image, generator) -> tensor``.
+        transform: ``transform(uint8_image, generator) -> tensor``, or ``-> dict`` of sample fields (e.g. the
+            uint8 image and its augmentation values for batched augmentation on the device).
         seed: Augmentation seed; call :meth:`set_epoch` every epoch.
     """
 
@@ -95,7 +97,11 @@ class ChestXrayDataset(Dataset):
         except CXReaderError as exc:
             sample["error"] = str(exc)
             return sample
-        sample["image"] = self.transform(image, sample_generator(self.seed, self.epoch, index))
+        transformed = self.transform(image, sample_generator(self.seed, self.epoch, index))
+        if isinstance(transformed, dict):
+            sample.update(transformed)
+        else:
+            sample["image"] = transformed
         return sample
 
 
@@ -108,4 +114,6 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch["labels"] = torch.stack([sample["labels"] for sample in good])
         batch["index"] = torch.tensor([sample["index"] for sample in good], dtype=torch.long)
         batch["id"] = [sample["id"] for sample in good]
+        if "augment" in good[0]:
+            batch["augment"] = torch.stack([sample["augment"] for sample in good])
     return batch

@@ -58,10 +58,19 @@ class EvalPreset:
         return _normalise(tensor.clamp_(0.0, 1.0), self.mean, self.std)
 
 
+#: Order of the values :meth:`TrainPreset.draw` returns (one row per sample).
+AUGMENT_PARAMS = ("area", "aspect", "top", "left", "angle", "brightness", "contrast")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainPreset:
     """Random-resized crop (area ``crop_scale``, aspect 0.9–1.1), a small rotation, mild brightness and
-    contrast jitter, then the evaluation normalisation. No flips (see module docstring)."""
+    contrast jitter, then the evaluation normalisation. No flips (see module docstring).
+
+    The random values of one sample come from :meth:`draw`; :meth:`__call__` applies them to one image in a
+    loader worker, and :class:`BatchTrainAugment` applies the same values to a whole uint8 batch on the
+    training device (``augment: batch``), which leaves the loader nothing to do but copy cached rows.
+    """
 
     image_size: int
     crop_scale: tuple[float, float] = (0.75, 1.0)
@@ -70,33 +79,117 @@ class TrainPreset:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
+    def draw(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The sample's random values, float32 ``(7,)`` in :data:`AUGMENT_PARAMS` order: crop area fraction,
+        aspect ratio, top and left offsets (fractions of the free margin), angle in degrees, brightness and
+        contrast factors."""
+        u = torch.rand(7, generator=generator, dtype=torch.float64)
+        low, high = self.crop_scale
+        values = [
+            low + (high - low) * u[0],
+            torch.exp(math.log(0.9) + (math.log(1.1) - math.log(0.9)) * u[1]),
+            u[2],
+            u[3],
+            self.max_rotation_deg * (2 * u[4] - 1),
+            1 - self.jitter + 2 * self.jitter * u[5],
+            1 - self.jitter + 2 * self.jitter * u[6],
+        ]
+        return torch.stack([torch.as_tensor(value) for value in values]).float()
+
     def __call__(
         self, image: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         tensor = _to_float_tensor(image)
         height, width = tensor.shape[-2:]
-
-        def uniform(low: float, high: float) -> float:
-            return low + (high - low) * float(torch.rand((), generator=generator))
-
-        area = uniform(*self.crop_scale) * height * width
-        aspect = math.exp(uniform(math.log(0.9), math.log(1.1)))
-        crop_h = min(height, int(round(math.sqrt(area / aspect))))
-        crop_w = min(width, int(round(math.sqrt(area * aspect))))
-        top = int(uniform(0, height - crop_h + 1)) if height > crop_h else 0
-        left = int(uniform(0, width - crop_w + 1)) if width > crop_w else 0
+        area, aspect, top_u, left_u, angle, brightness, contrast = self.draw(generator).tolist()
+        crop_h, crop_w = _crop_size(area, aspect, height, width)
+        top = int(top_u * (height - crop_h + 1)) if height > crop_h else 0
+        left = int(left_u * (width - crop_w + 1)) if width > crop_w else 0
         tensor = TF.resized_crop(
             tensor, top, left, crop_h, crop_w, [self.image_size, self.image_size], antialias=True
         )
         if self.max_rotation_deg > 0:
-            angle = uniform(-self.max_rotation_deg, self.max_rotation_deg)
             tensor = TF.rotate(tensor, angle, interpolation=TF.InterpolationMode.BILINEAR, fill=0.0)
         if self.jitter > 0:
-            brightness = uniform(1 - self.jitter, 1 + self.jitter)
-            contrast = uniform(1 - self.jitter, 1 + self.jitter)
             mean = tensor.mean()
             tensor = (tensor - mean) * contrast + mean * brightness
         return _normalise(tensor.clamp_(0.0, 1.0), self.mean, self.std)
+
+
+def _crop_size(area: float, aspect: float, height: int, width: int) -> tuple[int, int]:
+    pixels = area * height * width
+    crop_h = min(height, int(round(math.sqrt(pixels / aspect))))
+    crop_w = min(width, int(round(math.sqrt(pixels * aspect))))
+    return crop_h, crop_w
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeferredTrainPreset:
+    """The loader half of ``augment: batch``: hand the uint8 image over untouched, with :meth:`TrainPreset.draw`'s
+    values for it; :class:`BatchTrainAugment` does the rest on the training device."""
+
+    preset: TrainPreset
+
+    def __call__(self, image: np.ndarray | torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        tensor = torch.as_tensor(image)
+        if tensor.dtype != torch.uint8:
+            raise TypeError(f"batched augmentation expects uint8 images, got {tensor.dtype}")
+        return {"image": tensor[None] if tensor.ndim == 2 else tensor, "augment": self.preset.draw(generator)}
+
+
+class BatchTrainAugment:
+    """:class:`TrainPreset` for a whole batch at once, on any device: one ``affine_grid`` + ``grid_sample``
+    does the crop, the resize and the rotation of every image, then jitter and normalisation, all batched.
+
+    Same parameter distribution as the per-sample preset; the pixels differ slightly (bilinear sampling
+    without antialiasing; the crop and rotation scales are close to 1, so there is little to alias).
+    """
+
+    def __init__(self, preset: TrainPreset):
+        self.preset = preset
+
+    def __call__(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``images``: uint8 ``(B, 1, H, W)``; ``params``: ``(B, 7)`` from :meth:`TrainPreset.draw`.
+        Returns float32 ``(B, 3, S, S)`` normalised, on ``images``' device."""
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise ValueError(f"expected (B, 1, H, W) images, got shape {tuple(images.shape)}")
+        preset = self.preset
+        batch, _, height, width = images.shape
+        params = params.to(device=images.device, dtype=torch.float32)
+        area, aspect, top_u, left_u, angle, brightness, contrast = params.unbind(1)
+        crop_h = torch.sqrt(area * height * width / aspect).clamp(max=height) / height  # fractions of H, W
+        crop_w = torch.sqrt(area * height * width * aspect).clamp(max=width) / width
+        centre_y = (top_u * (1 - crop_h) + crop_h / 2) * 2 - 1  # crop centre in grid coordinates
+        centre_x = (left_u * (1 - crop_w) + crop_w / 2) * 2 - 1
+        radians = torch.deg2rad(angle) if preset.max_rotation_deg > 0 else torch.zeros_like(angle)
+        cos, sin = torch.cos(radians), torch.sin(radians)
+        zeros = torch.zeros_like(cos)
+        # Output grid → rotated (counter-clockwise for a positive angle, as TF.rotate; the output is square,
+        # so the angle is the same in pixels); points rotated out of the crop are filled with 0, as TF.rotate
+        # fills the corners of the cropped image; then scaled and shifted into the crop.
+        rotation = torch.stack(
+            [torch.stack([cos, -sin, zeros], dim=1), torch.stack([sin, cos, zeros], dim=1)], dim=1
+        )
+        size = preset.image_size
+        grid = F.affine_grid(rotation, [batch, 1, size, size], align_corners=False)
+        outside = (grid.abs() > 1).any(dim=-1)
+        scale = torch.stack([crop_w, crop_h], dim=1).view(batch, 1, 1, 2)
+        shift = torch.stack([centre_x, centre_y], dim=1).view(batch, 1, 1, 2)
+        tensor = F.grid_sample(
+            images.float().div_(255.0),
+            grid * scale + shift,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )
+        tensor = tensor.masked_fill_(outside[:, None], 0.0)
+        if preset.jitter > 0:
+            mean = tensor.mean(dim=(1, 2, 3), keepdim=True)
+            tensor = (tensor - mean) * contrast.view(-1, 1, 1, 1) + mean * brightness.view(-1, 1, 1, 1)
+        tensor = tensor.clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
+        mean_t = torch.tensor(preset.mean, device=tensor.device).view(1, -1, 1, 1)
+        std_t = torch.tensor(preset.std, device=tensor.device).view(1, -1, 1, 1)
+        return (tensor - mean_t) / std_t
 
 
 @dataclass(frozen=True, kw_only=True)

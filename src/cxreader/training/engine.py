@@ -34,7 +34,13 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from cxreader.config import TrainConfig, save_config, write_text_atomic
 from cxreader.data.chestxray14 import ImageLocator, Split, load_splits
 from cxreader.data.dataset import ChestXrayDataset, FileImageSource, ImageSource, collate_samples
-from cxreader.data.transforms import EvalPreset, TrainPreset, load_size_for
+from cxreader.data.transforms import (
+    BatchTrainAugment,
+    DeferredTrainPreset,
+    EvalPreset,
+    TrainPreset,
+    load_size_for,
+)
 from cxreader.errors import CheckpointError, ConfigError, DataError
 from cxreader.evaluation.metrics import per_class_auroc
 from cxreader.evaluation.thresholds import choose_thresholds
@@ -136,6 +142,13 @@ def image_source(config: TrainConfig, split: Split) -> ImageSource:
     return FileImageSource([locator.locate(name) for name in split.images], load_size)
 
 
+def resolve_augment(augment: str, device: torch.device) -> str:
+    """``sample`` or ``batch`` for a config's ``augment`` (``auto``: ``batch`` on accelerators)."""
+    if augment == "auto":
+        return "sample" if device.type == "cpu" else "batch"
+    return augment
+
+
 def _loader(dataset, *, batch_size: int, sampler: Sampler, workers: int, device: torch.device) -> DataLoader:
     return DataLoader(
         dataset,
@@ -177,14 +190,18 @@ class Trainer:
             if needed not in self.splits or len(self.splits[needed]) == 0:
                 raise DataError(Path(config.data or "lists"), f"the {needed!r} split is empty or missing")
         train_split, val_split = self.splits["train"], self.splits["val"]
+        preset = TrainPreset(
+            image_size=config.image_size,
+            crop_scale=config.crop_scale,
+            max_rotation_deg=config.max_rotation_deg,
+        )
+        self.batch_augment = (
+            BatchTrainAugment(preset) if resolve_augment(config.augment, self.device) == "batch" else None
+        )
         self.train_set = ChestXrayDataset(
             image_source(config, train_split),
             train_split.labels,
-            TrainPreset(
-                image_size=config.image_size,
-                crop_scale=config.crop_scale,
-                max_rotation_deg=config.max_rotation_deg,
-            ),
+            DeferredTrainPreset(preset=preset) if self.batch_augment is not None else preset,
             seed=config.seed,
         )
         self.val_set = ChestXrayDataset(
@@ -389,6 +406,8 @@ class Trainer:
                 continue
             images = batch["image"].to(self.device, non_blocking=True)
             labels = batch["labels"].to(self.device, non_blocking=True)
+            if self.batch_augment is not None:
+                images = self.batch_augment(images, batch["augment"].to(self.device, non_blocking=True))
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp_dtype):

@@ -8,8 +8,20 @@ import pytest
 
 from cxreader.cli.__main__ import main
 
-TRAIN = ["--config", "demo", "--split", "random", "--image-size", "32", "--batch-size", "8", "--workers", "0",
-         "--epochs", "2"]
+TRAIN = [
+    "--config",
+    "demo",
+    "--split",
+    "random",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--epochs",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +59,26 @@ def test_predict_table_marks_threshold_crossings(trained, capsys):
 def test_evaluate_checkpoint_writes_report_json_and_roc(trained, tmp_path, capsys):
     _, checkpoint = trained
     out_json = tmp_path / "report.json"
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--split", "test", "--bootstrap", "50",
-                 "--workers", "0", "--json", str(out_json), "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--split",
+                "test",
+                "--bootstrap",
+                "50",
+                "--workers",
+                "0",
+                "--json",
+                str(out_json),
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out_json.read_text())
     assert {"auroc", "mean_auroc", "ci95", "thresholds"} <= set(report)
     assert report["metadata"]["split"] == "test" and report["metadata"]["synthetic"] is True
@@ -58,8 +88,23 @@ def test_evaluate_checkpoint_writes_report_json_and_roc(trained, tmp_path, capsy
 
 def test_evaluate_tencrop_runs(trained, tmp_path):
     _, checkpoint = trained
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--tencrop", "--bootstrap", "0", "--workers", "0",
-                 "--out", str(tmp_path / "tc")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(checkpoint),
+                "--tencrop",
+                "--bootstrap",
+                "0",
+                "--workers",
+                "0",
+                "--out",
+                str(tmp_path / "tc"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_missing_checkpoint_is_one_line(capsys, tmp_path):

@@ -1,7 +1,8 @@
 """``cxreader demo``: the whole pipeline, offline, on a SYNTHETIC dataset, in a few minutes on 2 CPU cores.
 
 Synthesise a dataset in the NIH layout → train a compact DenseNet (the ``demo`` recipe) → evaluate on the
-held-out synthetic test split (AUROC with CIs, thresholds from validation) → predict a few images.
+held-out synthetic test split (AUROC with CIs, thresholds from validation) → predict a few images and describe
+their positive findings from the class activation maps (side, zone, organ, extent, severity).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def register(subparsers) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     import shutil
 
-    from cxreader.cli.predict_cmd import format_predictions
+    from cxreader.cli.predict_cmd import attach_descriptions, format_predictions
     from cxreader.config import load_config
     from cxreader.data.synthetic import generate_synthetic_dataset
     from cxreader.evaluation.checkpoint_eval import evaluate_checkpoint
@@ -91,10 +92,14 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print(report.to_markdown())
 
-    print("[4/4] predicting a few test images ...", flush=True)
+    print("[4/4] predicting and describing a few test images (heatmap-grounded) ...", flush=True)
     predictor = Predictor(run_dir / "best.pt", device="auto")
     sample = [data_dir / "images" / name for name in predictions.images[:3]]
-    print(format_predictions(predictor.predict_files(sample), predictor.thresholds))
+    results = predictor.predict_files(sample, keep_images=True)
+    attach_descriptions(predictor, results)
+    for item in results:
+        item.image = None
+    print(format_predictions(results, predictor.thresholds))
 
     elapsed = time.perf_counter() - started
     print(

@@ -85,3 +85,23 @@ def test_old_key_normalisation():
         {"module.densenet121.features.denseblock1.denselayer1.norm.1.weight": torch.zeros(1)}
     )
     assert list(keys) == ["features.denseblock1.denselayer1.norm1.weight"]
+
+
+def test_densenet_small_s8_keeps_twice_the_feature_resolution(tmp_path):
+    import torch
+
+    from cxreader.models import create_model
+    from cxreader.training.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
+
+    coarse, fine = create_model("densenet_small"), create_model("densenet_small_s8")
+    images = torch.zeros(1, 3, 128, 128)
+    assert coarse.forward_features(images).shape[-2:] == (8, 8)
+    assert fine.forward_features(images).shape[-2:] == (16, 16)
+    assert fine(images).shape == (1, 14)
+    # same parameters (only a pooling is gone), and its checkpoints rebuild the fine network
+    assert sum(p.numel() for p in coarse.parameters()) == sum(p.numel() for p in fine.parameters())
+    path = tmp_path / "fine.pt"
+    save_checkpoint(
+        path, model=fine, contract=CheckpointContract(model_name="densenet_small_s8", input_size=128)
+    )
+    assert load_checkpoint(path).model.forward_features(images).shape[-2:] == (16, 16)

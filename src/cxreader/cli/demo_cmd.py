@@ -30,7 +30,9 @@ def register(subparsers) -> None:
     parser.add_argument("--size", type=int, default=128, help="synthetic image size in pixels")
     parser.add_argument("--epochs", type=int, default=None, help="override the demo recipe's epochs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1, help="data loader workers")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="data loader workers (default: the demo recipe's, 0)"
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing demo run in --out")
     parser.set_defaults(func=run_demo)
 
@@ -67,7 +69,9 @@ def run_demo(args: argparse.Namespace) -> int:
         f"      {summary.images} images of {summary.patients} synthetic patients in {summary.seconds:.1f} s"
     )
 
-    overrides = {"data": str(data_dir), "seed": args.seed, "workers": args.workers, "device": "auto"}
+    overrides = {"data": str(data_dir), "seed": args.seed, "device": "auto"}
+    if args.workers is not None:
+        overrides["workers"] = args.workers
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     config = load_config("demo", overrides)
@@ -79,7 +83,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"      best validation mean AUROC {result.best_val_mean_auroc:.3f} at epoch {result.best_epoch}")
 
     print("[3/4] evaluating best.pt on the held-out SYNTHETIC test split ...", flush=True)
-    report, predictions = evaluate_checkpoint(run_dir / "best.pt", split="test", workers=args.workers)
+    report, predictions = evaluate_checkpoint(run_dir / "best.pt", split="test", workers=config.workers)
     eval_dir = run_dir / "eval-test"
     eval_dir.mkdir(parents=True, exist_ok=True)
     report.write_json(eval_dir / "report.json")

@@ -10,7 +10,10 @@ held-out test split (both rebuilt from the checkpoint's split method and seed):
 
 1. **Wang et al. 2017 table** of the heatmap boxes against ``BBox_List_2017.csv``: the box rule's heatmap
    level (and whether to keep all boxes or only the most salient one) is chosen on validation by the mean
-   accuracy at T(IoBB) = 0.25 (ties: mean IoU), then the test table is computed once with that choice.
+   accuracy at T(IoBB) = 0.25 (ties: mean IoU), then the test table is computed once with that choice. The
+   maps are restricted to the thorax (the product default, :func:`~cxreader.localization.cam.restrict_heatmap`);
+   the same choice on the whole maps, and one level per finding chosen on val, are reported beside it for
+   comparison.
 2. **Grounded side and zone** of every true-positive finding (label positive and probability at or above the
    checkpoint's threshold) against ``synthetic_findings.csv``. Ground truth per image and finding: the side is
    ``bilateral`` when instances lie on both sides (or one is bilateral), ``midline`` for midline findings,
@@ -44,7 +47,7 @@ from cxreader.data.chestxray14 import ChestXray14
 from cxreader.data.io import load_image
 from cxreader.data.synthetic import read_synthetic_findings
 from cxreader.labels import FINDINGS
-from cxreader.localization.boxes import IOBB_THRESHOLDS
+from cxreader.localization.boxes import BOXED_FINDINGS, IOBB_THRESHOLDS
 from cxreader.localization.cam import heatmaps
 from cxreader.localization.describe import DEFAULT_RULES, DescriptionRules, describe_findings
 from cxreader.localization.evaluation import case_maps, evaluate_maps, read_boxes, split_images
@@ -68,13 +71,15 @@ def log(message: str) -> None:
 # 1. Boxes
 
 
-def tune_boxes(checkpoint, data: Path, boxes, method: str, batch_size: int) -> dict:
+def tune_boxes(checkpoint, data: Path, boxes, method: str, batch_size: int, *, thorax: bool = True) -> dict:
     maps = {}
     for split in ("val", "test"):
         started = time.perf_counter()
         images = split_images(checkpoint, data, split)
         maps[split] = list(
-            case_maps(checkpoint, data, boxes, method=method, images=images, batch_size=batch_size)
+            case_maps(
+                checkpoint, data, boxes, method=method, images=images, batch_size=batch_size, thorax=thorax
+            )
         )
         log(f"  {split}: {len(maps[split])} image/finding maps in {time.perf_counter() - started:.0f} s")
     grid = []
@@ -94,6 +99,41 @@ def tune_boxes(checkpoint, data: Path, boxes, method: str, batch_size: int) -> d
         ],
         "val": val,
         "test": test,
+        "per_finding": per_finding_levels(maps, max_boxes, method),
+    }
+
+
+def per_finding_levels(maps: dict, max_boxes, method: str) -> dict:
+    """One box level per finding, each chosen on val (Acc@0.25, ties: the higher level), applied to test.
+
+    For information: a single level is the product default; this shows what per-finding levels would add.
+    """
+    chosen, accuracy = {}, {"val": {}, "test": {}}
+    for finding in BOXED_FINDINGS:
+        subset = {split: [m for m in items if m.finding == finding] for split, items in maps.items()}
+        if not subset["val"] or not subset["test"]:
+            continue
+        scores = []
+        for level in BOX_LEVELS:
+            (row,) = evaluate_maps(
+                subset["val"], box_threshold=level, max_boxes=max_boxes, method=method
+            ).rows
+            scores.append((row.accuracy[0.25], level))
+        best_level = max(scores)[1]
+        chosen[finding] = best_level
+        for split in ("val", "test"):
+            (row,) = evaluate_maps(
+                subset[split], box_threshold=best_level, max_boxes=max_boxes, method=method
+            ).rows
+            accuracy[split][finding] = row.accuracy[0.25]
+    return {
+        "levels": chosen,
+        "acc_0.25": {
+            split: {k: round(v, 4) for k, v in values.items()} for split, values in accuracy.items()
+        },
+        "mean_acc_0.25": {
+            split: round(float(np.mean(list(values.values()))), 4) for split, values in accuracy.items()
+        },
     }
 
 
@@ -319,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, data, read_boxes(data / "BBox_List_2017.csv"), args.method, args.batch_size
     )
     chosen = boxes["chosen"]
+    plain = tune_boxes(
+        checkpoint, data, read_boxes(data / "BBox_List_2017.csv"), args.method, args.batch_size, thorax=False
+    )
 
     log("[2/3] descriptions of true-positive findings ...")
     frame = ChestXray14.from_root(data).frame
@@ -354,6 +397,16 @@ def main(argv: list[str] | None = None) -> int:
             "val_mean_accuracy": {str(t): round(boxes["val"].mean_accuracy(t), 4) for t in IOBB_THRESHOLDS},
             "test": boxes["test"].to_json_dict(),
             "val_grid": boxes["val_grid"],
+            "per_finding_levels": boxes["per_finding"],
+            "whole_map": {
+                "chosen_on_val": plain["chosen"],
+                "val_mean_accuracy": {
+                    str(t): round(plain["val"].mean_accuracy(t), 4) for t in IOBB_THRESHOLDS
+                },
+                "test_mean_accuracy": {
+                    str(t): round(plain["test"].mean_accuracy(t), 4) for t in IOBB_THRESHOLDS
+                },
+            },
         },
         "descriptions": {
             "default_rules": dataclasses.asdict(default_rules),
@@ -381,7 +434,14 @@ def render(summary: dict, test_table) -> str:
         "",
         f"Box rule chosen on val: heatmap level {chosen['box_threshold']}, "
         f"{'all boxes' if chosen['max_boxes'] is None else 'most salient box only'} "
-        f"(val mean Acc@0.25 {summary['boxes']['val_mean_accuracy']['0.25']:.3f})",
+        f"(val mean Acc@0.25 {summary['boxes']['val_mean_accuracy']['0.25']:.3f}, "
+        f"test {test_table.mean_accuracy(0.25):.3f}); maps restricted to the thorax",
+        f"Whole map (no thorax restriction), level {summary['boxes']['whole_map']['chosen_on_val']['box_threshold']} "
+        f"chosen on val: val mean Acc@0.25 {summary['boxes']['whole_map']['val_mean_accuracy']['0.25']:.3f}, "
+        f"test {summary['boxes']['whole_map']['test_mean_accuracy']['0.25']:.3f}",
+        f"Per-finding levels chosen on val (information only): {summary['boxes']['per_finding_levels']['levels']}; "
+        f"mean Acc@0.25 val {summary['boxes']['per_finding_levels']['mean_acc_0.25']['val']:.3f}, "
+        f"test {summary['boxes']['per_finding_levels']['mean_acc_0.25']['test']:.3f}",
         "",
         f"Test split, {summary['method'].upper()}:",
         "",

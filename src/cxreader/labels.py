@@ -27,6 +27,18 @@ FINDINGS: tuple[str, ...] = (
 NUM_FINDINGS = len(FINDINGS)
 NO_FINDING = "No Finding"
 
+#: The 8 findings NIH gives boxes for in ``BBox_List_2017.csv`` (Wang et al. 2017), in :data:`FINDINGS` order.
+BOXED_FINDINGS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+)
+
 #: Alternative spellings seen in real files, mapped to the canonical name (keys are lower-cased).
 ALIASES: dict[str, str] = {
     "pleural thickening": "Pleural_Thickening",

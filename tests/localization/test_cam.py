@@ -8,7 +8,13 @@ import torch
 
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS
-from cxreader.localization.cam import class_activation_maps, grad_cams, heatmaps, resolve_findings
+from cxreader.localization.cam import (
+    class_activation_maps,
+    grad_cams,
+    heatmaps,
+    resolve_findings,
+    restrict_heatmap,
+)
 from cxreader.models import create_model
 
 
@@ -78,3 +84,18 @@ def test_unknown_method_and_bad_shape_are_refused(toy_model):
         heatmaps(toy_model, torch.rand(3, 32, 32), ["Mass"], "lime")
     with pytest.raises(ConfigError, match="image_tensor must be"):
         heatmaps(toy_model, torch.rand(32, 32), ["Mass"], "cam")
+
+
+def test_a_map_restricted_to_a_mask_is_rescaled_inside_and_left_alone_when_the_mask_holds_nothing():
+    heatmap = np.zeros((16, 16), np.float32)
+    heatmap[0, 0] = 1.0  # a border artefact, outside the mask
+    heatmap[8, 8] = 0.5  # the finding, inside
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True
+    restricted = restrict_heatmap(heatmap, mask)
+    assert restricted[0, 0] == 0.0 and restricted[8, 8] == 1.0
+    assert restricted.min() >= 0.0 and restricted.max() == 1.0
+    empty = np.zeros((16, 16), bool)
+    np.testing.assert_array_equal(restrict_heatmap(heatmap, empty), heatmap)
+    with pytest.raises(ValueError, match="shape"):
+        restrict_heatmap(heatmap, np.ones((8, 8), bool))

@@ -69,3 +69,14 @@ def test_real_films_get_a_plausible_midline(shared_data):
         # NIH frontal films are roughly centred: the midline lies in the central 30 % of the width.
         assert 0.35 * 256 <= geometry.midline <= 0.65 * 256
         assert geometry.image_left.x1 <= geometry.image_right.x0
+
+
+def test_the_thorax_mask_spans_both_lungs_and_is_open_below():
+    geometry = fixed_geometry(100, 100)
+    mask = geometry.thorax_mask()
+    assert mask[50, 50]  # the mediastinum, between the lung fields
+    assert mask[99, 50]  # below the lung bases: effusions and hernias lie there
+    assert not mask[2, 50]  # above the apices
+    assert not mask[50, 2] and not mask[50, 97]  # outside the chest wall
+    grown = geometry.thorax_mask(0.05)
+    assert grown.sum() > mask.sum() and (grown | mask).sum() == grown.sum()

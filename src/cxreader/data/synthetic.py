@@ -49,7 +49,7 @@ from cxreader.data.phantom import (
     draw_chest,
 )
 from cxreader.errors import ConfigError, DataError
-from cxreader.labels import FINDINGS, NO_FINDING
+from cxreader.labels import BOXED_FINDINGS, FINDINGS, NO_FINDING
 
 DATA_ENTRY_NAME = "Data_Entry_2017_v2020.csv"
 BBOX_LIST_NAME = "BBox_List_2017.csv"
@@ -80,17 +80,6 @@ SIDECAR_COLUMNS = (
     "extent",
     "size_cm",
     "severity",
-)
-#: The findings that NIH gives boxes for, and so does the synthetic ``BBox_List_2017.csv``.
-BOXED_FINDINGS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
 )
 _BBOX_SPELLING = {"Infiltration": "Infiltrate"}  # as BBox_List_2017.csv writes it
 

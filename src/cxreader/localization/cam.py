@@ -127,6 +127,28 @@ def normalise_maps(maps: torch.Tensor, method: str) -> torch.Tensor:
     return scaled.clamp_(0.0, 1.0).view_as(maps)
 
 
+def restrict_heatmap(heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A ``(H, W)`` map in [0, 1] kept inside ``mask`` only (zero elsewhere), rescaled so that 1 is again the
+    most salient pixel INSIDE the mask.
+
+    Why: a weakly supervised CAM also scores the image border and the soft tissue outside the chest (zero
+    padding and the collimation edge are strong, finding-independent features of a small model), and those
+    scores can outrank the finding itself. Restricting the map to the thorax
+    (:meth:`~cxreader.localization.geometry.ChestGeometry.thorax_mask`) before drawing boxes and describing
+    places removes those spurious regions. A map with nothing inside the mask comes back unchanged, so an
+    estimate of the thorax that is wrong never erases the only evidence there is.
+    """
+    values = np.asarray(heatmap, dtype=np.float32)
+    keep = np.asarray(mask, dtype=bool)
+    if keep.shape != values.shape:
+        raise ValueError(f"mask shape {keep.shape} differs from the heatmap's {values.shape}")
+    inside = np.where(keep, values, 0.0)
+    peak = float(inside.max()) if inside.size else 0.0
+    if not peak > 0.0:
+        return values
+    return np.clip(inside / peak, 0.0, 1.0).astype(np.float32)
+
+
 def heatmaps(
     model: nn.Module,
     image_tensor: torch.Tensor,

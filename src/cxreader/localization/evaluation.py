@@ -10,6 +10,12 @@ model sees each image resized to its input size, so predicted boxes are scaled b
 size (read from the file, not assumed). When the images at hand are smaller copies (e.g. 256 px renditions)
 the boxes' space must be given (``box_space=1024``); a box that does not fit inside its image is an error
 that says so.
+
+Thorax restriction. Before boxes are drawn, each map is restricted to the image's thorax (the lung-field
+estimate of :mod:`~cxreader.localization.geometry` grown by :data:`~cxreader.localization.geometry.THORAX_MARGIN`,
+:func:`~cxreader.localization.cam.restrict_heatmap`): a small weakly supervised model also scores the image
+border and the soft tissue outside the chest, and boxes there localize nothing. ``thorax=False`` gives the
+plain Wang et al. 2017 rule on the whole map.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from cxreader.localization.boxes import (
     boxes_from_heatmap,
     evaluate_cases,
 )
-from cxreader.localization.cam import heatmaps
+from cxreader.localization.cam import heatmaps, restrict_heatmap
+from cxreader.localization.geometry import THORAX_MARGIN, estimate_geometry
 from cxreader.training.checkpoint import LoadedCheckpoint
 
 logger = logging.getLogger(__name__)
@@ -119,6 +126,7 @@ def case_maps(
     batch_size: int = 16,
     notes: list[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    thorax: bool = True,
 ) -> Iterator[CaseMap]:
     """Heatmaps of every (image, finding) of the box file, with its ground truth in image pixels.
 
@@ -134,6 +142,7 @@ def case_maps(
         batch_size: Images per forward pass.
         notes: Receives one line per skipped image.
         progress: Called with (done, total) images.
+        thorax: Restrict every map to the image's thorax (module docstring).
 
     Raises:
         DataError: no image of the box file found, or a box beyond its image.
@@ -170,12 +179,20 @@ def case_maps(
         maps = heatmaps(model, batch, findings, method)
         for (name, image), image_maps in zip(loaded, maps, strict=True):
             height, width = image.pixels.shape
+            inside = None
+            if thorax:
+                grid_h, grid_w = image_maps.shape[-2:]
+                geometry = estimate_geometry(image.pixels).scaled_to(grid_w, grid_h)
+                inside = geometry.thorax_mask(THORAX_MARGIN)
             rows = grouped.get_group(name)
             for finding, group in rows.groupby("finding", sort=False):
                 truth = [
                     _ground_truth_box(row, width, height, box_space, boxes_path) for row in group.itertuples()
                 ]
-                yield CaseMap(name, finding, truth, image_maps[findings.index(finding)], (width, height))
+                heatmap = image_maps[findings.index(finding)]
+                if inside is not None:
+                    heatmap = restrict_heatmap(heatmap, inside)
+                yield CaseMap(name, finding, truth, heatmap, (width, height))
         if progress is not None:
             progress(min(start + batch_size, len(present)), len(present))
 
@@ -232,6 +249,7 @@ def evaluate_localization(
     split: str = "all",
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    thorax: bool = True,
 ) -> LocalizationResult:
     """Run the whole evaluation: read the boxes, compute the maps, build the table.
 
@@ -256,6 +274,7 @@ def evaluate_localization(
             batch_size=batch_size,
             notes=notes,
             progress=progress,
+            thorax=thorax,
         )
     )
     if checkpoint.contract.synthetic:

@@ -42,6 +42,9 @@ from scipy.ndimage import gaussian_filter1d
 
 #: Side (in pixels) of the working copy the profiles are computed on.
 WORK_SIZE = 128
+#: Margin (fraction of the image side) by which the thorax mask grows beyond the lung fields, so that the
+#: costophrenic recesses, the domes and a hernia just below them stay inside.
+THORAX_MARGIN = 0.05
 #: Zone names, top to bottom.
 ZONES = ("upper", "middle", "lower")
 #: Fixed fractions of a typical PA film (fractions of width and height), the fallback and the baseline.
@@ -138,6 +141,24 @@ class ChestGeometry:
         top, bottom = self.zone_bounds(image_sides)
         third = max((bottom - top) / 3.0, 1e-6)
         return ZONES[int(np.clip(math.floor((y - top) / third), 0, 2))]
+
+    def thorax_mask(self, margin: float = 0.0) -> np.ndarray:
+        """Boolean ``(height, width)`` mask of the thorax, open below.
+
+        Columns span from the outer edge of one lung field to the outer edge of the other (keeping the
+        mediastinum, heart and hila between them), rows from the higher apex down to the BOTTOM of the image;
+        both grow by ``margin`` (a fraction of the grid's side). It is open below because the lower lung
+        border found from the profiles is where aerated lung ends: an effusion, a collapse or a hiatus hernia
+        lies at or below it, and must stay inside.
+        """
+        grow_x, grow_y = margin * self.width, margin * self.height
+        top = min(self.image_left.top, self.image_right.top) - grow_y
+        left = min(self.image_left.x0, self.image_right.x0) - grow_x
+        right = max(self.image_left.x1, self.image_right.x1) + grow_x
+        mask = np.zeros((self.height, self.width), dtype=bool)
+        cols = slice(max(0, int(math.floor(left))), max(0, int(math.ceil(right))))
+        mask[max(0, int(math.floor(top))) :, cols] = True
+        return mask
 
     def lung_mask(self, image_side: str | None = None) -> np.ndarray:
         """Boolean ``(height, width)`` mask of one lung field's box, or of both when ``image_side`` is None."""

@@ -6,7 +6,7 @@ radiologist's report says.
 
 For each image the table lists the report's MeSH major terms, the findings the captioner's encoder calls
 positive with their learned captions, and the captions asked for the report's own findings (its MeSH headings
-that map to one of the 14, e.g. ``Opacity`` → Infiltration, ``Calcified Granuloma`` → Nodule).
+that map to one of the 14, e.g. ``Opacity`` → Infiltration, ``Pulmonary Atelectasis`` → Atelectasis).
 
 Run: ``python benchmarks/captioner_openi_real.py --checkpoint CAP/caption.pt [--openi ../shared/data/openi]``.
 """

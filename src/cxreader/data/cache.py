@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 CACHE_FORMAT = "cxreader-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: resized with reducing_gap 2 (version 1 used 3)
 IMAGES_FILE = "images.u8"
 INDEX_FILE = "index.json"
 JOURNAL_FILE = "progress.jsonl"
@@ -211,7 +211,7 @@ class CacheIndex:
             "created": self.created,
             "updated": _now(),
             "cxreader_version": __version__,
-            "decoder": "cxreader.data.io.read_image_uint8 (Lanczos, reducing_gap=3)",
+            "decoder": f"cxreader.data.io.read_image_uint8 (Lanczos, reducing_gap={_reducing_gap()})",
             "entries": self.entries,
         }
 
@@ -234,8 +234,14 @@ def read_cache_index(folder: str | Path) -> CacheIndex:
         raise DataError(index_path, f"unreadable cache index ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
         raise DataError(index_path, "not a cxreader cache index")
-    if int(payload.get("version", 0)) > CACHE_VERSION:
-        raise DataError(index_path, f"written by a newer cxreader (cache version {payload['version']})")
+    version = int(payload.get("version", 0))
+    if version != CACHE_VERSION:
+        newer = "a newer" if version > CACHE_VERSION else "an older"
+        raise DataError(
+            index_path,
+            f"written by {newer} cxreader (cache version {version}, this one reads {CACHE_VERSION}): its rows "
+            "would differ from decoding the images now; rebuild it with `cxreader data cache --overwrite`",
+        )
     try:
         size = int(payload["size"])
         entries = list(payload["entries"])
@@ -603,6 +609,12 @@ def _init_worker(images_path: str, count: int, size: int, fast_png: bool, in_poo
     _WORKER["images"] = np.memmap(images_path, dtype=np.uint8, mode="r+", shape=(count, size, size))
     _WORKER["size"] = size
     _WORKER["fast_png"] = fast_png
+
+
+def _reducing_gap() -> float:
+    from cxreader.data.io import REDUCING_GAP
+
+    return REDUCING_GAP
 
 
 def _decode_row(task: tuple[int, str]) -> list[Any]:

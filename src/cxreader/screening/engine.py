@@ -61,7 +61,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from cxreader.data.io import LoadedImage, load_image, sniff_format
+from cxreader.data.io import REDUCING_GAP, LoadedImage, load_image, sniff_format
 from cxreader.data.transforms import EvalPreset
 from cxreader.errors import ConfigError, CXReaderError, ImageReadError
 from cxreader.labels import FINDINGS
@@ -247,7 +247,7 @@ def display_rendition(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> n
     scale = max_side / max(width, height)
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        gray = gray.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        gray = gray.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
     return np.asarray(gray, dtype=np.uint8).copy()
 
 

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             names_in_order = list(loaders) if round_index % 2 == 0 else list(reversed(loaders))
             for name in names_in_order:
                 augment = batch_augment if name == AUGMENTED_ON_CPU else None
-                torch.set_num_threads(os.cpu_count() or 1 if augment is not None else 1)
+                torch.set_num_threads((os.cpu_count() or 1) if augment is not None else 1)
                 results[name].append(images_per_second(loaders[name], args.seconds, augment))
             print(f"  round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         del loaders

@@ -16,7 +16,7 @@ def test_layering_defaults_recipe_overrides(tmp_path):
 def test_packaged_recipes_load():
     assert load_config("chexnet").model == "chexnet_densenet121"
     demo = load_config("demo")
-    assert demo.model == "densenet_small" and demo.synthetic is True
+    assert demo.model == "densenet_small_s8" and demo.synthetic is True and demo.augment == "batch"
 
 
 @pytest.mark.parametrize(

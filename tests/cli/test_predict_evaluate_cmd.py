@@ -5,23 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.training.tiny_run import TINY_TRAIN_ARGS
 
 from cxreader.cli.__main__ import main
 
-TRAIN = [
-    "--config",
-    "demo",
-    "--split",
-    "random",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--workers",
-    "0",
-    "--epochs",
-    "2",
-]
+TRAIN = [*TINY_TRAIN_ARGS, "--epochs", "2"]
 
 
 @pytest.fixture(scope="module")

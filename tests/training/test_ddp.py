@@ -15,26 +15,12 @@ import sys
 
 import numpy as np
 import pytest
+from tests.training.tiny_run import TINY_TRAIN_ARGS
 
 from cxreader.data.chestxray14 import load_splits
 from cxreader.training.engine import PredictionOutput, merge_shards
 
-ARGS = [
-    "--config",
-    "demo",
-    "--split",
-    "random",
-    "--image-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--workers",
-    "0",
-    "--epochs",
-    "2",
-    "--early-stopping-patience",
-    "0",
-]
+ARGS = [*TINY_TRAIN_ARGS, "--epochs", "2", "--early-stopping-patience", "0"]
 
 
 def _run(command: list[str]) -> None:

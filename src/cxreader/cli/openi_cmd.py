@@ -6,8 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from cxreader.data.openi import load_openi, openi_stats
-
 
 def register_data(data_subparsers: argparse._SubParsersAction) -> None:
     """Add ``openi-stats`` to the ``cxreader data`` commands."""
@@ -38,6 +36,8 @@ def _positive_int(text: str) -> int:
 
 def run_openi_stats(args: argparse.Namespace) -> int:
     """Handler of ``cxreader data openi-stats``."""
+    from cxreader.data.openi import load_openi, openi_stats
+
     dataset = load_openi(args.reports, images_dir=args.images)
     stats = openi_stats(dataset, top=args.top)
     if args.json:

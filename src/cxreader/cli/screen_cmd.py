@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cxreader import DISCLAIMER
-from cxreader.storage.db import DATABASE_URL_ENV
+from cxreader.storage.names import DATABASE_URL_ENV
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,12 +7,14 @@ import csv
 import json
 import sys
 from datetime import date
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from cxreader import DISCLAIMER
 from cxreader.labels import FINDINGS
-from cxreader.storage.crud import MAX_SEARCH_LIMIT, SEARCH_ORDERS, FindingHit, SearchPage, search_records
-from cxreader.storage.db import DATABASE_URL_ENV, display_url, init_db, open_database, resolve_database_url
+from cxreader.storage.names import DATABASE_URL_ENV, MAX_SEARCH_LIMIT, SEARCH_ORDERS
+
+if TYPE_CHECKING:
+    from cxreader.storage.crud import FindingHit, SearchPage
 
 FORMATS = ("table", "csv", "json")
 #: Columns of ``--format csv``: one line per matched finding of each image.
@@ -111,6 +113,9 @@ def _parse_date(text: str) -> date:
 
 def run_search(args: argparse.Namespace) -> int:
     """Handler of ``cxreader search``: prints one page of matches; exit code 0 (also when nothing matched)."""
+    from cxreader.storage.crud import search_records
+    from cxreader.storage.db import open_database
+
     database = open_database(args.db, upgrade=False)
     try:
         with database.session() as session:
@@ -145,6 +150,8 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_upgrade(args: argparse.Namespace) -> int:
     """Handler of ``cxreader db upgrade``."""
+    from cxreader.storage.db import display_url, init_db, resolve_database_url
+
     url = resolve_database_url(args.db)
     revision = init_db(url)
     print(f"database {display_url(url)} is at schema revision {revision} (newest)")

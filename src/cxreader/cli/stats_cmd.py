@@ -12,10 +12,13 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cxreader.data.chestxray14 import SPLIT_METHODS, SplitStats, load_splits, split_statistics
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS, display_name
+
+if TYPE_CHECKING:
+    from cxreader.data.chestxray14 import SplitStats
 
 
 def register_data(data_subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +38,7 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--split",
-        choices=[method for method in SPLIT_METHODS if method != "lists"],
+        choices=("random", "official"),  # chestxray14.SPLIT_METHODS, less 'lists' (given by --list)
         help="'random': seeded 70/10/20 patient split of the table (default without --list); 'official': "
         "NIH test_list.txt, train/val carved by patient from train_val_list.txt",
     )
@@ -70,6 +73,8 @@ def run_stats(args: argparse.Namespace) -> int:
         raise ConfigError("give either --split or --list, not both")
     if not lists and args.data is None:
         raise ConfigError("give --data DIR (the ChestX-ray14 tables) or --list NAME=FILE for each split")
+    from cxreader.data.chestxray14 import load_splits, split_statistics
+
     splits = load_splits(
         args.data, split=args.split or ("lists" if lists else "random"), lists=lists, seed=args.seed
     )

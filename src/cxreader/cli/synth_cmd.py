@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cxreader.data.synthetic import generate_synthetic_dataset
-
 
 def register_data(data_subparsers: argparse._SubParsersAction) -> None:
     """Add ``synth`` to the ``cxreader data`` commands."""
@@ -46,6 +44,8 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from cxreader.data.synthetic import generate_synthetic_dataset
+
     summary = generate_synthetic_dataset(
         args.out,
         images=args.images,

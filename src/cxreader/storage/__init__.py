@@ -7,22 +7,9 @@ database.
 
 from __future__ import annotations
 
-from cxreader.storage.crud import (
-    FindingHit,
-    FindingResult,
-    ImageResult,
-    SearchPage,
-    SearchRow,
-    StudyInfo,
-    add_image_result,
-    get_image,
-    has_image,
-    record_failure,
-    register_checkpoint,
-    search_records,
-    stored_hashes,
-)
-from cxreader.storage.db import Database, init_db, open_database, resolve_database_url
+from typing import Any
+
+_FROM_DB = {"Database", "init_db", "open_database", "resolve_database_url"}
 
 __all__ = [
     "Database",
@@ -43,3 +30,14 @@ __all__ = [
     "search_records",
     "stored_hashes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `cxreader --help` and the light constants in cxreader.storage.names do not import
+    # SQLAlchemy and Alembic.
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module("cxreader.storage.db" if name in _FROM_DB else "cxreader.storage.crud")
+    return getattr(module, name)

@@ -23,12 +23,9 @@ from sqlalchemy.orm import Session, selectinload
 from cxreader.errors import CheckpointError, ConfigError, DataError
 from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical_finding
 from cxreader.storage.db import begin_write
+from cxreader.storage.names import MAX_SEARCH_LIMIT, SEARCH_ORDERS
 from cxreader.storage.tables import Checkpoint, Finding, Image, Study, utc_now
 
-#: Orders :func:`search_records` accepts.
-SEARCH_ORDERS = ("probability_desc", "date_desc")
-#: Largest page :func:`search_records` returns.
-MAX_SEARCH_LIMIT = 10_000
 #: Longest failure reason stored; longer ones are cut (a reason is one line, not a traceback).
 MAX_REASON_CHARS = 2_000
 

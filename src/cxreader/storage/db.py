@@ -31,9 +31,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cxreader.errors import ConfigError
+from cxreader.storage.names import DATABASE_URL_ENV
 
-#: Environment variable naming the records database.
-DATABASE_URL_ENV = "CXREADER_DATABASE_URL"
 #: File name of the default SQLite database inside the user data directory.
 DEFAULT_DATABASE_FILE = "records.sqlite3"
 #: Execution option asking the SQLite ``begin`` hook for ``BEGIN IMMEDIATE`` (see :func:`begin_write`).

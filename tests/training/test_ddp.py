@@ -20,7 +20,9 @@ from tests.training.tiny_run import TINY_TRAIN_ARGS
 from cxreader.data.chestxray14 import load_splits
 from cxreader.training.engine import PredictionOutput, merge_shards
 
-ARGS = [*TINY_TRAIN_ARGS, "--epochs", "2", "--early-stopping-patience", "0"]
+# channels_last off (the `auto` of CPUs; the demo recipe turns it on for its single process): with it, the
+# 2-process run drifts past the val-loss tolerance below (0.013 after 2 epochs), see configs/demo.yaml.
+ARGS = [*TINY_TRAIN_ARGS, "--epochs", "2", "--early-stopping-patience", "0", "--channels-last", "off"]
 
 
 def _run(command: list[str]) -> None:

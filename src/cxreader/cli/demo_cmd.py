@@ -26,7 +26,7 @@ def register(subparsers) -> None:
         "patients. " + DISCLAIMER,
     )
     parser.add_argument("--out", default="cxreader-demo", help="output folder (default ./cxreader-demo)")
-    parser.add_argument("--images", type=int, default=2000, help="synthetic images to generate")
+    parser.add_argument("--images", type=int, default=2400, help="synthetic images to generate")
     parser.add_argument("--size", type=int, default=128, help="synthetic image size in pixels")
     parser.add_argument("--epochs", type=int, default=None, help="override the demo recipe's epochs")
     parser.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,6 @@ import argparse
 import datetime
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from _rounds import interleaved_rounds, print_ratio_table
 from cxreader.data.cache import build_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,19 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                 folder, Path(tmp) / "cache", args.size, 1, True
             ),
         }
-        results: dict[str, list[float]] = {name: [] for name in variants}
-        for round_index in range(args.rounds):
-            names = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-            for name in names:
-                results[name].append(variants[name]())
-            print(f"  round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    base = statistics.median(next(iter(results.values())))
+        results = interleaved_rounds(variants, args.rounds)
     print(f"\n{args.files} files of 1024x1024 -> {args.size}x{args.size}, median of {args.rounds} rounds\n")
-    print("| path | images/s | x baseline |")
-    print("|---|---:|---:|")
-    for name, values in results.items():
-        value = statistics.median(values)
-        print(f"| {name} | {value:.1f} | {value / base:.2f} |")
+    print_ratio_table(results, label="path", digits=1, ratio_digits=2)
     return 0
 
 

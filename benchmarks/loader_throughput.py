@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from _rounds import interleaved_rounds, print_ratio_table
 from cxreader.data.cache import CacheImageSource, build_cache
 from cxreader.data.dataset import ChestXrayDataset, FileImageSource, collate_samples
 from cxreader.data.transforms import (
@@ -164,25 +164,25 @@ def main(argv: list[str] | None = None) -> int:
         for loader in loaders.values():  # warm-up epoch: starts the persistent workers
             for _ in loader:
                 pass
-        results: dict[str, list[float]] = {name: [] for name in loaders}
-        for round_index in range(args.rounds):
-            names_in_order = list(loaders) if round_index % 2 == 0 else list(reversed(loaders))
-            for name in names_in_order:
-                augment = batch_augment if name == AUGMENTED_ON_CPU else None
+
+        def timed(loader: DataLoader, augment: BatchTrainAugment | None):
+            def run() -> float:
                 torch.set_num_threads((os.cpu_count() or 1) if augment is not None else 1)
-                results[name].append(images_per_second(loaders[name], args.seconds, augment))
-            print(f"  round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-        del loaders
-    base = statistics.median(next(iter(results.values())))
+                return images_per_second(loader, args.seconds, augment)
+
+            return run
+
+        variants = {
+            name: timed(loader, batch_augment if name == AUGMENTED_ON_CPU else None)
+            for name, loader in loaders.items()
+        }
+        results = interleaved_rounds(variants, args.rounds)
+        del loaders, variants  # stop the loader workers before the folder goes
     print(
         f"\n{args.files} images, {args.workers} loader workers, batch {args.batch}, "
         f"{IMAGE_SIZE} px training crops from {load_size} px, median of {args.rounds} rounds\n"
     )
-    print("| loader | images/s | x baseline |")
-    print("|---|---:|---:|")
-    for name, values in results.items():
-        value = statistics.median(values)
-        print(f"| {name} | {value:.0f} | {value / base:.1f} |")
+    print_ratio_table(results, label="loader", digits=0, ratio_digits=1)
     return 0
 
 

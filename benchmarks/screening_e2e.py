@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from _rounds import interleaved_rounds, print_ratio_table
 from cxreader.export.onnx import export_onnx
 from cxreader.models import create_model
 from cxreader.screening.backend import OnnxBackend, TorchBackend
@@ -100,24 +101,20 @@ def main(argv: list[str] | None = None) -> int:
             "ONNX Runtime int8 static": OnnxBackend(int8),
         }
         run_once(backends["ONNX Runtime fp32"], files[:4], root / "warm.db", args.workers, args.batch)
-        results: dict[str, list[float]] = {name: [] for name in backends}
-        for round_index in range(args.rounds):
-            names = list(backends) if round_index % 2 == 0 else list(reversed(backends))
-            for name in names:
-                results[name].append(
-                    run_once(backends[name], files, root / "records.db", args.workers, args.batch)
+        results = interleaved_rounds(
+            {
+                name: functools.partial(
+                    run_once, backend, files, root / "records.db", args.workers, args.batch
                 )
-            print(f"  round {round_index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    base = statistics.median(next(iter(results.values())))
+                for name, backend in backends.items()
+            },
+            args.rounds,
+        )
     print(
         f"\n{len(files)} real NIH PNGs (256 px) -> DenseNet-121 224 px (RANDOM weights) -> SQLite records, "
         f"batch {args.batch}, {args.workers} decode threads, median of {args.rounds} rounds\n"
     )
-    print("| backend | images/s | x baseline |")
-    print("|---|---:|---:|")
-    for name, values in results.items():
-        value = statistics.median(values)
-        print(f"| {name} | {value:.1f} | {value / base:.2f} |")
+    print_ratio_table(results, label="backend", digits=1, ratio_digits=2)
     return 0
 
 

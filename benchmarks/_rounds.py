@@ -1,0 +1,29 @@
+"""What the throughput benchmarks share: interleaved timing rounds and the median/ratio table they print."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable
+
+
+def interleaved_rounds(variants: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Run every variant once per round, in alternating order (forward, then reversed), so that load from other
+    processes falls on all of them alike; each call returns its figure (images/s)."""
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for round_index in range(rounds):
+        names = list(variants) if round_index % 2 == 0 else list(reversed(variants))
+        for name in names:
+            results[name].append(variants[name]())
+        print(f"  round {round_index + 1}/{rounds} done", file=sys.stderr, flush=True)
+    return results
+
+
+def print_ratio_table(results: dict[str, list[float]], *, label: str, digits: int, ratio_digits: int) -> None:
+    """A Markdown table of the median images/s of each variant and its ratio to the first one (the baseline)."""
+    base = statistics.median(next(iter(results.values())))
+    print(f"| {label} | images/s | x baseline |")
+    print("|---|---:|---:|")
+    for name, values in results.items():
+        value = statistics.median(values)
+        print(f"| {name} | {value:.{digits}f} | {value / base:.{ratio_digits}f} |")

@@ -52,7 +52,7 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     results = predictor.predict_files(args.files, keep_images=args.describe or bool(args.caption))
     if args.caption:
-        attach_captions(args.caption, results, device=args.device, beam_size=args.beam)
+        attach_captions(args.caption, results, predictor.thresholds, device=args.device, beam_size=args.beam)
     if args.describe:
         attach_descriptions(predictor, results)
     for result in results:
@@ -90,27 +90,22 @@ def attach_descriptions(predictor, results) -> None:
             result.descriptions = [item.to_json_dict() for item in explanation.descriptions]
 
 
-def attach_captions(checkpoint, results, *, device: str, beam_size: int) -> None:
+def attach_captions(checkpoint, results, thresholds, *, device: str, beam_size: int) -> None:
     """Attach the learned caption (Shin et al. 2016) of each positive finding to each result.
 
-    The findings are the classifier's positives (``--checkpoint`` and its thresholds); a finding the captioner
-    has no token for is listed with ``text: null`` rather than silently dropped.
+    The findings are the classifier's positives (``--checkpoint`` and its ``thresholds``), as in ``screen``
+    (:func:`cxreader.screening.captions.learned_captions`); a finding the captioner has no token for is listed
+    with ``text: null`` rather than silently dropped.
     """
-    from cxreader.captioning.mesh import to_token
-    from cxreader.captioning.predict import CaptionPredictor
+    from cxreader.screening.captions import learned_captions, load_captioner
 
-    captioner = CaptionPredictor(checkpoint, device=device, beam_size=beam_size)
+    captioner = load_captioner(checkpoint, device=device, beam_size=beam_size)
     for result in results:
         if result.error is not None:
             continue
-        known = [name for name in result.positive if to_token(name) in captioner.vocab]
-        captions = (
-            dict(zip(known, captioner.describe(result.image.pixels, known), strict=True)) if known else {}
-        )
-        result.captions = [
-            {"finding": name, "text": captions[name].text if name in captions else None}
-            for name in result.positive
-        ]
+        probabilities = [result.probabilities[name] for name in FINDINGS]
+        captions = learned_captions(captioner, result.image.pixels, probabilities, thresholds)
+        result.captions = [{"finding": name, "text": captions.get(name)} for name in result.positive]
 
 
 def format_predictions(results, thresholds) -> str:

@@ -16,15 +16,16 @@ import numpy as np
 from cxreader.labels import FINDINGS
 
 
-def load_captioner(path: str | Path, *, device: str = "auto"):
+def load_captioner(path: str | Path, *, device: str = "auto", beam_size: int = 3):
     """A :class:`~cxreader.captioning.predict.CaptionPredictor` for ``RUN/caption.pt``.
 
     Raises:
         CheckpointError: not a caption checkpoint, or its labels differ from the 14 findings.
+        ConfigError: a beam width below 1.
     """
     from cxreader.captioning.predict import CaptionPredictor
 
-    return CaptionPredictor(path, device=device)
+    return CaptionPredictor(path, device=device, beam_size=beam_size)
 
 
 def learned_captions(

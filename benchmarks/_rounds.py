@@ -1,10 +1,12 @@
-"""What the throughput benchmarks share: interleaved timing rounds and the median/ratio table they print."""
+"""What the throughput benchmarks share: repeated input files, interleaved timing rounds and the median/ratio
+table they print."""
 
 from __future__ import annotations
 
 import statistics
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 def interleaved_rounds(variants: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
@@ -27,3 +29,16 @@ def print_ratio_table(results: dict[str, list[float]], *, label: str, digits: in
     for name, values in results.items():
         value = statistics.median(values)
         print(f"| {name} | {value:.{digits}f} | {value / base:.{ratio_digits}f} |")
+
+
+def repeat_as_links(sources: list[Path], folder: Path, count: int) -> list[Path]:
+    """``count`` symbolic links in ``folder`` (created) cycling over ``sources``: the same bytes, read from the
+    page cache after the first pass, so decoding rather than disk I/O is what gets measured."""
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(count):
+        source = sources[i % len(sources)]
+        link = folder / f"{i:05d}_{source.name}"
+        link.symlink_to(source.resolve())
+        paths.append(link)
+    return paths

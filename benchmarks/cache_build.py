@@ -28,7 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from _rounds import interleaved_rounds, print_ratio_table
+from _rounds import interleaved_rounds, print_ratio_table, repeat_as_links
 from cxreader.data.cache import build_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,13 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python benchmarks/cache_build.py {' '.join(argv or sys.argv[1:])}")
     with tempfile.TemporaryDirectory(prefix="cxreader-cache-bench-") as tmp:
         folder = Path(tmp) / "images"
-        folder.mkdir()
-        paths = []
-        for i in range(args.files):
-            source = sources[i % len(sources)]
-            link = folder / f"{i:05d}_{source.name}"
-            link.symlink_to(source.resolve())
-            paths.append(link)
+        paths = repeat_as_links(sources, folder, args.files)
         pil_baseline(paths[: len(sources)], args.size)  # warm the page cache
         variants = {
             "PIL full-size decode + Lanczos resize, 1 process (baseline)": lambda: pil_baseline(

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from _rounds import interleaved_rounds, print_ratio_table
+from _rounds import interleaved_rounds, print_ratio_table, repeat_as_links
 from cxreader.data.cache import CacheImageSource, build_cache
 from cxreader.data.dataset import ChestXrayDataset, FileImageSource, collate_samples
 from cxreader.data.transforms import (
@@ -116,13 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     load_size = load_size_for(IMAGE_SIZE)
     with tempfile.TemporaryDirectory(prefix="cxreader-loader-bench-") as tmp:
         folder = Path(tmp) / "images"
-        folder.mkdir()
-        paths = []
-        for i in range(args.files):
-            source = sources[i % len(sources)]
-            link = folder / f"{i:05d}_{source.name}"
-            link.symlink_to(source.resolve())
-            paths.append(link)
+        paths = repeat_as_links(sources, folder, args.files)
         build_cache(folder, Path(tmp) / "cache", size=load_size, workers=args.workers)
         names = [path.name for path in paths]
         labels = np.zeros((len(paths), 14), dtype=np.float32)

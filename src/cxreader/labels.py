@@ -39,6 +39,25 @@ BOXED_FINDINGS: tuple[str, ...] = (
     "Pneumothorax",
 )
 
+#: The organ or space each finding affects (lung, pleura, heart, mediastinum or diaphragm): what the synthetic
+#: generator records and what a grounded description says.
+ORGAN_OF: dict[str, str] = {
+    "Atelectasis": "lung",
+    "Cardiomegaly": "heart",
+    "Effusion": "pleura",
+    "Infiltration": "lung",
+    "Mass": "lung",
+    "Nodule": "lung",
+    "Pneumonia": "lung",
+    "Pneumothorax": "pleura",
+    "Consolidation": "lung",
+    "Edema": "lung",
+    "Emphysema": "lung",
+    "Fibrosis": "lung",
+    "Pleural_Thickening": "pleura",
+    "Hernia": "diaphragm",
+}
+
 #: Alternative spellings seen in real files, mapped to the canonical name (keys are lower-cased).
 ALIASES: dict[str, str] = {
     "pleural thickening": "Pleural_Thickening",

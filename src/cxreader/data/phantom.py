@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from cxreader.labels import FINDINGS, NO_FINDING, canonical_finding
+from cxreader.labels import FINDINGS, NO_FINDING, ORGAN_OF, canonical_finding
 
 #: Width (and height) of the imaged field in centimetres: a realistic chest field of view.
 FIELD_OF_VIEW_CM = 40.0
@@ -52,23 +52,6 @@ SPECIAL_ZONES = {
     "retrocardiac": "behind the heart at the midline, just above the diaphragm (hiatus Hernia)",
 }
 ORGANS = ("lung", "pleura", "heart", "mediastinum", "diaphragm")
-#: Organ recorded for each finding.
-ORGAN_OF = {
-    "Atelectasis": "lung",
-    "Cardiomegaly": "heart",
-    "Effusion": "pleura",
-    "Infiltration": "lung",
-    "Mass": "lung",
-    "Nodule": "lung",
-    "Pneumonia": "lung",
-    "Pneumothorax": "pleura",
-    "Consolidation": "lung",
-    "Edema": "lung",
-    "Emphysema": "lung",
-    "Fibrosis": "lung",
-    "Pleural_Thickening": "pleura",
-    "Hernia": "diaphragm",
-}
 _SEVERITY_P = (0.4, 0.4, 0.2)
 _SIGN = {"right": -1, "left": 1}
 _SIDE_OF_SIGN = {-1: "right", 1: "left"}

@@ -30,7 +30,7 @@ The rules, in order:
   ``perihilar`` for a bilateral finding whose centroid lies in the middle zone and whose region keeps to the
   medial half of the lungs; Cardiomegaly is ``cardiac`` and Hiatus hernia ``retrocardiac`` by definition.
   The sentence adds ``apical``/``basal`` when the centroid lies in the top/bottom sixth of the lung.
-* **Organ**: fixed per finding (:data:`ORGAN_OF`): lung, pleura, heart, mediastinum or diaphragm.
+* **Organ**: fixed per finding (:data:`cxreader.labels.ORGAN_OF`): lung, pleura, heart, mediastinum or diaphragm.
 * **Extent**: the fraction of the hemithorax (the lung field of the involved side, both fields when
   bilateral or midline) covered by the involved region.
 * **Size**: with a known pixel spacing, the longer side of the box in centimetres. A nodule is under 3 cm
@@ -63,7 +63,7 @@ from PIL import Image
 
 from cxreader.data.io import LoadedImage
 from cxreader.errors import ConfigError
-from cxreader.labels import FINDINGS, canonical_finding
+from cxreader.labels import FINDINGS, ORGAN_OF, canonical_finding
 from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, Box, boxes_from_heatmap
 from cxreader.localization.cam import restrict_heatmap
 from cxreader.localization.geometry import THORAX_MARGIN, ChestGeometry, estimate_geometry
@@ -103,22 +103,6 @@ DEFAULT_RULES = DescriptionRules()
 SEVERITIES = ("mild", "moderate", "severe")
 NODULE_MAX_CM = 3.0
 
-ORGAN_OF = {
-    "Atelectasis": "lung",
-    "Cardiomegaly": "heart",
-    "Effusion": "pleura",
-    "Infiltration": "lung",
-    "Mass": "lung",
-    "Nodule": "lung",
-    "Pneumonia": "lung",
-    "Pneumothorax": "pleura",
-    "Consolidation": "lung",
-    "Edema": "lung",
-    "Emphysema": "lung",
-    "Fibrosis": "lung",
-    "Pleural_Thickening": "pleura",
-    "Hernia": "diaphragm",
-}
 #: The noun each finding takes in a sentence.
 NOUN_OF = {
     "Atelectasis": "atelectasis",

@@ -17,6 +17,7 @@ def test_packaged_recipes_load():
     assert load_config("chexnet").model == "chexnet_densenet121"
     demo = load_config("demo")
     assert demo.model == "densenet_small_s8" and demo.synthetic is True and demo.augment == "batch"
+    assert demo.pooling == "lse"
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,8 @@ class TrainConfig:
         lists: ``{"train": path, "val": path, "test": path}`` for ``split: lists``.
         cache: A preprocessing cache folder (``cxreader data cache``) to read instead of the PNGs.
         model: Registered model name. init: ``imagenet`` or ``none``. weights: a local weights file.
+        pooling, lse_r: The head's pooling, ``avg`` (CheXNet) or ``lse`` (log-sum-exp with sharpness
+            ``lse_r``, Wang et al. 2017), see :mod:`cxreader.models.chexnet`.
         image_size: Network input size (square). Training crops are drawn with random-resized-crop
             (scale ``crop_scale``) and a small rotation; evaluation resizes the whole image.
         augment: Where training augmentation runs: ``sample`` (each image in a loader worker), ``batch``
@@ -57,6 +59,8 @@ class TrainConfig:
     init: str = "imagenet"
     weights: str = ""
     drop_rate: float = 0.0
+    pooling: str = "avg"
+    lse_r: float = 10.0
     image_size: int = 224
     crop_scale: tuple[float, float] = (0.75, 1.0)
     max_rotation_deg: float = 7.0
@@ -90,6 +94,7 @@ class TrainConfig:
             "channels_last": ("auto", "on", "off"),
             "sync_bn": ("auto", "on", "off"),
             "augment": ("auto", "sample", "batch"),
+            "pooling": ("avg", "lse"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -97,6 +102,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "image_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lse_r <= 0:
+            raise ConfigError(f"lse_r must be positive, got {self.lse_r}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.split == "lists" and not self.lists:

@@ -105,3 +105,52 @@ def test_densenet_small_s8_keeps_twice_the_feature_resolution(tmp_path):
         path, model=fine, contract=CheckpointContract(model_name="densenet_small_s8", input_size=128)
     )
     assert load_checkpoint(path).model.forward_features(images).shape[-2:] == (16, 16)
+
+
+def test_lse_pooling_lies_between_mean_and_max_of_the_class_map(tmp_path):
+    """Log-sum-exp pooling (Wang et al. 2017) of the class activation map: mean <= LSE <= max, and its
+    checkpoints rebuild the same head."""
+    from cxreader.localization.cam import class_activation_maps
+    from cxreader.training.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("densenet_small_s8", pooling="lse", lse_r=5.0).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(images)
+        maps = (
+            class_activation_maps(model, images, ["Effusion", "Nodule"])
+            + model.classifier.bias[[2, 5]][None, :, None, None]
+        )
+    pooled = logits[:, [2, 5]]
+    assert torch.all(pooled >= maps.mean(dim=(-2, -1)) - 1e-5)
+    assert torch.all(pooled <= maps.amax(dim=(-2, -1)) + 1e-5)
+    assert not torch.allclose(pooled, maps.mean(dim=(-2, -1)), atol=1e-4)  # it is not the average
+    path = tmp_path / "lse.pt"
+    save_checkpoint(
+        path,
+        model=model,
+        contract=CheckpointContract(
+            model_name="densenet_small_s8", input_size=64, model_kwargs={"pooling": "lse", "lse_r": 5.0}
+        ),
+    )
+    loaded = load_checkpoint(path).model
+    assert loaded.pooling == "lse" and loaded.lse_r == 5.0
+    assert torch.allclose(loaded(images), logits, atol=1e-5)
+
+
+def test_average_pooling_head_is_the_class_map_mean():
+    model = create_model("densenet_small").eval()
+    images = torch.randn(1, 3, 64, 64)
+    from cxreader.localization.cam import class_activation_maps
+
+    with torch.no_grad():
+        maps = class_activation_maps(model, images, ["Mass"]) + model.classifier.bias[4]
+        assert torch.allclose(model(images)[:, 4], maps.mean(dim=(-2, -1))[:, 0], atol=1e-5)
+
+
+def test_unknown_pooling_is_refused():
+    with pytest.raises(CheckpointError, match="pooling"):
+        create_model("densenet_small", pooling="max")
+    with pytest.raises(CheckpointError, match="lse_r"):
+        create_model("densenet_small", pooling="lse", lse_r=0.0)

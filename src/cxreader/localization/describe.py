@@ -81,6 +81,8 @@ class DescriptionRules:
 
     Attributes:
         region_level: Heatmap level of the involved region (side, zone, extent).
+        diffuse_level: The same for Edema, Emphysema and Fibrosis, processes that involve much of both lungs
+            while the map peaks where they are most conspicuous.
         bilateral_ratio: Smaller side's share of the larger side's heatmap mass that makes a finding bilateral.
         diffuse_bilateral_ratio: The same for Edema, Emphysema and Fibrosis.
         diffuse_cover: Share of every third of the lung the region must cover to be called diffuse.
@@ -90,6 +92,7 @@ class DescriptionRules:
     """
 
     region_level: float = 0.8
+    diffuse_level: float = 0.8
     bilateral_ratio: float = 0.6
     diffuse_bilateral_ratio: float = 0.05
     diffuse_cover: float = 0.6
@@ -364,7 +367,8 @@ def describe_finding(
             sentence=sentence,
             view=view,
         )
-    region = values >= rules.region_level
+    level = rules.diffuse_level if name in _DIFFUSE_BY_NATURE else rules.region_level
+    region = values >= level
     if not region.any():  # a map below the region level everywhere: its maximum marks the place
         region = values >= values.max()
     side, image_sides = _side(name, values, region, geometry, view, rules)

@@ -7,11 +7,20 @@ built on Huang et al., "Densely Connected Convolutional Networks", CVPR 2017, an
 The forward pass is split as in timm: :meth:`CheXNet.forward_features` returns the last convolutional feature
 map (after the final batch norm and ReLU) and :meth:`CheXNet.forward_head` pools it and applies the linear
 head. Class activation maps (Zhou et al., CVPR 2016) read that feature map and the head's weights directly.
+
+Pooling. CheXNet pools by global average (``pooling="avg"``, the default). ``pooling="lse"`` is the
+log-sum-exp pooling that Wang et al. (CVPR 2017) introduced on ChestX-ray14 for weakly supervised
+localization: the head is applied at every position of the feature map first (the class activation map
+``s_c(x, y) = w_c . f(x, y) + b_c``) and the logit is ``(1 / r) log mean exp(r s_c)``, which lies between the
+map's mean (``r -> 0``) and its maximum (``r -> inf``). It rewards evidence that is strong somewhere rather
+than weak everywhere, so the map points at the finding; the CAM of either pooling is the same
+``w_c . f(x, y)``, and with average pooling both heads give identical logits.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+POOLINGS = ("avg", "lse")
+#: Sharpness ``r`` of log-sum-exp pooling (a hyperparameter in Wang et al. 2017; the choice is measured in
+#: ``benchmarks/BENCHMARKS.md``).
+DEFAULT_LSE_R = 10.0
 
 
 class CheXNet(nn.Module):
@@ -38,15 +51,28 @@ class CheXNet(nn.Module):
         backbone: A ``torchvision.models.DenseNet`` (its classifier is discarded).
         num_classes: Number of outputs (14 findings).
         drop_rate: Dropout before the head.
+        pooling: ``"avg"`` (CheXNet) or ``"lse"`` (Wang et al. 2017; module docstring).
+        lse_r: Sharpness of log-sum-exp pooling.
     """
 
     def __init__(
-        self, backbone: torchvision.models.DenseNet, num_classes: int = NUM_FINDINGS, drop_rate: float = 0.0
+        self,
+        backbone: torchvision.models.DenseNet,
+        num_classes: int = NUM_FINDINGS,
+        drop_rate: float = 0.0,
+        pooling: str = "avg",
+        lse_r: float = DEFAULT_LSE_R,
     ):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise CheckpointError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+        if not lse_r > 0:
+            raise CheckpointError(f"lse_r must be positive, got {lse_r}")
         self.features = backbone.features
         self.num_features = backbone.classifier.in_features
         self.drop_rate = drop_rate
+        self.pooling = pooling
+        self.lse_r = float(lse_r)
         self.classifier = nn.Linear(self.num_features, num_classes)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -54,7 +80,15 @@ class CheXNet(nn.Module):
         return F.relu(self.features(images), inplace=False)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Global average pooling, dropout, linear head: logits (B, num_classes)."""
+        """Pooling, dropout, linear head: logits (B, num_classes) (pooling rule in the module docstring)."""
+        if self.pooling == "lse":
+            if self.drop_rate > 0:
+                features = F.dropout(features, p=self.drop_rate, training=self.training)
+            # The head at every position (a 1x1 convolution): the class activation maps, (B, K, h*w).
+            maps = torch.einsum("bchw,kc->bkhw", features, self.classifier.weight).flatten(2)
+            maps = maps + self.classifier.bias[None, :, None]
+            positions = maps.shape[-1]
+            return (torch.logsumexp(self.lse_r * maps, dim=-1) - math.log(positions)) / self.lse_r
         pooled = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)
         if self.drop_rate > 0:
             pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
@@ -79,7 +113,12 @@ def _imagenet_densenet121() -> torchvision.models.DenseNet:
 
 @register_model
 def chexnet_densenet121(
-    *, init: str = "imagenet", weights: str | Path | None = None, drop_rate: float = 0.0
+    *,
+    init: str = "imagenet",
+    weights: str | Path | None = None,
+    drop_rate: float = 0.0,
+    pooling: str = "avg",
+    lse_r: float = DEFAULT_LSE_R,
 ) -> CheXNet:
     """CheXNet's DenseNet-121 (Rajpurkar et al. 2017) with a 14-way head.
 
@@ -88,6 +127,7 @@ def chexnet_densenet121(
         weights: A local file with DenseNet-121 or CheXNet weights (torchvision, timm-free DenseNet, or the
             public CheXNet checkpoint layouts); overrides ``init``.
         drop_rate: Dropout before the head.
+        pooling, lse_r: The head's pooling (:class:`CheXNet`); CheXNet itself averages.
     """
     if weights is None and init == "imagenet":
         backbone = _imagenet_densenet121()
@@ -97,13 +137,15 @@ def chexnet_densenet121(
         raise CheckpointError(f"unknown init {init!r}; use 'imagenet' or 'none'")
     else:
         backbone = torchvision.models.densenet121(weights=None)
-    model = CheXNet(backbone, drop_rate=drop_rate)
+    model = CheXNet(backbone, drop_rate=drop_rate, pooling=pooling, lse_r=lse_r)
     if weights is not None:
         load_pretrained_weights(model, weights)
     return model
 
 
-def _compact_densenet(init: str, weights: str | Path | None, drop_rate: float, *, stride: int) -> CheXNet:
+def _compact_densenet(
+    init: str, weights: str | Path | None, drop_rate: float, pooling: str, lse_r: float, *, stride: int
+) -> CheXNet:
     if init not in ("none", "imagenet"):
         raise CheckpointError(f"unknown init {init!r}; use 'none'")
     if init == "imagenet" and weights is None:
@@ -115,7 +157,7 @@ def _compact_densenet(init: str, weights: str | Path | None, drop_rate: float, *
         # The last transition keeps its 1x1 convolution and drops its pooling: the third dense block (and so
         # the class activation map) works at twice the resolution for about 25% more compute.
         backbone.features.transition2.pool = torch.nn.Identity()
-    model = CheXNet(backbone, drop_rate=drop_rate)
+    model = CheXNet(backbone, drop_rate=drop_rate, pooling=pooling, lse_r=lse_r)
     if weights is not None:
         load_pretrained_weights(model, weights)
     return model
@@ -123,24 +165,34 @@ def _compact_densenet(init: str, weights: str | Path | None, drop_rate: float, *
 
 @register_model
 def densenet_small(
-    *, init: str = "none", weights: str | Path | None = None, drop_rate: float = 0.0
+    *,
+    init: str = "none",
+    weights: str | Path | None = None,
+    drop_rate: float = 0.0,
+    pooling: str = "avg",
+    lse_r: float = DEFAULT_LSE_R,
 ) -> CheXNet:
     """A compact DenseNet (growth 16, blocks 4-8-8, 16× downsampling) of the same family as CheXNet's.
 
     It trains about 8× faster than DenseNet-121 on a CPU and keeps a finer feature map (8×8 at 128 px), so
     the tests train a real model on two CPU cores in seconds. It has no ImageNet weights.
     """
-    return _compact_densenet(init, weights, drop_rate, stride=16)
+    return _compact_densenet(init, weights, drop_rate, pooling, lse_r, stride=16)
 
 
 @register_model
 def densenet_small_s8(
-    *, init: str = "none", weights: str | Path | None = None, drop_rate: float = 0.0
+    *,
+    init: str = "none",
+    weights: str | Path | None = None,
+    drop_rate: float = 0.0,
+    pooling: str = "avg",
+    lse_r: float = DEFAULT_LSE_R,
 ) -> CheXNet:
     """:func:`densenet_small` with 8× downsampling: a 16×16 feature map at 128 px, the recipe of ``cxreader
     demo``. Class activation maps (Zhou et al. 2016) are only as fine as the last feature map, and the
     synthetic nodules are 4–9 px: at 16× a whole nodule sits inside one map cell. No ImageNet weights."""
-    return _compact_densenet(init, weights, drop_rate, stride=8)
+    return _compact_densenet(init, weights, drop_rate, pooling, lse_r, stride=8)
 
 
 # Old torchvision DenseNet checkpoints (and the CheXNet reference model) name layers "norm.1", "conv.2", ...

@@ -226,6 +226,8 @@ class Trainer:
         )
 
         self.model_kwargs = {"drop_rate": config.drop_rate}
+        if config.pooling != "avg":  # avg checkpoints keep the kwargs of every earlier release
+            self.model_kwargs.update(pooling=config.pooling, lse_r=config.lse_r)
         model = create_model(
             config.model, init=config.init, weights=config.weights or None, **self.model_kwargs
         )

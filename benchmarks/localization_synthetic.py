@@ -56,10 +56,11 @@ from cxreader.predict import Predictor
 
 BOX_LEVELS = tuple(round(float(level), 2) for level in np.arange(0.3, 0.951, 0.05))
 RULE_GRID = {
-    "region_level": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
-    "bilateral_ratio": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    "region_level": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    "diffuse_level": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    "bilateral_ratio": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
     "diffuse_bilateral_ratio": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
-    "diffuse_cover": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+    "diffuse_cover": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0),
 }
 
 

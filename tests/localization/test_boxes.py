@@ -92,3 +92,15 @@ def test_thresholds_and_boxed_findings_are_those_of_wang_et_al():
     assert len(BOXED_FINDINGS) == 8 and "Infiltration" in BOXED_FINDINGS
     empty = LocalizationResult(rows=[])
     assert math.isnan(empty.mean_accuracy(0.1))
+
+
+def test_the_box_level_follows_the_pooling_of_the_model():
+    from cxreader.localization.boxes import BOX_THRESHOLD_BY_POOLING, DEFAULT_BOX_THRESHOLD, box_threshold_for
+    from cxreader.localization.describe import DEFAULT_RULES, rules_for
+    from cxreader.models import create_model
+
+    average, lse = create_model("densenet_small"), create_model("densenet_small", pooling="lse")
+    assert box_threshold_for(average) == BOX_THRESHOLD_BY_POOLING["avg"] == 0.9
+    assert box_threshold_for(lse) == BOX_THRESHOLD_BY_POOLING["lse"] == DEFAULT_BOX_THRESHOLD == 0.7
+    assert box_threshold_for(object()) == 0.9  # a model without the attribute pools by average
+    assert rules_for(average).box_threshold == 0.9 and rules_for(lse) == DEFAULT_RULES

@@ -70,7 +70,7 @@ def test_cam_from_the_inference_features_equals_a_fresh_cam(backend):
 @needs_localization
 def test_description_boxes_are_in_original_pixels(backend):
     from cxreader.data.io import load_image
-    from cxreader.localization.describe import describe_findings
+    from cxreader.localization.describe import describe_findings, rules_for
 
     # A 2000 x 2400 DICOM: the description is computed on the 853 x 1024 display rendition and its box scaled
     # back; it must agree with a description computed on the full-resolution pixels.
@@ -94,6 +94,7 @@ def test_description_boxes_are_in_original_pixels(backend):
         explanation.maps,
         load_image("big.dcm", data=data),
         backend.contract.thresholds,
+        rules=rules_for(backend.model),
     )
     np.testing.assert_allclose(detail.box, full.box, atol=2 * 2400 / 1024 + 1)
     assert detail.data["box"] == list(detail.box) and detail.sentence

@@ -34,7 +34,12 @@ def register(subparsers) -> None:
     heatmap.add_argument(
         "--view", default=None, help="view position (PA, AP, LL) when the file does not say; default PA"
     )
-    heatmap.add_argument("--box-threshold", type=float, default=None, help="heatmap level of the boxes")
+    heatmap.add_argument(
+        "--box-threshold",
+        type=float,
+        default=None,
+        help="heatmap level of the boxes (default: 0.7 for LSE-pooled models, 0.9 for average-pooled)",
+    )
     heatmap.add_argument("--json", action="store_true", help="print JSON instead of text")
     heatmap.add_argument("--device", default="auto")
     heatmap.set_defaults(func=run_heatmap)
@@ -50,7 +55,12 @@ def register(subparsers) -> None:
     evaluate.add_argument("--boxes", required=True, help="BBox_List_2017.csv (or the same format)")
     evaluate.add_argument("--json", metavar="OUT", default=None, help="also write the table as JSON")
     evaluate.add_argument("--method", choices=("cam", "gradcam"), default="cam")
-    evaluate.add_argument("--box-threshold", type=float, default=None, help="heatmap level of the boxes")
+    evaluate.add_argument(
+        "--box-threshold",
+        type=float,
+        default=None,
+        help="heatmap level of the boxes (default: 0.7 for LSE-pooled models, 0.9 for average-pooled)",
+    )
     evaluate.add_argument(
         "--max-boxes", type=int, default=None, help="keep only the N most salient boxes per map (default all)"
     )
@@ -80,19 +90,22 @@ def _safe_stem(path: str) -> str:
 def run_heatmap(args: argparse.Namespace) -> int:
     from cxreader.errors import ConfigError
     from cxreader.labels import FINDINGS
-    from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, boxes_from_heatmap
+    from cxreader.localization.boxes import boxes_from_heatmap
     from cxreader.localization.cam import resolve_findings
-    from cxreader.localization.describe import DEFAULT_RULES, normalise_view
+    from cxreader.localization.describe import normalise_view, rules_for
     from cxreader.localization.explain import explain
     from cxreader.localization.overlay import render_overlay
     from cxreader.predict import Predictor
 
     requested = resolve_findings(args.finding) if args.finding else None  # bad names fail before any work
-    box_threshold = DEFAULT_BOX_THRESHOLD if args.box_threshold is None else args.box_threshold
-    if not 0.0 < box_threshold < 1.0:
-        raise ConfigError(f"--box-threshold must be in (0, 1), got {box_threshold}")
+    if args.box_threshold is not None and not 0.0 < args.box_threshold < 1.0:
+        raise ConfigError(f"--box-threshold must be in (0, 1), got {args.box_threshold}")
     predictor = Predictor(args.checkpoint, device=args.device)
     checkpoint = predictor.checkpoint
+    rules = rules_for(checkpoint.model)
+    if args.box_threshold is not None:
+        rules = dataclasses.replace(rules, box_threshold=args.box_threshold)
+    box_threshold = rules.box_threshold
     synthetic = checkpoint.contract.synthetic
     thresholds = dict(zip(FINDINGS, checkpoint.contract.thresholds, strict=True))
     out = Path(args.out)
@@ -113,7 +126,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
             findings=requested,
             method=args.method,
             view_position=view_position,
-            rules=dataclasses.replace(DEFAULT_RULES, box_threshold=box_threshold),
+            rules=rules,
         )
         view, _ = normalise_view(view_position)
         by_finding = {item.finding: item for item in explanation.descriptions}
@@ -173,7 +186,6 @@ def run_heatmap(args: argparse.Namespace) -> int:
 
 
 def run_localize_eval(args: argparse.Namespace) -> int:
-    from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD
     from cxreader.localization.evaluation import evaluate_localization
     from cxreader.training.checkpoint import load_checkpoint
     from cxreader.training.distributed import resolve_device
@@ -189,7 +201,7 @@ def run_localize_eval(args: argparse.Namespace) -> int:
         args.data,
         args.boxes,
         method=args.method,
-        box_threshold=DEFAULT_BOX_THRESHOLD if args.box_threshold is None else args.box_threshold,
+        box_threshold=args.box_threshold,
         max_boxes=args.max_boxes,
         box_space=args.box_space,
         split=args.split,

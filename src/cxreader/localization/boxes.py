@@ -33,15 +33,23 @@ from cxreader.labels import BOXED_FINDINGS
 
 #: The T(IoBB) levels of Wang et al. 2017, Table 3.
 IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
-#: Heatmap level (maps in [0, 1]) for boxes, chosen on the synthetic validation split of the demo model by
-#: mean Acc@T(IoBB)=0.25 (``benchmarks/localization_synthetic.py``): 0.7 for the log-sum-exp pooled demo
-#: model (val 0.863, against 0.812 at 0.9, and three times the mean IoU); 0.9 was the choice for the
-#: average-pooled recipe before it, whose flatter maps gave small boxes around the peak the better IoBB.
-DEFAULT_BOX_THRESHOLD = 0.7
+#: Heatmap level (maps in [0, 1]) for boxes, by the pooling of the model's head, each chosen on the synthetic
+#: validation split of a demo model by mean Acc@T(IoBB)=0.25 (``benchmarks/localization_synthetic.py``).
+#: Log-sum-exp pooling: 0.7 (val 0.863, against 0.812 at 0.9, and three times the mean IoU). Average
+#: pooling (CheXNet): 0.9 (val 0.653 against 0.605 at 0.7): its flatter maps give small boxes around the
+#: peak the better IoBB.
+BOX_THRESHOLD_BY_POOLING = {"lse": 0.7, "avg": 0.9}
+#: The level of the demo recipe's models (log-sum-exp pooling).
+DEFAULT_BOX_THRESHOLD = BOX_THRESHOLD_BY_POOLING["lse"]
 #: Components whose area is below this fraction of the largest component's are dropped.
 MIN_COMPONENT_FRACTION = 0.1
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def box_threshold_for(model: object) -> float:
+    """The box level for a model's maps (:data:`BOX_THRESHOLD_BY_POOLING`; average pooling when unknown)."""
+    return BOX_THRESHOLD_BY_POOLING.get(getattr(model, "pooling", "avg"), BOX_THRESHOLD_BY_POOLING["avg"])
 
 
 @dataclass(frozen=True)

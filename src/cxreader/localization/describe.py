@@ -60,6 +60,7 @@ centroid (see ``benchmarks/BENCHMARKS.md``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ from PIL import Image
 from cxreader.data.io import LoadedImage
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS, ORGAN_OF, canonical_finding
-from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, Box, boxes_from_heatmap
+from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, Box, box_threshold_for, boxes_from_heatmap
 from cxreader.localization.cam import restrict_heatmap
 from cxreader.localization.geometry import THORAX_MARGIN, ChestGeometry, estimate_geometry
 
@@ -113,6 +114,13 @@ class DescriptionRules:
 
 #: The rules used unless a caller passes others.
 DEFAULT_RULES = DescriptionRules()
+
+
+def rules_for(model: object) -> DescriptionRules:
+    """:data:`DEFAULT_RULES` with the box level of the model's pooling (:func:`box_threshold_for`)."""
+    return dataclasses.replace(DEFAULT_RULES, box_threshold=box_threshold_for(model))
+
+
 SEVERITIES = ("mild", "moderate", "severe")
 NODULE_MAX_CM = 3.0
 

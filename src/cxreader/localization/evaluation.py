@@ -40,6 +40,7 @@ from cxreader.localization.boxes import (
     Box,
     LocalizationCase,
     LocalizationResult,
+    box_threshold_for,
     boxes_from_heatmap,
     evaluate_cases,
 )
@@ -243,7 +244,7 @@ def evaluate_localization(
     boxes_path: str | Path,
     *,
     method: str = "cam",
-    box_threshold: float = DEFAULT_BOX_THRESHOLD,
+    box_threshold: float | None = None,
     max_boxes: int | None = None,
     box_space: int | None = None,
     split: str = "all",
@@ -253,10 +254,15 @@ def evaluate_localization(
 ) -> LocalizationResult:
     """Run the whole evaluation: read the boxes, compute the maps, build the table.
 
+    ``box_threshold`` defaults to the level for the checkpoint's pooling
+    (:func:`~cxreader.localization.boxes.box_threshold_for`).
+
     Raises:
         DataError: unreadable box file, unknown finding in it, images not found, boxes beyond their image.
         ConfigError: unknown method or split.
     """
+    if box_threshold is None:
+        box_threshold = box_threshold_for(checkpoint.model)
     if not 0.0 < box_threshold < 1.0:
         raise ConfigError(f"box threshold must be in (0, 1), got {box_threshold}")
     boxes = read_boxes(boxes_path)

@@ -12,10 +12,10 @@ from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS
 from cxreader.localization.cam import heatmaps, resolve_findings
 from cxreader.localization.describe import (
-    DEFAULT_RULES,
     DescriptionRules,
     FindingDescription,
     describe_findings,
+    rules_for,
 )
 from cxreader.localization.geometry import ChestGeometry, estimate_geometry
 from cxreader.training.checkpoint import LoadedCheckpoint
@@ -39,7 +39,7 @@ def explain(
     method: str = "cam",
     view_position: str | None = None,
     pixel_spacing_mm: tuple[float, float] | None = None,
-    rules: DescriptionRules = DEFAULT_RULES,
+    rules: DescriptionRules | None = None,
 ) -> Explanation:
     """Heatmaps for ``findings`` (default: the positive ones) and descriptions of every positive finding.
 
@@ -51,7 +51,8 @@ def explain(
         findings: Findings to map besides the positive ones; ``None`` maps only the positive ones.
         method: ``cam`` or ``gradcam``.
         view_position, pixel_spacing_mm: Override the image's own (e.g. from the Data_Entry CSV).
-        rules: The numbers of the description rules (box level included).
+        rules: The numbers of the description rules (box level included); by default those for the
+            checkpoint's model (:func:`~cxreader.localization.describe.rules_for`).
 
     Raises:
         ConfigError: unknown finding or method.
@@ -77,7 +78,7 @@ def explain(
         view_position=view_position,
         pixel_spacing_mm=pixel_spacing_mm,
         geometry=geometry,
-        rules=rules,
+        rules=rules if rules is not None else rules_for(checkpoint.model),
     )
     shown = set(requested) if findings is not None else set(positives)
     return Explanation(

@@ -28,9 +28,11 @@ from cxreader.labels import FINDINGS
 try:  # the localization package is optional for screening: results then carry probabilities only
     from cxreader.localization.cam import heatmaps as _heatmaps
     from cxreader.localization.describe import describe_findings as _describe_findings
+    from cxreader.localization.describe import rules_for as _rules_for
 except ImportError:  # pragma: no cover - exercised only where the package is absent
     _heatmaps = None
     _describe_findings = None
+    _rules_for = None
 
 #: Heatmap method used by screening and the service (CAM: one forward pass, as CheXNet).
 HEATMAP_METHOD = "cam"
@@ -123,6 +125,7 @@ def explain_batch(
     else:
         maps = _heatmaps(model, tensors[mapped], None, HEATMAP_METHOD)
     threshold_map = dict(zip(FINDINGS, (float(t) for t in limits), strict=True))
+    rules = _rules_for(model)
     for row, index in enumerate(mapped):
         image_maps = {name: maps[row, k] for k, name in enumerate(FINDINGS)}
         names = [name for k, name in enumerate(FINDINGS) if positive[index, k]]
@@ -130,7 +133,11 @@ def explain_batch(
         explanations[index].maps = {name: np.ascontiguousarray(image_maps[name]) for name in kept}
         if names:
             explanations[index].findings = _describe(
-                probabilities[index], {name: image_maps[name] for name in names}, threshold_map, views[index]
+                probabilities[index],
+                {name: image_maps[name] for name in names},
+                threshold_map,
+                views[index],
+                rules,
             )
     return explanations
 
@@ -160,6 +167,7 @@ def _describe(
     maps: dict[str, np.ndarray],
     thresholds: dict[str, float],
     view: ImageView,
+    rules: Any,
 ) -> dict[str, FindingExplanation]:
     height, width = view.display.shape
     scale_x = view.original_size[0] / width
@@ -175,6 +183,7 @@ def _describe(
         thresholds,
         view_position=view.view_position,
         pixel_spacing_mm=spacing,
+        rules=rules,
     )
     result = {}
     for description in descriptions:

@@ -13,8 +13,8 @@ log-sum-exp pooling that Wang et al. (CVPR 2017) introduced on ChestX-ray14 for 
 localization: the head is applied at every position of the feature map first (the class activation map
 ``s_c(x, y) = w_c . f(x, y) + b_c``) and the logit is ``(1 / r) log mean exp(r s_c)``, which lies between the
 map's mean (``r -> 0``) and its maximum (``r -> inf``). It rewards evidence that is strong somewhere rather
-than weak everywhere, so the map points at the finding; the CAM of either pooling is the same
-``w_c . f(x, y)``, and with average pooling both heads give identical logits.
+than weak everywhere, so the map points at the finding. The CAM is ``w_c . f(x, y)`` under either pooling;
+under average pooling the logit is simply the mean of that map plus the bias.
 """
 
 from __future__ import annotations

@@ -49,8 +49,9 @@ from cxreader.data.synthetic import read_synthetic_findings
 from cxreader.labels import FINDINGS
 from cxreader.localization.boxes import BOXED_FINDINGS, IOBB_THRESHOLDS
 from cxreader.localization.cam import heatmaps
-from cxreader.localization.describe import DEFAULT_RULES, DescriptionRules, describe_findings
+from cxreader.localization.describe import DEFAULT_RULES, DescriptionRules, describe_findings, rules_for
 from cxreader.localization.evaluation import case_maps, evaluate_maps, read_boxes, split_images
+from cxreader.localization.fitting import truth_of as location_truth_of
 from cxreader.localization.geometry import ChestGeometry, estimate_geometry, fixed_geometry
 from cxreader.predict import Predictor
 
@@ -158,13 +159,9 @@ class Positive:
 
 
 def truth_of(instances) -> tuple[str, str, set[str], str, float]:
-    sides = {row.side for row in instances}
-    if "bilateral" in sides or {"right", "left"} <= sides:
-        side = "bilateral"
-    else:
-        (side,) = sides
+    side, zone = location_truth_of(instances)  # the ground truth the location reader is fitted on
     largest = max(instances, key=lambda row: row.extent)
-    return side, largest.zone, {row.zone for row in instances}, largest.severity, largest.extent
+    return side, zone, {row.zone for row in instances}, largest.severity, largest.extent
 
 
 def true_positives(predictor: Predictor, data: Path, images: list[str], frame, sidecar, method: str) -> list:
@@ -377,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         split: agreement(items, describe_all(items, default_rules, thresholds))
         for split, items in positives.items()
     }
+    product_rules = dataclasses.replace(rules_for(checkpoint.model), box_threshold=chosen["box_threshold"])
+    product_scores = {
+        split: agreement(items, describe_all(items, product_rules, thresholds))
+        for split, items in positives.items()
+    }
     tuned = tune_rules(positives["val"], thresholds, chosen["box_threshold"])
     tuned_scores = {
         split: agreement(items, describe_all(items, tuned, thresholds)) for split, items in positives.items()
@@ -410,9 +412,11 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
         "descriptions": {
-            "default_rules": dataclasses.asdict(default_rules),
+            "location_reader": product_rules.reader.fitted_on if product_rules.reader else None,
+            "product_scores": product_scores,
+            "default_rules": {k: v for k, v in dataclasses.asdict(default_rules).items() if k != "reader"},
             "default_rules_scores": default_scores,
-            "tuned_rules": dataclasses.asdict(tuned),
+            "tuned_rules": {k: v for k, v in dataclasses.asdict(tuned).items() if k != "reader"},
             "tuned_rules_scores": tuned_scores,
         },
         "geometry": geometry,
@@ -449,6 +453,26 @@ def render(summary: dict, test_table) -> str:
         test_table.to_markdown(),
         "",
     ]
+    reader = summary["descriptions"]["location_reader"]
+    lines.append(
+        "Product default (the checkpoint's "
+        + (f"location reader, fitted on {reader}" if reader else "rules: it has no location reader")
+        + "):"
+    )
+    for split in ("val", "test"):
+        s = summary["descriptions"]["product_scores"][split]
+        lines.append(
+            f"  {split}: {s['n']} true positives; side {s['side']:.3f}, zone {s['zone']:.3f}, "
+            f"side+zone {s['side_and_zone']:.3f}; severity {s['severity']:.3f}; extent MAE {s['extent_mean_abs_error']:.3f}"
+        )
+    lines.append("")
+    lines.append("| finding | TP (test) | side | zone | side+zone |")
+    lines.append("|---|---|---|---|---|")
+    for finding, row in summary["descriptions"]["product_scores"]["test"]["per_finding"].items():
+        lines.append(
+            f"| {finding} | {row['n']} | {row['side']:.3f} | {row['zone']:.3f} | {row['side_and_zone']:.3f} |"
+        )
+    lines.append("")
     for label, key in (("default", "default_rules_scores"), ("tuned on val", "tuned_rules_scores")):
         for split in ("val", "test"):
             s = summary["descriptions"][key][split]

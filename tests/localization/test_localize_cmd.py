@@ -168,3 +168,39 @@ def test_predict_describe_prints_sentences_and_adds_descriptions_to_json(synthet
     assert "  description:" in printed and "pleural effusion" in printed
     assert cli.main(["predict", "--checkpoint", str(tiny_checkpoint), image, "--json"]) == 0
     assert "descriptions" not in json.loads(capsys.readouterr().out)["results"][0]
+
+
+@pytest.fixture(scope="module")
+def larger_synthetic(tmp_path_factory):
+    """Enough images that the tiny checkpoint (positive for every Effusion and Nodule) has 20 training true
+    positives of each to fit on."""
+    root = tmp_path_factory.mktemp("synthetic_fit")
+    generate_synthetic_dataset(root / "data", images=120, size=64, seed=5, positive_rate=0.5)
+    return root / "data"
+
+
+def test_localize_fit_stores_a_reader_that_the_descriptions_then_use(larger_synthetic, tiny_checkpoint, capsys):
+    from cxreader.training.checkpoint import load_checkpoint
+
+    args = ["--checkpoint", str(tiny_checkpoint), "--data", str(larger_synthetic), "--force"]
+    assert cli.main(["localize-fit", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "location reader fitted on" in printed and "rules:  side" in printed and "reader: side" in printed
+    reader = load_checkpoint(tiny_checkpoint).model.location_reader
+    assert set(reader.zone) == {"Effusion", "Nodule"}  # the only findings the tiny model calls positive
+    assert "train split" in reader.fitted_on
+    image = next(iter(sorted((larger_synthetic / "images").glob("*.png"))))
+    assert cli.main(["predict", "--checkpoint", str(tiny_checkpoint), "--describe", str(image)]) == 0
+    assert "Effusion" in capsys.readouterr().out
+
+
+def test_localize_fit_without_ground_truth_or_samples_is_a_clear_error(
+    synthetic, larger_synthetic, tiny_checkpoint, tmp_path, capsys
+):
+    args = ["--checkpoint", str(tiny_checkpoint), "--data", str(larger_synthetic)]
+    assert cli.main(["localize-fit", *args, "--findings", str(tmp_path / "missing.csv")]) == 2
+    assert "no location ground truth" in capsys.readouterr().err
+    before = tiny_checkpoint.read_bytes()
+    assert cli.main(["localize-fit", "--checkpoint", str(tiny_checkpoint), "--data", str(synthetic)]) == 2
+    assert "split has no true positive with location ground truth" in capsys.readouterr().err
+    assert tiny_checkpoint.read_bytes() == before  # nothing half-written

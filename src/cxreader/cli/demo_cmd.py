@@ -1,7 +1,8 @@
 """``cxreader demo``: the whole pipeline, offline, on a SYNTHETIC dataset, in a few minutes on 2 CPU cores.
 
 Synthesise a dataset in the NIH layout → train a compact DenseNet (the ``demo`` recipe) → evaluate on the
-held-out synthetic test split (AUROC with CIs, thresholds from validation) → predict a few images and describe
+held-out synthetic test split (AUROC with CIs, thresholds from validation) → fit the checkpoint's location reader
+on the training split's true positives (:mod:`cxreader.localization.reader`) → predict a few images and describe
 their positive findings from the class activation maps (side, zone, organ, extent, severity).
 """
 
@@ -40,12 +41,14 @@ def register(subparsers) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     import shutil
 
+    from cxreader.cli.localize_cmd import fit_and_report, store_reader
     from cxreader.cli.predict_cmd import attach_descriptions, format_predictions
     from cxreader.config import load_config
     from cxreader.data.synthetic import generate_synthetic_dataset
     from cxreader.evaluation.checkpoint_eval import evaluate_checkpoint
     from cxreader.evaluation.plots import plot_roc_curves
     from cxreader.predict import Predictor
+    from cxreader.training.checkpoint import load_checkpoint
     from cxreader.training.engine import train
 
     out = Path(args.out)
@@ -59,7 +62,7 @@ def run_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(run_dir)
     started = time.perf_counter()
     print(
-        f"[1/4] synthesising {args.images} SYNTHETIC chest images ({args.size} px) in {data_dir} ...",
+        f"[1/5] synthesising {args.images} SYNTHETIC chest images ({args.size} px) in {data_dir} ...",
         flush=True,
     )
     if data_dir.exists():
@@ -76,13 +79,13 @@ def run_demo(args: argparse.Namespace) -> int:
         overrides["epochs"] = args.epochs
     config = load_config("demo", overrides)
     print(
-        f"[2/4] training {config.model} ({config.image_size} px, {config.epochs} epochs max) -> {run_dir}",
+        f"[2/5] training {config.model} ({config.image_size} px, {config.epochs} epochs max) -> {run_dir}",
         flush=True,
     )
     result = train(config, run_dir)
     print(f"      best validation mean AUROC {result.best_val_mean_auroc:.3f} at epoch {result.best_epoch}")
 
-    print("[3/4] evaluating best.pt on the held-out SYNTHETIC test split ...", flush=True)
+    print("[3/5] evaluating best.pt on the held-out SYNTHETIC test split ...", flush=True)
     report, predictions = evaluate_checkpoint(run_dir / "best.pt", split="test", workers=config.workers)
     eval_dir = run_dir / "eval-test"
     eval_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +99,17 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print(report.to_markdown())
 
-    print("[4/4] predicting and describing a few test images (heatmap-grounded) ...", flush=True)
+    print(
+        "[4/5] fitting the location reader (side and zone from the heatmaps) on the training split ...",
+        flush=True,
+    )
+    fit = fit_and_report(load_checkpoint(run_dir / "best.pt"), data_dir, data_dir / "synthetic_findings.csv")
+    if fit.helps:
+        store_reader(run_dir / "best.pt", fit)
+    else:
+        print("      the rules did better on validation: best.pt keeps the rules")
+
+    print("[5/5] predicting and describing a few test images (heatmap-grounded) ...", flush=True)
     predictor = Predictor(run_dir / "best.pt", device="auto")
     sample = [data_dir / "images" / name for name in predictions.images[:3]]
     results = predictor.predict_files(sample, keep_images=True)

@@ -1,4 +1,5 @@
-"""``cxreader heatmap`` (overlay PNGs and descriptions) and ``cxreader localize-eval`` (Wang et al. 2017 table)."""
+"""``cxreader heatmap`` (overlay PNGs and descriptions), ``cxreader localize-eval`` (Wang et al. 2017 table) and
+``cxreader localize-fit`` (a checkpoint's learned location reader)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,24 @@ def register(subparsers) -> None:
     evaluate.add_argument("--batch-size", type=int, default=16)
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(func=run_localize_eval)
+
+    fit = subparsers.add_parser(
+        "localize-fit",
+        help="fit the checkpoint's location reader (side and zone from its heatmaps) on location ground truth",
+        description="Fits per-finding side and zone readers on the true positives of the checkpoint's "
+        "TRAINING split against a synthetic_findings.csv, compares them with the rules on the validation "
+        "split, and stores them in the checkpoint when they agree with the ground truth at least as often "
+        "(cxreader.localization.reader).",
+    )
+    fit.add_argument("--checkpoint", required=True, help="the checkpoint to fit for (rewritten atomically)")
+    fit.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")
+    fit.add_argument(
+        "--findings", default=None, help="location ground truth (default: DATA/synthetic_findings.csv)"
+    )
+    fit.add_argument("--force", action="store_true", help="store the reader even if the rules do better")
+    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument("--device", default="auto")
+    fit.set_defaults(func=run_localize_fit)
 
 
 def _safe_stem(path: str) -> str:
@@ -224,3 +243,50 @@ def run_localize_eval(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
+
+
+def run_localize_fit(args: argparse.Namespace) -> int:
+    from cxreader.errors import ConfigError
+    from cxreader.training.checkpoint import load_checkpoint
+    from cxreader.training.distributed import resolve_device
+
+    findings = Path(args.findings) if args.findings else Path(args.data) / "synthetic_findings.csv"
+    if not findings.is_file():
+        raise ConfigError(
+            f"{findings}: no location ground truth (a synthetic_findings.csv); pass --findings FILE"
+        )
+    checkpoint = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    fit = fit_and_report(checkpoint, args.data, findings, batch_size=args.batch_size)
+    if not fit.helps and not args.force:
+        print(
+            "the reader does not beat the rules on validation: checkpoint left as it was (--force stores it)"
+        )
+        return 1
+    store_reader(args.checkpoint, fit)
+    return 0
+
+
+def fit_and_report(checkpoint, data, findings, *, batch_size: int = 32):
+    """Fit a location reader (:func:`cxreader.localization.fitting.fit_reader`) and print the comparison."""
+    from cxreader.localization.fitting import fit_reader
+
+    def progress(split: str, done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\r  {split}: {done}/{total} images", end=end, file=sys.stderr, flush=True)
+
+    fit = fit_reader(checkpoint, data, findings, batch_size=batch_size, progress=progress)
+    rules, reader = fit.rules_val, fit.reader_val
+    print(
+        f"location reader fitted on {fit.train_samples} training true positives "
+        f"({len(fit.reader.zone)} findings); validation, {rules['n']} true positives:\n"
+        f"  rules:  side {rules['side']:.3f}, zone {rules['zone']:.3f}, side and zone {rules['side_and_zone']:.3f}\n"
+        f"  reader: side {reader['side']:.3f}, zone {reader['zone']:.3f}, side and zone {reader['side_and_zone']:.3f}"
+    )
+    return fit
+
+
+def store_reader(path, fit) -> None:
+    from cxreader.training.checkpoint import store_location_reader
+
+    store_location_reader(path, fit.reader)
+    print(f"stored in {path}")

@@ -76,6 +76,7 @@ from cxreader.labels import FINDINGS, ORGAN_OF, canonical_finding
 from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, Box, box_threshold_for, boxes_from_heatmap
 from cxreader.localization.cam import restrict_heatmap
 from cxreader.localization.geometry import THORAX_MARGIN, ChestGeometry, estimate_geometry
+from cxreader.localization.reader import LocationReader, image_sides_of
 
 #: View assumed when neither the CSV nor the DICOM header gives one.
 DEFAULT_VIEW = "PA"
@@ -101,6 +102,9 @@ class DescriptionRules:
         severity_extent: Extent limits of the extent grades 0/1/2 of the severity rule.
         box_threshold: Heatmap level of the box.
         thorax_only: Restrict the map to the thorax before anything else (module docstring).
+        reader: A learned location reader fitted for this model's maps
+            (:mod:`cxreader.localization.reader`); where it covers the finding and the view is frontal, it
+            gives the side and the zone instead of the two rules above.
     """
 
     region_level: float = 0.7
@@ -111,6 +115,7 @@ class DescriptionRules:
     severity_extent: tuple[float, float] = (0.1, 0.25)
     box_threshold: float = DEFAULT_BOX_THRESHOLD
     thorax_only: bool = True
+    reader: LocationReader | None = None
 
 
 #: The rules used unless a caller passes others.
@@ -118,8 +123,15 @@ DEFAULT_RULES = DescriptionRules()
 
 
 def rules_for(model: object) -> DescriptionRules:
-    """:data:`DEFAULT_RULES` with the box level of the model's pooling (:func:`box_threshold_for`)."""
-    return dataclasses.replace(DEFAULT_RULES, box_threshold=box_threshold_for(model))
+    """:data:`DEFAULT_RULES` with the box level of the model's pooling (:func:`box_threshold_for`) and the
+    location reader its checkpoint carries, if any (``model.location_reader``, set by
+    :func:`~cxreader.training.checkpoint.load_checkpoint`)."""
+    reader = getattr(model, "location_reader", None)
+    return dataclasses.replace(
+        DEFAULT_RULES,
+        box_threshold=box_threshold_for(model),
+        reader=reader if isinstance(reader, LocationReader) else None,
+    )
 
 
 SEVERITIES = ("mild", "moderate", "severe")
@@ -390,8 +402,17 @@ def describe_finding(
     region = values >= level
     if not region.any():  # a map below the region level everywhere: its maximum marks the place
         region = values >= values.max()
-    side, image_sides = _side(name, values, region, geometry, view, rules)
-    zone, qualifier = _zone(name, values, region, geometry, image_sides, side, rules)
+    read = None
+    if rules.reader is not None and view in FRONTAL_VIEWS and name not in _FIXED_PLACE:
+        read = rules.reader.read(name, values, geometry, probability)
+    if read is not None:
+        side_class, zone = read
+        image_sides = image_sides_of(side_class)
+        side = "bilateral" if side_class == "both" else patient_side(side_class, view)
+        qualifier = _qualifier(zone, _position(values, region, geometry, image_sides))
+    else:
+        side, image_sides = _side(name, values, region, geometry, view, rules)
+        zone, qualifier = _zone(name, values, region, geometry, image_sides, side, rules)
     extent = _extent(region, geometry, image_sides)
     size_cm = _size_cm(box, pixel_spacing_mm)
     severity = _severity(extent, probability, threshold, rules)
@@ -446,20 +467,8 @@ def _zone(
     """Zone and an optional apical/basal qualifier for the sentence."""
     if name in _FIXED_PLACE:
         return _FIXED_PLACE[name][1], None
-    mask = np.zeros_like(region)
-    for image_side in image_sides:
-        half = np.zeros_like(region)
-        if image_side == "left":
-            half[:, : int(math.ceil(geometry.midline))] = True
-        else:
-            half[:, int(math.ceil(geometry.midline)) :] = True
-        mask |= half
-    involved = region & mask
-    if not involved.any():
-        involved = region
-    rows, cols = np.nonzero(involved)
-    weights = values[rows, cols]
-    centre_y = float(np.average(rows + 0.5, weights=weights))
+    involved = _involved(region, geometry, image_sides)
+    centre_y = _centre_row(values, involved)
     top, bottom = geometry.zone_bounds(image_sides)
     lung_height = max(bottom - top, 1e-6)
     third = lung_height / 3.0
@@ -482,9 +491,42 @@ def _zone(
         and _medial(involved, geometry, image_sides)
     ):
         return "perihilar", None
-    position = (centre_y - top) / lung_height
-    qualifier = "apical" if position < 1 / 6 else "basal" if position > 5 / 6 else None
-    return zone, qualifier
+    return zone, _qualifier(zone, (centre_y - top) / lung_height)
+
+
+def _involved(region: np.ndarray, geometry: ChestGeometry, image_sides: tuple[str, ...]) -> np.ndarray:
+    """The region within the involved image halves (the whole region if none of it lies there)."""
+    mask = np.zeros_like(region)
+    split = int(math.ceil(geometry.midline))
+    for image_side in image_sides:
+        if image_side == "left":
+            mask[:, :split] = True
+        else:
+            mask[:, split:] = True
+    involved = region & mask
+    return involved if involved.any() else region
+
+
+def _centre_row(values: np.ndarray, involved: np.ndarray) -> float:
+    rows, cols = np.nonzero(involved)
+    return float(np.average(rows + 0.5, weights=values[rows, cols]))
+
+
+def _position(values: np.ndarray, region: np.ndarray, geometry: ChestGeometry, image_sides) -> float:
+    """Height of the region's weighted centroid in the lung: 0 at the apex, 1 at the base."""
+    top, bottom = geometry.zone_bounds(image_sides)
+    centre_y = _centre_row(values, _involved(region, geometry, image_sides))
+    return (centre_y - top) / max(bottom - top, 1e-6)
+
+
+def _qualifier(zone: str, position: float) -> str | None:
+    """``apical`` for an upper-zone finding in the top sixth of the lung, ``basal`` for a lower-zone one in the
+    bottom sixth."""
+    if zone == "upper" and position < 1 / 6:
+        return "apical"
+    if zone == "lower" and position > 5 / 6:
+        return "basal"
+    return None
 
 
 def _medial(involved: np.ndarray, geometry: ChestGeometry, image_sides: tuple[str, ...]) -> bool:

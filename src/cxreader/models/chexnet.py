@@ -74,6 +74,8 @@ class CheXNet(nn.Module):
         self.pooling = pooling
         self.lse_r = float(lse_r)
         self.classifier = nn.Linear(self.num_features, num_classes)
+        # Not a parameter: the learned location reader of the checkpoint, if it has one (set on loading).
+        self.location_reader = None
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """The last feature map, (B, C, h, w), after DenseNet's final norm and ReLU."""

@@ -6,6 +6,10 @@ data), the training configuration, the metrics it was selected on, whether it wa
 data, and the package version. Loading refuses a checkpoint whose labels differ from :data:`FINDINGS`, and
 evaluation transforms are built from the checkpoint, never re-typed.
 
+A checkpoint may also carry a learned location reader (:mod:`cxreader.localization.reader`), fitted on the
+model's own maps by ``cxreader localize-fit`` and stored under ``location_reader`` as plain lists; loading
+puts it on the model as ``model.location_reader`` (None when absent), where the descriptions find it.
+
 Files are written atomically (temporary file in the same folder, fsync, ``os.replace``): an interrupted
 write never leaves a half checkpoint behind.
 """
@@ -204,6 +208,7 @@ def load_checkpoint(
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: weights don't fit {contract.model_name} ({first})") from None
     model.eval().to(device)
+    model.location_reader = _location_reader(path, payload.get("location_reader"))
     return LoadedCheckpoint(
         model=model,
         contract=contract,
@@ -211,3 +216,23 @@ def load_checkpoint(
         sha256=file_sha256(path),
         training_state=payload.get("training_state"),
     )
+
+
+def _location_reader(path: Path, values: Any):
+    if values is None:
+        return None
+    from cxreader.localization.reader import LocationReader
+
+    try:
+        return LocationReader.from_dict(values)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def store_location_reader(path: str | Path, reader: Any) -> None:
+    """Put a :class:`~cxreader.localization.reader.LocationReader` into a checkpoint (atomic rewrite; every
+    other entry, training state included, is kept as it was)."""
+    path = Path(path)
+    payload = read_checkpoint(path, with_training_state=True)
+    payload["location_reader"] = reader.to_dict()
+    save_atomic(payload, path)

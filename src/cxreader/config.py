@@ -33,6 +33,11 @@ class TrainConfig:
         model: Registered model name. init: ``imagenet`` or ``none``. weights: a local weights file.
         pooling, lse_r: The head's pooling, ``avg`` (CheXNet) or ``lse`` (log-sum-exp with sharpness
             ``lse_r``, Wang et al. 2017), see :mod:`cxreader.models.chexnet`.
+        boxes, box_weight, box_space: Box supervision of the class activation maps (Li et al. 2018,
+            :mod:`cxreader.training.box_supervision`): a ``BBox_List_2017.csv``-format file (a relative path
+            is looked up under ``data`` too; only the training split's boxes are used), the weight of its
+            loss term, and the ``N x N`` pixel space of its boxes (0: the images' own pixels). Needs
+            ``augment: batch``.
         image_size: Network input size (square). Training crops are drawn with random-resized-crop
             (scale ``crop_scale``) and a small rotation; evaluation resizes the whole image.
         augment: Where training augmentation runs: ``sample`` (each image in a loader worker), ``batch``
@@ -61,6 +66,9 @@ class TrainConfig:
     drop_rate: float = 0.0
     pooling: str = "avg"
     lse_r: float = 10.0
+    boxes: str = ""
+    box_weight: float = 1.0
+    box_space: int = 0
     image_size: int = 224
     crop_scale: tuple[float, float] = (0.75, 1.0)
     max_rotation_deg: float = 7.0
@@ -104,6 +112,14 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lse_r <= 0:
             raise ConfigError(f"lse_r must be positive, got {self.lse_r}")
+        if self.box_weight <= 0 or self.box_space < 0:
+            raise ConfigError(
+                f"box_weight must be positive and box_space >= 0, got {self.box_weight}, {self.box_space}"
+            )
+        if self.boxes and self.augment == "sample":
+            raise ConfigError(
+                "box supervision (boxes) needs augment: batch, which warps the boxes with the images"
+            )
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.split == "lists" and not self.lists:

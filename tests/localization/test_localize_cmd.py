@@ -179,7 +179,9 @@ def larger_synthetic(tmp_path_factory):
     return root / "data"
 
 
-def test_localize_fit_stores_a_reader_that_the_descriptions_then_use(larger_synthetic, tiny_checkpoint, capsys):
+def test_localize_fit_stores_a_reader_that_the_descriptions_then_use(
+    larger_synthetic, tiny_checkpoint, capsys
+):
     from cxreader.training.checkpoint import load_checkpoint
 
     args = ["--checkpoint", str(tiny_checkpoint), "--data", str(larger_synthetic), "--force"]

@@ -16,6 +16,8 @@ OVERRIDES = (
     ("--cache", str, "preprocessing cache folder (cxreader data cache) to read instead of the image files"),
     ("--model", str, "registered model: chexnet_densenet121 | densenet_small | densenet_small_s8"),
     ("--pooling", str, "avg (CheXNet) | lse (log-sum-exp, Wang et al. 2017: sharper heatmaps)"),
+    ("--boxes", str, "BBox_List_2017.csv-format file: box supervision of the heatmaps (Li et al. 2018)"),
+    ("--box-weight", float, "weight of the box term of the loss (default 1.0)"),
     ("--init", str, "imagenet (torchvision weights, needs them downloaded) | none (random)"),
     ("--weights", str, "local weights file (DenseNet-121 / public CheXNet layouts)"),
     ("--image-size", int, "network input size"),

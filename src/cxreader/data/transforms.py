@@ -154,33 +154,12 @@ class BatchTrainAugment:
         if images.ndim != 4 or images.shape[1] != 1:
             raise ValueError(f"expected (B, 1, H, W) images, got shape {tuple(images.shape)}")
         preset = self.preset
-        batch, _, height, width = images.shape
+        height, width = images.shape[-2:]
         params = params.to(device=images.device, dtype=torch.float32)
-        area, aspect, top_u, left_u, angle, brightness, contrast = params.unbind(1)
-        crop_h = torch.sqrt(area * height * width / aspect).clamp(max=height) / height  # fractions of H, W
-        crop_w = torch.sqrt(area * height * width * aspect).clamp(max=width) / width
-        centre_y = (top_u * (1 - crop_h) + crop_h / 2) * 2 - 1  # crop centre in grid coordinates
-        centre_x = (left_u * (1 - crop_w) + crop_w / 2) * 2 - 1
-        radians = torch.deg2rad(angle) if preset.max_rotation_deg > 0 else torch.zeros_like(angle)
-        cos, sin = torch.cos(radians), torch.sin(radians)
-        zeros = torch.zeros_like(cos)
-        # Output grid → rotated (counter-clockwise for a positive angle, as TF.rotate; the output is square,
-        # so the angle is the same in pixels); points rotated out of the crop are filled with 0, as TF.rotate
-        # fills the corners of the cropped image; then scaled and shifted into the crop.
-        rotation = torch.stack(
-            [torch.stack([cos, -sin, zeros], dim=1), torch.stack([sin, cos, zeros], dim=1)], dim=1
-        )
-        size = preset.image_size
-        grid = F.affine_grid(rotation, [batch, 1, size, size], align_corners=False)
-        outside = (grid.abs() > 1).any(dim=-1)
-        scale = torch.stack([crop_w, crop_h], dim=1).view(batch, 1, 1, 2)
-        shift = torch.stack([centre_x, centre_y], dim=1).view(batch, 1, 1, 2)
+        *_, brightness, contrast = params.unbind(1)
+        grid, outside = self._sampling_grid(params, height, width, preset.image_size)
         tensor = F.grid_sample(
-            images.float().div_(255.0),
-            grid * scale + shift,
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=False,
+            images.float().div_(255.0), grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )
         tensor = tensor.masked_fill_(outside[:, None], 0.0)
         if preset.jitter > 0:
@@ -190,6 +169,43 @@ class BatchTrainAugment:
         mean_t = torch.tensor(preset.mean, device=tensor.device).view(1, -1, 1, 1)
         std_t = torch.tensor(preset.std, device=tensor.device).view(1, -1, 1, 1)
         return (tensor - mean_t) / std_t
+
+    def warp(self, masks: torch.Tensor, params: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
+        """Warp masks ``(B, K, s, s)`` given in the frame of the ``image_shape`` (H, W) images exactly as
+        :meth:`__call__` warps those images with the same ``params`` (crop, resize, rotation; bilinear, 0
+        outside). The output keeps the masks' own side ``s``."""
+        params = params.to(device=masks.device, dtype=torch.float32)
+        grid, outside = self._sampling_grid(params, image_shape[0], image_shape[1], masks.shape[-1])
+        warped = F.grid_sample(
+            masks.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        return warped.masked_fill_(outside[:, None], 0.0)
+
+    def _sampling_grid(
+        self, params: torch.Tensor, height: int, width: int, size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``grid_sample`` grid ``(B, size, size, 2)`` of a batch's crops and rotations, and where it
+        falls outside the rotated crop. Crop fractions are those of an ``height x width`` image."""
+        batch = params.shape[0]
+        area, aspect, top_u, left_u, angle, _, _ = params.unbind(1)
+        crop_h = torch.sqrt(area * height * width / aspect).clamp(max=height) / height  # fractions of H, W
+        crop_w = torch.sqrt(area * height * width * aspect).clamp(max=width) / width
+        centre_y = (top_u * (1 - crop_h) + crop_h / 2) * 2 - 1  # crop centre in grid coordinates
+        centre_x = (left_u * (1 - crop_w) + crop_w / 2) * 2 - 1
+        radians = torch.deg2rad(angle) if self.preset.max_rotation_deg > 0 else torch.zeros_like(angle)
+        cos, sin = torch.cos(radians), torch.sin(radians)
+        zeros = torch.zeros_like(cos)
+        # Output grid → rotated (counter-clockwise for a positive angle, as TF.rotate; the output is square,
+        # so the angle is the same in pixels); points rotated out of the crop are filled with 0, as TF.rotate
+        # fills the corners of the cropped image; then scaled and shifted into the crop.
+        rotation = torch.stack(
+            [torch.stack([cos, -sin, zeros], dim=1), torch.stack([sin, cos, zeros], dim=1)], dim=1
+        )
+        grid = F.affine_grid(rotation, [batch, 1, size, size], align_corners=False)
+        outside = (grid.abs() > 1).any(dim=-1)
+        scale = torch.stack([crop_w, crop_h], dim=1).view(batch, 1, 1, 2)
+        shift = torch.stack([centre_x, centre_y], dim=1).view(batch, 1, 1, 2)
+        return grid * scale + shift, outside
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,12 @@ The rules, in order:
   medial half of the lungs (not for Emphysema and Fibrosis, whose distribution is told by zone);
   Cardiomegaly is ``cardiac`` and Hiatus hernia ``retrocardiac`` by definition.
   The sentence adds ``apical``/``basal`` when the centroid lies in the top/bottom sixth of the lung.
+* **Learned reader** (optional): a checkpoint fitted with ``cxreader localize-fit`` carries a location
+  reader (:mod:`cxreader.localization.reader`), per-finding logistic regressions that read side and zone from
+  the same map, probability and geometry, fitted on the training split against location ground truth. In a
+  frontal view, for the findings it was fitted for, it replaces the two rules above; the region, the box,
+  the extent and the severity stay as described here, and the sentence adds ``apical``/``basal`` only to an
+  upper/lower zone it agrees with.
 * **Organ**: fixed per finding (:data:`cxreader.labels.ORGAN_OF`): lung, pleura, heart, mediastinum or diaphragm.
 * **Extent**: the fraction of the hemithorax (the lung field of the involved side, both fields when
   bilateral or midline) covered by the involved region.

@@ -13,8 +13,9 @@ frame of the estimated lung fields (:mod:`cxreader.localization.geometry`):
   the map mass in the image's left and right halves and the smaller half's share of the larger;
 * **zone features** (:func:`zone_features`), over the involved half or halves: at the same levels, the
   weighted centroid and spread of the map along the lung height (0 at the apex, 1 at the base) and its mass
-  in each third; the cover of each third of the lung field at levels 0.1, 0.3 and 0.5; the probability; and
-  whether both halves are involved.
+  in each third; the cover of each third of the lung field at levels 0.1, 0.3 and 0.5; at levels 0.3, 0.5
+  and 0.7, the height of the heaviest connected part of the map and its share of the mass (the zone of a
+  multifocal finding is that of its largest focus); the probability; and whether both halves are involved.
 
 Side classes are in the IMAGE frame (``left``, ``right``, ``both``), so one reader serves PA and AP films; the
 patient's side follows from the view (:func:`~cxreader.localization.describe.patient_side`). Zone classes are
@@ -46,6 +47,8 @@ from cxreader.localization.geometry import ChestGeometry
 FEATURE_LEVELS = (0.0, 0.3, 0.5, 0.7, 0.9)
 #: Levels of the per-third cover features.
 COVER_LEVELS = (0.1, 0.3, 0.5)
+#: Levels at which the heaviest connected part of the map is located.
+COMPONENT_LEVELS = (0.3, 0.5, 0.7)
 #: Side classes, in the image frame.
 IMAGE_SIDES = ("left", "right", "both")
 #: Fewest training true positives a finding needs to get a reader of its own.
@@ -109,8 +112,25 @@ def zone_features(
         for k in range(3):
             band = lungs & (rows[:, None] >= k / 3) & (rows[:, None] < (k + 1) / 3)
             features.append(float((band & covered).sum()) / max(1.0, float(band.sum())))
+    for level in COMPONENT_LEVELS:
+        features += _largest_component(values, half & (values >= level), rows)
     features += [float(probability), float(len(image_sides) == 2)]
     return np.asarray(features, dtype=np.float64)
+
+
+def _largest_component(values: np.ndarray, mask: np.ndarray, rows: np.ndarray) -> list[float]:
+    """Height (lung-normalised) of the heaviest connected part of ``mask`` and its share of the map mass:
+    where the biggest of several foci lies (the zone of a finding is that of its largest instance)."""
+    from scipy.ndimage import label
+
+    labels, count = label(mask)
+    if count == 0:
+        return [0.5, 0.0]
+    weights = np.where(mask, values, 0.0)
+    masses = np.bincount(labels.ravel(), weights=weights.ravel(), minlength=count + 1)[1:]
+    biggest = int(np.argmax(masses)) + 1
+    part = np.where(labels == biggest, weights, 0.0).sum(axis=1)
+    return [float((rows * part).sum() / max(part.sum(), 1e-9)), float(masses.max() / max(masses.sum(), 1e-9))]
 
 
 def image_sides_of(side_class: str) -> tuple[str, ...]:

@@ -83,22 +83,37 @@ class CheXNet(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Pooling, dropout, linear head: logits (B, num_classes) (pooling rule in the module docstring)."""
-        if self.pooling == "lse":
+        return self._head(features, with_maps=False)[0]
+
+    def _head(self, features: torch.Tensor, *, with_maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.pooling == "lse" or with_maps:
             if self.drop_rate > 0:
                 features = F.dropout(features, p=self.drop_rate, training=self.training)
-            # The head at every position (a 1x1 convolution): the class activation maps, (B, K, h*w).
-            maps = torch.einsum("bchw,kc->bkhw", features, self.classifier.weight).flatten(2)
-            maps = maps + self.classifier.bias[None, :, None]
-            positions = maps.shape[-1]
-            return (torch.logsumexp(self.lse_r * maps, dim=-1) - math.log(positions)) / self.lse_r
+            # The head at every position (a 1x1 convolution): the class activation maps, (B, K, h, w).
+            maps = torch.einsum("bchw,kc->bkhw", features, self.classifier.weight)
+            maps = maps + self.classifier.bias[None, :, None, None]
+            if self.pooling == "lse":
+                flat = maps.flatten(2)
+                logits = (torch.logsumexp(self.lse_r * flat, dim=-1) - math.log(flat.shape[-1])) / self.lse_r
+            else:  # the head is linear: the mean of the position logits is the logit of the mean feature
+                logits = maps.mean(dim=(2, 3))
+            return logits, maps if with_maps else None
         pooled = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)
         if self.drop_rate > 0:
             pooled = F.dropout(pooled, p=self.drop_rate, training=self.training)
-        return self.classifier(pooled)
+        return self.classifier(pooled), None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes); apply ``torch.sigmoid`` for probabilities (multi-label, never softmax)."""
-        return self.forward_head(self.forward_features(images))
+    def forward(
+        self, images: torch.Tensor, *, return_maps: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, num_classes); apply ``torch.sigmoid`` for probabilities (multi-label, never softmax).
+
+        With ``return_maps``, also the head's logits at every position of the feature grid, (B, K, h, w)
+        (the class activation maps before pooling; box supervision trains them,
+        :mod:`cxreader.training.box_supervision`). Called through the module, so DDP syncs their gradients.
+        """
+        logits, maps = self._head(self.forward_features(images), with_maps=return_maps)
+        return (logits, maps) if return_maps else logits
 
 
 def _imagenet_densenet121() -> torchvision.models.DenseNet:

@@ -54,6 +54,7 @@ from cxreader.inference import (
 from cxreader.labels import FINDINGS
 from cxreader.models import create_model
 from cxreader.training import distributed as dist_utils
+from cxreader.training.box_supervision import BoxTargets, box_loss
 from cxreader.training.checkpoint import CheckpointContract, read_checkpoint, save_checkpoint, unwrap
 from cxreader.training.distributed import DistInfo
 from cxreader.training.losses import masked_bce_with_logits
@@ -204,6 +205,7 @@ class Trainer:
             DeferredTrainPreset(preset=preset) if self.batch_augment is not None else preset,
             seed=config.seed,
         )
+        self.box_targets = self._box_targets(train_split)
         self.val_set = ChestXrayDataset(
             image_source(config, val_split), val_split.labels, EvalPreset(image_size=config.image_size)
         )
@@ -273,6 +275,32 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _box_targets(self, train_split: Split) -> BoxTargets | None:
+        """The training split's box masks when the config asks for box supervision (Li et al. 2018)."""
+        config = self.config
+        if not config.boxes:
+            return None
+        if self.batch_augment is None:
+            raise ConfigError(
+                "box supervision (boxes) needs augment: batch, which warps the boxes with the images"
+            )
+        path = Path(config.boxes)
+        if not path.is_file() and not path.is_absolute() and config.data:
+            path = Path(config.data) / config.boxes
+        if not path.is_file():
+            raise ConfigError(f"{config.boxes}: box file not found (also looked under {config.data or '.'})")
+        locator = ImageLocator(config.data) if config.data else None
+
+        def image_path_of(name: str) -> Path:
+            if locator is None:
+                raise ConfigError("box supervision needs data (the image files' sizes) or box_space")
+            return locator.locate(name)
+
+        targets = BoxTargets.from_file(path, train_split.images, image_path_of, box_space=config.box_space)
+        if self.info.is_primary:
+            logger.info("box supervision: %d boxes on %d training images", targets.boxes, len(targets))
+        return targets
 
     # ----------------------------------------------------------------------------------------------- state
     def _training_state(self) -> dict[str, Any]:
@@ -408,13 +436,27 @@ class Trainer:
                 continue
             images = batch["image"].to(self.device, non_blocking=True)
             labels = batch["labels"].to(self.device, non_blocking=True)
+            boxes = None
             if self.batch_augment is not None:
-                images = self.batch_augment(images, batch["augment"].to(self.device, non_blocking=True))
+                params = batch["augment"].to(self.device, non_blocking=True)
+                if self.box_targets is not None:
+                    boxes = self.box_targets.batch(batch["id"], self.device)
+                    if boxes is not None:
+                        boxes = (self.batch_augment.warp(boxes[0], params, images.shape[-2:]), boxes[1])
+                images = self.batch_augment(images, params)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp_dtype):
-                logits = self.ddp_model(images)
+                if self.box_targets is not None:  # every step the same graph, so DDP ranks stay in step
+                    logits, maps = self.ddp_model(images, return_maps=True)
+                else:
+                    logits = self.ddp_model(images)
             loss = masked_bce_with_logits(logits, labels)
+            if self.box_targets is not None:
+                if boxes is None:
+                    loss = loss + maps.sum() * 0.0
+                else:
+                    loss = loss + config.box_weight * box_loss(maps, *boxes)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

@@ -141,7 +141,7 @@ def test_a_finding_seen_in_one_zone_only_gets_a_constant_reader():
 def test_features_have_fixed_lengths_and_binary_readers_predict_both_classes():
     values = _blob("left", 0.3)
     assert side_features(values, GEOMETRY).shape == (10,)
-    assert zone_features(values, GEOMETRY, ("left",), 0.9).shape == (42,)
+    assert zone_features(values, GEOMETRY, ("left",), 0.9).shape == (46,)
     x = np.array([[0.0], [1.0], [0.1], [0.9]] * 5)
     reader = LinearReader.fit(x, ["a", "b", "a", "b"] * 5)
     assert (reader.predict(np.array([0.0])), reader.predict(np.array([1.0]))) == ("a", "b")

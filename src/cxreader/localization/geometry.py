@@ -17,7 +17,10 @@ lungs are located from the image itself, at the cost of a few array reductions:
 4. **Apex and base of each lung**: the row profile of the lung's central columns is dark from the apex to the
    diaphragm; the lung spans the contiguous rows around its darkest row that stay below half way between that
    minimum and the brighter of the shoulder and abdomen levels. The base found this way is the height of the
-   diaphragm under the middle of the lung, which is what zone thirds are measured against.
+   diaphragm under the middle of the lung, which is what zone thirds are measured against. A column whose
+   walk runs off the top or bottom of the image found no apex or diaphragm (opacities flattened its profile)
+   and is ignored; when no column of either lung is left, the rows are those of :data:`FIXED_FRACTIONS`,
+   while the midline and columns stay estimated.
 5. **Sanity checks**: a lung narrower than 12 % or shorter than 25 % of the image, or a midline outside the
    central 40 %, means the profiles were not those of a frontal chest film (a lateral view, a cropped or
    inverted image); then the fixed fractions of :func:`fixed_geometry` are used and ``method`` says so.
@@ -232,21 +235,22 @@ def _profile_geometry(work: np.ndarray) -> ChestGeometry | None:
         return None
     mid = int(round(midline))
     peak = float(columns[max(0, mid - 2) : mid + 3].max())
-    lungs = {}
+    spans, rows = {}, {}
     for image_side, direction in (("left", -1), ("right", 1)):
         span = _lung_columns(columns, mid, direction, peak)
         if span is None:
             return None
-        x0, x1 = span
-        rows = _lung_rows(work, x0, x1, direction, sigma)
-        if rows is None:
-            return None
-        lungs[image_side] = LungField(float(x0), float(x1), float(rows[0]), float(rows[1]))
-    # Fluid, collapse or a mass can hide one lung's base or apex; the anatomical lung is at least as tall
-    # as the taller of the two, so both take the highest apex and the lowest base.
-    top = min(lung.top for lung in lungs.values())
-    bottom = max(lung.bottom for lung in lungs.values())
-    lungs = {side: replace(lung, top=top, bottom=bottom) for side, lung in lungs.items()}
+        spans[image_side] = span
+        rows[image_side] = _lung_rows(work, span[0], span[1], direction, sigma)
+    found = [value for value in rows.values() if value is not None]
+    if found:
+        # Fluid, collapse or a mass can hide one lung's base or apex; the anatomical lung is at least as
+        # tall as the taller of the two, so both take the highest apex and the lowest base.
+        top = float(min(value[0] for value in found))
+        bottom = float(max(value[1] for value in found))
+    else:  # opacities everywhere: no row profile shows a lung; the typical film's rows (step 5)
+        top, bottom = FIXED_FRACTIONS["apex"] * height, FIXED_FRACTIONS["base"] * height
+    lungs = {side: LungField(float(x0), float(x1), top, bottom) for side, (x0, x1) in spans.items()}
     for lung in lungs.values():
         if lung.width < _MIN_LUNG_WIDTH * width or lung.height < _MIN_LUNG_HEIGHT * height:
             return None
@@ -351,6 +355,10 @@ def _lung_rows(work: np.ndarray, x0: int, x1: int, direction: int, sigma: float)
             top -= 1
         while bottom + 1 < height and column[bottom + 1] < level:
             bottom += 1
+        if top == 0 or bottom == height - 1:
+            # The walk ran off the image: no apex or diaphragm stopped it (opacities flattened the
+            # profile), so this column says nothing about where the lung ends.
+            continue
         tops.append(top)
         bottoms.append(bottom + 1)
     if len(tops) < max(2, 0.3 * columns.shape[1]):

@@ -15,7 +15,9 @@ frame of the estimated lung fields (:mod:`cxreader.localization.geometry`):
   weighted centroid and spread of the map along the lung height (0 at the apex, 1 at the base) and its mass
   in each third; the cover of each third of the lung field at levels 0.1, 0.3 and 0.5; at levels 0.3, 0.5
   and 0.7, the height of the heaviest connected part of the map and its share of the mass (the zone of a
-  multifocal finding is that of its largest focus); the probability; and whether both halves are involved.
+  multifocal finding is that of its largest focus); the centroid at levels 0.5 and 0.7 as a fraction of
+  the image height, and the estimated apex and base (the lung-field estimate is noisy, and the absolute
+  heights let the reader weigh it); the probability; and whether both halves are involved.
 
 Side classes are in the IMAGE frame (``left``, ``right``, ``both``), so one reader serves PA and AP films; the
 patient's side follows from the view (:func:`~cxreader.localization.describe.patient_side`). Zone classes are
@@ -49,6 +51,8 @@ FEATURE_LEVELS = (0.0, 0.3, 0.5, 0.7, 0.9)
 COVER_LEVELS = (0.1, 0.3, 0.5)
 #: Levels at which the heaviest connected part of the map is located.
 COMPONENT_LEVELS = (0.3, 0.5, 0.7)
+#: Levels of the centroid in image (not lung) fractions.
+ABSOLUTE_LEVELS = (0.5, 0.7)
 #: Side classes, in the image frame.
 IMAGE_SIDES = ("left", "right", "both")
 #: Fewest training true positives a finding needs to get a reader of its own.
@@ -114,6 +118,13 @@ def zone_features(
             features.append(float((band & covered).sum()) / max(1.0, float(band.sum())))
     for level in COMPONENT_LEVELS:
         features += _largest_component(values, half & (values >= level), rows)
+    # The same centroid in image fractions, and the estimated apex and base: the lung-field estimate is
+    # noisy (its base by a few % of the lung height), and the absolute heights let the reader weigh it.
+    image_rows = (np.arange(values.shape[0]) + 0.5) / values.shape[0]
+    for level in ABSOLUTE_LEVELS:
+        profile = np.where(half & (values >= level), values, 0.0).sum(axis=1)
+        features.append(float((image_rows * profile).sum() / max(float(profile.sum()), 1e-9)))
+    features += [top / values.shape[0], bottom / values.shape[0]]
     features += [float(probability), float(len(image_sides) == 2)]
     return np.asarray(features, dtype=np.float64)
 

@@ -88,7 +88,9 @@ def test_opacities_everywhere_never_stretch_the_lungs_to_the_image_border():
     size = 128
     errors = []
     for seed in range(12):
-        picture = draw_chest(seed, size=size, findings=["Consolidation", "Edema", "Infiltration", "Pneumonia"])
+        picture = draw_chest(
+            seed, size=size, findings=["Consolidation", "Edema", "Infiltration", "Pneumonia"]
+        )
         geometry = estimate_geometry(picture.pixels)
         for lung in (geometry.image_left, geometry.image_right):
             assert lung.top > 1 and lung.bottom < size - 1

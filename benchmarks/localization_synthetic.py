@@ -17,10 +17,11 @@ held-out test split (both rebuilt from the checkpoint's split method and seed):
 2. **Grounded side and zone** of every true-positive finding (label positive and probability at or above the
    checkpoint's threshold) against ``synthetic_findings.csv``. Ground truth per image and finding: the side is
    ``bilateral`` when instances lie on both sides (or one is bilateral), ``midline`` for midline findings,
-   else the one side; the zone is that of the instance with the largest extent. The description rules
-   (:class:`~cxreader.localization.describe.DescriptionRules`) are tuned on validation by coordinate search
-   on the side-and-zone agreement, then applied once to test. Severity agreement and extent error are
-   reported too (not tuned).
+   else the one side; the zone is that of the instance with the largest extent. First the product default:
+   the checkpoint's location reader when it carries one (``cxreader localize-fit``, fitted on the TRAINING
+   split only), else the rules. Then the rules alone: as written, and tuned on validation by coordinate
+   search on the side-and-zone agreement (:class:`~cxreader.localization.describe.DescriptionRules`), then
+   applied once to test. Severity agreement and extent error are reported too (not tuned).
 3. **Lung geometry**: how often the side and the zone of each ground-truth box centre are right when the zones
    come from the profile estimate (:func:`~cxreader.localization.geometry.estimate_geometry`) versus fixed
    image fractions, on the test images as drawn and on copies shifted and scaled at random (as real films

@@ -504,14 +504,7 @@ def _zone(
 
 def _involved(region: np.ndarray, geometry: ChestGeometry, image_sides: tuple[str, ...]) -> np.ndarray:
     """The region within the involved image halves (the whole region if none of it lies there)."""
-    mask = np.zeros_like(region)
-    split = int(math.ceil(geometry.midline))
-    for image_side in image_sides:
-        if image_side == "left":
-            mask[:, :split] = True
-        else:
-            mask[:, split:] = True
-    involved = region & mask
+    involved = region & geometry.half_mask(image_sides)
     return involved if involved.any() else region
 
 

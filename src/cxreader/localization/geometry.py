@@ -163,6 +163,17 @@ class ChestGeometry:
         mask[max(0, int(math.floor(top))) :, cols] = True
         return mask
 
+    def half_mask(self, image_sides: tuple[str, ...] | list[str] = ("left", "right")) -> np.ndarray:
+        """Boolean ``(height, width)`` mask of the image halves (split at the midline) named in ``image_sides``."""
+        mask = np.zeros((self.height, self.width), dtype=bool)
+        split = int(math.ceil(self.midline))
+        for side in image_sides:
+            if side == "left":
+                mask[:, :split] = True
+            else:
+                mask[:, split:] = True
+        return mask
+
     def lung_mask(self, image_side: str | None = None) -> np.ndarray:
         """Boolean ``(height, width)`` mask of one lung field's box, or of both when ``image_side`` is None."""
         sides = ("left", "right") if image_side is None else (image_side,)

@@ -64,14 +64,9 @@ _EPS = 1e-3
 
 
 def _halves(shape: tuple[int, int], geometry: ChestGeometry, image_sides: Sequence[str]) -> np.ndarray:
-    mask = np.zeros(shape, dtype=bool)
-    split = int(math.ceil(geometry.midline))
-    for side in image_sides:
-        if side == "left":
-            mask[:, :split] = True
-        else:
-            mask[:, split:] = True
-    return mask
+    if (geometry.height, geometry.width) != tuple(shape):
+        raise ValueError(f"geometry grid {geometry.width}x{geometry.height} differs from the map's {shape}")
+    return geometry.half_mask(tuple(image_sides))
 
 
 def side_features(values: np.ndarray, geometry: ChestGeometry) -> np.ndarray:

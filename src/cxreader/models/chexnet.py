@@ -104,13 +104,14 @@ class CheXNet(nn.Module):
         return self.classifier(pooled), None
 
     def forward(
-        self, images: torch.Tensor, *, return_maps: bool = False
+        self, images: torch.Tensor, return_maps: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, num_classes); apply ``torch.sigmoid`` for probabilities (multi-label, never softmax).
 
         With ``return_maps``, also the head's logits at every position of the feature grid, (B, K, h, w)
         (the class activation maps before pooling; box supervision trains them,
         :mod:`cxreader.training.box_supervision`). Called through the module, so DDP syncs their gradients.
+        Not keyword-only: the TorchScript ONNX exporter passes the defaults of ``forward`` positionally.
         """
         logits, maps = self._head(self.forward_features(images), with_maps=return_maps)
         return (logits, maps) if return_maps else logits

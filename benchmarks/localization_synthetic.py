@@ -50,7 +50,13 @@ from cxreader.data.synthetic import read_synthetic_findings
 from cxreader.labels import FINDINGS
 from cxreader.localization.boxes import BOXED_FINDINGS, IOBB_THRESHOLDS
 from cxreader.localization.cam import heatmaps
-from cxreader.localization.describe import DEFAULT_RULES, DescriptionRules, describe_findings, rules_for
+from cxreader.localization.describe import (
+    DEFAULT_RULES,
+    PLACED_BY_DEFINITION,
+    DescriptionRules,
+    describe_findings,
+    rules_for,
+)
 from cxreader.localization.evaluation import case_maps, evaluate_maps, read_boxes, split_images
 from cxreader.localization.fitting import truth_of as location_truth_of
 from cxreader.localization.geometry import ChestGeometry, estimate_geometry, fixed_geometry
@@ -241,8 +247,7 @@ def agreement(positives: list[Positive], descriptions: list) -> dict:
                 "zone": round(float(np.mean([zone_ok[i] for i in index])), 3),
                 "side_and_zone": round(float(np.mean([both[i] for i in index])), 3),
             }
-    fixed_by_definition = {"Cardiomegaly", "Hernia"}
-    grounded = [i for i, p in enumerate(positives) if p.finding not in fixed_by_definition]
+    grounded = [i for i, p in enumerate(positives) if p.finding not in PLACED_BY_DEFINITION]
     return {
         "n": len(positives),
         "side": float(np.mean(side_ok)) if positives else float("nan"),

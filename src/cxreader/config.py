@@ -116,10 +116,6 @@ class TrainConfig:
             raise ConfigError(
                 f"box_weight must be positive and box_space >= 0, got {self.box_weight}, {self.box_space}"
             )
-        if self.boxes and self.augment == "sample":
-            raise ConfigError(
-                "box supervision (boxes) needs augment: batch, which warps the boxes with the images"
-            )
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.split == "lists" and not self.lists:

@@ -163,6 +163,8 @@ NOUN_OF = {
     "Hernia": "hiatus hernia",
 }
 _FIXED_PLACE = {"Cardiomegaly": ("midline", "cardiac"), "Hernia": ("midline", "retrocardiac")}
+#: Findings whose side and zone are fixed by definition, never read from the map.
+PLACED_BY_DEFINITION = tuple(_FIXED_PLACE)
 
 
 @dataclass

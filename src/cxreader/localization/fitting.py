@@ -25,16 +25,23 @@ from cxreader.data.chestxray14 import ChestXray14
 from cxreader.data.synthetic import read_synthetic_findings
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS
-from cxreader.localization.cam import heatmaps
-from cxreader.localization.describe import DescriptionRules, describe_finding, rules_for
+from cxreader.localization.cam import heatmaps, restrict_heatmap
+from cxreader.localization.describe import (
+    PLACED_BY_DEFINITION,
+    DescriptionRules,
+    describe_finding,
+    patient_side,
+    rules_for,
+)
 from cxreader.localization.evaluation import split_images
-from cxreader.localization.geometry import estimate_geometry
+from cxreader.localization.geometry import THORAX_MARGIN, estimate_geometry
 from cxreader.localization.reader import LocatedSample, LocationReader, fit_location_reader
 from cxreader.training.checkpoint import LoadedCheckpoint
 
-#: Findings placed by definition (midline), never read from the map.
-PLACED_BY_DEFINITION = ("Cardiomegaly", "Hernia")
-_IMAGE_SIDE_OF_PATIENT = {"right": "left", "left": "right", "bilateral": "both"}  # PA and AP films
+#: The image half of each patient side in a frontal film (the convention of ``patient_side``).
+_IMAGE_SIDE_OF_PATIENT = {patient_side(half, "PA"): half for half in ("left", "right")} | {
+    "bilateral": "both"
+}
 
 
 def truth_of(instances: Iterable) -> tuple[str, str]:
@@ -124,9 +131,6 @@ def located_true_positives(
 
 def _restricted(values: np.ndarray, geometry) -> np.ndarray:
     # The reader sees the map as describe_finding does: restricted to the thorax first.
-    from cxreader.localization.cam import restrict_heatmap
-    from cxreader.localization.geometry import THORAX_MARGIN
-
     return restrict_heatmap(np.asarray(values, dtype=np.float32), geometry.thorax_mask(THORAX_MARGIN))
 
 

@@ -447,16 +447,15 @@ class Trainer:
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp_dtype):
-                if self.box_targets is not None:  # every step the same graph, so DDP ranks stay in step
+                # With box supervision every step takes the same graph (the logits are pooled from the maps),
+                # whether or not its batch has boxes, so DDP ranks stay in step.
+                if self.box_targets is not None:
                     logits, maps = self.ddp_model(images, return_maps=True)
                 else:
                     logits = self.ddp_model(images)
             loss = masked_bce_with_logits(logits, labels)
-            if self.box_targets is not None:
-                if boxes is None:
-                    loss = loss + maps.sum() * 0.0
-                else:
-                    loss = loss + config.box_weight * box_loss(maps, *boxes)
+            if boxes is not None:
+                loss = loss + config.box_weight * box_loss(maps, *boxes)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

@@ -37,7 +37,7 @@ import dataclasses
 import json
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,7 @@ from cxreader.localization.describe import (
 )
 from cxreader.localization.evaluation import case_maps, evaluate_maps, read_boxes, split_images
 from cxreader.localization.fitting import truth_of as location_truth_of
+from cxreader.localization.foci import FOCAL_FINDINGS
 from cxreader.localization.geometry import ChestGeometry, estimate_geometry, fixed_geometry
 from cxreader.predict import Predictor
 
@@ -163,6 +164,7 @@ class Positive:
     truth_zones: set[str]
     truth_severity: str
     truth_extent: float
+    truth_places: tuple[tuple[str, str], ...]  # (patient side, zone) of every drawn instance
 
 
 def truth_of(instances) -> tuple[str, str, set[str], str, float]:
@@ -208,6 +210,7 @@ def true_positives(predictor: Predictor, data: Path, images: list[str], frame, s
                         zones,
                         severity,
                         extent,
+                        tuple((row.side, row.zone) for row in by_key[(name, finding)]),
                     )
                 )
     return positives
@@ -261,6 +264,48 @@ def agreement(positives: list[Positive], descriptions: list) -> dict:
         "extent_mean_abs_error": float(np.mean(extent_error)) if positives else float("nan"),
         "per_finding": per_finding,
     }
+
+
+def multifocal(positives: list[Positive], descriptions: list) -> dict:
+    """How the focal findings' foci match the drawn instances (one sidecar row per nodule or mass).
+
+    Per true positive: the number of places described (its foci, or the one finding-level place) against the
+    number of instances, and whether the two multisets of (side, zone) are equal; per instance: whether its
+    (side, zone) is among the places described; and how many single instances were split into several foci.
+    """
+    out = {}
+    for finding in FOCAL_FINDINGS:
+        pairs = [(p, d) for p, d in zip(positives, descriptions, strict=True) if p.finding == finding]
+        if not pairs:
+            continue
+        count_ok = exact = instances = recalled = singles = split = several = several_found = 0
+        for positive, description in pairs:
+            places = [(f["side"], f["zone"]) for f in description.foci] or [
+                (description.side, description.zone)
+            ]
+            truth = positive.truth_places
+            count_ok += len(places) == len(truth)
+            exact += Counter(places) == Counter(truth)
+            instances += len(truth)
+            recalled += sum(place in places for place in truth)
+            if len(truth) == 1:
+                singles += 1
+                split += len(places) > 1
+            else:
+                several += 1
+                several_found += len(places) > 1
+        n = len(pairs)
+        out[finding] = {
+            "n": n,
+            "multi_instance": sum(len(p.truth_places) > 1 for p, _ in pairs),
+            "count": round(count_ok / n, 3),
+            "exact_places": round(exact / n, 3),
+            "instance_recall": round(recalled / max(1, instances), 3),
+            "instances": instances,
+            "single_split": f"{split}/{singles}",
+            "several_found": f"{several_found}/{several}",
+        }
+    return out
 
 
 def tune_rules(positives: list[Positive], thresholds: dict, box_threshold: float) -> DescriptionRules:
@@ -381,9 +426,14 @@ def main(argv: list[str] | None = None) -> int:
         for split, items in positives.items()
     }
     product_rules = dataclasses.replace(rules_for(checkpoint.model), box_threshold=chosen["box_threshold"])
+    product_descriptions = {
+        split: describe_all(items, product_rules, thresholds) for split, items in positives.items()
+    }
     product_scores = {
-        split: agreement(items, describe_all(items, product_rules, thresholds))
-        for split, items in positives.items()
+        split: agreement(items, product_descriptions[split]) for split, items in positives.items()
+    }
+    foci_scores = {
+        split: multifocal(items, product_descriptions[split]) for split, items in positives.items()
     }
     tuned = tune_rules(positives["val"], thresholds, chosen["box_threshold"])
     tuned_scores = {
@@ -420,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         "descriptions": {
             "location_reader": product_rules.reader.fitted_on if product_rules.reader else None,
             "product_scores": product_scores,
+            "foci": foci_scores,
             "default_rules": {k: v for k, v in dataclasses.asdict(default_rules).items() if k != "reader"},
             "default_rules_scores": default_scores,
             "tuned_rules": {k: v for k, v in dataclasses.asdict(tuned).items() if k != "reader"},
@@ -478,6 +529,20 @@ def render(summary: dict, test_table) -> str:
         lines.append(
             f"| {finding} | {row['n']} | {row['side']:.3f} | {row['zone']:.3f} | {row['side_and_zone']:.3f} |"
         )
+    lines.append("")
+    lines.append("Foci of the focal findings (product default; places = side and zone of each focus):")
+    lines.append("")
+    lines.append(
+        "| split | finding | TP | several instances: described as several | count right | places right "
+        "| instance recall | single instance split |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for split in ("val", "test"):
+        for finding, row in summary["descriptions"]["foci"][split].items():
+            lines.append(
+                f"| {split} | {finding} | {row['n']} | {row['several_found']} | {row['count']:.3f} | "
+                f"{row['exact_places']:.3f} | {row['instance_recall']:.3f} ({row['instances']}) | {row['single_split']} |"
+            )
     lines.append("")
     for label, key in (("default", "default_rules_scores"), ("tuned on val", "tuned_rules_scores")):
         for split in ("val", "test"):

@@ -39,6 +39,11 @@ The rules, in order:
   frontal view, for the findings it was fitted for, it replaces the two rules above; the region, the box,
   the extent and the severity stay as described here, and the sentence adds ``apical``/``basal`` only to an
   upper/lower zone it agrees with.
+* **Several foci** (Nodule and Mass): when the involved region falls apart into separate foci
+  (:mod:`cxreader.localization.foci`: 8-connected components holding at least ``focus_share`` of the
+  heaviest one's heatmap mass), each focus gets its own side and zone by the rules above (``foci``), and the
+  sentence names them all: "Moderate multiple nodules (2): right upper zone; left lower zone." The
+  finding-level side and zone still describe the finding as a whole.
 * **Organ**: fixed per finding (:data:`cxreader.labels.ORGAN_OF`): lung, pleura, heart, mediastinum or diaphragm.
 * **Extent**: the fraction of the hemithorax (the lung field of the involved side, both fields when
   bilateral or midline) covered by the involved region.
@@ -83,6 +88,7 @@ from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS, ORGAN_OF, canonical_finding
 from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, Box, box_threshold_for, boxes_from_heatmap
 from cxreader.localization.cam import restrict_heatmap
+from cxreader.localization.foci import FOCAL_FINDINGS, FOCUS_SHARE, foci_of
 from cxreader.localization.geometry import THORAX_MARGIN, ChestGeometry, estimate_geometry
 from cxreader.localization.reader import LocationReader, image_sides_of
 
@@ -110,6 +116,8 @@ class DescriptionRules:
         severity_extent: Extent limits of the extent grades 0/1/2 of the severity rule.
         box_threshold: Heatmap level of the box.
         thorax_only: Restrict the map to the thorax before anything else (module docstring).
+        focus_share: Share of the heaviest focus's map mass that makes another component of a nodule's or a
+            mass's region a focus of its own (:mod:`cxreader.localization.foci`).
         reader: A learned location reader fitted for this model's maps
             (:mod:`cxreader.localization.reader`); where it covers the finding and the view is frontal, it
             gives the side and the zone instead of the two rules above.
@@ -123,6 +131,7 @@ class DescriptionRules:
     severity_extent: tuple[float, float] = (0.1, 0.25)
     box_threshold: float = DEFAULT_BOX_THRESHOLD
     thorax_only: bool = True
+    focus_share: float = FOCUS_SHARE
     reader: LocationReader | None = None
 
 
@@ -183,6 +192,9 @@ class FindingDescription:
         box: ``[x, y, w, h]`` of the most salient region in original-image pixels, ``None`` if none.
         sentence: One sentence for the report.
         view: The view position used; ``view_assumed`` is True when it was the default.
+        foci: For a nodule or mass whose map shows several separate foci, one entry per focus, heaviest
+            first: ``{"side", "zone", "box", "size_cm"}`` read by the rules from that focus alone (the
+            finding-level ``side`` and ``zone`` describe the finding as a whole); empty otherwise.
     """
 
     finding: str
@@ -197,9 +209,10 @@ class FindingDescription:
     sentence: str
     view: str = DEFAULT_VIEW
     view_assumed: bool = False
+    foci: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "finding": self.finding,
             "probability": round(float(self.probability), 4),
             "side": self.side,
@@ -211,6 +224,9 @@ class FindingDescription:
             "box": self.box,
             "sentence": self.sentence,
         }
+        if self.foci:
+            data["foci"] = [dict(focus) for focus in self.foci]
+        return data
 
 
 def normalise_view(view_position: str | None) -> tuple[str, bool]:
@@ -426,7 +442,11 @@ def describe_finding(
     extent = _extent(region, geometry, image_sides)
     size_cm = _size_cm(box, pixel_spacing_mm)
     severity = _severity(extent, probability, threshold, rules)
-    sentence = _sentence(name, severity, side, zone, qualifier, size_cm)
+    foci = _foci(name, values, level, geometry, view, original, pixel_spacing_mm, rules)
+    if foci:
+        sentence = _multifocal_sentence(name, severity, foci)
+    else:
+        sentence = _sentence(name, severity, side, zone, qualifier, size_cm)
     return FindingDescription(
         finding=name,
         probability=float(probability),
@@ -439,7 +459,49 @@ def describe_finding(
         box=box.to_list() if box is not None else None,
         sentence=sentence,
         view=view,
+        foci=foci,
     )
+
+
+def _foci(
+    name: str,
+    values: np.ndarray,
+    level: float,
+    geometry: ChestGeometry,
+    view: str,
+    original: tuple[int, int],
+    spacing: tuple[float, float] | None,
+    rules: DescriptionRules,
+) -> list[dict[str, Any]]:
+    """Side, zone, box and size of every focus of a multifocal nodule or mass; empty for a single focus.
+
+    Each focus is placed by the rules on its own: the image half of its centre, the third of that lung's
+    height holding it (:mod:`cxreader.localization.foci`).
+    """
+    if name not in FOCAL_FINDINGS:
+        return []
+    found = foci_of(values, level, rules.focus_share)
+    if len(found) < 2:
+        return []
+    height, width = values.shape
+    sx, sy = original[0] / width, original[1] / height
+    described = []
+    for focus in found:
+        image_side = "left" if focus.centre_x < geometry.midline else "right"
+        box = focus.box.scaled(sx, sy)
+        described.append(
+            {
+                "side": patient_side(image_side, view),
+                "zone": geometry.zone_of(focus.centre_y, (image_side,)),
+                "box": box.to_list(),
+                "size_cm": _rounded(_size_cm(box, spacing)),
+            }
+        )
+    return described
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 1)
 
 
 def _side(
@@ -592,6 +654,22 @@ def _sentence(
         elif name == "Mass" and size_cm < NODULE_MAX_CM:
             text += " (under 3 cm: nodule-sized)"
     return text + "."
+
+
+def _multifocal_sentence(name: str, severity: str, foci: Sequence[Mapping[str, Any]]) -> str:
+    """``"Moderate multiple nodules (3): right upper zone, about 1.9 cm; left lower zone; ..."``."""
+    places = []
+    for focus in foci:
+        words = [focus["side"]] if focus["side"] else []
+        words.append(f"{focus['zone']} zone")
+        text = " ".join(words)
+        if focus["size_cm"] is not None:
+            text += f", about {focus['size_cm']:.1f} cm"
+        places.append(text)
+    return f"{severity.capitalize()} multiple {_PLURAL_OF[name]} ({len(foci)}): {'; '.join(places)}."
+
+
+_PLURAL_OF = {"Nodule": "nodules", "Mass": "masses"}
 
 
 def resize_to(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

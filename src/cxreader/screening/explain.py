@@ -187,21 +187,26 @@ def _describe(
     )
     result = {}
     for description in descriptions:
-        box = None
-        if description.box is not None:
-            x, y, w, h = description.box
-            box = (
-                max(0, round(x * scale_x)),
-                max(0, round(y * scale_y)),
-                max(1, round(w * scale_x)),
-                max(1, round(h * scale_y)),
-            )
+        box = _original_box(description.box, scale_x, scale_y) if description.box is not None else None
         data = description.to_json_dict()
         data["box"] = list(box) if box is not None else None
+        for focus in data.get("foci", []):
+            focus["box"] = list(_original_box(focus["box"], scale_x, scale_y))
         data["view"] = description.view
         data["view_assumed"] = bool(description.view_assumed)
         result[description.finding] = FindingExplanation(sentence=description.sentence, data=data, box=box)
     return result
+
+
+def _original_box(box: Sequence[float], scale_x: float, scale_y: float) -> tuple[int, int, int, int]:
+    """A display-rendition box ``[x, y, w, h]`` in whole original-image pixels."""
+    x, y, w, h = box
+    return (
+        max(0, round(x * scale_x)),
+        max(0, round(y * scale_y)),
+        max(1, round(w * scale_x)),
+        max(1, round(h * scale_y)),
+    )
 
 
 def map_to_png(heatmap: np.ndarray) -> bytes:

@@ -135,3 +135,39 @@ def test_onnx_backend_screens_without_descriptions(checkpoint, tmp_path):
         database.close()
     assert report.screened == 5 and not report.described
     assert len(report.triage) == 5  # Pneumothorax is above its threshold of 0 whatever the backend
+
+
+@needs_localization
+def test_foci_of_a_multifocal_nodule_are_in_original_pixels(monkeypatch):
+    import cxreader.screening.explain as explain
+    from cxreader.screening.explain import ImageView
+
+    rows, cols = np.mgrid[:64, :64]
+    blobs = np.maximum(
+        np.exp(-((cols - 18) ** 2 + (rows - 20) ** 2) / 12.0),
+        0.9 * np.exp(-((cols - 46) ** 2 + (rows - 44) ** 2) / 12.0),
+    ).astype(np.float32)
+    nodule = FINDINGS.index("Nodule")
+
+    def two_nodule_maps(model, tensors, findings, method):
+        maps = np.zeros((tensors.shape[0], len(FINDINGS), 64, 64), np.float32)
+        maps[:, nodule] = blobs
+        return maps
+
+    monkeypatch.setattr(explain, "_heatmaps", two_nodule_maps)
+    probabilities = np.full((1, len(FINDINGS)), 0.1)
+    probabilities[0, nodule] = 0.9
+    display = np.full((64, 64), 128, np.uint8)
+    [explanation] = explain_batch(
+        torch.nn.Linear(1, 1),
+        torch.zeros(1, 3, 64, 64),
+        probabilities,
+        [0.5] * len(FINDINGS),
+        [ImageView(display=display, original_size=(256, 256), pixel_spacing_mm=(0.5, 0.5))],
+    )
+    data = explanation.findings["Nodule"].data
+    assert len(data["foci"]) == 2 and "multiple nodules (2)" in data["sentence"]
+    first, second = (focus["box"] for focus in data["foci"])
+    assert all(isinstance(value, int) for value in first + second)
+    assert 4 * 14 <= first[0] + first[2] / 2 <= 4 * 22 and 4 * 16 <= first[1] + first[3] / 2 <= 4 * 24
+    assert 4 * 42 <= second[0] + second[2] / 2 <= 4 * 50

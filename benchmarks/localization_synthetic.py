@@ -297,7 +297,6 @@ def multifocal(positives: list[Positive], descriptions: list) -> dict:
         n = len(pairs)
         out[finding] = {
             "n": n,
-            "multi_instance": sum(len(p.truth_places) > 1 for p, _ in pairs),
             "count": round(count_ok / n, 3),
             "exact_places": round(exact / n, 3),
             "instance_recall": round(recalled / max(1, instances), 3),

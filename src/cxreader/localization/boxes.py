@@ -44,7 +44,8 @@ DEFAULT_BOX_THRESHOLD = BOX_THRESHOLD_BY_POOLING["lse"]
 #: Components whose area is below this fraction of the largest component's are dropped.
 MIN_COMPONENT_FRACTION = 0.1
 
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+#: Connectivity of heatmap components (diagonal neighbours connect), shared with :mod:`.foci`.
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def box_threshold_for(model: object) -> float:
@@ -69,6 +70,17 @@ class Box:
     @property
     def centre(self) -> tuple[float, float]:
         return self.x + 0.5 * self.w, self.y + 0.5 * self.h
+
+    @classmethod
+    def from_slices(cls, rows: slice, cols: slice, score: float = 1.0) -> Box:
+        """The box of an ``ndimage.find_objects`` pair of slices (rows, columns)."""
+        return cls(
+            float(cols.start),
+            float(rows.start),
+            float(cols.stop - cols.start),
+            float(rows.stop - rows.start),
+            score,
+        )
 
     def scaled(self, sx: float, sy: float) -> Box:
         return Box(self.x * sx, self.y * sy, self.w * sx, self.h * sy, self.score)
@@ -122,7 +134,7 @@ def boxes_from_heatmap(
     if values.ndim != 2:
         raise ValueError(f"heatmap must be 2-D, got shape {values.shape}")
     height, width = values.shape
-    labels, count = ndimage.label(values >= threshold, structure=_EIGHT_CONNECTED)
+    labels, count = ndimage.label(values >= threshold, structure=EIGHT_CONNECTED)
     if count == 0:
         return []
     indices = np.arange(1, count + 1)
@@ -135,10 +147,7 @@ def boxes_from_heatmap(
     boxes = []
     for index in np.flatnonzero(keep):
         rows, cols = slices[index]
-        box = Box(
-            float(cols.start), float(rows.start), float(cols.stop - cols.start), float(rows.stop - rows.start)
-        )
-        boxes.append(Box(box.x * sx, box.y * sy, box.w * sx, box.h * sy, float(peaks[index])))
+        boxes.append(Box.from_slices(rows, cols, float(peaks[index])).scaled(sx, sy))
     boxes.sort(key=lambda box: -box.score)
     return boxes[:max_boxes] if max_boxes is not None else boxes
 

@@ -219,7 +219,7 @@ class FindingDescription:
             "zone": self.zone,
             "organ": self.organ,
             "extent": round(float(self.extent), 3),
-            "size_cm": None if self.size_cm is None else round(float(self.size_cm), 1),
+            "size_cm": _rounded(self.size_cm),
             "severity": self.severity,
             "box": self.box,
             "sentence": self.sentence,

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cxreader.localization.boxes import Box
+from cxreader.localization.boxes import EIGHT_CONNECTED, Box
 
 #: Findings described focus by focus when their map shows more than one.
 FOCAL_FINDINGS = ("Nodule", "Mass")
 #: A component holding less than this share of the heaviest component's map mass is not a focus of its own.
 FOCUS_SHARE = 0.3
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -51,25 +50,21 @@ def foci_of(values: np.ndarray, level: float, share: float = FOCUS_SHARE) -> lis
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"heatmap must be 2-D, got shape {values.shape}")
-    labels, count = ndimage.label(values >= level, structure=_EIGHT_CONNECTED)
+    labels, count = ndimage.label(values >= level, structure=EIGHT_CONNECTED)
     if count == 0:
         return []
     weights = np.where(labels > 0, values, 0.0)
     masses = np.bincount(labels.ravel(), weights=weights.ravel(), minlength=count + 1)[1:]
     total = float(masses.sum())
+    indices = np.arange(1, count + 1)
+    centres = ndimage.center_of_mass(weights, labels, indices)
+    peaks = ndimage.maximum(values, labels, indices)
     slices = ndimage.find_objects(labels)
     foci = []
     for index in np.argsort(-masses, kind="stable"):
         if masses[index] < share * masses.max():
             break
-        centre_y, centre_x = ndimage.center_of_mass(weights, labels, int(index) + 1)
-        rows, cols = slices[index]
-        box = Box(
-            float(cols.start),
-            float(rows.start),
-            float(cols.stop - cols.start),
-            float(rows.stop - rows.start),
-            float(values[labels == index + 1].max()),
-        )
+        centre_y, centre_x = centres[index]
+        box = Box.from_slices(*slices[index], float(peaks[index]))
         foci.append(Focus(float(centre_x) + 0.5, float(centre_y) + 0.5, float(masses[index]) / total, box))
     return foci

@@ -157,7 +157,7 @@ class Positive:
     finding: str
     probability: float
     heatmap: np.ndarray
-    pixels_shape: tuple[int, int]
+    pixels: np.ndarray  # the image (the geometry is given; the reader's image features read it)
     geometry: ChestGeometry
     truth_side: str
     truth_zone: str
@@ -203,7 +203,7 @@ def true_positives(predictor: Predictor, data: Path, images: list[str], frame, s
                         finding,
                         result.probabilities[finding],
                         heatmap,
-                        result.image.pixels.shape,
+                        result.image.pixels,
                         geometry,
                         side,
                         zone,
@@ -219,11 +219,10 @@ def true_positives(predictor: Predictor, data: Path, images: list[str], frame, s
 def describe_all(positives: list[Positive], rules: DescriptionRules, thresholds: dict) -> list:
     out = []
     for item in positives:
-        pixels = np.zeros(item.pixels_shape, np.float32)  # the geometry is given; pixels give only the size
         (description,) = describe_findings(
             {item.finding: item.probability},
             {item.finding: item.heatmap},
-            pixels,
+            item.pixels,
             {item.finding: thresholds[item.finding]},  # a true positive: at or above its threshold
             view_position="PA",
             geometry=item.geometry,

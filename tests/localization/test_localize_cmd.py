@@ -196,6 +196,42 @@ def test_localize_fit_stores_a_reader_that_the_descriptions_then_use(
     assert "Effusion" in capsys.readouterr().out
 
 
+def test_localize_fit_adds_every_image_of_a_held_out_set_to_the_fit(
+    synthetic, larger_synthetic, tiny_checkpoint, capsys
+):
+    import re
+
+    from cxreader.localization.fitting import located_true_positives
+    from cxreader.training.checkpoint import load_checkpoint
+
+    checkpoint = tiny_checkpoint
+    held_out = len(
+        located_true_positives(
+            load_checkpoint(checkpoint), synthetic, synthetic / "synthetic_findings.csv", "all"
+        )
+    )
+    assert held_out > 0  # the tiny model calls Effusion and Nodule positive wherever they are drawn
+    args = ["--checkpoint", str(checkpoint), "--data", str(larger_synthetic), "--force"]
+    assert cli.main(["localize-fit", *args, "--extra-data", str(synthetic)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(rf"fitted on \d+ training true positives and {held_out} of held-out sets", printed)
+    fitted_on = load_checkpoint(checkpoint).model.location_reader.fitted_on
+    assert "train split" in fitted_on and f"held-out sets data, {held_out} true positives" in fitted_on
+
+
+def test_localize_fit_refuses_a_held_out_set_without_ground_truth_or_the_training_data_itself(
+    larger_synthetic, tiny_checkpoint, tmp_path, capsys
+):
+    before = tiny_checkpoint.read_bytes()
+    args = ["--checkpoint", str(tiny_checkpoint), "--data", str(larger_synthetic)]
+    (tmp_path / "bare").mkdir()
+    assert cli.main(["localize-fit", *args, "--extra-data", str(tmp_path / "bare")]) == 2
+    assert "no location ground truth" in capsys.readouterr().err
+    assert cli.main(["localize-fit", *args, "--extra-data", str(larger_synthetic)]) == 2
+    assert "is the training data itself" in capsys.readouterr().err
+    assert tiny_checkpoint.read_bytes() == before
+
+
 def test_localize_fit_without_ground_truth_or_samples_is_a_clear_error(
     synthetic, larger_synthetic, tiny_checkpoint, tmp_path, capsys
 ):

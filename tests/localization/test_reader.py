@@ -10,13 +10,18 @@ import pytest
 import torch
 
 from cxreader.errors import CheckpointError, ConfigError
-from cxreader.localization.describe import DEFAULT_RULES, describe_finding, rules_for
+from cxreader.localization.describe import DEFAULT_RULES, describe_finding, describe_findings, rules_for
 from cxreader.localization.geometry import fixed_geometry
 from cxreader.localization.reader import (
+    IMAGE_GRID,
+    SIDE_WIDTH,
+    ZONE_WIDTH,
     LinearReader,
     LocatedSample,
     LocationReader,
     fit_location_reader,
+    image_features,
+    image_on_grid,
     side_features,
     zone_features,
 )
@@ -145,3 +150,92 @@ def test_features_have_fixed_lengths_and_binary_readers_predict_both_classes():
     x = np.array([[0.0], [1.0], [0.1], [0.9]] * 5)
     reader = LinearReader.fit(x, ["a", "b", "a", "b"] * 5)
     assert (reader.predict(np.array([0.0])), reader.predict(np.array([1.0]))) == ("a", "b")
+
+
+def _image_with_air(image_side: str, third: int) -> np.ndarray:
+    """A gray image whose one lung field is dark (air without markings) in one third of its height only."""
+    image = np.full((SIZE, SIZE), 120.0, np.float32)
+    lung = GEOMETRY.lung(image_side)
+    top = int(round(lung.top + third * lung.height / 3))
+    bottom = int(round(lung.top + (third + 1) * lung.height / 3))
+    image[top:bottom, int(lung.x0) : int(lung.x1)] = 20.0
+    image[0, 0] = 255.0  # something bright, so the window is not the air's
+    return image
+
+
+def test_image_on_grid_is_gray_square_and_windowed():
+    rgb = np.random.default_rng(0).integers(0, 4096, (300, 200, 3)).astype(np.uint16)
+    grid = image_on_grid(rgb)
+    assert grid.shape == (IMAGE_GRID, IMAGE_GRID) and grid.dtype == np.float32
+    assert grid.min() >= 0.0 and grid.max() <= 1.0
+    assert image_on_grid(np.zeros((10, 10))).max() == 0.0  # a blank image is no error
+    with pytest.raises(ValueError, match="2-D image"):
+        image_on_grid(np.zeros(5))
+
+
+def test_a_reader_with_image_features_reads_what_the_map_cannot_show():
+    # The map is the same blob for every sample; the zone is where the image's air is (a pneumothorax whose
+    # pleural line the map marks while its extent shows only in the image).
+    rng = np.random.default_rng(3)
+    values = _blob("left", 0.3)
+    samples = []
+    for _ in range(90):
+        third = int(rng.integers(3))
+        image = image_on_grid(_image_with_air("left", third))
+        samples.append(LocatedSample("Pneumothorax", values, GEOMETRY, 0.9, "left", ZONES[third], image))
+    with_image = fit_location_reader(samples)
+    map_only = fit_location_reader([dataclasses.replace(s, image=None) for s in samples])
+    assert with_image.uses_image and not map_only.uses_image
+    for third in range(3):
+        image = image_on_grid(_image_with_air("left", third))
+        assert with_image.read("Pneumothorax", values, GEOMETRY, 0.9, image) == ("left", ZONES[third])
+    # Stored and loaded, it still needs the image; without one it reads nothing and the rules place it.
+    again = LocationReader.from_dict(json.loads(json.dumps(with_image.to_dict())))
+    assert again.uses_image and again.image_bands == with_image.image_bands > 0
+    assert again.read("Pneumothorax", values, GEOMETRY, 0.9) is None
+    rules = dataclasses.replace(DEFAULT_RULES, reader=again)
+    lower = image_on_grid(_image_with_air("left", 2))
+    described = describe_finding(
+        "Pneumothorax", 0.9, values, GEOMETRY, threshold=0.5, view="PA", rules=rules, reader_image=lower
+    )
+    assert (described.side, described.zone) == ("right", "lower")  # image left = patient right in PA
+    # describe_findings (predict, screening, the API) hands the reader the image it describes.
+    (listed,) = describe_findings(
+        {"Pneumothorax": 0.9},
+        {"Pneumothorax": values},
+        _image_with_air("left", 0),
+        {"Pneumothorax": 0.5},
+        view_position="PA",
+        geometry=GEOMETRY,
+        rules=rules,
+    )
+    assert (listed.side, listed.zone) == ("right", "upper")
+    plain = describe_finding(
+        "Pneumothorax", 0.9, values, GEOMETRY, threshold=0.5, view="PA", rules=DEFAULT_RULES
+    )
+    fallback = describe_finding("Pneumothorax", 0.9, values, GEOMETRY, threshold=0.5, view="PA", rules=rules)
+    assert (fallback.side, fallback.zone) == (plain.side, plain.zone)
+
+
+def test_an_older_reader_without_the_image_flag_reads_the_map_alone(fitted):
+    stored = fitted.to_dict()
+    del stored["image_bands"]
+    again = LocationReader.from_dict(stored)
+    assert not again.uses_image
+    sample = _samples(np.random.default_rng(4), 1)[0]
+    assert again.read("Atelectasis", sample.values, GEOMETRY, 0.8) == fitted.read(
+        "Atelectasis", sample.values, GEOMETRY, 0.8
+    )
+
+
+def test_feature_widths_match_and_a_reader_of_other_widths_is_refused(fitted):
+    sample = _samples(np.random.default_rng(5), 1)[0]
+    assert side_features(sample.values, GEOMETRY).shape == (SIDE_WIDTH,)
+    zone = zone_features(sample.values, GEOMETRY, ("left",), 0.8)
+    assert zone.shape == (ZONE_WIDTH,)
+    image = image_on_grid(_image_with_air("left", 1))
+    assert image_features(image, GEOMETRY, ("left",), 8).shape == (6 * 8,)
+    stored = fitted.to_dict()
+    stored["image_bands"] = 3  # a reader stored by a version with another feature set
+    with pytest.raises(CheckpointError, match="refit it with cxreader localize-fit"):
+        LocationReader.from_dict(stored)

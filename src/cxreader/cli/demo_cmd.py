@@ -2,7 +2,8 @@
 
 Synthesise a dataset in the NIH layout → train a compact DenseNet (the ``demo`` recipe) → evaluate on the
 held-out synthetic test split (AUROC with CIs, thresholds from validation) → fit the checkpoint's location reader
-on the training split's true positives (:mod:`cxreader.localization.reader`) → predict a few images and describe
+on the true positives of the training split and of a second, held-out synthetic set drawn for it
+(:mod:`cxreader.localization.reader`, :mod:`cxreader.localization.fitting`) → predict a few images and describe
 their positive findings from the class activation maps (side, zone, organ, extent, severity).
 """
 
@@ -29,6 +30,14 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="cxreader-demo", help="output folder (default ./cxreader-demo)")
     parser.add_argument("--images", type=int, default=2400, help="synthetic images to generate")
     parser.add_argument("--size", type=int, default=128, help="synthetic image size in pixels")
+    parser.add_argument(
+        "--reader-images",
+        type=int,
+        default=4800,
+        metavar="N",
+        help="held-out synthetic images (never trained on) that the location reader is also fitted on; "
+        "0: the training split alone (default 4800)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the demo recipe's epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -60,6 +69,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"{run_dir} exists: pass --force to replace the demo run, or choose another --out"
             )
         shutil.rmtree(run_dir)
+    if args.reader_images < 0:
+        raise ConfigError(f"--reader-images must be 0 or more, not {args.reader_images}")
     started = time.perf_counter()
     print(
         f"[1/5] synthesising {args.images} SYNTHETIC chest images ({args.size} px) in {data_dir} ...",
@@ -71,6 +82,16 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"      {summary.images} images of {summary.patients} synthetic patients in {summary.seconds:.1f} s"
     )
+    # A held-out set for the location reader only (cxreader.localization.fitting): other patients, drawn
+    # with another seed, never seen by the CNN.
+    reader_dir = out / "synthetic-reader-data"
+    if reader_dir.exists():
+        shutil.rmtree(reader_dir)
+    if args.reader_images > 0:
+        held_out = generate_synthetic_dataset(
+            reader_dir, images=args.reader_images, size=args.size, seed=args.seed + 1
+        )
+        print(f"      {held_out.images} held-out images for the location reader in {held_out.seconds:.1f} s")
 
     # Box supervision (Li et al. 2018) with the synthetic set's BBox_List_2017.csv: NIH's 8 boxed findings,
     # boxes of the training split only (cxreader.training.box_supervision). Not in demo.yaml, whose tiny
@@ -108,11 +129,16 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print(report.to_markdown())
 
+    extra = [(reader_dir, reader_dir / "synthetic_findings.csv")] if args.reader_images > 0 else []
     print(
-        "[4/5] fitting the location reader (side and zone from the heatmaps) on the training split ...",
+        "[4/5] fitting the location reader (side and zone from the heatmaps) on the training split"
+        + (" and the held-out images" if extra else "")
+        + " ...",
         flush=True,
     )
-    fit = fit_and_report(load_checkpoint(run_dir / "best.pt"), data_dir, data_dir / "synthetic_findings.csv")
+    fit = fit_and_report(
+        load_checkpoint(run_dir / "best.pt"), data_dir, data_dir / "synthetic_findings.csv", extra=extra
+    )
     if fit.helps:
         store_reader(run_dir / "best.pt", fit)
     else:

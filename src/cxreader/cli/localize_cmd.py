@@ -89,12 +89,21 @@ def register(subparsers) -> None:
         description="Fits per-finding side and zone readers on the true positives of the checkpoint's "
         "TRAINING split against a synthetic_findings.csv, compares them with the rules on the validation "
         "split, and stores them in the checkpoint when they agree with the ground truth at least as often "
-        "(cxreader.localization.reader).",
+        "(cxreader.localization.reader). Held-out sets (--extra-data) add the true positives of every one "
+        "of their images to the fit: more data than the training split alone, from images the CNN never saw.",
     )
     fit.add_argument("--checkpoint", required=True, help="the checkpoint to fit for (rewritten atomically)")
     fit.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")
     fit.add_argument(
         "--findings", default=None, help="location ground truth (default: DATA/synthetic_findings.csv)"
+    )
+    fit.add_argument(
+        "--extra-data",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a held-out dataset with its DIR/synthetic_findings.csv, not used to train the checkpoint; all "
+        "its images join the fit (repeatable)",
     )
     fit.add_argument("--force", action="store_true", help="store the reader even if the rules do better")
     fit.add_argument("--batch-size", type=int, default=32)
@@ -255,8 +264,14 @@ def run_localize_fit(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{findings}: no location ground truth (a synthetic_findings.csv); pass --findings FILE"
         )
+    extra = [(Path(data), Path(data) / "synthetic_findings.csv") for data in args.extra_data]
+    for data, extra_findings in extra:
+        if not extra_findings.is_file():
+            raise ConfigError(f"--extra-data {data}: no location ground truth ({extra_findings} is missing)")
+        if data.resolve() == Path(args.data).resolve():
+            raise ConfigError(f"--extra-data {data} is the training data itself; pass a held-out set")
     checkpoint = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
-    fit = fit_and_report(checkpoint, args.data, findings, batch_size=args.batch_size)
+    fit = fit_and_report(checkpoint, args.data, findings, extra=extra, batch_size=args.batch_size)
     if not fit.helps and not args.force:
         print(
             "the reader does not beat the rules on validation: checkpoint left as it was (--force stores it)"
@@ -266,7 +281,7 @@ def run_localize_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def fit_and_report(checkpoint, data, findings, *, batch_size: int = 32):
+def fit_and_report(checkpoint, data, findings, *, extra=(), batch_size: int = 32):
     """Fit a location reader (:func:`cxreader.localization.fitting.fit_reader`) and print the comparison."""
     from cxreader.localization.fitting import fit_reader
 
@@ -274,10 +289,11 @@ def fit_and_report(checkpoint, data, findings, *, batch_size: int = 32):
         end = "\n" if done >= total else ""
         print(f"\r  {split}: {done}/{total} images", end=end, file=sys.stderr, flush=True)
 
-    fit = fit_reader(checkpoint, data, findings, batch_size=batch_size, progress=progress)
+    fit = fit_reader(checkpoint, data, findings, extra=extra, batch_size=batch_size, progress=progress)
     rules, reader = fit.rules_val, fit.reader_val
+    held_out = f" and {fit.extra_samples} of held-out sets" if extra else ""
     print(
-        f"location reader fitted on {fit.train_samples} training true positives "
+        f"location reader fitted on {fit.train_samples} training true positives{held_out} "
         f"({len(fit.reader.zone)} findings); validation, {rules['n']} true positives:\n"
         f"  rules:  side {rules['side']:.3f}, zone {rules['zone']:.3f}, side and zone {rules['side_and_zone']:.3f}\n"
         f"  reader: side {reader['side']:.3f}, zone {reader['zone']:.3f}, side and zone {reader['side_and_zone']:.3f}"

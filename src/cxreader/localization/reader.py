@@ -122,13 +122,10 @@ def zone_features(
         spread = math.sqrt(max(float(((rows - centre) ** 2 * profile).sum()), 0.0))
         features += [centre, spread]
         features += [float(profile[(rows >= low) & (rows < high)].sum()) for low, high in thirds]
-    lungs = np.zeros(values.shape, dtype=bool)
-    for side in image_sides:
-        lungs |= geometry.lung_mask(side)
+    bands = _lung_bands(geometry, image_sides, rows, 3)
     for level in COVER_LEVELS:
         covered = values >= level
-        for k in range(3):
-            band = lungs & (rows[:, None] >= k / 3) & (rows[:, None] < (k + 1) / 3)
+        for band in bands:
             features.append(float((band & covered).sum()) / max(1.0, float(band.sum())))
     for level in COMPONENT_LEVELS:
         features += _largest_component(values, half & (values >= level), rows)
@@ -175,15 +172,22 @@ def image_features(
     for sides in (involved, other):
         top, bottom = grid.zone_bounds(sides)
         rows = (np.arange(IMAGE_GRID) + 0.5 - top) / max(bottom - top, 1e-6)
-        lungs = np.zeros(image.shape, dtype=bool)
-        for side in sides:
-            lungs |= grid.lung_mask(side)
         numbers = []
-        for k in range(bands):
-            band = lungs & (rows[:, None] >= k / bands) & (rows[:, None] < (k + 1) / bands)
+        for band in _lung_bands(grid, sides, rows, bands):
             numbers += [float(image[band].mean()), float(texture[band].mean())] if band.any() else [0.0, 0.0]
         per_field.append(np.asarray(numbers))
     return np.concatenate([per_field[0], per_field[1], per_field[0] - per_field[1]])
+
+
+def _lung_bands(
+    geometry: ChestGeometry, image_sides: Sequence[str], rows: np.ndarray, count: int
+) -> list[np.ndarray]:
+    """The lung field(s) of ``image_sides`` cut into ``count`` equal bands of their height; ``rows`` are the
+    grid's row centres as fractions of that height (0 at the apex, 1 at the base)."""
+    lungs = np.zeros((geometry.height, geometry.width), dtype=bool)
+    for side in image_sides:
+        lungs |= geometry.lung_mask(side)
+    return [lungs & (rows[:, None] >= k / count) & (rows[:, None] < (k + 1) / count) for k in range(count)]
 
 
 def _largest_component(values: np.ndarray, mask: np.ndarray, rows: np.ndarray) -> list[float]:

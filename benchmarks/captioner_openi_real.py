@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 from cxreader import DISCLAIMER
-from cxreader.captioning.mesh import parse_mesh, to_token
 from cxreader.captioning.predict import CaptionPredictor
 from cxreader.data.io import read_image_uint8
 from cxreader.data.transforms import load_size_for
+from cxreader.vocabulary import parse_mesh, to_token
 
 DEFAULT_OPENI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "openi"
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     for row in rows:
         image = read_image_uint8(
-            args.openi / row["file_256"], size=load_size_for(predictor.contract.input_size)
+            args.openi / row["file_256"], size=load_size_for(predictor.contract.encoder.input_size)
         )
         features = predictor.features([image])
         probabilities = predictor.probabilities(features)[0]

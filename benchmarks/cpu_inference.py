@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxreader.export.onnx import OnnxModel, export_onnx
+from cxreader.export.onnx import export_onnx
+from cxreader.inference.onnx_runtime import OnnxModel
 from cxreader.models import create_model
-from cxreader.training.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
+from cxreader.models.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CALIBRATION = REPO.parent / "shared" / "data" / "nih" / "images_256"
@@ -159,8 +160,8 @@ def densenet121(args: argparse.Namespace, tmp: Path) -> None:
 def demo(args: argparse.Namespace, tmp: Path) -> None:
     from cxreader.config import config_from_dict
     from cxreader.data.chestxray14 import ImageLocator
+    from cxreader.data.dataset import build_splits, image_source
     from cxreader.evaluation.metrics import per_class_auroc
-    from cxreader.training.engine import build_splits, image_source
 
     checkpoint = args.demo_run / "best.pt"
     if not checkpoint.is_file():

@@ -17,10 +17,9 @@ held-out test split (both rebuilt from the checkpoint's split method and seed):
 2. **Grounded side and zone** of every true-positive finding (label positive and probability at or above the
    checkpoint's threshold) against ``synthetic_findings.csv``. Ground truth per image and finding: the side is
    ``bilateral`` when instances lie on both sides (or one is bilateral), ``midline`` for midline findings,
-   else the one side; the zone is that of the instance with the largest extent. First the product default:
-   the checkpoint's location reader when it carries one (``cxreader localize-fit``, fitted on the TRAINING
-   split only), else the rules. Then the rules alone: as written, and tuned on validation by coordinate
-   search on the side-and-zone agreement (:class:`~cxreader.localization.describe.DescriptionRules`), then
+   else the one side; the zone is that of the instance with the largest extent. The rules as written
+   (the product default), then tuned on validation by coordinate search on the side-and-zone agreement
+   (:class:`~cxreader.localization.describe.DescriptionRules`), then
    applied once to test. Severity agreement and extent error are reported too (not tuned).
 3. **Lung geometry**: how often the side and the zone of each ground-truth box centre are right when the zones
    come from the profile estimate (:func:`~cxreader.localization.geometry.estimate_geometry`) versus fixed
@@ -46,7 +45,8 @@ from PIL import Image
 
 from cxreader.data.chestxray14 import ChestXray14
 from cxreader.data.io import load_image
-from cxreader.data.synthetic import read_synthetic_findings
+from cxreader.data.sidecars import read_synthetic_findings
+from cxreader.inference.predict import Predictor
 from cxreader.labels import FINDINGS
 from cxreader.localization.boxes import BOXED_FINDINGS, IOBB_THRESHOLDS
 from cxreader.localization.cam import heatmaps
@@ -58,10 +58,8 @@ from cxreader.localization.describe import (
     rules_for,
 )
 from cxreader.localization.evaluation import case_maps, evaluate_maps, read_boxes, split_images
-from cxreader.localization.fitting import truth_of as location_truth_of
 from cxreader.localization.foci import FOCAL_FINDINGS
 from cxreader.localization.geometry import ChestGeometry, estimate_geometry, fixed_geometry
-from cxreader.predict import Predictor
 
 BOX_LEVELS = tuple(round(float(level), 2) for level in np.arange(0.3, 0.951, 0.05))
 RULE_GRID = {
@@ -157,7 +155,7 @@ class Positive:
     finding: str
     probability: float
     heatmap: np.ndarray
-    pixels: np.ndarray  # the image (the geometry is given; the reader's image features read it)
+    pixels: np.ndarray  # the image (the geometry is given)
     geometry: ChestGeometry
     truth_side: str
     truth_zone: str
@@ -168,9 +166,17 @@ class Positive:
 
 
 def truth_of(instances) -> tuple[str, str, set[str], str, float]:
-    side, zone = location_truth_of(instances)  # the ground truth the location reader is fitted on
+    """Ground truth of one image's finding: its patient side (bilateral when instances lie on both sides or
+    one is bilateral), the zone and severity of the largest instance, every instance's zone, the extent."""
+    sides = {row.side for row in instances}
+    if "bilateral" in sides or {"right", "left"} <= sides:
+        side = "bilateral"
+    elif len(sides) == 1:
+        (side,) = sides
+    else:  # midline
+        side = sorted(sides)[0]
     largest = max(instances, key=lambda row: row.extent)
-    return side, zone, {row.zone for row in instances}, largest.severity, largest.extent
+    return side, largest.zone, {row.zone for row in instances}, largest.severity, largest.extent
 
 
 def true_positives(predictor: Predictor, data: Path, images: list[str], frame, sidecar, method: str) -> list:
@@ -179,7 +185,7 @@ def true_positives(predictor: Predictor, data: Path, images: list[str], frame, s
         by_key[(row.image, row.finding)].append(row)
     labels = frame.set_index("image")
     thresholds = dict(zip(FINDINGS, predictor.contract.thresholds, strict=True))
-    checkpoint = predictor.checkpoint
+    checkpoint = predictor.backend.checkpoint
     transform = predictor.contract.eval_preset()
     positives = []
     for start in range(0, len(images), 32):
@@ -397,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = Path(args.data)
     predictor = Predictor(args.checkpoint, device=args.device)
-    checkpoint = predictor.checkpoint
+    checkpoint = predictor.backend.checkpoint
     thresholds = dict(zip(FINDINGS, predictor.contract.thresholds, strict=True))
     started = time.perf_counter()
 
@@ -466,12 +472,11 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
         "descriptions": {
-            "location_reader": product_rules.reader.fitted_on if product_rules.reader else None,
             "product_scores": product_scores,
             "foci": foci_scores,
-            "default_rules": {k: v for k, v in dataclasses.asdict(default_rules).items() if k != "reader"},
+            "default_rules": dataclasses.asdict(default_rules),
             "default_rules_scores": default_scores,
-            "tuned_rules": {k: v for k, v in dataclasses.asdict(tuned).items() if k != "reader"},
+            "tuned_rules": dataclasses.asdict(tuned),
             "tuned_rules_scores": tuned_scores,
         },
         "geometry": geometry,
@@ -508,12 +513,7 @@ def render(summary: dict, test_table) -> str:
         test_table.to_markdown(),
         "",
     ]
-    reader = summary["descriptions"]["location_reader"]
-    lines.append(
-        "Product default (the checkpoint's "
-        + (f"location reader, fitted on {reader}" if reader else "rules: it has no location reader")
-        + "):"
-    )
+    lines.append("Product default (the description rules as written):")
     for split in ("val", "test"):
         s = summary["descriptions"]["product_scores"][split]
         lines.append(

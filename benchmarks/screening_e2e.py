@@ -27,11 +27,11 @@ import torch
 
 from _rounds import interleaved_rounds, print_ratio_table
 from cxreader.export.onnx import export_onnx
+from cxreader.inference.backends import OnnxBackend, TorchBackend
 from cxreader.models import create_model
-from cxreader.screening.backend import OnnxBackend, TorchBackend
+from cxreader.models.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
 from cxreader.screening.engine import screen
 from cxreader.storage.db import open_database
-from cxreader.training.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "nih" / "images_256"

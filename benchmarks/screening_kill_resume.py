@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cxreader.data.synthetic import generate_synthetic_dataset
+from cxreader.synthetic.dataset import generate_synthetic_dataset
 
 
 def stored(db: Path) -> tuple[int, int, int]:

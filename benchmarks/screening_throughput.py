@@ -1,6 +1,6 @@
 """Screening throughput, end to end on 2 CPU cores: read → decode → preprocess → infer → store, images/s.
 
-Writes ``--images`` SYNTHETIC radiographs (``cxreader.data.synthetic``, 256 px PNG by default) to a temporary
+Writes ``--images`` SYNTHETIC radiographs (``cxreader.synthetic``, 256 px PNG by default) to a temporary
 folder, then screens them three times, each into a fresh SQLite records database:
 
 * **baseline**: the naive sequential loop a first implementation would write: for each file, read and hash
@@ -31,9 +31,9 @@ import torch
 
 from cxreader import DISCLAIMER
 from cxreader.data.io import load_image
-from cxreader.data.synthetic import generate_synthetic_dataset
+from cxreader.inference.backends import ModelBackend, load_backend
 from cxreader.models import create_model
-from cxreader.screening.backend import ModelBackend, load_backend
+from cxreader.models.checkpoint import CheckpointContract, save_checkpoint
 from cxreader.screening.engine import (
     PreparedImage,
     check_modality,
@@ -42,9 +42,9 @@ from cxreader.screening.engine import (
     register_backend,
     screen,
 )
-from cxreader.storage.crud import add_image_result
 from cxreader.storage.db import Database, open_database
-from cxreader.training.checkpoint import CheckpointContract, save_checkpoint
+from cxreader.storage.write import add_image_result
+from cxreader.synthetic.dataset import generate_synthetic_dataset
 
 DEMO_CHECKPOINTS = (Path("/tmp/loc-demo/run/best.pt"), Path("/tmp/speed-demo/run/best.pt"))
 

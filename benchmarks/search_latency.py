@@ -1,7 +1,7 @@
 """Search latency over 1,000,000 stored finding rows in SQLite: "finding = X and probability >= p".
 
 Generates the records straight into a fresh database (schema by the real migrations, rows by Core bulk inserts
-with ``executemany``), then times :func:`cxreader.storage.crud.search_records` as the CLI and the service call
+with ``executemany``), then times :func:`cxreader.storage.search.search_records` as the CLI and the service call
 it: the total count plus the first page of 50, most probable first. The median over 20 queries with varied
 finding and threshold is reported with the composite index ``(finding, probability, image_id)`` and, in the same
 run, after dropping it (the planner then scans the table), with their ratio.
@@ -25,8 +25,8 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, text
 
 from cxreader.labels import FINDINGS
-from cxreader.storage.crud import search_records
 from cxreader.storage.db import open_database
+from cxreader.storage.search import search_records
 from cxreader.storage.tables import Checkpoint, Finding, Image, Study
 
 INDEX_NAME = "ix_findings_finding_probability_image_id"

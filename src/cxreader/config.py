@@ -7,8 +7,6 @@ output folder alone.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import yaml
 
 from cxreader.errors import ConfigError
+from cxreader.files import write_text_atomic
 
 PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -141,10 +140,9 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
     defaults = TrainConfig()
-    kwargs = {}
-    for name, value in values.items():
-        kwargs[name] = _coerce(name, value, getattr(defaults, name))
-    return TrainConfig(**kwargs)
+    return TrainConfig(
+        **{name: _coerce(name, value, getattr(defaults, name)) for name, value in values.items()}
+    )
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -163,16 +161,15 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError(value)
             return {str(k): str(v) for k, v in value.items()}
-        if isinstance(default, (int, float)) and isinstance(value, str):
-            return type(default)(float(value)) if isinstance(default, int) else float(value)
-        if isinstance(default, int) and not isinstance(default, bool):
-            if float(value) != int(value):
+        if isinstance(default, int):  # bool is handled above
+            number = float(value)
+            if number != int(number):
                 raise ValueError(value)
-            return int(value)
+            return int(number)
         if isinstance(default, float):
             return float(value)
         return str(value) if value is not None else ""
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(
             f"config {name}: cannot use {value!r} (expected {type(default).__name__})"
         ) from None
@@ -209,19 +206,3 @@ def load_config(recipe: str | Path | None = None, overrides: dict[str, Any] | No
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
     write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

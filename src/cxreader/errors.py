@@ -9,15 +9,6 @@ class CXReaderError(Exception):
     """Base class of all errors cxreader reports to the user as one clear line."""
 
 
-class ImageReadError(CXReaderError):
-    """An image file that cannot be read: truncated, not an image, unsupported encoding, 3-D volume, ..."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-
 class DataError(CXReaderError):
     """A dataset file (CSV, split list, box list, report) that does not have the expected shape."""
 
@@ -25,6 +16,22 @@ class DataError(CXReaderError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class ImageReadError(DataError):
+    """An image file that cannot be read: truncated, not an image, unsupported encoding, 3-D volume, ...
+
+    The reason often quotes a decoder's exception, which can span lines and pages: it is collapsed to one line
+    and cut at :attr:`MAX_REASON_CHARS`, so every message, log line and stored reason stays one line.
+    """
+
+    MAX_REASON_CHARS = 300
+
+    def __init__(self, path: str | Path, reason: str):
+        reason = " ".join(str(reason).split())
+        if len(reason) > self.MAX_REASON_CHARS:
+            reason = reason[: self.MAX_REASON_CHARS - 1] + "…"
+        super().__init__(path, reason)
 
 
 class CheckpointError(CXReaderError):

@@ -6,7 +6,7 @@ every tensor, checkpoint, CSV and table in cxreader uses it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from cxreader.errors import CXReaderError
 
 FINDINGS: tuple[str, ...] = (
     "Atelectasis",
@@ -27,17 +27,9 @@ FINDINGS: tuple[str, ...] = (
 NUM_FINDINGS = len(FINDINGS)
 NO_FINDING = "No Finding"
 
-#: The 8 findings NIH gives boxes for in ``BBox_List_2017.csv`` (Wang et al. 2017), in :data:`FINDINGS` order.
-BOXED_FINDINGS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-)
+#: The 8 findings NIH gives boxes for in ``BBox_List_2017.csv`` (Wang et al. 2017): the first 8 of
+#: :data:`FINDINGS`, in the same order.
+BOXED_FINDINGS: tuple[str, ...] = FINDINGS[:8]
 
 #: The organ or space each finding affects (lung, pleura, heart, mediastinum or diaphragm): what the synthetic
 #: generator records and what a grounded description says.
@@ -74,8 +66,8 @@ ALIASES: dict[str, str] = {
 _CANONICAL_BY_LOWER = {name.lower(): name for name in FINDINGS}
 
 
-class UnknownFindingError(ValueError):
-    """A finding name that is neither canonical nor a known alias."""
+class UnknownFindingError(CXReaderError, ValueError):
+    """A finding name that is neither canonical nor a known alias (also a ValueError: it is a bad value)."""
 
 
 def canonical_finding(name: str) -> str:
@@ -99,14 +91,6 @@ def canonical_finding(name: str) -> str:
     )
 
 
-def finding_index(name: str) -> int:
-    """Index of a finding (any accepted spelling) in :data:`FINDINGS`."""
-    canonical = canonical_finding(name)
-    if canonical == NO_FINDING:
-        raise UnknownFindingError(f"{NO_FINDING!r} has no index: it means none of the 14 findings")
-    return FINDINGS.index(canonical)
-
-
 def parse_finding_labels(text: str) -> list[int]:
     """Turn a Data_Entry ``Finding Labels`` cell ("Effusion|Infiltration", "No Finding") into 14 binary labels."""
     vector = [0] * NUM_FINDINGS
@@ -118,12 +102,6 @@ def parse_finding_labels(text: str) -> list[int]:
         if canonical != NO_FINDING:
             vector[FINDINGS.index(canonical)] = 1
     return vector
-
-
-def format_finding_labels(vector: Iterable[float]) -> str:
-    """Inverse of :func:`parse_finding_labels`: 14 binary labels to a ``Finding Labels`` cell."""
-    names = [name for name, value in zip(FINDINGS, vector, strict=True) if value and value > 0.5]
-    return "|".join(names) if names else NO_FINDING
 
 
 def display_name(name: str) -> str:

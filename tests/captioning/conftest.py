@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cxreader.captioning.pairs import synthetic_pairs, write_pairs
-from cxreader.data.synthetic import generate_synthetic_dataset
 from cxreader.models import create_model
-from cxreader.training.checkpoint import CheckpointContract, save_checkpoint
+from cxreader.models.checkpoint import CheckpointContract, save_checkpoint
+from cxreader.synthetic.dataset import generate_synthetic_dataset
 
 #: Encoder input size of the tests: densenet_small turns 32 px into a 2 x 2 feature map.
 INPUT_SIZE = 32

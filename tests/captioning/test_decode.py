@@ -20,12 +20,11 @@ def _tiny_decoder(seed: int = 0, vocab_size: int = 9) -> CaptionDecoder:
     return decoder.eval()
 
 
-def test_greedy_decodes_a_batch_after_the_forced_prefix():
+def test_greedy_decodes_after_the_forced_prefix():
     decoder = _tiny_decoder()
-    memory = decoder.memory(torch.randn(3, 6, 2, 2))
-    hypotheses = greedy_decode(decoder, memory, [[BOS, 5], [BOS, 6], [BOS, 7]], eos_id=EOS, max_len=5)
-    assert len(hypotheses) == 3
-    for forced, hypothesis in zip((5, 6, 7), hypotheses, strict=True):
+    for forced in (5, 6, 7):
+        memory = decoder.memory(torch.randn(1, 6, 2, 2))
+        hypothesis = greedy_decode(decoder, memory, [BOS, forced], eos_id=EOS, max_len=5)
         assert hypothesis.ids[0] == forced  # the query comes back as the first token
         assert 1 <= len(hypothesis.ids) <= 1 + 5
         assert EOS not in hypothesis.ids and BOS not in hypothesis.ids
@@ -35,19 +34,10 @@ def test_greedy_decodes_a_batch_after_the_forced_prefix():
 
 def test_greedy_refuses_mismatched_inputs():
     decoder = _tiny_decoder()
-    memory = decoder.memory(torch.randn(2, 6, 2, 2))
-    with pytest.raises(ValueError, match="prefixes"):
-        greedy_decode(decoder, memory, [[BOS]], eos_id=EOS)
-    with pytest.raises(ValueError, match="equal length"):
-        greedy_decode(decoder, memory, [[BOS], [BOS, 5]], eos_id=EOS)
+    with pytest.raises(ValueError, match="one image"):
+        greedy_decode(decoder, decoder.memory(torch.randn(2, 6, 2, 2)), [BOS], eos_id=EOS)
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        greedy_decode(decoder, memory, [[BOS, 99], [BOS, 5]], eos_id=EOS)
-
-
-def _greedy_one(
-    decoder: CaptionDecoder, memory: DecoderMemory, prefix: list[int], max_len: int
-) -> Hypothesis:
-    return greedy_decode(decoder, memory, [prefix], eos_id=EOS, max_len=max_len)[0]
+        greedy_decode(decoder, decoder.memory(torch.randn(1, 6, 2, 2)), [BOS, 99], eos_id=EOS)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -60,7 +50,7 @@ def test_beams_are_never_worse_than_greedy(seed: int):
         torch.manual_seed(100 * seed + image)
         memory = decoder.memory(torch.randn(1, 6, 2, 2))
         for prefix in ([BOS], [BOS, 5]):
-            greedy = _greedy_one(decoder, memory, prefix, max_len=12)
+            greedy = greedy_decode(decoder, memory, prefix, eos_id=EOS, max_len=12)
             one = beam_search(decoder, memory, prefix, eos_id=EOS, beam_size=1, max_len=12, length_alpha=0.0)
             wide = beam_search(decoder, memory, prefix, eos_id=EOS, beam_size=9, max_len=12, length_alpha=0.0)
             assert one[0].ids[: len(prefix) - 1] == tuple(prefix[1:])
@@ -80,7 +70,7 @@ def test_beams_are_never_worse_than_greedy(seed: int):
 def test_beam_of_one_equals_greedy_when_no_shorter_sequence_wins():
     decoder = _TableDecoder()
     memory = DecoderMemory(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), torch.zeros(1, 1))
-    greedy = greedy_decode(decoder, memory, [[BOS]], eos_id=EOS, max_len=4)[0]
+    greedy = greedy_decode(decoder, memory, [BOS], eos_id=EOS, max_len=4)
     one = beam_search(decoder, memory, [BOS], eos_id=EOS, beam_size=1, max_len=4, length_alpha=0.0)[0]
     assert one.ids == greedy.ids == (4,)
     assert one.log_prob == pytest.approx(greedy.log_prob)
@@ -113,7 +103,7 @@ class _TableDecoder:
 def test_beam_search_finds_what_greedy_misses():
     decoder = _TableDecoder()
     memory = DecoderMemory(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), torch.zeros(1, 1))
-    greedy = greedy_decode(decoder, memory, [[BOS]], eos_id=EOS, max_len=4)[0]
+    greedy = greedy_decode(decoder, memory, [BOS], eos_id=EOS, max_len=4)
     assert greedy.ids == (4,) and math.exp(greedy.log_prob) == pytest.approx(0.6 * 0.34, rel=1e-4)
     best = beam_search(decoder, memory, [BOS], eos_id=EOS, beam_size=2, max_len=4, length_alpha=0.0)[0]
     assert best.ids == (5,) and math.exp(best.log_prob) == pytest.approx(0.4, rel=1e-4) and best.finished

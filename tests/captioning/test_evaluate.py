@@ -14,7 +14,7 @@ from cxreader.captioning.evaluate import (
     slot_accuracy,
     slot_value,
 )
-from cxreader.captioning.mesh import tokens_to_annotation
+from cxreader.vocabulary import tokens_to_annotation
 
 EFFUSION = ("effusion", "pleura", "right", "lower_lobe", "moderate")
 NODULE = ("nodule", "lung", "left", "upper_lobe", "mild", "small")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxreader.captioning.mesh import to_token, tokens_to_annotation
 from cxreader.captioning.pairs import (
     PAIRS_COLUMNS,
     CaptionPair,
@@ -22,8 +21,9 @@ from cxreader.captioning.pairs import (
     write_pairs,
 )
 from cxreader.data.openi import load_openi
-from cxreader.data.synthetic import read_synthetic_findings
+from cxreader.data.sidecars import read_synthetic_findings
 from cxreader.errors import DataError
+from cxreader.vocabulary import to_token, tokens_to_annotation
 
 
 def _row(

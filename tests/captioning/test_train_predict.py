@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from cxreader.captioning.checkpoint import load_caption_checkpoint
-from cxreader.captioning.mesh import to_token
 from cxreader.captioning.pairs import read_pairs
 from cxreader.captioning.predict import CaptionPredictor
 from cxreader.captioning.train import CaptionTrainConfig, train_captioner
 from cxreader.cli.__main__ import main
 from cxreader.errors import CheckpointError, ConfigError
 from cxreader.labels import FINDINGS
+from cxreader.vocabulary import to_token
 
 TINY = CaptionTrainConfig(
     epochs=2, batch_size=16, embed_dim=16, hidden_dim=32, attention_dim=16, device="cpu", seed=1
@@ -107,7 +107,7 @@ def test_predict_caption_adds_a_learned_caption_to_each_positive_finding(
 ):
     # A classifier whose thresholds make every finding positive: each one must be listed with a caption
     # (or, for a finding the captioner never saw, with text null).
-    from cxreader.training.checkpoint import load_checkpoint, save_checkpoint
+    from cxreader.models.checkpoint import load_checkpoint, save_checkpoint
 
     loaded = load_checkpoint(encoder_checkpoint)
     contract = dataclasses.replace(loaded.contract, thresholds=[0.0] * len(FINDINGS))

@@ -16,9 +16,7 @@ from cxreader.data.chestxray14 import (
     Split,
     find_data_entry,
     load_splits,
-    make_patient_split,
     official_split,
-    patient_id_from_name,
     read_list_file,
     split_from_list_files,
     split_statistics,
@@ -137,11 +135,10 @@ def test_locator_reports_missing_image_named_in_the_csv(nih_root: Path) -> None:
     rows = nih_rows()
     rows.append(("00000099_000.png", "Mass", 0, 99, 50, "F", "PA", 2048, 2048, 0.143, 0.143))
     write_data_entry(nih_root / "Data_Entry_2017_v2020.csv", rows)
-    dataset = ChestXray14.from_root(nih_root)
-    assert dataset.missing_images() == ["00000099_000.png"]
-    assert ImageLocator(nih_root).missing(["00000001_000.png", "00000099_000.png"]) == ["00000099_000.png"]
+    locator = ImageLocator(nih_root)
+    assert locator.missing(["00000001_000.png", "00000099_000.png"]) == ["00000099_000.png"]
     with pytest.raises(DataError) as info:
-        dataset.locator.locate("00000099_000.png")
+        locator.locate("00000099_000.png")
     assert "00000099_000.png" in str(info.value) and str(nih_root) in str(info.value)
 
 
@@ -200,19 +197,12 @@ def test_bad_list_file_names_file_and_line(tmp_path: Path, text: str, match: str
     assert str(path) in str(info.value)
 
 
-def test_patient_id_from_name() -> None:
-    assert patient_id_from_name("00012345_003.png") == 12345
-    assert patient_id_from_name("images_001/images/00000007_000.png") == 7
-    with pytest.raises(DataError):
-        patient_id_from_name("scan.png")
-
-
 # --- splits ----------------------------------------------------------------------------------------------
 
 
 def test_random_split_is_patient_disjoint_complete_and_close_to_fractions(nih_root: Path) -> None:
     dataset = ChestXray14.from_root(nih_root)
-    splits = make_patient_split(dataset.frame, (0.6, 0.2, 0.2), seed=3)
+    splits = dataset.patient_split(fractions=(0.6, 0.2, 0.2), seed=3)
     assert list(splits) == ["train", "val", "test"]
     all_images = [image for split in splits.values() for image in split.images]
     assert sorted(all_images) == sorted(dataset.frame["image"])
@@ -223,10 +213,10 @@ def test_random_split_is_patient_disjoint_complete_and_close_to_fractions(nih_ro
 
 
 def test_random_split_is_deterministic_and_seeded(nih_root: Path) -> None:
-    frame = read_data_entry(nih_root / "Data_Entry_2017_v2020.csv")
-    first = make_patient_split(frame, seed=7)
-    again = make_patient_split(frame, seed=7)
-    other = make_patient_split(frame, seed=8)
+    dataset = ChestXray14.from_root(nih_root)
+    first = dataset.patient_split(seed=7)
+    again = ChestXray14.from_root(nih_root).patient_split(seed=7)
+    other = dataset.patient_split(seed=8)
     assert {name: split.images for name, split in first.items()} == {
         name: s.images for name, s in again.items()
     }
@@ -252,11 +242,11 @@ def test_split_carries_labels_and_metadata_from_the_table(nih_root: Path) -> Non
 def test_bad_fractions_and_too_few_patients(nih_root: Path) -> None:
     frame = read_data_entry(nih_root / "Data_Entry_2017_v2020.csv")
     with pytest.raises(ConfigError, match="sum to 1"):
-        make_patient_split(frame, (0.7, 0.2, 0.2))
+        ChestXray14(frame).patient_split(fractions=(0.7, 0.2, 0.2))
     with pytest.raises(ConfigError, match="one per split"):
-        make_patient_split(frame, (0.5, 0.5))
+        ChestXray14(frame).patient_split(fractions=(0.5, 0.5))
     with pytest.raises(DataError, match="2 patient"):
-        make_patient_split(frame[frame["patient_id"] <= 2], (0.7, 0.1, 0.2))
+        ChestXray14(frame[frame["patient_id"] <= 2]).patient_split(fractions=(0.7, 0.1, 0.2))
 
 
 def test_every_split_with_a_share_gets_a_patient_even_when_one_patient_dominates(tmp_path: Path) -> None:
@@ -267,7 +257,7 @@ def test_every_split_with_a_share_gets_a_patient_even_when_one_patient_dominates
     rows += [(f"0000000{p}_000.png", "Mass", 0, p, 50, "M", "PA", 2048, 2048, 0.143, 0.143) for p in (2, 3)]
     frame = read_data_entry(write_data_entry(tmp_path / "Data_Entry_2017.csv", rows))
     for seed in range(5):
-        splits = make_patient_split(frame, seed=seed)
+        splits = ChestXray14(frame).patient_split(seed=seed)
         assert all(len(split) > 0 for split in splits.values())
 
 
@@ -299,7 +289,7 @@ def test_split_from_list_files_labels_from_list_or_table(nih_root: Path) -> None
     official = nih_root / "test_list.txt"
     official.write_text("00000002_000.png\n00000007_001.png")
     dataset = ChestXray14.from_root(nih_root)
-    splits = split_from_list_files({"train": chexnet, "test": official}, dataset.frame)
+    splits = split_from_list_files({"train": chexnet, "test": official}, dataset)
     # The list's labels win over the table's ("Effusion" for patient 1 follow-up 0).
     assert splits["train"].labels[0].tolist() == parse_finding_labels("Hernia")
     assert splits["test"].labels.tolist() == [parse_finding_labels("Cardiomegaly|Effusion")] * 2
@@ -393,7 +383,7 @@ def test_real_chexnet_lists_agree_with_the_table(shared_data: Path, real_dataset
     listed = split_from_list_files({"val": folder / "val_list.txt"}, real_dataset)["val"]
     images, labels = read_list_file(folder / "val_list.txt")
     from_table = real_dataset.split("val", images)
-    assert listed.patient_ids.tolist() == [patient_id_from_name(name) for name in images]
+    assert listed.patient_ids.tolist() == [int(name.split("_")[0]) for name in images]
     assert np.array_equal(listed.labels, labels)  # the list's own labels are used
     # The CheXNet lists predate the v2020 label revision: a few images (18 of 11,219 here) differ.
     differing = (listed.labels != from_table.labels).any(axis=1).sum()
@@ -411,7 +401,7 @@ def test_real_official_split(shared_data: Path, real_dataset: ChestXray14) -> No
 
 @pytest.mark.shared_data
 def test_real_random_split(real_dataset: ChestXray14) -> None:
-    splits = make_patient_split(real_dataset, seed=0)
+    splits = real_dataset.patient_split(seed=0)
     sizes = [len(split) for split in splits.values()]
     assert sum(sizes) == 112120
     for size, share in zip(sizes, (0.7, 0.1, 0.2), strict=True):

@@ -20,11 +20,16 @@ from pydicom.uid import (
 )
 
 import cxreader.data.io as cxio
-from cxreader.data.io import LoadedImage, load_image, read_image, read_image_uint8, sniff_format
+from cxreader.data.io import LoadedImage, load_image, read_image_uint8, sniff_format
 from cxreader.errors import ImageReadError
 
 # ---------------------------------------------------------------------------------------------------------
 # Helpers: tiny generated inputs
+
+
+def read_image(source: str | Path, *, data: bytes | None = None) -> np.ndarray:
+    """The display pixels of a file, float32 in [0, 1]."""
+    return load_image(source, data=data).pixels
 
 
 def _gradient(height: int = 24, width: int = 32, high: int = 255) -> np.ndarray:
@@ -453,6 +458,22 @@ def test_decompression_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.Mon
     dicom = _dicom_bytes(_dicom_dataset(np.zeros((side, side), dtype=np.uint16)))
     with pytest.raises(ImageReadError, match="decompression bomb"):
         load_image(_write(tmp_path, "bomb.dcm", dicom))
+
+
+def test_a_decoders_multi_line_message_becomes_one_short_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_open(*args: object, **kwargs: object) -> None:
+        raise ValueError("bad block\n  at offset 12\r\n\tdetails: " + "x" * 5000)
+
+    monkeypatch.setattr(Image, "open", failing_open)
+    path = _write(tmp_path, "odd.png", _png_bytes(Image.fromarray(np.zeros((4, 4), dtype=np.uint8))))
+    with pytest.raises(ImageReadError) as info:
+        load_image(path)
+    reason = info.value.reason
+    assert reason.startswith("corrupt PNG data: bad block at offset 12 details: xxx")
+    assert len(reason) == ImageReadError.MAX_REASON_CHARS and reason.endswith("…")
+    assert "\n" not in str(info.value) and "\r" not in str(info.value) and "\t" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -9,8 +9,6 @@ from cxreader.evaluation.metrics import (
     bootstrap_indices,
     mean_auroc,
     per_class_auroc,
-    roc_curve_points,
-    weighted_auroc,
 )
 
 
@@ -22,14 +20,12 @@ def _random_data(n: int, k: int, seed: int, *, prevalence: float = 0.3, signal: 
     return labels, probs
 
 
-def _sklearn_or_nan(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> float:
+def _sklearn_or_nan(y: np.ndarray, p: np.ndarray) -> float:
     known = ~np.isnan(y)
     y, p = y[known], p[known]
-    w = None if weights is None else weights[known]
-    present = y if w is None else y[w > 0]
-    if np.unique(present).size < 2:
+    if np.unique(y).size < 2:
         return float("nan")
-    return float(roc_auc_score(y, p, sample_weight=w))
+    return float(roc_auc_score(y, p))
 
 
 def test_per_class_auroc_matches_sklearn_with_ties():
@@ -72,15 +68,6 @@ def test_class_without_both_labels_is_nan_and_mean_skips_it():
     assert np.isnan(aurocs[1]) and np.isnan(aurocs[2])
     assert mean_auroc(aurocs) == aurocs[0]
     assert np.isnan(mean_auroc(np.array([np.nan, np.nan])))
-
-
-def test_weighted_auroc_equals_sklearn_on_repeated_images():
-    labels, probs = _random_data(80, 1, seed=5)
-    weights = np.random.default_rng(6).integers(0, 4, size=80)
-    ours = weighted_auroc(labels[:, 0], probs[:, 0], weights)
-    repeated = roc_auc_score(np.repeat(labels[:, 0], weights), np.repeat(probs[:, 0], weights))
-    assert abs(ours - repeated) < 1e-12
-    assert abs(ours - _sklearn_or_nan(labels[:, 0], probs[:, 0], weights.astype(float))) < 1e-12
 
 
 @pytest.mark.parametrize("with_unknown", [False, True])
@@ -152,14 +139,3 @@ def test_bootstrap_rejects_bad_settings():
         bootstrap_auroc_ci(labels, probs, n_bootstrap=0)
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_auroc_ci(labels, probs, n_bootstrap=5, confidence=1.5)
-
-
-def test_roc_curve_points_area_equals_auroc():
-    labels, probs = _random_data(300, 1, seed=13)
-    labels[:7, 0] = np.nan
-    curve = roc_curve_points(labels[:, 0], probs[:, 0])
-    assert curve.fpr[0] == 0 and curve.tpr[0] == 0 and curve.fpr[-1] == 1 and curve.tpr[-1] == 1
-    area = float(np.sum(np.diff(curve.fpr) * (curve.tpr[1:] + curve.tpr[:-1]) / 2))
-    assert area == pytest.approx(per_class_auroc(labels, probs)[0], abs=1e-12)
-    with pytest.raises(ValueError, match="both positive and negative"):
-        roc_curve_points(np.zeros(5), np.linspace(0, 1, 5))

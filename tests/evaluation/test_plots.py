@@ -28,18 +28,16 @@ def test_writes_one_png_and_no_temporary_files(tmp_path):
     assert [path.name for path in out.parent.iterdir()] == ["roc.png"]
 
 
-def test_replaces_an_existing_file_and_uses_given_aurocs(tmp_path):
+def test_replaces_an_existing_file(tmp_path):
     labels, probs = _data(seed=1)
     out = tmp_path / "roc.png"
     out.write_bytes(b"old")
-    plot_roc_curves(labels, probs, out, title="t", aurocs=np.full(NUM_FINDINGS, 0.75))
+    plot_roc_curves(labels, probs, out, title="t")
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_rejects_wrong_shapes(tmp_path):
     labels, probs = _data()
-    with pytest.raises(ValueError, match="aurocs"):
-        plot_roc_curves(labels, probs, tmp_path / "roc.png", title="t", aurocs=np.zeros(3))
-    with pytest.raises(ValueError, match="finding names"):
+    with pytest.raises(ValueError, match="expected the 14 findings"):
         plot_roc_curves(labels[:, :3], probs[:, :3], tmp_path / "roc.png", title="t")
     assert not any(tmp_path.iterdir())

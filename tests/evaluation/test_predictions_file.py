@@ -12,9 +12,9 @@ from cxreader.errors import DataError
 from cxreader.evaluation.predictions_file import (
     load_labelled_predictions,
     load_predictions_csv,
-    score_predictions_file,
 )
-from cxreader.labels import FINDINGS, NUM_FINDINGS, format_finding_labels
+from cxreader.evaluation.report import build_report
+from cxreader.labels import FINDINGS, NO_FINDING, NUM_FINDINGS
 
 DATA_ENTRY_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -35,7 +35,9 @@ def _write_predictions(path: Path, header: list[str], rows: list[list[object]], 
 def _write_data_entry(path: Path, images: list[str], labels: np.ndarray) -> Path:
     lines = [DATA_ENTRY_HEADER]
     for index, (image, vector) in enumerate(zip(images, labels, strict=True)):
-        lines.append(f"{image},{format_finding_labels(vector)},0,{index + 1},50,M,PA,1024,1024,0.143,0.143")
+        positives = [name for name, value in zip(FINDINGS, vector, strict=True) if value > 0.5]
+        cell = "|".join(positives) or NO_FINDING
+        lines.append(f"{image},{cell},0,{index + 1},50,M,PA,1024,1024,0.143,0.143")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -120,19 +122,14 @@ def test_score_joins_on_image_name(tmp_path):
     rows = [[image, *probs[i]] for i, image in enumerate(images)]
     predictions_path = _write_predictions(tmp_path / "preds.csv", _standard_header(), rows)
 
-    report = score_predictions_file(
-        predictions_path, labels_path, n_bootstrap=10, metadata={"synthetic": True}
-    )
-    for k, name in enumerate(FINDINGS):
-        assert abs(report.auroc[name] - roc_auc_score(labels[:, k], probs[:, k])) < 1e-12
-    assert report.n_images == n
-    assert report.metadata["synthetic"] is True
-    assert report.metadata["predictions"] == str(predictions_path)
-    assert report.metadata["labels"] == str(labels_path)
     ids, joined_labels, joined_probs = load_labelled_predictions(predictions_path, labels_path)
     assert ids == images
     np.testing.assert_array_equal(joined_labels, labels)
     np.testing.assert_array_equal(joined_probs, probs)
+    report = build_report(joined_labels, joined_probs, n_bootstrap=10)
+    for k, name in enumerate(FINDINGS):
+        assert abs(report.auroc[name] - roc_auc_score(labels[:, k], probs[:, k])) < 1e-12
+    assert report.n_images == n
 
 
 def test_score_fails_when_predictions_lack_labels(tmp_path):
@@ -141,16 +138,17 @@ def test_score_fails_when_predictions_lack_labels(tmp_path):
     rows = [[image, *([0.5] * NUM_FINDINGS)] for image in images]
     predictions_path = _write_predictions(tmp_path / "preds.csv", _standard_header(), rows)
     with pytest.raises(DataError, match="7 of 10 predicted images have no label row") as info:
-        score_predictions_file(predictions_path, labels_path, n_bootstrap=0)
+        load_labelled_predictions(predictions_path, labels_path)
     assert "00000003_000.png" in str(info.value) and str(predictions_path) in str(info.value)
 
 
 @pytest.mark.shared_data
 def test_reference_predictions_reproduce_published_aucs(shared_data):
     reference = shared_data / "nih" / "reference_preds"
-    report = score_predictions_file(
-        reference / "preds_22433.csv.gz", shared_data / "meta" / "Data_Entry_2017_v2020.csv.gz", n_bootstrap=0
+    _, labels, probs = load_labelled_predictions(
+        reference / "preds_22433.csv.gz", shared_data / "meta" / "Data_Entry_2017_v2020.csv.gz"
     )
+    report = build_report(labels, probs, n_bootstrap=0)
     with open(reference / "aucs.csv", encoding="utf-8", newline="") as handle:
         published = {row["label"]: float(row["auc"]) for row in csv.DictReader(handle)}
     assert set(published) == set(FINDINGS)

@@ -64,7 +64,7 @@ def test_report_values_and_strict_json_with_an_undefined_class(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["report.json"]
 
 
-def test_thresholds_from_validation_or_given():
+def test_thresholds_from_validation():
     labels, probs = _data(150, 1)
     val_labels, val_probs = _data(120, 2)
     from_val = build_report(labels, probs, val_labels=val_labels, val_probs=val_probs, n_bootstrap=0)
@@ -74,22 +74,8 @@ def test_thresholds_from_validation_or_given():
     )
     assert from_val.operating_points["Edema"]["threshold"] == from_val.thresholds["Edema"]
 
-    given = build_report(labels, probs, thresholds=np.full(NUM_FINDINGS, 0.4), n_bootstrap=0)
-    assert given.threshold_source == "given"
-    assert set(given.thresholds.values()) == {0.4}
-    by_name = {name.replace("_", " "): 0.3 for name in FINDINGS}  # any accepted spelling
-    assert (
-        build_report(labels, probs, thresholds=by_name, n_bootstrap=0).thresholds["Pleural_Thickening"] == 0.3
-    )
-
-    with pytest.raises(ValueError, match="not both"):
-        build_report(
-            labels, probs, thresholds=np.full(NUM_FINDINGS, 0.4), val_labels=val_labels, val_probs=val_probs
-        )
     with pytest.raises(ValueError, match="together"):
         build_report(labels, probs, val_labels=val_labels)
-    with pytest.raises(ValueError, match="lack findings"):
-        build_report(labels, probs, thresholds={"Edema": 0.5})
 
 
 def test_no_bootstrap_gives_null_intervals():

@@ -16,17 +16,16 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from cxreader.errors import CheckpointError, ConfigError  # noqa: E402
-from cxreader.export.onnx import (  # noqa: E402
+from cxreader.export.onnx import batch_norms_to_depthwise_convs, export_onnx  # noqa: E402
+from cxreader.inference.onnx_runtime import (  # noqa: E402
     META_CONTRACT,
     META_QUANTIZATION,
     OnnxModel,
-    batch_norms_to_depthwise_convs,
-    export_onnx,
     read_onnx_contract,
 )
+from cxreader.inference.predict import Predictor  # noqa: E402
 from cxreader.models import create_model  # noqa: E402
-from cxreader.predict import Predictor  # noqa: E402
-from cxreader.training.checkpoint import CheckpointContract, save_checkpoint  # noqa: E402
+from cxreader.models.checkpoint import CheckpointContract, save_checkpoint  # noqa: E402
 
 INPUT = 64
 #: float32 ONNX Runtime vs PyTorch: the same arithmetic in another order.
@@ -188,7 +187,9 @@ def test_predictor_runs_the_onnx_model_like_the_checkpoint(exported):
     files = exported["images"][:3]
     with_torch = Predictor(exported["checkpoint"], device="cpu", batch_size=2).predict_files(files)
     with_onnx = Predictor(exported["summary"].path, batch_size=2)
-    assert with_onnx.checkpoint is None and with_onnx.contract.synthetic
+    assert (
+        with_onnx.backend.kind == "onnx" and with_onnx.backend.model is None and with_onnx.contract.synthetic
+    )
     for a, b in zip(with_torch, with_onnx.predict_files(files), strict=True):
         assert a.error is None and b.error is None
         np.testing.assert_allclose(

@@ -11,8 +11,8 @@ import torch.nn as nn
 
 from cxreader.labels import FINDINGS
 from cxreader.models import create_model
+from cxreader.models.checkpoint import CheckpointContract, save_checkpoint
 from cxreader.models.chexnet import CheXNet
-from cxreader.training.checkpoint import CheckpointContract, save_checkpoint
 
 
 def brightness_model(downsample: int = 8) -> CheXNet:

@@ -9,7 +9,6 @@ import pytest
 
 from cxreader.data.io import LoadedImage, load_image
 from cxreader.data.nih_tables import read_data_entry
-from cxreader.data.phantom import FindingRequest, draw_chest
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS
 from cxreader.localization.cam import heatmaps
@@ -19,9 +18,9 @@ from cxreader.localization.describe import (
     describe_findings,
     normalise_view,
     patient_side,
-    spacing_for_image,
 )
 from cxreader.localization.geometry import fixed_geometry
+from cxreader.synthetic.findings import FindingRequest, draw_chest
 
 KEYS = {"finding", "probability", "side", "zone", "organ", "extent", "size_cm", "severity", "box", "sentence"}
 
@@ -147,14 +146,6 @@ def test_size_in_cm_needs_a_pixel_spacing_and_a_large_nodule_is_called_mass_size
         pixel_spacing_mm=(0.1, 0.1),
     )
     assert "about 1.3 cm." in small.sentence
-
-
-def test_data_entry_spacing_is_rescaled_to_the_released_image_size():
-    # NIH: a 2500 x 2048 original at 0.171 mm, released as a 1024 x 1024 PNG.
-    row, col = spacing_for_image((0.171, 0.171), (2500, 2048), (1024, 1024))
-    assert col == pytest.approx(0.171 * 2500 / 1024) and row == pytest.approx(0.171 * 2048 / 1024)
-    assert spacing_for_image((float("nan"), 0.1), (10, 10), (10, 10)) is None
-    assert spacing_for_image((0.2, 0.3), None, (10, 10)) == (0.3, 0.2)
 
 
 def test_severity_grows_with_extent_and_confidence():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cxreader.data.io import read_image_uint8
-from cxreader.data.phantom import draw_chest
 from cxreader.localization.geometry import estimate_geometry, fixed_geometry
+from cxreader.synthetic.findings import draw_chest
 
 
 @pytest.mark.parametrize("seed,view", [(3, "PA"), (11, "AP"), (27, "PA")])
@@ -56,7 +56,7 @@ def test_zones_are_thirds_of_the_lung_height_and_scale_with_the_grid():
     assert geometry.image_side_of(10) == "left" and geometry.image_side_of(90) == "right"
     big = geometry.scaled_to(1000, 500)
     assert big.midline == 500 and big.zone_bounds() == pytest.approx((60, 375))
-    mask = geometry.lung_mask("left")
+    mask = geometry.lung_mask(("left",))
     assert mask.shape == (100, 100) and mask[40, 20] and not mask[40, 80]
 
 

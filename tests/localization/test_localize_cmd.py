@@ -1,4 +1,4 @@
-"""``cxreader heatmap`` and ``cxreader localize-eval`` through the real CLI entry point."""
+"""``cxreader heatmap`` and ``cxreader localize eval`` through the real CLI entry point."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import cxreader.cli.__main__ as cli
-from cxreader.data.synthetic import generate_synthetic_dataset
 from cxreader.localization.boxes import IOBB_THRESHOLDS
+from cxreader.synthetic.dataset import generate_synthetic_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def test_localize_eval_prints_the_table_and_writes_json(synthetic, tiny_checkpoi
     out = tmp_path / "loc.json"
     args = ["--checkpoint", str(tiny_checkpoint), "--data", str(synthetic)]
     args += ["--boxes", str(synthetic / "BBox_List_2017.csv"), "--json", str(out)]
-    code = cli.main(["localize-eval", *args])
+    code = cli.main(["localize", "eval", *args])
     printed = capsys.readouterr().out
     assert code == 0
     assert "SYNTHETIC-trained checkpoint" in printed and "| finding | boxes | Acc@0.1" in printed
@@ -49,7 +49,7 @@ def test_localize_eval_on_a_split_uses_only_its_images(synthetic, tiny_checkpoin
     out = tmp_path / "test.json"
     args = ["--checkpoint", str(tiny_checkpoint), "--data", str(synthetic), "--split", "test"]
     args += ["--boxes", str(synthetic / "BBox_List_2017.csv"), "--json", str(out)]
-    assert cli.main(["localize-eval", *args]) == 0
+    assert cli.main(["localize", "eval", *args]) == 0
     test_images = set((synthetic / "test_list.txt").read_text().split())
     boxes = [line.split(",") for line in (synthetic / "BBox_List_2017.csv").read_text().splitlines()[1:]]
     expected = sum(1 for row in boxes if row[0] in test_images)
@@ -66,7 +66,7 @@ def test_a_box_file_with_an_unknown_finding_is_a_clear_data_error(
     first[1] = "Tumour"
     bad.write_text("\n".join([lines[0], ",".join(first)]) + "\n")
     args = ["--checkpoint", str(tiny_checkpoint), "--data", str(synthetic), "--boxes", str(bad)]
-    assert cli.main(["localize-eval", *args]) == 2
+    assert cli.main(["localize", "eval", *args]) == 2
     error = capsys.readouterr().err
     assert error.startswith("cxreader: error: ") and "BBox_bad.csv" in error
     assert "line 2" in error and "unknown finding 'Tumour'" in error
@@ -82,9 +82,9 @@ def test_boxes_in_another_pixel_space_are_refused_with_a_hint(synthetic, tiny_ch
         scaled.append(",".join([name, finding, *(str(float(v) * 16) for v in numbers)]))
     big.write_text("\n".join(scaled) + "\n")
     args = ["--checkpoint", str(tiny_checkpoint), "--data", str(synthetic), "--boxes", str(big)]
-    assert cli.main(["localize-eval", *args]) == 2
+    assert cli.main(["localize", "eval", *args]) == 2
     assert "--box-space 1024" in capsys.readouterr().err
-    assert cli.main(["localize-eval", *args, "--box-space", "1024"]) == 0
+    assert cli.main(["localize", "eval", *args, "--box-space", "1024"]) == 0
 
 
 def test_heatmap_writes_readable_overlays_and_refuses_unknown_findings(
@@ -136,7 +136,7 @@ def test_localize_eval_runs_on_the_real_boxed_images(shared_data, tiny_checkpoin
         "--boxes",
         str(folder / "BBox_List.csv"),
     ]
-    assert cli.main(["localize-eval", *args, "--json", str(out)]) == 0
+    assert cli.main(["localize", "eval", *args, "--json", str(out)]) == 0
     payload = json.loads(out.read_text())
     assert sum(row["boxes"] for row in payload["findings"].values()) == 8
     assert set(payload["findings"]) == {"Atelectasis", "Cardiomegaly", "Mass", "Nodule", "Pneumonia"}
@@ -168,77 +168,3 @@ def test_predict_describe_prints_sentences_and_adds_descriptions_to_json(synthet
     assert "  description:" in printed and "pleural effusion" in printed
     assert cli.main(["predict", "--checkpoint", str(tiny_checkpoint), image, "--json"]) == 0
     assert "descriptions" not in json.loads(capsys.readouterr().out)["results"][0]
-
-
-@pytest.fixture(scope="module")
-def larger_synthetic(tmp_path_factory):
-    """Enough images that the tiny checkpoint (positive for every Effusion and Nodule) has 20 training true
-    positives of each to fit on."""
-    root = tmp_path_factory.mktemp("synthetic_fit")
-    generate_synthetic_dataset(root / "data", images=120, size=64, seed=5, positive_rate=0.5)
-    return root / "data"
-
-
-def test_localize_fit_stores_a_reader_that_the_descriptions_then_use(
-    larger_synthetic, tiny_checkpoint, capsys
-):
-    from cxreader.training.checkpoint import load_checkpoint
-
-    args = ["--checkpoint", str(tiny_checkpoint), "--data", str(larger_synthetic), "--force"]
-    assert cli.main(["localize-fit", *args]) == 0
-    printed = capsys.readouterr().out
-    assert "location reader fitted on" in printed and "rules:  side" in printed and "reader: side" in printed
-    reader = load_checkpoint(tiny_checkpoint).model.location_reader
-    assert set(reader.zone) == {"Effusion", "Nodule"}  # the only findings the tiny model calls positive
-    assert "train split" in reader.fitted_on
-    image = next(iter(sorted((larger_synthetic / "images").glob("*.png"))))
-    assert cli.main(["predict", "--checkpoint", str(tiny_checkpoint), "--describe", str(image)]) == 0
-    assert "Effusion" in capsys.readouterr().out
-
-
-def test_localize_fit_adds_every_image_of_a_held_out_set_to_the_fit(
-    synthetic, larger_synthetic, tiny_checkpoint, capsys
-):
-    import re
-
-    from cxreader.localization.fitting import located_true_positives
-    from cxreader.training.checkpoint import load_checkpoint
-
-    checkpoint = tiny_checkpoint
-    held_out = len(
-        located_true_positives(
-            load_checkpoint(checkpoint), synthetic, synthetic / "synthetic_findings.csv", "all"
-        )
-    )
-    assert held_out > 0  # the tiny model calls Effusion and Nodule positive wherever they are drawn
-    args = ["--checkpoint", str(checkpoint), "--data", str(larger_synthetic), "--force"]
-    assert cli.main(["localize-fit", *args, "--extra-data", str(synthetic)]) == 0
-    printed = capsys.readouterr().out
-    assert re.search(rf"fitted on \d+ training true positives and {held_out} of held-out sets", printed)
-    fitted_on = load_checkpoint(checkpoint).model.location_reader.fitted_on
-    assert "train split" in fitted_on and f"held-out sets data, {held_out} true positives" in fitted_on
-
-
-def test_localize_fit_refuses_a_held_out_set_without_ground_truth_or_the_training_data_itself(
-    larger_synthetic, tiny_checkpoint, tmp_path, capsys
-):
-    before = tiny_checkpoint.read_bytes()
-    args = ["--checkpoint", str(tiny_checkpoint), "--data", str(larger_synthetic)]
-    (tmp_path / "bare").mkdir()
-    assert cli.main(["localize-fit", *args, "--extra-data", str(tmp_path / "bare")]) == 2
-    assert "no location ground truth" in capsys.readouterr().err
-    assert cli.main(["localize-fit", *args, "--extra-data", str(larger_synthetic)]) == 2
-    assert "is the training data itself" in capsys.readouterr().err
-    assert tiny_checkpoint.read_bytes() == before
-
-
-def test_localize_fit_without_ground_truth_or_samples_is_a_clear_error(
-    synthetic, larger_synthetic, tiny_checkpoint, tmp_path, capsys
-):
-    args = ["--checkpoint", str(tiny_checkpoint), "--data", str(larger_synthetic)]
-    assert cli.main(["localize-fit", *args, "--findings", str(tmp_path / "missing.csv")]) == 2
-    assert "no location ground truth" in capsys.readouterr().err
-    before = tiny_checkpoint.read_bytes()
-    assert cli.main(["localize-fit", "--checkpoint", str(tiny_checkpoint), "--data", str(synthetic)]) == 2
-    assert "split has no true positive with location ground truth" in capsys.readouterr().err
-    assert tiny_checkpoint.read_bytes() == before  # nothing half-written

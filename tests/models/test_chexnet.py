@@ -91,7 +91,7 @@ def test_densenet_small_s8_keeps_twice_the_feature_resolution(tmp_path):
     import torch
 
     from cxreader.models import create_model
-    from cxreader.training.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
+    from cxreader.models.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
 
     coarse, fine = create_model("densenet_small"), create_model("densenet_small_s8")
     images = torch.zeros(1, 3, 128, 128)
@@ -111,7 +111,7 @@ def test_lse_pooling_lies_between_mean_and_max_of_the_class_map(tmp_path):
     """Log-sum-exp pooling (Wang et al. 2017) of the class activation map: mean <= LSE <= max, and its
     checkpoints rebuild the same head."""
     from cxreader.localization.cam import class_activation_maps
-    from cxreader.training.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
+    from cxreader.models.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = create_model("densenet_small_s8", pooling="lse", lse_r=5.0).eval()

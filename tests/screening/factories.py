@@ -14,10 +14,10 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from cxreader.data.synthetic import generate_synthetic_dataset
 from cxreader.labels import FINDINGS
 from cxreader.models import create_model
-from cxreader.training.checkpoint import CheckpointContract, save_checkpoint
+from cxreader.models.checkpoint import CheckpointContract, save_checkpoint
+from cxreader.synthetic.dataset import generate_synthetic_dataset
 
 #: The finding every image is positive for with :func:`write_checkpoint` (threshold 0); all others never are.
 ALWAYS_POSITIVE = "Pneumothorax"
@@ -115,9 +115,9 @@ def truncated_png(source: Path) -> bytes:
 def write_caption_checkpoint(out: Path, encoder: Path, images: list[Path]) -> Path:
     """A tiny learned captioner (one epoch) over ``encoder`` that knows :data:`ALWAYS_POSITIVE` and Effusion:
     ``out/caption.pt``."""
-    from cxreader.captioning.mesh import to_token
     from cxreader.captioning.pairs import CaptionPair
     from cxreader.captioning.train import CaptionTrainConfig, train_captioner
+    from cxreader.vocabulary import to_token
 
     sequences = {
         ALWAYS_POSITIVE: (to_token(ALWAYS_POSITIVE), "pleura", "right", "upper_zone", "mild"),

@@ -7,6 +7,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from tests.screening.factories import (
@@ -20,17 +21,21 @@ from tests.screening.factories import (
 
 from cxreader.data.io import load_image
 from cxreader.errors import ConfigError, ImageReadError
+from cxreader.inference.backends import load_backend
 from cxreader.labels import FINDINGS
-from cxreader.screening.backend import load_backend
+from cxreader.localization.describe import FindingDescription
+from cxreader.localization.explain import Explanation
 from cxreader.screening.engine import (
     RADIOGRAPH_MODALITIES,
     check_modality,
     discover_files,
+    display_rendition,
+    image_result,
     parse_dicom_date,
+    prepare_image,
     screen,
 )
-from cxreader.screening.explain import localization_available
-from cxreader.storage import open_database
+from cxreader.storage.db import open_database
 from cxreader.storage.tables import Finding, Image, Study
 
 GOOD_SYNTHETIC = 24
@@ -152,7 +157,6 @@ def test_screening_stores_every_good_image_once_and_every_bad_file_with_its_reas
     assert all(entry.most_urgent.finding == ALWAYS_POSITIVE for entry in report.triage)
 
 
-@pytest.mark.skipif(not localization_available(), reason="cxreader.localization is not installed")
 def test_positive_findings_get_grounded_descriptions(folder, backend, tmp_path):
     database = open_database(str(tmp_path / "records.sqlite3"))
     try:
@@ -247,3 +251,63 @@ def test_a_captioner_adds_learned_captions_to_positive_findings_only(folder, bac
     assert len(captioned) == len(images)
     assert all(row.finding == ALWAYS_POSITIVE and row.above_threshold for row in captioned)
     assert all(row.caption is None for row in rows if row.finding != ALWAYS_POSITIVE)
+
+
+def test_stored_descriptions_have_whole_pixel_boxes_and_the_view(backend):
+    prepared = prepare_image("x.dcm", dicom_bytes(), transform=backend.transform, keep_display=True)
+    focus = {"side": "right", "zone": "upper", "box": [10.4, 20.6, 30.2, 0.3], "size_cm": 0.8}
+    description = FindingDescription(
+        finding="Nodule",
+        probability=0.9,
+        side="right",
+        zone="upper",
+        organ="lung",
+        extent=0.05,
+        size_cm=0.8,
+        severity="mild",
+        box=[10.4, 20.6, 30.2, 0.3],
+        sentence="Mild nodule: right upper zone.",
+        foci=[focus, focus],
+    )
+    result = image_result(
+        prepared,
+        [0.9] * len(FINDINGS),
+        [0.5] * len(FINDINGS),
+        checkpoint_id=1,
+        source_path="x.dcm",
+        synthetic=True,
+        explanation=Explanation(descriptions=[description]),
+    )
+    stored = next(item for item in result.findings if item.finding == "Nodule")
+    assert stored.box == (10, 21, 30, 1) and stored.description == description.sentence
+    assert stored.description_data["box"] == [10, 21, 30, 1]
+    assert [item["box"] for item in stored.description_data["foci"]] == [[10, 21, 30, 1]] * 2
+    assert stored.description_data["view"] == "PA" and stored.description_data["view_assumed"] is False
+    assert all(item.description is None for item in result.findings if item.finding != "Nodule")
+
+
+def test_display_rendition_keeps_the_aspect_and_caps_the_size():
+    image = display_rendition(np.linspace(0, 1, 3000 * 1500, dtype=np.float32).reshape(3000, 1500))
+    assert image.dtype == np.uint8 and image.shape == (1024, 512)
+    small = display_rendition(np.full((40, 30), 0.5, dtype=np.float32))
+    assert small.shape == (40, 30) and small[0, 0] == 128
+
+
+def test_an_onnx_backend_screens_without_descriptions(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cxreader.export.onnx import export_onnx
+
+    onnx_path = tmp_path / "tiny.onnx"
+    export_onnx(write_checkpoint(tmp_path / "tiny.pt"), onnx_path, check_images=0)
+    backend = load_backend(onnx_path)
+    assert backend.kind == "onnx" and backend.model is None
+    synthetic_images(tmp_path / "data", 5)
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    try:
+        report = screen([tmp_path / "data"], backend=backend, database=database, progress=False)
+        with pytest.raises(ConfigError, match="PyTorch checkpoint"):
+            screen([tmp_path / "data"], backend=backend, database=database, describe=True, progress=False)
+    finally:
+        database.close()
+    assert report.screened == 5 and not report.described
+    assert len(report.triage) == 5  # Pneumothorax is above its threshold of 0 whatever the backend

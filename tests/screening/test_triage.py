@@ -20,14 +20,9 @@ from cxreader.screening.triage import (
     urgency_rank,
     write_triage_csv,
 )
-from cxreader.storage import (
-    FindingResult,
-    ImageResult,
-    StudyInfo,
-    add_image_result,
-    open_database,
-    register_checkpoint,
-)
+from cxreader.storage.db import open_database
+from cxreader.storage.records import FindingResult, ImageResult, StudyInfo
+from cxreader.storage.write import add_image_result, register_checkpoint
 
 
 def entry(path: str, *positives: tuple[str, float], **details):

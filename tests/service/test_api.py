@@ -15,7 +15,6 @@ from tests.screening.factories import ALWAYS_POSITIVE, dicom_bytes, png_bytes
 from tests.service.conftest import MAX_UPLOAD_MB, Server
 
 from cxreader.labels import FINDINGS
-from cxreader.screening.explain import localization_available
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -111,9 +110,8 @@ def test_upload_returns_findings_descriptions_and_links(server, png_study):
     )
     assert study["links"]["self"] == f"/api/studies/{study['id']}"
     assert "not a certified medical device" in study["disclaimer"]
-    if localization_available():
-        assert "pneumothorax" in positive["description"].lower()
-        assert positive["heatmap_url"] == f"/api/studies/{study['id']}/heatmap/{ALWAYS_POSITIVE}.png"
+    assert "pneumothorax" in positive["description"].lower()
+    assert positive["heatmap_url"] == f"/api/studies/{study['id']}/heatmap/{ALWAYS_POSITIVE}.png"
     with server.client(headers=server.headers) as client:
         again = client.get(study["links"]["self"]).json()
         image = client.get(study["links"]["image"])
@@ -122,7 +120,6 @@ def test_upload_returns_findings_descriptions_and_links(server, png_study):
     assert Image.open(io.BytesIO(image.content)).size == (64, 64)
 
 
-@pytest.mark.skipif(not localization_available(), reason="cxreader.localization is not installed")
 def test_heatmap_overlay_and_layer(server, png_study):
     url = png_study["links"]["self"] + "/heatmap/Pneumothorax.png"
     with server.client(headers=server.headers) as client:

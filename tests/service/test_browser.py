@@ -55,7 +55,7 @@ def page(server):
 def test_upload_see_findings_and_heatmap_then_search_and_find_it(server, page, artifacts, tmp_path):
     image = synthetic_images(tmp_path / "synthetic", 1, seed=21)[0]
     # A bigger rendition of the same phantom reads better on screen; the model resizes it to 64 px anyway.
-    from cxreader.data.synthetic import generate_synthetic_dataset
+    from cxreader.synthetic.dataset import generate_synthetic_dataset
 
     generate_synthetic_dataset(tmp_path / "big", images=1, size=320, seed=21)
     image = next((tmp_path / "big" / "images").glob("*.png"))

@@ -14,16 +14,10 @@ from sqlalchemy import event
 
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS
-from cxreader.storage.crud import (
-    FindingResult,
-    ImageResult,
-    StudyInfo,
-    add_image_result,
-    record_failure,
-    register_checkpoint,
-    search_records,
-)
 from cxreader.storage.db import Database, open_database
+from cxreader.storage.records import FindingResult, ImageResult, StudyInfo
+from cxreader.storage.search import search_records
+from cxreader.storage.write import add_image_result, record_failure, register_checkpoint
 
 PHRASES = (
     "right lower zone",
@@ -129,7 +123,7 @@ def _brute_force(stored: dict[int, Stored], query: dict) -> tuple[int, list[tupl
     matches = []
     for record in stored.values():
         status = query.get("status", "ok")
-        if status is not None and record.status != status:
+        if status != "any" and record.status != status:
             continue
         study = record.study or StudyInfo()
         if query.get("patient") is not None and study.patient_id != query["patient"]:
@@ -170,7 +164,7 @@ def _random_query(rng: random.Random) -> dict:
     if rng.random() < 0.25:
         query["until"] = query.get("since", date(2024, 1, 1)) + timedelta(days=rng.randrange(200))
     if rng.random() < 0.15:
-        query["status"] = rng.choice((None, "failed"))
+        query["status"] = rng.choice(("any", "failed"))
     query["order"] = rng.choice(("probability_desc", "date_desc"))
     query["limit"] = rng.choice((0, 1, 7, 50, 400))
     query["offset"] = rng.choice((0, 0, 3, 40))

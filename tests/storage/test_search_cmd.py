@@ -13,23 +13,19 @@ from pathlib import Path
 import pytest
 
 from cxreader import DISCLAIMER
-from cxreader.cli import search_cmd
+from cxreader.cli import db_cmd, search_cmd
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS
-from cxreader.storage.crud import (
-    FindingResult,
-    ImageResult,
-    StudyInfo,
-    add_image_result,
-    record_failure,
-    register_checkpoint,
-)
 from cxreader.storage.db import head_revision, open_database
+from cxreader.storage.records import FindingResult, ImageResult, StudyInfo
+from cxreader.storage.write import add_image_result, record_failure, register_checkpoint
 
 
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="cxreader")
-    search_cmd.register(parser.add_subparsers(dest="command"))
+    subparsers = parser.add_subparsers(dest="command")
+    search_cmd.register(subparsers)
+    db_cmd.register(subparsers)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -128,6 +124,10 @@ def test_json_output(records_url: str, capsys: pytest.CaptureFixture) -> None:
     assert document["disclaimer"] == DISCLAIMER
     row = document["rows"][0]
     assert row["study_date"] == "2024-03-04" and row["status"] == "ok" and len(row["findings"]) == 14
+    # The stored record as it is, with what it derives: the score and each finding's side of its threshold.
+    assert row["score"] == row["findings"][0]["probability"] == max(f["probability"] for f in row["findings"])
+    assert row["findings"][0]["above_threshold"] is (row["findings"][0]["probability"] >= 0.4)
+    assert row["created_at"].endswith("+00:00") and isinstance(row["image_id"], int)
     assert {row["patient_id"] for row in document["rows"]} <= {"PAT-a", "PAT-b", "PAT-c"}
 
 

@@ -10,8 +10,8 @@ from tests.training.tiny_run import TINY_TRAIN_ARGS
 from cxreader.cli.__main__ import main
 from cxreader.errors import ConfigError, DataError
 from cxreader.labels import FINDINGS
+from cxreader.models.checkpoint import load_checkpoint
 from cxreader.training.box_supervision import MASK_SIZE, BoxTargets, box_loss
-from cxreader.training.checkpoint import load_checkpoint
 
 HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
 EFFUSION = FINDINGS.index("Effusion")

@@ -4,7 +4,7 @@ import torch
 
 from cxreader.errors import CheckpointError
 from cxreader.models import create_model
-from cxreader.training.checkpoint import CheckpointContract, load_checkpoint, read_checkpoint, save_checkpoint
+from cxreader.models.checkpoint import CheckpointContract, load_checkpoint, read_checkpoint, save_checkpoint
 
 
 def _save(tmp_path, **contract_kwargs):
@@ -58,3 +58,18 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
         save_checkpoint(path, model=model, contract=CheckpointContract(model_name="densenet_small"))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_a_checkpoint_with_a_retired_location_reader_still_loads_with_one_notice(tmp_path, caplog):
+    model, path = _save(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    payload["location_reader"] = {"format": "cxreader-location-reader", "zone": {"Effusion": [[0.1, 0.2]]}}
+    torch.save(payload, path)
+    with caplog.at_level("INFO", logger="cxreader.models.checkpoint"):
+        loaded = load_checkpoint(path)
+    notices = [record.getMessage() for record in caplog.records if "location reader" in record.getMessage()]
+    assert len(notices) == 1 and "ignoring" in notices[0]
+    assert not hasattr(loaded.model, "location_reader")
+    images = torch.randn(1, 3, 96, 96)
+    model.eval()
+    assert torch.allclose(loaded.model(images), model(images), atol=1e-6)

@@ -14,7 +14,7 @@ import pytest
 from tests.training.tiny_run import TINY_TRAIN_ARGS
 
 from cxreader.cli.__main__ import main
-from cxreader.training.checkpoint import load_checkpoint
+from cxreader.models.checkpoint import load_checkpoint
 
 TRAIN_ARGS = TINY_TRAIN_ARGS
 COMPARED = ("epoch", "train_loss", "val_loss", "val_mean_auroc", "val_auroc", "lr", "val_images_scored")

@@ -57,79 +57,54 @@ def _allowed(log_probs: torch.Tensor) -> torch.Tensor:
     return log_probs
 
 
-def _check_prefix(prefix: Sequence[int], vocab_size: int) -> list[int]:
+def _run_prefix(
+    decoder: CaptionDecoder, memory: DecoderMemory, prefix: Sequence[int]
+) -> tuple[list[int], torch.Tensor, State]:
+    """Feed the forced tokens of one image: the checked prefix, the next token's log-probabilities (1, V) and
+    the state."""
+    if memory.values.shape[0] != 1:
+        raise ValueError(f"decoding reads one image at a time, got a memory of {memory.values.shape[0]}")
     prefix = [int(token) for token in prefix]
     if not prefix:
         raise ValueError("a decoding prefix needs at least <bos>")
-    if not all(0 <= token < vocab_size for token in prefix):
-        raise ValueError(f"prefix ids {prefix} outside the vocabulary (0..{vocab_size - 1})")
-    return prefix
-
-
-def _run_prefix(
-    decoder: CaptionDecoder, memory: DecoderMemory, prefixes: torch.Tensor
-) -> tuple[torch.Tensor, State]:
-    """Feed the forced tokens (B, P); return the log-probabilities of the next token (B, V) and the state."""
+    if not all(0 <= token < decoder.vocab_size for token in prefix):
+        raise ValueError(f"prefix ids {prefix} outside the vocabulary (0..{decoder.vocab_size - 1})")
     state = decoder.init_state(memory)
-    logits = None
-    for t in range(prefixes.shape[1]):
-        logits, state, _ = decoder.step(prefixes[:, t], state, memory)
-    assert logits is not None  # _check_prefix guarantees one step
-    return _allowed(torch.log_softmax(logits.float(), dim=-1)), state
+    for token in prefix:
+        logits, state, _ = decoder.step(torch.tensor([token], device=memory.values.device), state, memory)
+    return prefix, _allowed(torch.log_softmax(logits.float(), dim=-1)), state
 
 
 @torch.no_grad()
 def greedy_decode(
     decoder: CaptionDecoder,
     memory: DecoderMemory,
-    prefixes: Sequence[Sequence[int]],
+    prefix: Sequence[int],
     *,
     eos_id: int,
     max_len: int = 16,
-) -> list[Hypothesis]:
-    """Decode a batch by taking the most probable token at every step.
+) -> Hypothesis:
+    """Decode one image by taking the most probable token at every step.
 
     Args:
         decoder: The decoder (put it in eval mode first: dropout would make the output random).
-        memory: :meth:`CaptionDecoder.memory` of B images.
-        prefixes: B prefixes of equal length (``[bos]`` or ``[bos, finding]``).
+        memory: :meth:`CaptionDecoder.memory` of one image (batch size 1).
+        prefix: The forced tokens (``[bos]`` or ``[bos, finding]``).
         eos_id: The end token.
-        max_len: Most tokens chosen per sequence (``<eos>`` included).
-
-    Returns:
-        B hypotheses, in input order.
+        max_len: Most tokens chosen (``<eos>`` included).
     """
-    if len(prefixes) != memory.values.shape[0]:
-        raise ValueError(f"{len(prefixes)} prefixes for a memory of {memory.values.shape[0]} images")
-    checked = [_check_prefix(prefix, decoder.vocab_size) for prefix in prefixes]
-    if len({len(prefix) for prefix in checked}) > 1:
-        raise ValueError("greedy_decode needs prefixes of equal length (decode groups of equal length)")
-    device = memory.values.device
-    log_probs, state = _run_prefix(decoder, memory, torch.tensor(checked, dtype=torch.long, device=device))
-    batch = len(checked)
-    chosen: list[list[int]] = [[] for _ in range(batch)]
-    totals = torch.zeros(batch, dtype=torch.float64, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    for step in range(max_len):
+    checked, log_probs, state = _run_prefix(decoder, memory, prefix)
+    chosen: list[int] = []
+    total = 0.0
+    for _ in range(max_len):
         best_log_prob, best = log_probs.max(dim=-1)
-        totals += torch.where(done, torch.zeros_like(best_log_prob), best_log_prob).double()
-        for row in torch.nonzero(~done).flatten().tolist():
-            if int(best[row]) != eos_id:
-                chosen[row].append(int(best[row]))
-        done |= best == eos_id
-        if bool(done.all()) or step == max_len - 1:
-            break
+        total += float(best_log_prob)
+        if int(best) == eos_id:
+            return Hypothesis(ids=tuple(checked[1:] + chosen), log_prob=total, score=total, finished=True)
+        chosen.append(int(best))
         logits, state, _ = decoder.step(best, state, memory)
         log_probs = _allowed(torch.log_softmax(logits.float(), dim=-1))
-    return [
-        Hypothesis(
-            ids=tuple(checked[row][1:] + chosen[row]),
-            log_prob=float(totals[row]),
-            score=float(totals[row]),
-            finished=bool(done[row]),
-        )
-        for row in range(batch)
-    ]
+    return Hypothesis(ids=tuple(checked[1:] + chosen), log_prob=total, score=total, finished=False)
 
 
 @torch.no_grad()
@@ -158,15 +133,12 @@ def beam_search(
         Up to ``beam_size`` hypotheses, best score first; unfinished ones only when too few finished within
         ``max_len`` tokens.
     """
-    if memory.values.shape[0] != 1:
-        raise ValueError(f"beam_search decodes one image at a time, got a memory of {memory.values.shape[0]}")
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
-    checked = _check_prefix(prefix, decoder.vocab_size)
+    checked, log_probs, state = _run_prefix(decoder, memory, prefix)
     device = memory.values.device
-    log_probs, state = _run_prefix(decoder, memory, torch.tensor([checked], dtype=torch.long, device=device))
     alive_ids: list[list[int]] = [[]]
     alive_scores = torch.zeros(1, dtype=torch.float64, device=device)
     finished: list[Hypothesis] = []
@@ -199,11 +171,10 @@ def beam_search(
                 next_rows.append(row)
                 next_tokens.append(token)
                 next_scores.append(score)
-        if not next_ids or step == max_len - 1:
-            alive_ids, alive_scores = next_ids, torch.tensor(next_scores, dtype=torch.float64, device=device)
-            break
         alive_ids = next_ids
         alive_scores = torch.tensor(next_scores, dtype=torch.float64, device=device)
+        if not next_ids or step == max_len - 1:
+            break
         if finished:
             best_finished = max(hypothesis.score for hypothesis in finished)
             if best_finished >= float(alive_scores.max()) / best_bound_penalty:

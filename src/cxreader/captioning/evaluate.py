@@ -9,8 +9,8 @@ is scored against all of them. Two BLEU figures are given: on the whole annotati
 token included, as written in MeSH) and on its context alone (``bleu_context``, the tokens after the finding
 token, which the query forces and which would otherwise count as a free correct unigram).
 
-Slot accuracy parses each decoded sequence back with :func:`cxreader.captioning.mesh.tokens_to_annotation`:
-side, zone (:func:`~cxreader.captioning.mesh.zone_of`) and severity are scored on the pairs whose reference
+Slot accuracy parses each decoded sequence back with :func:`cxreader.vocabulary.tokens_to_annotation`:
+side, zone (:func:`~cxreader.vocabulary.zone_of`) and severity are scored on the pairs whose reference
 has that slot, the decoded value having to equal it (any reference's, when there are several). The finding
 slot cannot be scored on the conditioned captions (the finding is the query); it is scored on free decoding,
 from ``<bos>`` alone, per image: the finding the decoder names first must be one present in the image.
@@ -31,14 +31,14 @@ from typing import Any
 import numpy as np
 from sacrebleu.metrics import BLEU
 
-from cxreader.captioning.checkpoint import LoadedCaptioner
 from cxreader.captioning.features import read_images
-from cxreader.captioning.mesh import MeshAnnotation, tokens_to_annotation, zone_of
 from cxreader.captioning.pairs import CaptionPair
 from cxreader.captioning.predict import CaptionPredictor, caption_text
 from cxreader.errors import DataError
+from cxreader.inference.predict import Predictor
 from cxreader.labels import FINDINGS
-from cxreader.training.checkpoint import LoadedCheckpoint
+from cxreader.models.checkpoint import LoadedCheckpoint
+from cxreader.vocabulary import MeshAnnotation, tokens_to_annotation, zone_of
 
 #: Slots scored on the conditioned captions; ``side_lateral`` is the side slot on the references whose side is
 #: right or left (a midline or bilateral side follows from the finding itself; right vs left must be seen).
@@ -186,14 +186,8 @@ def corpus_metrics(groups: Sequence[CaptionGroup]) -> dict[str, Any]:
     }
 
 
-def _classifier_probabilities(classifier: LoadedCheckpoint, images: Sequence[np.ndarray]) -> np.ndarray:
-    from cxreader.predict import Predictor
-
-    return Predictor(classifier, device="cpu").predict_arrays(list(images))
-
-
 def evaluate_captioner(
-    captioner: CaptionPredictor | LoadedCaptioner,
+    predictor: CaptionPredictor,
     pairs: Sequence[CaptionPair],
     *,
     classifier: LoadedCheckpoint | None = None,
@@ -203,7 +197,7 @@ def evaluate_captioner(
     """Decode every (image, finding) of ``pairs`` and score the captions.
 
     Args:
-        captioner: A predictor (decoding settings included) or a loaded caption checkpoint (beam 3).
+        predictor: The captioner and its decoding settings.
         pairs: The pairs to score (usually the test split).
         classifier: Decides the true positives instead of the captioner's encoder head.
         examples: How many decoded groups to list in the result.
@@ -216,22 +210,19 @@ def evaluate_captioner(
     Raises:
         DataError: no pairs, or none of their images readable.
     """
-    predictor = (
-        captioner if isinstance(captioner, CaptionPredictor) else CaptionPredictor(captioner, device="cpu")
-    )
     say = progress or (lambda line: None)
     if not pairs:
         raise DataError("pairs", "no pairs to evaluate")
     started = time.perf_counter()
     groups = group_pairs(pairs)
     paths = sorted({group.image for group in groups})
-    images, kept, errors = read_images(paths, predictor.contract.input_size)
+    images, kept, errors = read_images(paths, predictor.contract.encoder.input_size)
     if not images:
         raise DataError(paths[0], "none of the pairs' images could be read")
     row_of = {paths[index]: row for row, index in enumerate(kept)}
     features = predictor.features(images)
     if classifier is not None:
-        probabilities = _classifier_probabilities(classifier, images)
+        probabilities = Predictor(classifier, device="cpu").predict_arrays(images)
         thresholds = np.asarray(classifier.contract.thresholds, dtype=np.float32)
         classifier_name = str(classifier.path)
     else:

@@ -8,8 +8,7 @@ float16 (half the memory; the decoder computes in float32), and reused by every 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,6 @@ from cxreader.data.io import read_image_uint8
 from cxreader.data.transforms import EvalPreset, load_size_for
 from cxreader.errors import CXReaderError
 from cxreader.models.chexnet import CheXNet
-
-logger = logging.getLogger(__name__)
 
 
 def read_encoder_image(path: str | Path, input_size: int) -> np.ndarray:
@@ -60,7 +57,6 @@ def encoder_features(
     device: torch.device,
     batch_size: int = 32,
     dtype: torch.dtype = torch.float16,
-    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Features (N, C, h, w) of grayscale images through a frozen encoder (eval mode), on the CPU.
 
@@ -71,7 +67,6 @@ def encoder_features(
         device: Where the encoder runs.
         batch_size: Images per forward pass.
         dtype: Storage type of the result.
-        progress: Called with (done, total) after each batch.
     """
     if not images:
         raise ValueError("no images to encode")
@@ -82,8 +77,6 @@ def encoder_features(
         for start in range(0, len(images), batch_size):
             batch = torch.stack([transform(image) for image in images[start : start + batch_size]])
             chunks.append(encoder.forward_features(batch.to(device)).to("cpu", dtype))
-            if progress is not None:
-                progress(min(start + batch_size, len(images)), len(images))
     finally:
         encoder.train(was_training)
     return torch.cat(chunks)

@@ -1,10 +1,10 @@
 """(image, finding, annotation tokens) pairs for the captioner, and the PAIRS file that holds them.
 
-Two sources, one token grammar (:mod:`cxreader.captioning.mesh`):
+Two sources, one token grammar (:mod:`cxreader.vocabulary`):
 
 * **Synthetic** (:func:`synthetic_pairs`): the generator's sidecar ``synthetic_findings.csv`` records every
   drawn finding instance (side in the patient's frame, zone, organ, severity, size). One pair is written per
-  (image, finding), through :func:`~cxreader.captioning.mesh.synthetic_annotation`. A finding drawn more
+  (image, finding), through :func:`~cxreader.vocabulary.finding_annotation`. A finding drawn more
   than once in an image (a bilateral effusion drawn as two instances, several nodules) becomes one
   annotation, as a radiologist indexes it: right + left instances → ``bilateral``, a zone only when every
   instance shares it, the highest severity, the largest size, and ``multiple`` for more than one nodule or
@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import math
-import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -43,18 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxreader.captioning.mesh import (
-    SEVERITIES,
-    MeshAnnotation,
-    annotation_tokens,
-    synthetic_annotation,
-    to_token,
-)
 from cxreader.data.openi import OpenIDataset, iter_openi_reports
 from cxreader.errors import DataError
+from cxreader.files import write_text_atomic
 from cxreader.labels import FINDINGS, UnknownFindingError, canonical_finding
-
-logger = logging.getLogger(__name__)
+from cxreader.vocabulary import SEVERITIES, MeshAnnotation, annotation_tokens, finding_annotation, to_token
 
 #: PAIRS file columns, in order.
 PAIRS_COLUMNS: tuple[str, ...] = ("image", "finding", "tokens", "split", "source")
@@ -100,6 +90,21 @@ def _cell(value: object) -> str | None:
     return text or None
 
 
+def _finding(name: str, path: Path, number: int) -> str:
+    """The canonical name of one of the 14 findings, read on line ``number`` of ``path``.
+
+    Raises:
+        DataError: naming the file and line, for an unknown name or one that is not among the 14 findings.
+    """
+    try:
+        finding = canonical_finding(name)
+    except UnknownFindingError as exc:
+        raise DataError(path, f"line {number}: {exc}") from None
+    if finding not in FINDINGS:
+        raise DataError(path, f"line {number}: {name!r} is not one of the 14 findings")
+    return finding
+
+
 def merge_instances(finding: str, instances: Sequence[Mapping[str, object]]) -> MeshAnnotation:
     """One annotation for every drawn instance of one finding in one image (rules in the module docstring).
 
@@ -130,7 +135,7 @@ def merge_instances(finding: str, instances: Sequence[Mapping[str, object]]) -> 
         sizes = [float(v) for v in (row.get("size_cm") for row in instances) if _cell(v) is not None]
         size_cm = max(sizes) if sizes else None
     organ = next((_cell(row.get("organ")) for row in instances if _cell(row.get("organ"))), None)
-    annotation = synthetic_annotation(finding, side, zone, organ, severity, size_cm)
+    annotation = finding_annotation(finding, side, zone, organ, severity, size_cm)
     if finding in COUNTABLE_FINDINGS and len(instances) > 1:
         annotation = replace(annotation, number="multiple")
     return annotation
@@ -163,7 +168,7 @@ def synthetic_pairs(data_dir: str | Path, *, seed: int = 0, val_fraction: float 
             that is in the sidecar but in no split or not on disk.
     """
     from cxreader.data.chestxray14 import ImageLocator
-    from cxreader.data.synthetic import SIDECAR_NAME, read_synthetic_findings
+    from cxreader.data.sidecars import SIDECAR_NAME, read_synthetic_findings
 
     data_dir = Path(data_dir)
     sidecar_path = data_dir / SIDECAR_NAME
@@ -180,13 +185,7 @@ def synthetic_pairs(data_dir: str | Path, *, seed: int = 0, val_fraction: float 
         image, name = _cell(row.get("image")), _cell(row.get("finding"))
         if image is None or name is None:
             raise DataError(sidecar_path, f"line {number}: empty image or finding")
-        try:
-            finding = canonical_finding(name)
-        except UnknownFindingError as exc:
-            raise DataError(sidecar_path, f"line {number}: {exc}") from None
-        if finding not in FINDINGS:
-            raise DataError(sidecar_path, f"line {number}: {name!r} is not a drawn finding")
-        grouped[(image, finding)].append(row)
+        grouped[(image, _finding(name, sidecar_path, number))].append(row)
     pairs = []
     for (image, finding), instances in grouped.items():
         if image not in split_of:
@@ -311,14 +310,7 @@ def write_pairs(pairs: Iterable[CaptionPair], path: str | Path) -> int:
             ]
         )
         count += 1
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, buffer.getvalue())
     return count
 
 
@@ -362,12 +354,7 @@ def read_pairs(path: str | Path) -> list[CaptionPair]:
             raise DataError(path, f"line {number}: source {source!r} is not one of {', '.join(SOURCES)}")
         finding = None
         if name:
-            try:
-                finding = canonical_finding(name)
-            except UnknownFindingError as exc:
-                raise DataError(path, f"line {number}: {exc}") from None
-            if finding not in FINDINGS:
-                raise DataError(path, f"line {number}: {name!r} is not one of the 14 findings")
+            finding = _finding(name, path, number)
             if tokens[0] != to_token(finding):
                 raise DataError(
                     path,

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxreader.captioning.checkpoint import LoadedCaptioner, load_caption_checkpoint
+from cxreader.captioning.checkpoint import load_caption_checkpoint
 from cxreader.captioning.decode import Hypothesis, beam_search, greedy_decode
 from cxreader.captioning.features import encoder_features, read_encoder_image
-from cxreader.captioning.mesh import to_mesh_string, to_token, tokens_to_annotation
 from cxreader.errors import ConfigError, CXReaderError
+from cxreader.inference.runtime import resolve_device
 from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical_finding
-from cxreader.training.distributed import resolve_device
+from cxreader.vocabulary import to_mesh_string, to_token, tokens_to_annotation
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class CaptionPredictor:
     """A caption checkpoint ready to describe images.
 
     Args:
-        checkpoint: ``caption.pt`` or an already loaded captioner.
+        checkpoint: ``caption.pt``.
         device: ``auto``, ``cpu`` or ``cuda``.
         beam_size: Beam width (1: greedy decoding).
         length_alpha: Length-penalty exponent of the beam search.
@@ -90,7 +90,7 @@ class CaptionPredictor:
 
     def __init__(
         self,
-        checkpoint: str | Path | LoadedCaptioner,
+        checkpoint: str | Path,
         *,
         device: str = "auto",
         beam_size: int = 3,
@@ -100,15 +100,11 @@ class CaptionPredictor:
         if beam_size < 1:
             raise ConfigError(f"beam size must be at least 1, got {beam_size}")
         self.device = resolve_device(device)
-        self.loaded = (
-            checkpoint
-            if isinstance(checkpoint, LoadedCaptioner)
-            else load_caption_checkpoint(checkpoint, device=self.device)
-        )
-        self.model = self.loaded.model.to(self.device).eval()
-        self.contract = self.loaded.contract
+        loaded = load_caption_checkpoint(checkpoint, device=self.device)
+        self.model = loaded.model
+        self.contract = loaded.contract
         self.vocab = self.contract.vocab
-        self.transform = self.contract.eval_preset()
+        self.transform = self.contract.encoder.eval_preset()
         self.thresholds = np.asarray(self.contract.encoder.thresholds, dtype=np.float32)
         self.beam_size = beam_size
         self.length_alpha = length_alpha
@@ -149,10 +145,6 @@ class CaptionPredictor:
         """Finding probabilities (N, 14) from the encoder's head."""
         return self.model.classify(features.to(self.device)).cpu().numpy()
 
-    def positives(self, probabilities: np.ndarray) -> list[str]:
-        """The findings at or above the encoder checkpoint's thresholds, for one image's probabilities."""
-        return [name for name, p, t in zip(FINDINGS, probabilities, self.thresholds, strict=True) if p >= t]
-
     @torch.no_grad()
     def decode(self, features: torch.Tensor, query: str | None) -> Hypothesis:
         """The best hypothesis for one image's features (1, C, h, w), forcing ``query`` after ``<bos>``."""
@@ -160,8 +152,8 @@ class CaptionPredictor:
         memory = self.model.memory(features.to(self.device, torch.float32))
         if self.beam_size == 1:
             return greedy_decode(
-                self.model.decoder, memory, [prefix], eos_id=self.vocab.eos_id, max_len=self.contract.max_len
-            )[0]
+                self.model.decoder, memory, prefix, eos_id=self.vocab.eos_id, max_len=self.contract.max_len
+            )
         return beam_search(
             self.model.decoder,
             memory,
@@ -201,17 +193,20 @@ class CaptionPredictor:
         queries = [self.query_token(finding) for finding in findings] if findings is not None else None
         results = []
         for path in paths:
-            result = FileCaptions(path=str(path))
             try:
-                image = read_encoder_image(path, self.contract.input_size)
+                image = read_encoder_image(path, self.contract.encoder.input_size)
             except CXReaderError as exc:
-                result.error = str(exc)
-                results.append(result)
+                results.append(FileCaptions(path=str(path), error=str(exc)))
                 continue
             features = self.features([image])
             probabilities = self.probabilities(features)[0]
-            result.probabilities = {name: float(p) for name, p in zip(FINDINGS, probabilities, strict=True)}
-            asked = queries if queries is not None else [to_token(f) for f in self.positives(probabilities)]
-            result.captions = [self.caption(features, query) for query in asked if query in self.vocab]
-            results.append(result)
+            positives = zip(FINDINGS, probabilities, self.thresholds, strict=True)
+            asked = queries if queries is not None else [to_token(f) for f, p, t in positives if p >= t]
+            results.append(
+                FileCaptions(
+                    path=str(path),
+                    captions=[self.caption(features, query) for query in asked if query in self.vocab],
+                    probabilities={name: float(p) for name, p in zip(FINDINGS, probabilities, strict=True)},
+                )
+            )
         return results

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,15 @@ from cxreader.captioning.features import encoder_features, read_images
 from cxreader.captioning.pairs import CaptionPair, select_split
 from cxreader.captioning.vocab import Vocabulary
 from cxreader.errors import ConfigError, DataError
-from cxreader.models.captioner import CELLS, CaptionDecoder, Captioner, decoder_feature_dim, sequence_loss
-from cxreader.training.checkpoint import load_checkpoint
-from cxreader.training.distributed import resolve_device
+from cxreader.inference.runtime import resolve_device
+from cxreader.models.captioner import (
+    CaptionDecoder,
+    Captioner,
+    DecoderMemory,
+    build_captioner,
+    sequence_loss,
+)
+from cxreader.models.checkpoint import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +101,6 @@ class CaptionTrainConfig:
             raise ConfigError("epochs, batch_size, max_len and min_count must be at least 1")
         if self.lr <= 0 or self.encoder_lr <= 0:
             raise ConfigError("learning rates must be positive")
-        if self.cell not in CELLS:
-            raise ConfigError(f"unknown decoder cell {self.cell!r}; expected one of {', '.join(CELLS)}")
         if self.text_weight < 0:
             raise ConfigError(f"text_weight must be non-negative, got {self.text_weight}")
 
@@ -112,19 +116,8 @@ class CaptionTrainResult:
     vocab_size: int
     train_pairs: int
     val_pairs: int
-    text_sequences: int
     feature_seconds: float
     train_seconds: float
-    skipped_images: list[str] = field(default_factory=list)
-
-
-def build_vocabulary(
-    pairs: Sequence[CaptionPair], text_sequences: Sequence[Sequence[str]] = (), *, min_count: int = 1
-) -> Vocabulary:
-    """The vocabulary of the training pairs' tokens plus the text-only sequences' tokens."""
-    return Vocabulary.build(
-        [list(pair.tokens) for pair in pairs] + [list(s) for s in text_sequences], min_count
-    )
 
 
 def encode_sequences(sequences: Sequence[Sequence[str]], vocab: Vocabulary, max_len: int) -> torch.Tensor:
@@ -137,10 +130,12 @@ def encode_sequences(sequences: Sequence[Sequence[str]], vocab: Vocabulary, max_
     return out
 
 
-def _trim(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Drop the all-padding columns at the end of a batch."""
-    used = int((ids != pad_id).sum(dim=1).max())
-    return ids[:, :used]
+def _teacher_forced_loss(
+    decoder: CaptionDecoder, memory: DecoderMemory, ids: torch.Tensor, pad_id: int
+) -> torch.Tensor:
+    """The loss of padded id rows (B, T) read against ``memory``, the all-padding end columns dropped."""
+    ids = ids[:, : int((ids != pad_id).sum(dim=1).max())].to(memory.values.device)
+    return sequence_loss(decoder(memory, ids[:, :-1]), ids[:, 1:], pad_id)
 
 
 class _ImageBank:
@@ -174,28 +169,11 @@ class _ImageBank:
         return self.model.encode(inputs.to(self.device))
 
 
-def _make_model(vocab: Vocabulary, encoder, config: CaptionTrainConfig) -> Captioner:
-    decoder = CaptionDecoder(
-        len(vocab),
-        decoder_feature_dim(encoder, config.evidence_maps),
-        embed_dim=config.embed_dim,
-        hidden_dim=config.hidden_dim,
-        attention_dim=config.attention_dim,
-        cell=config.cell,
-        attention=config.attention,
-        dropout=config.dropout,
-    )
-    return Captioner(
-        encoder, decoder, freeze_encoder=not config.finetune_encoder, evidence_maps=config.evidence_maps
-    )
-
-
 def _loss_on(
     model: Captioner, bank: _ImageBank, image_index: torch.Tensor, ids: torch.Tensor, vocab: Vocabulary
 ) -> torch.Tensor:
-    ids = _trim(ids, vocab.pad_id).to(bank.device)
     memory = model.memory(bank.batch(image_index))
-    return sequence_loss(model.decoder(memory, ids[:, :-1]), ids[:, 1:], vocab.pad_id)
+    return _teacher_forced_loss(model.decoder, memory, ids, vocab.pad_id)
 
 
 @torch.no_grad()
@@ -251,8 +229,19 @@ def train_captioner(
     if not train_pairs:
         raise DataError("pairs", "no pairs in the train split")
     encoder = load_checkpoint(encoder_checkpoint)
-    vocab = build_vocabulary(train_pairs, text_sequences, min_count=config.min_count)
-    model = _make_model(vocab, encoder.model, config).to(device)
+    vocab = Vocabulary.build([*(pair.tokens for pair in train_pairs), *text_sequences], config.min_count)
+    model = build_captioner(
+        vocab_size=len(vocab),
+        cell=config.cell,
+        encoder=encoder.model,
+        freeze_encoder=not config.finetune_encoder,
+        evidence_maps=config.evidence_maps,
+        embed_dim=config.embed_dim,
+        hidden_dim=config.hidden_dim,
+        attention_dim=config.attention_dim,
+        attention=config.attention,
+        dropout=config.dropout,
+    ).to(device)
     transform = encoder.contract.eval_preset()
 
     started = time.perf_counter()
@@ -324,13 +313,10 @@ def train_captioner(
                 if text_cursor + len(batch) > len(text_order):
                     text_order = torch.randperm(len(text_ids), generator=generator)
                     text_cursor = 0
-                text_batch = _trim(text_ids[text_order[text_cursor : text_cursor + len(batch)]], vocab.pad_id)
+                text_batch = text_ids[text_order[text_cursor : text_cursor + len(batch)]]
                 text_cursor += len(batch)
-                text_batch = text_batch.to(device)
                 memory = model.decoder.memory(None, batch_size=len(text_batch))
-                text_loss = sequence_loss(
-                    model.decoder(memory, text_batch[:, :-1]), text_batch[:, 1:], vocab.pad_id
-                )
+                text_loss = _teacher_forced_loss(model.decoder, memory, text_batch, vocab.pad_id)
                 total = loss + config.text_weight * text_loss
                 epoch_text_loss += float(text_loss.detach())
             optimizer.zero_grad(set_to_none=True)
@@ -397,8 +383,6 @@ def train_captioner(
         vocab_size=len(vocab),
         train_pairs=len(train_ids),
         val_pairs=len(val_ids),
-        text_sequences=0 if text_ids is None else len(text_ids),
         feature_seconds=feature_seconds,
         train_seconds=train_seconds,
-        skipped_images=errors,
     )

@@ -8,7 +8,7 @@ order), so building from the same sequences always gives the same ids.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from cxreader.errors import CheckpointError
@@ -53,7 +53,7 @@ class Vocabulary:
         """A vocabulary of every token seen at least ``min_count`` times, most frequent first.
 
         Args:
-            sequences: Token sequences (e.g. :func:`cxreader.captioning.mesh.annotation_tokens` outputs).
+            sequences: Token sequences (e.g. :func:`cxreader.vocabulary.annotation_tokens` outputs).
             min_count: Rarer tokens are left out and encode as ``<unk>``.
         """
         if min_count < 1:
@@ -73,14 +73,8 @@ class Vocabulary:
     def __contains__(self, token: object) -> bool:
         return token in self._ids
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tokens)
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and self._tokens == other._tokens
-
-    def __hash__(self) -> int:
-        return hash(tuple(self._tokens))
 
     def __repr__(self) -> str:
         return f"Vocabulary({len(self)} tokens)"
@@ -94,39 +88,29 @@ class Vocabulary:
         """The id of a token; ``<unk>``'s id for a token outside the vocabulary."""
         return self._ids.get(token, self.unk_id)
 
-    def id_to_token(self, index: int) -> str:
-        """The token of an id.
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """Token ids of a sequence, framed by ``<bos>`` and ``<eos>``."""
+        if isinstance(tokens, str):
+            raise TypeError("encode takes a sequence of tokens, not a string")
+        return [self.bos_id, *(self.token_to_id(token) for token in tokens), self.eos_id]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Tokens of a decoder's raw output: up to the first ``<eos>``, without ``<bos>`` and ``<pad>``.
+
+        ``<unk>`` is kept, as it carries information.
 
         Raises:
             ValueError: for an id outside ``0 .. len(self) - 1``.
         """
-        index = int(index)
-        if not 0 <= index < len(self._tokens):
-            raise ValueError(f"token id {index} is outside the vocabulary (0..{len(self._tokens) - 1})")
-        return self._tokens[index]
-
-    def encode(self, tokens: Sequence[str], *, add_bos: bool = True, add_eos: bool = True) -> list[int]:
-        """Token ids of a sequence, framed by ``<bos>`` / ``<eos>`` unless told otherwise."""
-        if isinstance(tokens, str):
-            raise TypeError("encode takes a sequence of tokens, not a string")
-        ids = [self.token_to_id(token) for token in tokens]
-        return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
-
-    def decode(self, ids: Iterable[int], *, strip_special: bool = True) -> list[str]:
-        """Tokens of an id sequence.
-
-        With ``strip_special`` (the default), decoding stops at the first ``<eos>`` and drops ``<bos>`` and
-        ``<pad>``, which is what a decoder's raw output needs; ``<unk>`` is kept, as it carries information.
-        """
         tokens = []
-        for index in ids:
-            token = self.id_to_token(index)
-            if strip_special:
-                if token == EOS:
-                    break
-                if token in (BOS, PAD):
-                    continue
-            tokens.append(token)
+        for index in map(int, ids):
+            if not 0 <= index < len(self._tokens):
+                raise ValueError(f"token id {index} is outside the vocabulary (0..{len(self._tokens) - 1})")
+            token = self._tokens[index]
+            if token == EOS:
+                break
+            if token not in (BOS, PAD):
+                tokens.append(token)
         return tokens
 
     def to_dict(self) -> dict[str, Any]:

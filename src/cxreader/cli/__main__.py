@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "cxreader.cli.export_cmd",
     "cxreader.cli.screen_cmd",
     "cxreader.cli.search_cmd",
+    "cxreader.cli.db_cmd",
     "cxreader.cli.serve_cmd",
     "cxreader.cli.demo_cmd",
 )

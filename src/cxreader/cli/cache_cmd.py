@@ -49,19 +49,11 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from cxreader.data.cache import build_cache
+    from cxreader.progress import Progress
 
     out = args.out if args.out is not None else args.data / f"cache_{args.size}"
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="img", desc="caching", leave=False)
-        bar.update(done - bar.n)
-
+    bar = Progress(None, desc="caching", unit="img", leave=False)
     try:
         summary = build_cache(
             args.data,
@@ -71,15 +63,14 @@ def run_cache(args: argparse.Namespace) -> int:
             chunk_size=args.chunk,
             fast_png=args.fast_png,
             overwrite=args.overwrite,
-            progress=progress,
+            progress=bar.advance_to,
         )
     except ValueError as exc:
         from cxreader.errors import ConfigError
 
         raise ConfigError(str(exc)) from None
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     ok = summary.total - len(summary.missing)
     print(
         f"cache {summary.out}: {ok} of {summary.total} images at {summary.size}x{summary.size} "

@@ -137,12 +137,9 @@ def run_pairs(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from cxreader.captioning.pairs import mesh_sequences, read_pairs
     from cxreader.captioning.train import CaptionTrainConfig, train_captioner
 
-    config = CaptionTrainConfig(device=args.device)
     overrides = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -152,12 +149,12 @@ def run_train(args: argparse.Namespace) -> int:
         "text_weight": args.text_weight,
         "encoder_lr": args.encoder_lr,
         "seed": args.seed,
+        "attention": False if args.no_attention else None,
+        "finetune_encoder": True if args.finetune_encoder else None,
     }
-    config = replace(config, **{key: value for key, value in overrides.items() if value is not None})
-    if args.no_attention:
-        config = replace(config, attention=False)
-    if args.finetune_encoder:
-        config = replace(config, finetune_encoder=True)
+    config = CaptionTrainConfig(
+        device=args.device, **{key: value for key, value in overrides.items() if value is not None}
+    )
     pairs = read_pairs(args.pairs)
     text: list[list[str]] = []
     if args.mesh_reports:
@@ -187,7 +184,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from cxreader.captioning.evaluate import evaluate_captioner, format_report
     from cxreader.captioning.pairs import read_pairs, select_split
     from cxreader.captioning.predict import CaptionPredictor
-    from cxreader.training.checkpoint import load_checkpoint
+    from cxreader.models.checkpoint import load_checkpoint
 
     predictor = CaptionPredictor(
         args.checkpoint, device=args.device, beam_size=args.beam, length_alpha=args.length_alpha

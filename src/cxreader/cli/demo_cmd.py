@@ -1,9 +1,7 @@
 """``cxreader demo``: the whole pipeline, offline, on a SYNTHETIC dataset, in a few minutes on 2 CPU cores.
 
 Synthesise a dataset in the NIH layout → train a compact DenseNet (the ``demo`` recipe) → evaluate on the
-held-out synthetic test split (AUROC with CIs, thresholds from validation) → fit the checkpoint's location reader
-on the true positives of the training split and of a second, held-out synthetic set drawn for it
-(:mod:`cxreader.localization.reader`, :mod:`cxreader.localization.fitting`) → predict a few images and describe
+held-out synthetic test split (AUROC with CIs, thresholds from validation) → predict a few images and describe
 their positive findings from the class activation maps (side, zone, organ, extent, severity).
 """
 
@@ -30,14 +28,6 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="cxreader-demo", help="output folder (default ./cxreader-demo)")
     parser.add_argument("--images", type=int, default=2400, help="synthetic images to generate")
     parser.add_argument("--size", type=int, default=128, help="synthetic image size in pixels")
-    parser.add_argument(
-        "--reader-images",
-        type=int,
-        default=4800,
-        metavar="N",
-        help="held-out synthetic images (never trained on) that the location reader is also fitted on; "
-        "0: the training split alone (default 4800)",
-    )
     parser.add_argument("--epochs", type=int, default=None, help="override the demo recipe's epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -50,14 +40,12 @@ def register(subparsers) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     import shutil
 
-    from cxreader.cli.localize_cmd import fit_and_report, store_reader
-    from cxreader.cli.predict_cmd import attach_descriptions, format_predictions
     from cxreader.config import load_config
-    from cxreader.data.synthetic import generate_synthetic_dataset
     from cxreader.evaluation.checkpoint_eval import evaluate_checkpoint
-    from cxreader.evaluation.plots import plot_roc_curves
-    from cxreader.predict import Predictor
-    from cxreader.training.checkpoint import load_checkpoint
+    from cxreader.evaluation.folder import write_evaluation_folder
+    from cxreader.inference.predict import Predictor, format_predictions
+    from cxreader.localization.explain import describe_predictions
+    from cxreader.synthetic.dataset import generate_synthetic_dataset
     from cxreader.training.engine import train
 
     out = Path(args.out)
@@ -69,11 +57,9 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"{run_dir} exists: pass --force to replace the demo run, or choose another --out"
             )
         shutil.rmtree(run_dir)
-    if args.reader_images < 0:
-        raise ConfigError(f"--reader-images must be 0 or more, not {args.reader_images}")
     started = time.perf_counter()
     print(
-        f"[1/5] synthesising {args.images} SYNTHETIC chest images ({args.size} px) in {data_dir} ...",
+        f"[1/4] synthesising {args.images} SYNTHETIC chest images ({args.size} px) in {data_dir} ...",
         flush=True,
     )
     if data_dir.exists():
@@ -82,16 +68,6 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"      {summary.images} images of {summary.patients} synthetic patients in {summary.seconds:.1f} s"
     )
-    # A held-out set for the location reader only (cxreader.localization.fitting): other patients, drawn
-    # with another seed, never seen by the CNN.
-    reader_dir = out / "synthetic-reader-data"
-    if reader_dir.exists():
-        shutil.rmtree(reader_dir)
-    if args.reader_images > 0:
-        held_out = generate_synthetic_dataset(
-            reader_dir, images=args.reader_images, size=args.size, seed=args.seed + 1
-        )
-        print(f"      {held_out.images} held-out images for the location reader in {held_out.seconds:.1f} s")
 
     # Box supervision (Li et al. 2018) with the synthetic set's BBox_List_2017.csv: NIH's 8 boxed findings,
     # boxes of the training split only (cxreader.training.box_supervision). Not in demo.yaml, whose tiny
@@ -108,47 +84,29 @@ def run_demo(args: argparse.Namespace) -> int:
         overrides["epochs"] = args.epochs
     config = load_config("demo", overrides)
     print(
-        f"[2/5] training {config.model} ({config.image_size} px, {config.epochs} epochs max, box-supervised "
+        f"[2/4] training {config.model} ({config.image_size} px, {config.epochs} epochs max, box-supervised "
         f"heatmaps) -> {run_dir}",
         flush=True,
     )
     result = train(config, run_dir)
     print(f"      best validation mean AUROC {result.best_val_mean_auroc:.3f} at epoch {result.best_epoch}")
 
-    print("[3/5] evaluating best.pt on the held-out SYNTHETIC test split ...", flush=True)
+    print("[3/4] evaluating best.pt on the held-out SYNTHETIC test split ...", flush=True)
     report, predictions = evaluate_checkpoint(run_dir / "best.pt", split="test", workers=config.workers)
-    eval_dir = run_dir / "eval-test"
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    report.write_json(eval_dir / "report.json")
-    (eval_dir / "report.md").write_text(report.to_markdown() + "\n")
-    plot_roc_curves(
+    eval_dir = write_evaluation_folder(
+        report,
         predictions.labels,
         predictions.probs,
-        eval_dir / "roc.png",
+        run_dir / "eval-test",
         title="ROC on the SYNTHETIC test split (cxreader demo)",
     )
     print(report.to_markdown())
 
-    extra = [(reader_dir, reader_dir / "synthetic_findings.csv")] if args.reader_images > 0 else []
-    print(
-        "[4/5] fitting the location reader (side and zone from the heatmaps) on the training split"
-        + (" and the held-out images" if extra else "")
-        + " ...",
-        flush=True,
-    )
-    fit = fit_and_report(
-        load_checkpoint(run_dir / "best.pt"), data_dir, data_dir / "synthetic_findings.csv", extra=extra
-    )
-    if fit.helps:
-        store_reader(run_dir / "best.pt", fit)
-    else:
-        print("      the rules did better on validation: best.pt keeps the rules")
-
-    print("[5/5] predicting and describing a few test images (heatmap-grounded) ...", flush=True)
+    print("[4/4] predicting and describing a few test images (heatmap-grounded) ...", flush=True)
     predictor = Predictor(run_dir / "best.pt", device="auto")
     sample = [data_dir / "images" / name for name in predictions.images[:3]]
     results = predictor.predict_files(sample, keep_images=True)
-    attach_descriptions(predictor, results)
+    describe_predictions(predictor.backend, results)
     for item in results:
         item.image = None
     print(format_predictions(results, predictor.thresholds))

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from cxreader.evaluation.plots import plot_roc_curves
+    from cxreader.evaluation.folder import FOLDER_FILES, write_evaluation_folder
 
     if args.predictions:
         if not args.labels:
@@ -88,11 +88,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report.write_json(args.json_out)
         print(f"JSON report: {args.json_out}")
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        from cxreader.config import write_text_atomic
-
-        write_text_atomic(out_dir / "report.md", report.to_markdown() + "\n")
-        report.write_json(out_dir / "report.json")
-        plot_roc_curves(labels, probs, out_dir / "roc.png", title=title)
-        print(f"report.md, report.json, roc.png in {out_dir}")
+        write_evaluation_folder(report, labels, probs, out_dir, title=title)
+        print(f"{', '.join(FOLDER_FILES)} in {out_dir}")
     return 0

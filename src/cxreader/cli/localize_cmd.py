@@ -1,5 +1,5 @@
-"""``cxreader heatmap`` (overlay PNGs and descriptions), ``cxreader localize-eval`` (Wang et al. 2017 table) and
-``cxreader localize-fit`` (a checkpoint's learned location reader)."""
+"""``cxreader heatmap`` (overlay PNGs and descriptions) and ``cxreader localize eval`` (the Wang et al. 2017
+table of box accuracy)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import argparse
 import dataclasses
 import json
 import re
-import sys
 from pathlib import Path
 
 from cxreader import DISCLAIMER
@@ -45,8 +44,12 @@ def register(subparsers) -> None:
     heatmap.add_argument("--device", default="auto")
     heatmap.set_defaults(func=run_heatmap)
 
-    evaluate = subparsers.add_parser(
-        "localize-eval",
+    localize = subparsers.add_parser("localize", help="localization: box accuracy against ground-truth boxes")
+    localize_commands = localize.add_subparsers(
+        dest="localize_command", metavar="LOCALIZE_COMMAND", required=True
+    )
+    evaluate = localize_commands.add_parser(
+        "eval",
         help="localization accuracy of heatmap boxes against a BBox_List_2017.csv (Wang et al. 2017)",
         description="For each boxed finding: the fraction of ground-truth boxes hit at T(IoBB) = 0.1, 0.25, "
         "0.5, 0.75, 0.9, the average false positives per image, and the mean IoU.",
@@ -83,33 +86,6 @@ def register(subparsers) -> None:
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(func=run_localize_eval)
 
-    fit = subparsers.add_parser(
-        "localize-fit",
-        help="fit the checkpoint's location reader (side and zone from its heatmaps) on location ground truth",
-        description="Fits per-finding side and zone readers on the true positives of the checkpoint's "
-        "TRAINING split against a synthetic_findings.csv, compares them with the rules on the validation "
-        "split, and stores them in the checkpoint when they agree with the ground truth at least as often "
-        "(cxreader.localization.reader). Held-out sets (--extra-data) add the true positives of every one "
-        "of their images to the fit: more data than the training split alone, from images the CNN never saw.",
-    )
-    fit.add_argument("--checkpoint", required=True, help="the checkpoint to fit for (rewritten atomically)")
-    fit.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")
-    fit.add_argument(
-        "--findings", default=None, help="location ground truth (default: DATA/synthetic_findings.csv)"
-    )
-    fit.add_argument(
-        "--extra-data",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="a held-out dataset with its DIR/synthetic_findings.csv, not used to train the checkpoint; all "
-        "its images join the fit (repeatable)",
-    )
-    fit.add_argument("--force", action="store_true", help="store the reader even if the rules do better")
-    fit.add_argument("--batch-size", type=int, default=32)
-    fit.add_argument("--device", default="auto")
-    fit.set_defaults(func=run_localize_fit)
-
 
 def _safe_stem(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem) or "image"
@@ -117,25 +93,24 @@ def _safe_stem(path: str) -> str:
 
 def run_heatmap(args: argparse.Namespace) -> int:
     from cxreader.errors import ConfigError
+    from cxreader.inference.predict import Predictor
     from cxreader.labels import FINDINGS
     from cxreader.localization.boxes import boxes_from_heatmap
     from cxreader.localization.cam import resolve_findings
     from cxreader.localization.describe import normalise_view, rules_for
     from cxreader.localization.explain import explain
     from cxreader.localization.overlay import render_overlay
-    from cxreader.predict import Predictor
 
     requested = resolve_findings(args.finding) if args.finding else None  # bad names fail before any work
     if args.box_threshold is not None and not 0.0 < args.box_threshold < 1.0:
         raise ConfigError(f"--box-threshold must be in (0, 1), got {args.box_threshold}")
     predictor = Predictor(args.checkpoint, device=args.device)
-    checkpoint = predictor.checkpoint
-    rules = rules_for(checkpoint.model)
+    rules = rules_for(predictor.backend.model)
     if args.box_threshold is not None:
         rules = dataclasses.replace(rules, box_threshold=args.box_threshold)
     box_threshold = rules.box_threshold
-    synthetic = checkpoint.contract.synthetic
-    thresholds = dict(zip(FINDINGS, checkpoint.contract.thresholds, strict=True))
+    synthetic = predictor.contract.synthetic
+    thresholds = dict(zip(FINDINGS, predictor.contract.thresholds, strict=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = []
@@ -148,7 +123,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
         image = result.image
         view_position = args.view or image.view_position
         explanation = explain(
-            checkpoint,
+            predictor.backend,
             image,
             result.probabilities,
             findings=requested,
@@ -214,16 +189,14 @@ def run_heatmap(args: argparse.Namespace) -> int:
 
 
 def run_localize_eval(args: argparse.Namespace) -> int:
+    from cxreader.inference.runtime import resolve_device
     from cxreader.localization.evaluation import evaluate_localization
-    from cxreader.training.checkpoint import load_checkpoint
-    from cxreader.training.distributed import resolve_device
+    from cxreader.models.checkpoint import load_checkpoint
+    from cxreader.progress import Progress
 
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device=device)
-
-    def progress(done: int, total: int) -> None:
-        print(f"\r  {done}/{total} images", end="", file=sys.stderr, flush=True)
-
+    bar = Progress(None, desc="localizing", unit="img", leave=False)
     result = evaluate_localization(
         checkpoint,
         args.data,
@@ -234,9 +207,9 @@ def run_localize_eval(args: argparse.Namespace) -> int:
         box_space=args.box_space,
         split=args.split,
         batch_size=args.batch_size,
-        progress=progress,
+        progress=bar.advance_to,
     )
-    print(file=sys.stderr)
+    bar.close()
     label = " (SYNTHETIC-trained checkpoint)" if checkpoint.contract.synthetic else ""
     print(
         f"Localization accuracy{label}: {args.method.upper()} boxes at heatmap level "
@@ -252,57 +225,3 @@ def run_localize_eval(args: argparse.Namespace) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
-
-
-def run_localize_fit(args: argparse.Namespace) -> int:
-    from cxreader.errors import ConfigError
-    from cxreader.training.checkpoint import load_checkpoint
-    from cxreader.training.distributed import resolve_device
-
-    findings = Path(args.findings) if args.findings else Path(args.data) / "synthetic_findings.csv"
-    if not findings.is_file():
-        raise ConfigError(
-            f"{findings}: no location ground truth (a synthetic_findings.csv); pass --findings FILE"
-        )
-    extra = [(Path(data), Path(data) / "synthetic_findings.csv") for data in args.extra_data]
-    for data, extra_findings in extra:
-        if not extra_findings.is_file():
-            raise ConfigError(f"--extra-data {data}: no location ground truth ({extra_findings} is missing)")
-        if data.resolve() == Path(args.data).resolve():
-            raise ConfigError(f"--extra-data {data} is the training data itself; pass a held-out set")
-    checkpoint = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
-    fit = fit_and_report(checkpoint, args.data, findings, extra=extra, batch_size=args.batch_size)
-    if not fit.helps and not args.force:
-        print(
-            "the reader does not beat the rules on validation: checkpoint left as it was (--force stores it)"
-        )
-        return 1
-    store_reader(args.checkpoint, fit)
-    return 0
-
-
-def fit_and_report(checkpoint, data, findings, *, extra=(), batch_size: int = 32):
-    """Fit a location reader (:func:`cxreader.localization.fitting.fit_reader`) and print the comparison."""
-    from cxreader.localization.fitting import fit_reader
-
-    def progress(split: str, done: int, total: int) -> None:
-        end = "\n" if done >= total else ""
-        print(f"\r  {split}: {done}/{total} images", end=end, file=sys.stderr, flush=True)
-
-    fit = fit_reader(checkpoint, data, findings, extra=extra, batch_size=batch_size, progress=progress)
-    rules, reader = fit.rules_val, fit.reader_val
-    held_out = f" and {fit.extra_samples} of held-out sets" if extra else ""
-    print(
-        f"location reader fitted on {fit.train_samples} training true positives{held_out} "
-        f"({len(fit.reader.zone)} findings); validation, {rules['n']} true positives:\n"
-        f"  rules:  side {rules['side']:.3f}, zone {rules['zone']:.3f}, side and zone {rules['side_and_zone']:.3f}\n"
-        f"  reader: side {reader['side']:.3f}, zone {reader['zone']:.3f}, side and zone {reader['side_and_zone']:.3f}"
-    )
-    return fit
-
-
-def store_reader(path, fit) -> None:
-    from cxreader.training.checkpoint import store_location_reader
-
-    store_location_reader(path, fit.reader)
-    print(f"stored in {path}")

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from cxreader import DISCLAIMER
-from cxreader.labels import FINDINGS, display_name
 
 
 def register(subparsers) -> None:
@@ -45,16 +44,21 @@ def register(subparsers) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from cxreader.predict import Predictor
+    from cxreader.inference.predict import Predictor, format_predictions
 
     predictor = Predictor(
         args.checkpoint, device=args.device, batch_size=args.batch_size, backend=args.backend
     )
     results = predictor.predict_files(args.files, keep_images=args.describe or bool(args.caption))
+    if args.describe:  # first: it refuses a backend without heatmaps before the captioner is loaded
+        from cxreader.localization.explain import describe_predictions
+
+        describe_predictions(predictor.backend, results)
     if args.caption:
-        attach_captions(args.caption, results, predictor.thresholds, device=args.device, beam_size=args.beam)
-    if args.describe:
-        attach_descriptions(predictor, results)
+        from cxreader.screening.captions import caption_predictions, load_captioner
+
+        captioner = load_captioner(args.caption, device=args.device, beam_size=args.beam)
+        caption_predictions(captioner, results, predictor.thresholds)
     for result in results:
         result.image = None  # the pixels are not needed any more
     synthetic = predictor.contract.synthetic
@@ -75,63 +79,3 @@ def run_predict(args: argparse.Namespace) -> int:
             print("Model trained on SYNTHETIC data: its outputs mean nothing for real patients.")
         print(DISCLAIMER)
     return 1 if any(result.error for result in results) else 0
-
-
-def attach_descriptions(predictor, results) -> None:
-    """Attach the grounded descriptions of the positive findings (cxreader.localization) to each result."""
-    from cxreader.errors import ConfigError
-    from cxreader.localization.explain import explain
-
-    if predictor.checkpoint is None:
-        raise ConfigError("--describe needs a PyTorch checkpoint: heatmaps read the model's feature map")
-    for result in results:
-        if result.error is None:
-            explanation = explain(predictor.checkpoint, result.image, result.probabilities)
-            result.descriptions = [item.to_json_dict() for item in explanation.descriptions]
-
-
-def attach_captions(checkpoint, results, thresholds, *, device: str, beam_size: int) -> None:
-    """Attach the learned caption (Shin et al. 2016) of each positive finding to each result.
-
-    The findings are the classifier's positives (``--checkpoint`` and its ``thresholds``), as in ``screen``
-    (:func:`cxreader.screening.captions.learned_captions`); a finding the captioner has no token for is listed
-    with ``text: null`` rather than silently dropped.
-    """
-    from cxreader.screening.captions import learned_captions, load_captioner
-
-    captioner = load_captioner(checkpoint, device=device, beam_size=beam_size)
-    for result in results:
-        if result.error is not None:
-            continue
-        probabilities = [result.probabilities[name] for name in FINDINGS]
-        captions = learned_captions(captioner, result.image.pixels, probabilities, thresholds)
-        result.captions = [{"finding": name, "text": captions.get(name)} for name in result.positive]
-
-
-def format_predictions(results, thresholds) -> str:
-    """A readable block per file: findings sorted by probability, '*' where the threshold is crossed."""
-    lines = []
-    for result in results:
-        if result.error:
-            lines.append(f"{result.path}: ERROR {result.error}")
-            continue
-        lines.append(f"{result.path}:")
-        order = sorted(FINDINGS, key=lambda name: -result.probabilities[name])
-        for name in order:
-            threshold = thresholds[FINDINGS.index(name)]
-            mark = "*" if name in result.positive else " "
-            lines.append(
-                f"  {mark} {display_name(name):<20} {result.probabilities[name]:.3f}  (threshold {threshold:.3f})"
-            )
-        if getattr(result, "descriptions", None) is not None:
-            empty = "" if result.descriptions else " no finding above its threshold"
-            lines.append(f"  description:{empty}")
-            lines.extend(f"    {item['sentence']}" for item in result.descriptions)
-        if getattr(result, "captions", None) is not None:
-            empty = "" if result.captions else " no finding above its threshold"
-            lines.append(f"  learned caption:{empty}")
-            lines.extend(
-                f"    {display_name(item['finding'])}: {item['text'] or '(the captioner does not know this finding)'}"
-                for item in result.captions
-            )
-    return "\n".join(lines)

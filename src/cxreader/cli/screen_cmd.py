@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cxreader import DISCLAIMER
-from cxreader.storage.names import DATABASE_URL_ENV
+from cxreader.storage.names import DATABASE_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,12 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checkpoint", required=True, help="a cxreader checkpoint (RUN/best.pt) or ONNX export"
     )
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help=f"database URL or SQLite file (default: ${DATABASE_URL_ENV}, else records.sqlite3 in the user "
-        "data dir)",
-    )
+    parser.add_argument("--db", metavar="URL", help=DATABASE_HELP)
     parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument(
         "--workers",
@@ -47,20 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="lines of the printed triage list (default 50)",
     )
-    describe = parser.add_mutually_exclusive_group()
-    describe.add_argument(
+    parser.add_argument(
         "--describe",
-        dest="describe",
-        action="store_const",
-        const=True,
-        help="grounded descriptions of positive findings (default when available)",
-    )
-    describe.add_argument(
-        "--no-describe",
-        dest="describe",
-        action="store_const",
-        const=False,
-        help="probabilities only (faster)",
+        action=argparse.BooleanOptionalAction,
+        help="grounded descriptions of positive findings (default when available); --no-describe: "
+        "probabilities only (faster)",
     )
     parser.add_argument(
         "--caption",
@@ -73,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_screen(args: argparse.Namespace) -> int:
     """Handler of ``cxreader screen``: exit code 0 when the run completed (failed files are recorded)."""
-    from cxreader.screening.backend import load_backend
+    from cxreader.inference.backends import load_backend
     from cxreader.screening.engine import screen
     from cxreader.screening.triage import format_triage, write_triage_csv
     from cxreader.storage.db import open_database

@@ -1,4 +1,4 @@
-"""``cxreader search`` (query the stored screening records) and ``cxreader db upgrade`` (schema migrations)."""
+"""``cxreader search``: query the stored screening records, print them as a table, CSV or JSON."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import argparse
 import csv
 import json
 import sys
+from dataclasses import asdict
 from datetime import date
 from typing import TYPE_CHECKING, TextIO
 
 from cxreader import DISCLAIMER
 from cxreader.labels import FINDINGS
-from cxreader.storage.names import DATABASE_URL_ENV, MAX_SEARCH_LIMIT, SEARCH_ORDERS
+from cxreader.storage.names import DATABASE_HELP, MAX_SEARCH_LIMIT, SEARCH_ORDERS, SEARCH_STATUSES
 
 if TYPE_CHECKING:
-    from cxreader.storage.crud import FindingHit, SearchPage
+    from cxreader.storage.records import FindingResult, SearchPage
 
 FORMATS = ("table", "csv", "json")
 #: Columns of ``--format csv``: one line per matched finding of each image.
@@ -41,13 +42,10 @@ CSV_COLUMNS = (
     "heatmap_path",
 )
 _MAX_SOURCE_CHARS = 48
-_DB_HELP = (
-    f"database URL or SQLite file (default: ${DATABASE_URL_ENV}, else records.sqlite3 in the user data dir)"
-)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``search`` and ``db`` to the top-level commands."""
+    """Add ``search`` to the top-level commands."""
     parser = subparsers.add_parser(
         "search",
         help="search the stored screening records",
@@ -73,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--status",
-        choices=("ok", "failed", "any"),
+        choices=SEARCH_STATUSES,
         default="ok",
         help="images read successfully (default), those that failed, or both",
     )
@@ -86,22 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=100, help=f"rows per page, at most {MAX_SEARCH_LIMIT}")
     parser.add_argument("--offset", type=int, default=0, help="rows to skip (paging)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    parser.add_argument("--db", metavar="URL", help=_DB_HELP)
+    parser.add_argument("--db", metavar="URL", help=DATABASE_HELP)
     parser.set_defaults(func=run_search)
-
-    db_parser = subparsers.add_parser("db", help="the records database: schema migrations")
-    db_subparsers = db_parser.add_subparsers(dest="db_command", metavar="DB_COMMAND")
-    upgrade = db_subparsers.add_parser(
-        "upgrade", help="create the records database, or upgrade its schema to this version of cxreader"
-    )
-    upgrade.add_argument("--db", metavar="URL", help=_DB_HELP)
-    upgrade.set_defaults(func=run_upgrade)
-    db_parser.set_defaults(func=lambda args: _print_help(db_parser))
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _parse_date(text: str) -> date:
@@ -113,8 +97,8 @@ def _parse_date(text: str) -> date:
 
 def run_search(args: argparse.Namespace) -> int:
     """Handler of ``cxreader search``: prints one page of matches; exit code 0 (also when nothing matched)."""
-    from cxreader.storage.crud import search_records
     from cxreader.storage.db import open_database
+    from cxreader.storage.search import search_records
 
     database = open_database(args.db, upgrade=False)
     try:
@@ -128,7 +112,7 @@ def run_search(args: argparse.Namespace) -> int:
                 patient=args.patient,
                 text=args.text,
                 above_threshold=args.above_threshold,
-                status=None if args.status == "any" else args.status,
+                status=args.status,
                 limit=args.limit,
                 offset=args.offset,
                 order=args.order,
@@ -148,41 +132,25 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_upgrade(args: argparse.Namespace) -> int:
-    """Handler of ``cxreader db upgrade``."""
-    from cxreader.storage.db import display_url, init_db, resolve_database_url
-
-    url = resolve_database_url(args.db)
-    revision = init_db(url)
-    print(f"database {display_url(url)} is at schema revision {revision} (newest)")
-    return 0
-
-
 def write_json(page: SearchPage, stream: TextIO) -> None:
-    """The page as one JSON object: ``total``, ``limit``, ``offset``, ``rows`` and the disclaimer."""
-    document = {
-        "total": page.total,
-        "limit": page.limit,
-        "offset": page.offset,
-        "rows": [row.to_dict() for row in page.rows],
-        "disclaimer": DISCLAIMER,
-    }
-    json.dump(document, stream, indent=2)
+    """The page as one JSON object: ``total``, ``limit``, ``offset``, ``rows`` (the records, dates in ISO 8601)
+    and the disclaimer."""
+    json.dump({**asdict(page), "disclaimer": DISCLAIMER}, stream, indent=2, default=_isoformat)
     stream.write("\n")
+
+
+def _isoformat(value: date) -> str:
+    # json's fallback for what it cannot write itself: in a record, only dates and timestamps.
+    return value.isoformat()
 
 
 def write_csv(page: SearchPage, stream: TextIO) -> None:
     """The page as CSV, one line per matched finding of each image (one line for an image without any)."""
-    writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    for row in page.rows:
-        record = row.to_dict()
-        base = {key: record[key] for key in CSV_COLUMNS if key in record}
-        for hit in row.findings or [None]:
-            line = dict(base)
-            if hit is not None:
-                line.update({key: value for key, value in hit.to_dict().items() if key in CSV_COLUMNS})
-            writer.writerow(line)
+    for record in map(asdict, page.rows):
+        for finding in record["findings"] or [{}]:
+            writer.writerow({**record, **finding})
 
 
 def write_table(page: SearchPage, stream: TextIO, *, matched_only: bool = True) -> None:
@@ -225,7 +193,7 @@ def write_table(page: SearchPage, stream: TextIO, *, matched_only: bool = True) 
     stream.write(DISCLAIMER + "\n")
 
 
-def _describe_hit(hit: FindingHit) -> str:
+def _describe_hit(hit: FindingResult) -> str:
     mark = ">=" if hit.above_threshold else "<"
     text = f"{hit.finding.replace('_', ' ')} {hit.probability:.2f} ({mark} {hit.threshold:.2f})"
     return f"{text}: {hit.description}" if hit.description else text

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 
 from cxreader import DISCLAIMER
-from cxreader.service.settings import (
-    API_KEYS_ENV,
-    DATA_DIR_ENV,
-    DATABASE_URL_ENV,
-    DEFAULT_MAX_UPLOAD_MB,
-    MAX_UPLOAD_MB_ENV,
-)
+from cxreader.service.settings import API_KEYS_ENV, DATA_DIR_ENV, DEFAULT_MAX_UPLOAD_MB, MAX_UPLOAD_MB_ENV
+from cxreader.storage.names import DATABASE_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,9 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument(
-        "--db", metavar="URL", help=f"database URL or SQLite file (default: ${DATABASE_URL_ENV})"
-    )
+    parser.add_argument("--db", metavar="URL", help=DATABASE_HELP)
     parser.add_argument(
         "--data-dir",
         help=f"folder for uploads and heatmaps (default: ${DATA_DIR_ENV}, else the user data dir)",

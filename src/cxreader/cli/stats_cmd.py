@@ -75,9 +75,7 @@ def run_stats(args: argparse.Namespace) -> int:
         raise ConfigError("give --data DIR (the ChestX-ray14 tables) or --list NAME=FILE for each split")
     from cxreader.data.chestxray14 import load_splits, split_statistics
 
-    splits = load_splits(
-        args.data, split=args.split or ("lists" if lists else "random"), lists=lists, seed=args.seed
-    )
+    splits = load_splits(args.data, split=args.split, lists=lists, seed=args.seed)
     stats = split_statistics(splits)
     if args.json:
         print(json.dumps(stats_json(stats), indent=2))

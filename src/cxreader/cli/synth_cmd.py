@@ -44,7 +44,7 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from cxreader.data.synthetic import generate_synthetic_dataset
+    from cxreader.synthetic.dataset import generate_synthetic_dataset
 
     summary = generate_synthetic_dataset(
         args.out,

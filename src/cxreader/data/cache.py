@@ -23,9 +23,9 @@ instead of a global permutation, and compressed rows would bring the decoding co
 
 Every row equals :func:`cxreader.data.io.read_image_uint8` of its source at ``size`` (a test compares them).
 PNG files whose pixels need no conversion beyond Pillow's luma are decoded with libspng (``pyspng``) when it
-is installed, which is about 1.7x faster than Pillow's decoder for the NIH files; the result then goes
-through exactly the same Pillow conversion and Lanczos resize, so the pixels are identical. Any other file,
-or any failure of that fast path, goes through ``read_image_uint8`` itself.
+is installed, which is faster than Pillow's decoder for the NIH files (benchmarks/BENCHMARKS.md); the result
+then goes through exactly the same Pillow conversion and Lanczos resize, so the pixels are identical. Any
+other file, or any failure of that fast path, goes through ``read_image_uint8`` itself.
 """
 
 from __future__ import annotations
@@ -43,9 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from cxreader import __version__
+from cxreader.data.chestxray14 import ImageLocator, base_name, scan_files
+from cxreader.data.io import REDUCING_GAP, read_image_uint8
 from cxreader.errors import DataError, ImageReadError
+from cxreader.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +115,6 @@ def decode_for_cache(path: str | Path, size: int, *, fast_png: bool = True) -> n
     Raises:
         ImageReadError: the file cannot be read (as :func:`~cxreader.data.io.read_image_uint8`).
     """
-    from cxreader.data.io import read_image_uint8
-
     if fast_png:
         try:
             raw = Path(path).read_bytes()
@@ -133,9 +135,6 @@ def _fast_png_uint8(raw: bytes, size: int) -> np.ndarray | None:
         return None
     try:
         import pyspng
-        from PIL import Image
-
-        from cxreader.data.io import REDUCING_GAP
     except ImportError:
         return None
     try:
@@ -192,13 +191,6 @@ class CacheIndex:
     def count(self) -> int:
         return len(self.entries)
 
-    def rows_by_name(self) -> dict[str, int]:
-        return {entry["name"]: row for row, entry in enumerate(self.entries)}
-
-    def missing(self) -> list[dict[str, Any]]:
-        """The entries that could not be read, with their reasons."""
-        return [entry for entry in self.entries if entry["status"] == "missing"]
-
     def to_json(self) -> dict[str, Any]:
         return {
             "format": CACHE_FORMAT,
@@ -211,7 +203,7 @@ class CacheIndex:
             "created": self.created,
             "updated": _now(),
             "cxreader_version": __version__,
-            "decoder": f"cxreader.data.io.read_image_uint8 (Lanczos, reducing_gap={_reducing_gap()})",
+            "decoder": f"cxreader.data.io.read_image_uint8 (Lanczos, reducing_gap={REDUCING_GAP})",
             "entries": self.entries,
         }
 
@@ -286,8 +278,6 @@ class CacheImageSource:
     """
 
     def __init__(self, cache_dir: str | Path, names: Sequence[str], expected_size: int | None = None):
-        from cxreader.data.chestxray14 import base_name
-
         index = read_cache_index(cache_dir)
         self.folder = index.folder
         if not index.complete:
@@ -303,7 +293,7 @@ class CacheImageSource:
             )
         self.size = index.size
         self.count = index.count
-        rows_by_name = index.rows_by_name()
+        rows_by_name = {entry["name"]: row for row, entry in enumerate(index.entries)}
         self.names = [base_name(str(name)) for name in names]
         absent = [name for name in self.names if name not in rows_by_name]
         if absent:
@@ -390,19 +380,9 @@ def list_image_files(data: str | Path | Sequence[str | Path]) -> list[Path]:
         root = Path(data)
         if not root.is_dir():
             raise DataError(root, "not a directory")
-        from cxreader.data.chestxray14 import ImageLocator
-
-        directories = ImageLocator(root).directories or [root]
-        paths: dict[str, Path] = {}
-        for directory in directories:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if (
-                        not entry.name.startswith(".")
-                        and entry.name.lower().endswith(IMAGE_SUFFIXES)
-                        and entry.is_file()
-                    ):
-                        paths.setdefault(entry.name, Path(entry.path))  # first folder wins, as ImageLocator
+        locator = ImageLocator(root)
+        files = locator.files if locator.directories else scan_files([root])
+        paths = {name: path for name, path in files.items() if name.lower().endswith(IMAGE_SUFFIXES)}
         if not paths:
             raise DataError(root, f"no image files ({', '.join(IMAGE_SUFFIXES)}) found")
         return [paths[name] for name in sorted(paths)]
@@ -510,7 +490,9 @@ def build_cache(
     index.complete = True
     _write_index(index)
     journal_path.unlink(missing_ok=True)
-    missing = [(entry["name"], entry.get("reason") or "") for entry in index.missing()]
+    missing = [
+        (entry["name"], entry["reason"] or "") for entry in index.entries if entry["status"] == "missing"
+    ]
     return CacheBuildSummary(
         out=out,
         size=size,
@@ -585,8 +567,6 @@ def _replay_journal(path: Path, index: CacheIndex) -> None:
 
 
 def _write_index(index: CacheIndex) -> None:
-    from cxreader.config import write_text_atomic
-
     write_text_atomic(index.folder / INDEX_FILE, json.dumps(index.to_json(), separators=(",", ":")) + "\n")
 
 
@@ -609,12 +589,6 @@ def _init_worker(images_path: str, count: int, size: int, fast_png: bool, in_poo
     _WORKER["images"] = np.memmap(images_path, dtype=np.uint8, mode="r+", shape=(count, size, size))
     _WORKER["size"] = size
     _WORKER["fast_png"] = fast_png
-
-
-def _reducing_gap() -> float:
-    from cxreader.data.io import REDUCING_GAP
-
-    return REDUCING_GAP
 
 
 def _decode_row(task: tuple[int, str]) -> list[Any]:

@@ -8,7 +8,7 @@ format of its reference implementations: an image name followed by 14 binary lab
 
 Three ways to get splits, one entry point (:func:`load_splits`):
 
-* ``"random"``: a seeded patient-level split of the Data_Entry table (:func:`make_patient_split`);
+* ``"random"``: a seeded patient-level split of the Data_Entry table (:meth:`ChestXray14.patient_split`);
 * ``"official"``: test = ``test_list.txt``, train/val carved by patient from ``train_val_list.txt``
   (:func:`official_split`);
 * ``"lists"``: one list file per split, official or CheXNet format (:func:`split_from_list_files`).
@@ -79,16 +79,18 @@ def base_name(name: str) -> str:
     return name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def patient_id_from_name(name: str) -> int:
-    """Patient id encoded in an NIH image name: ``00012345_003.png`` -> ``12345``.
+def scan_files(directories: Iterable[Path]) -> dict[str, Path]:
+    """File name → path of the files in ``directories`` (not recursive, hidden files skipped).
 
-    Raises:
-        DataError: the name does not follow the NIH ``<patient>_<follow-up>.png`` pattern.
+    A name found twice keeps the first directory's file: an archive unpacked twice holds identical files.
     """
-    match = _NIH_NAME.match(base_name(name))
-    if match is None:
-        raise DataError(name, "not an NIH image name (<patient>_<follow-up>.png): cannot tell the patient")
-    return int(match.group(1))
+    paths: dict[str, Path] = {}
+    for directory in directories:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") and entry.name not in paths and entry.is_file():
+                    paths[entry.name] = Path(entry.path)
+    return paths
 
 
 class ImageLocator:
@@ -96,8 +98,8 @@ class ImageLocator:
 
     The layouts are ``root/images/`` (one folder) and ``root/images_001/images/ … root/images_012/images/``
     (the twelve archives unpacked side by side); ``root/images_001/`` holding the files directly is accepted
-    too. The directories are listed once with :func:`os.scandir`, which reads the file type from the
-    directory entry instead of calling ``stat`` on each of the 112,120 files.
+    too. The directories are listed once with :func:`os.scandir` (:func:`scan_files`), which reads the file
+    type from the directory entry instead of calling ``stat`` on each of the 112,120 files.
 
     Args:
         root: The release directory. A root without image folders gives an empty locator (stats need none).
@@ -111,13 +113,8 @@ class ImageLocator:
         if not self.root.is_dir():
             raise DataError(self.root, "not a directory")
         self.directories: list[Path] = self._image_directories()
-        self._paths: dict[str, Path] = {}
-        for directory in self.directories:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    # The first folder wins when an archive was unpacked twice; the files are identical.
-                    if not entry.name.startswith(".") and entry.is_file() and entry.name not in self._paths:
-                        self._paths[entry.name] = Path(entry.path)
+        #: File name → path of every file in the image folders.
+        self.files = scan_files(self.directories)
 
     def _image_directories(self) -> list[Path]:
         directories = []
@@ -133,10 +130,10 @@ class ImageLocator:
         return directories
 
     def __len__(self) -> int:
-        return len(self._paths)
+        return len(self.files)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and base_name(name) in self._paths
+        return isinstance(name, str) and base_name(name) in self.files
 
     def locate(self, name: str) -> Path:
         """Path of one image, by name (a directory prefix in ``name`` is ignored).
@@ -144,7 +141,7 @@ class ImageLocator:
         Raises:
             DataError: the image is in none of the image folders; names the image and the root.
         """
-        path = self._paths.get(base_name(name))
+        path = self.files.get(base_name(name))
         if path is None:
             where = (
                 ", ".join(str(d.relative_to(self.root)) for d in self.directories)
@@ -156,7 +153,7 @@ class ImageLocator:
 
     def missing(self, names: Iterable[str]) -> list[str]:
         """The names, in the order given, that have no file under the root."""
-        return [name for name in names if base_name(name) not in self._paths]
+        return [name for name in names if base_name(name) not in self.files]
 
 
 def read_list_file(path: str | Path) -> tuple[list[str], np.ndarray | None]:
@@ -281,46 +278,27 @@ class ChestXray14:
 
     Args:
         frame: A table as returned by :func:`~cxreader.data.nih_tables.read_data_entry`.
-        root: The release directory, when known (needed only to locate images).
         source: Where the table came from, for error messages.
     """
 
-    def __init__(
-        self, frame: pd.DataFrame, *, root: str | Path | None = None, source: str | Path = "Data_Entry"
-    ):
+    def __init__(self, frame: pd.DataFrame, *, source: str | Path = "Data_Entry"):
         self.frame = frame.reset_index(drop=True)
-        self.root = Path(root) if root is not None else None
         self.source = str(source)
         self._index = pd.Index(self.frame["image"])
         self._labels = self.frame[list(FINDINGS)].to_numpy(dtype=np.float32)
-        self._locator: ImageLocator | None = None
 
     @classmethod
     def from_root(cls, root: str | Path) -> ChestXray14:
         """Read the Data_Entry table found in ``root`` (see :func:`find_data_entry`)."""
-        path = find_data_entry(root)
-        return cls(read_data_entry(path), root=root, source=path)
+        return cls.from_csv(find_data_entry(root))
 
     @classmethod
-    def from_csv(cls, path: str | Path, *, root: str | Path | None = None) -> ChestXray14:
-        """Read an explicit Data_Entry file; ``root`` locates the images, if any."""
-        return cls(read_data_entry(path), root=root, source=path)
+    def from_csv(cls, path: str | Path) -> ChestXray14:
+        """Read an explicit Data_Entry file."""
+        return cls(read_data_entry(path), source=path)
 
     def __len__(self) -> int:
         return len(self.frame)
-
-    @property
-    def locator(self) -> ImageLocator:
-        """The :class:`ImageLocator` of the root (built on first use)."""
-        if self.root is None:
-            raise DataError(self.source, "no dataset root given: cannot locate images")
-        if self._locator is None:
-            self._locator = ImageLocator(self.root)
-        return self._locator
-
-    def missing_images(self) -> list[str]:
-        """Images named in the table that have no file under the root."""
-        return self.locator.missing(self.frame["image"])
 
     def positions(self, images: Sequence[str], *, source: str | Path | None = None) -> np.ndarray:
         """Row positions of the images in the table.
@@ -367,7 +345,8 @@ class ChestXray14:
         names: Sequence[str] = SPLIT_NAMES,
         seed: int = 0,
     ) -> dict[str, Split]:
-        """Seeded patient-level split of ``images`` (default: the whole table).
+        """Seeded patient-level split of ``images`` (default: the whole table), by default the CheXNet
+        recipe: 70/10/20 of the images. The same table and seed always give the same split.
 
         Patients are shuffled with ``numpy.random.default_rng(seed)`` and cut where the running image count
         comes closest to each fraction's share of the images, so the fractions hold in images, not in
@@ -427,31 +406,6 @@ class ChestXray14:
         return bounds
 
 
-def _as_dataset(frame: pd.DataFrame | ChestXray14) -> ChestXray14:
-    return frame if isinstance(frame, ChestXray14) else ChestXray14(frame)
-
-
-def make_patient_split(
-    frame: pd.DataFrame | ChestXray14,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    seed: int = 0,
-    *,
-    names: Sequence[str] = SPLIT_NAMES,
-) -> dict[str, Split]:
-    """Seeded random split by patient, the CheXNet recipe (70/10/20 of the images by default).
-
-    No patient appears in two splits; the fractions are met in images as closely as whole patients allow
-    (see :meth:`ChestXray14.patient_split`). The same frame and seed always give the same split.
-
-    Args:
-        frame: A Data_Entry table (or a :class:`ChestXray14`).
-        fractions: One share per split name, summing to 1.
-        seed: Seed of the patient shuffle.
-        names: Split names, in the order of ``fractions``.
-    """
-    return _as_dataset(frame).patient_split(fractions=fractions, names=names, seed=seed)
-
-
 def official_split(
     root: str | Path,
     val_fraction: float = 0.1,
@@ -487,7 +441,7 @@ def official_split(
 
 def split_from_list_files(
     lists: Mapping[str, str | Path],
-    frame: pd.DataFrame | ChestXray14 | None = None,
+    dataset: ChestXray14 | None = None,
 ) -> dict[str, Split]:
     """Splits given by list files, e.g. ``{"train": ..., "val": ..., "test": ...}``.
 
@@ -500,7 +454,6 @@ def split_from_list_files(
     """
     if not lists:
         raise ConfigError("no list files given")
-    dataset = _as_dataset(frame) if frame is not None else None
     splits = {}
     for name, path in lists.items():
         images, labels = read_list_file(path)
@@ -523,16 +476,20 @@ def split_from_list_files(
     return splits
 
 
+def _table(root: str | Path | None, data_entry: str | Path | None) -> ChestXray14:
+    return ChestXray14.from_csv(data_entry) if data_entry is not None else ChestXray14.from_root(root)
+
+
 def _dataset_or_none(root: str | Path | None, data_entry: str | Path | None) -> ChestXray14 | None:
     if data_entry is not None:
-        return ChestXray14.from_csv(data_entry, root=root)
+        return ChestXray14.from_csv(data_entry)
     if root is None:
         return None
     try:
         path = find_data_entry(root)
     except DataError:
         return None
-    return ChestXray14(read_data_entry(path), root=root, source=path)
+    return ChestXray14.from_csv(path)
 
 
 def load_splits(
@@ -549,7 +506,7 @@ def load_splits(
 
     Methods (``split``):
 
-    * ``"random"`` — :func:`make_patient_split` of the whole Data_Entry table with ``fractions`` and ``seed``
+    * ``"random"`` — :meth:`ChestXray14.patient_split` of the whole Data_Entry table with ``fractions`` and ``seed``
       (the CheXNet 70/10/20 recipe). Needs ``root`` or ``data_entry``.
     * ``"official"`` — :func:`official_split`: the NIH ``test_list.txt`` as test, ``val_fraction`` of
       ``train_val_list.txt`` (by patient, ``seed``) as val. Needs ``root`` holding the lists and the table.
@@ -590,14 +547,10 @@ def load_splits(
             raise ConfigError(
                 "split 'official' needs the dataset root holding train_val_list.txt and test_list.txt"
             )
-        dataset = ChestXray14.from_csv(data_entry, root=root) if data_entry is not None else None
-        return official_split(root, val_fraction, seed, dataset=dataset)
+        return official_split(root, val_fraction, seed, dataset=_table(root, data_entry))
     if root is None and data_entry is None:
         raise ConfigError("split 'random' needs the dataset root or a Data_Entry CSV")
-    dataset = (
-        ChestXray14.from_csv(data_entry, root=root) if data_entry is not None else ChestXray14.from_root(root)
-    )
-    return make_patient_split(dataset, fractions, seed)
+    return _table(root, data_entry).patient_split(fractions=fractions, seed=seed)
 
 
 @dataclass(frozen=True)

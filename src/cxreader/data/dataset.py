@@ -18,7 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cxreader.errors import CXReaderError
+from cxreader.config import TrainConfig
+from cxreader.data.chestxray14 import ImageLocator, Split, load_splits
+from cxreader.data.transforms import load_size_for
+from cxreader.errors import ConfigError, CXReaderError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +120,37 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         if "augment" in good[0]:
             batch["augment"] = torch.stack([sample["augment"] for sample in good])
     return batch
+
+
+def build_splits(config: TrainConfig) -> dict[str, Split]:
+    """The splits a training config asks for (see :func:`cxreader.data.chestxray14.load_splits`)."""
+    if not config.data and config.split != "lists":
+        raise ConfigError(
+            "no dataset: pass --data DIR (a ChestX-ray14 release or `cxreader data synth` output)"
+        )
+    return load_splits(
+        config.data or None,
+        split=config.split,
+        lists=config.lists or None,
+        seed=config.seed,
+    )
+
+
+def image_source(config: TrainConfig, split: Split) -> ImageSource:
+    """Decode from files (checked up front: a missing file named in the CSV stops the run with its name),
+    or read a preprocessing cache when the config names one."""
+    load_size = load_size_for(config.image_size)
+    if config.cache:
+        from cxreader.data.cache import CacheImageSource
+
+        return CacheImageSource(config.cache, split.images, expected_size=load_size)
+    locator = ImageLocator(config.data)
+    missing = locator.missing(split.images)
+    if missing:
+        shown = ", ".join(missing[:3])
+        raise DataError(
+            Path(config.data),
+            f"{len(missing)} image file(s) named in the labels are missing from images/ or images_0NN/images/ "
+            f"(first: {shown})",
+        )
+    return FileImageSource([locator.locate(name) for name in split.images], load_size)

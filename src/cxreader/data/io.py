@@ -27,11 +27,11 @@ radiologist views the image (bone and opacities bright).
 ``read_image_uint8`` rule: the uint8 image is exactly ``round(255 * pixels)`` (for 8-bit files, the stored grey
 level). With ``size`` it is resampled to ``size x size`` (aspect ratio not kept, as in CheXNet's 224 x 224
 resize) with Lanczos through Pillow's two-step ``reducing_gap`` path (an integer box ``reduce`` followed by a
-Lanczos step of at least ``REDUCING_GAP`` times). A gap of 2 is a measured trade: for the NIH 1024 → 256
-resize it is a box ``reduce(2)`` and a Lanczos halving, 1.6 ms against 3.8 ms for a full Lanczos (a gap of 3
-reduces nothing at a factor of 4), a difference that dominates nothing in the image but the cost of building
-the preprocessing cache, where decoding is the only other step); a JPEG is first decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
-(``Image.draft``) when at least ``REDUCING_GAP x size`` pixels per side remain, as ``Image.thumbnail`` does.
+Lanczos step of at least ``REDUCING_GAP`` times). For the NIH 1024 → 256 resize a gap of 2 is a box
+``reduce(2)`` and a Lanczos halving, within a grey level of a full Lanczos at less than half its cost (a gap of
+3 reduces nothing at a factor of 4; timings in benchmarks/BENCHMARKS.md, preprocessing cache). A JPEG is first
+decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (``Image.draft``) when at least ``REDUCING_GAP x size``
+pixels per side remain, as ``Image.thumbnail`` does.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ __all__ = [
     "REDUCING_GAP",
     "LoadedImage",
     "load_image",
-    "read_image",
     "read_image_uint8",
     "sniff_format",
 ]
@@ -101,6 +100,8 @@ _PIL_FORMATS = {
 # Pillow modes with more than 8 bits per sample; every other mode becomes 8-bit luma through convert("L").
 _PIL_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 _PIL_WIDE_MODES = _PIL_16BIT_MODES | {"I", "F"}
+# Bits per sample of the Pillow modes that do not have 8.
+_PIL_BITS = {"1": 1, "I": 32, "F": 32} | dict.fromkeys(_PIL_16BIT_MODES, 16)
 
 # Transfer syntaxes newer than pydicom 3.0's UID dictionary (DICOM PS3.6 table A-1), named for messages.
 _NEWER_SYNTAXES = {
@@ -162,19 +163,10 @@ def load_image(source: str | Path, *, data: bytes | None = None) -> LoadedImage:
     return LoadedImage(pixels=_pil_to_float(name, image), path=name, format=fmt, bits_stored=bits)
 
 
-def read_image(source: str | Path, *, data: bytes | None = None) -> np.ndarray:
-    """Return ``load_image(source, data=data).pixels``: float32 ``(H, W)`` in ``[0, 1]``, bone bright.
-
-    Raises:
-        ImageReadError: as :func:`load_image`.
-    """
-    return load_image(source, data=data).pixels
-
-
 def read_image_uint8(source: str | Path, *, size: int | None = None, data: bytes | None = None) -> np.ndarray:
     """Decode a radiograph to uint8 grayscale, optionally resampled to ``size x size``.
 
-    Without ``size`` the result equals ``round(255 * read_image(source))`` exactly. With ``size`` it is that
+    Without ``size`` the result equals ``round(255 * load_image(source).pixels)`` exactly. With ``size`` it is that
     image resampled by the rule in the module docstring (Lanczos with ``reducing_gap=REDUCING_GAP``; JPEG
     DCT-domain pre-scaling), which keeps big PNG/JPEG files fast for the preprocessing cache.
 
@@ -331,7 +323,7 @@ def _open_pil(
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
         raise ImageReadError(name, f"multi-frame image ({frames} frames) is not a radiograph")
-    bits = _pil_bits(image)
+    bits = _PIL_BITS.get(image.mode, 8)
 
     box = None
     try:
@@ -365,16 +357,6 @@ def _pil_error(name: str, raw: bytes, label: str, exc: Exception) -> ImageReadEr
     if "decoder" in lowered and "not available" in lowered:
         return ImageReadError(name, f"unsupported {label} file: Pillow has no decoder for it ({message})")
     return ImageReadError(name, f"corrupt {label} data: {message}")
-
-
-def _pil_bits(image: Image.Image) -> int:
-    if image.mode == "1":
-        return 1
-    if image.mode in _PIL_16BIT_MODES:
-        return 16
-    if image.mode in ("I", "F"):
-        return 32
-    return 8
 
 
 def _pil_to_float(name: str, image: Image.Image) -> np.ndarray:
@@ -608,12 +590,8 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
 
 
 def _dicom_metadata(ds: Dataset) -> dict[str, str]:
-    metadata = {}
-    for key in DICOM_METADATA_KEYS:
-        value = _string_attr(ds, key)
-        if value is not None:
-            metadata[key] = value
-    return metadata
+    values = {key: _string_attr(ds, key) for key in DICOM_METADATA_KEYS}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _string_attr(ds: Dataset, key: str) -> str | None:

@@ -70,7 +70,8 @@ def open_text(path: str | Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+def read_csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The header (trailing empty fields dropped) and the non-blank rows of a plain or gzip CSV file."""
     try:
         with open_text(path) as handle:
             rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
@@ -100,7 +101,7 @@ def read_data_entry(path: str | Path) -> pd.DataFrame:
             label is unknown; the message names the file and the line.
     """
     path = Path(path)
-    header, rows = _read_rows(path)
+    header, rows = read_csv_rows(path)
     if tuple(header[: len(_DATA_ENTRY_HEADER)]) != _DATA_ENTRY_HEADER:
         raise DataError(
             path,
@@ -162,11 +163,8 @@ def read_bbox_list(path: str | Path) -> pd.DataFrame:
         DataError: wrong header, a row without four numbers, or an unknown finding.
     """
     path = Path(path)
-    header, rows = _read_rows(path)
-    if header[:3] != ["Image Index", "Finding Label", "Bbox [x"] and header[:2] != [
-        "Image Index",
-        "Finding Label",
-    ]:
+    header, rows = read_csv_rows(path)
+    if header[:2] != ["Image Index", "Finding Label"]:
         raise DataError(path, f"not a BBox_List CSV: header starts {','.join(header[:3])!r}")
     records = []
     for line_number, row in enumerate(rows, start=2):

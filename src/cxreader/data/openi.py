@@ -7,7 +7,7 @@ JAMIA 2016. The public release is ``NLMCXR_reports.tgz`` (3,955 reports, ``ecgen
 * ``<uId id="CXR1900"/>``, the report id, which prefixes the ids of its images;
 * ``<AbstractText Label="COMPARISON|INDICATION|FINDINGS|IMPRESSION">``, the report text;
 * ``<MeSH>`` with ``<major>`` terms (``Opacity/lung/upper lobe/right/streaky``, parsed by
-  :mod:`cxreader.captioning.mesh`) and ``<automatic>`` terms (free-text concepts such as ``sternotomy``);
+  :mod:`cxreader.vocabulary`) and ``<automatic>`` terms (free-text concepts such as ``sternotomy``);
 * one ``<parentImage id="CXR1900_IM-0584-1001">`` per image, whose ``<caption>`` describes the whole study
   ("Xray Chest PA and Lateral"). The XML has no per-image view: :attr:`OpenIReport.views` holds the view
   words of the study's captions, not the view of each image.
@@ -33,15 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxreader.captioning.mesh import (
+from cxreader.errors import DataError
+from cxreader.labels import FINDINGS
+from cxreader.vocabulary import (
     MeshAnnotation,
     annotation_tokens,
     is_known_heading,
     is_known_modifier,
     parse_mesh,
 )
-from cxreader.errors import DataError
-from cxreader.labels import FINDINGS
 
 #: Image file suffixes linked to image ids, preferred first when one id has several files.
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm")
@@ -97,7 +97,7 @@ class OpenIReport:
 
     @property
     def annotations(self) -> list[MeshAnnotation]:
-        """The ``<major>`` terms parsed by :func:`cxreader.captioning.mesh.parse_mesh`."""
+        """The ``<major>`` terms parsed by :func:`cxreader.vocabulary.parse_mesh`."""
         return [parse_mesh(term) for term in self.mesh_major]
 
 
@@ -184,26 +184,12 @@ def _terms(mesh: ET.Element | None, tag: str) -> list[str]:
     return [text for text in (_text(element) for element in mesh.iter(tag)) if text]
 
 
-def parse_openi_report(
-    data: bytes | str,
-    *,
-    source: str,
-    warnings: Counter[str] | None = None,
-    examples: dict[str, list[str]] | None = None,
-) -> OpenIReport:
-    """Parse the XML text of one OpenI report.
-
-    Args:
-        data: The XML document.
-        source: Where it comes from (used in messages and kept as :attr:`OpenIReport.source`).
-        warnings: Counter receiving ``no_images``, ``no_mesh_terms``, ``missing_report_id``,
-            ``image_without_id``, ``unknown_mesh_heading`` and ``unknown_mesh_modifier`` counts.
-        examples: Receives a few examples of each warning.
+def _parse_report(data: bytes, *, source: str, log: _WarningLog) -> OpenIReport:
+    """Parse the XML text of one OpenI report (``source``: where it comes from, for messages).
 
     Raises:
         DataError: when the text is not well-formed XML or not an ``<eCitation>`` report.
     """
-    log = _WarningLog(warnings, examples)
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
@@ -333,7 +319,8 @@ def iter_openi_reports(
         source: ``NLMCXR_reports.tgz`` (any tar compression, read as a stream) or a directory holding
             ``ecgen-radiology/*.xml`` or the XML files themselves.
         warnings: Counter receiving ``malformed_xml`` and ``not_a_report`` counts (those documents are
-            skipped) and the per-report warnings of :func:`parse_openi_report`.
+            skipped) and per report ``no_images``, ``no_mesh_terms``, ``missing_report_id``,
+            ``image_without_id``, ``unknown_mesh_heading`` and ``unknown_mesh_modifier``.
         examples: Receives a few examples of each warning.
 
     Raises:
@@ -343,7 +330,7 @@ def iter_openi_reports(
     log = _WarningLog(warnings, examples)
     for name, data in _iter_documents(Path(source)):
         try:
-            yield parse_openi_report(data, source=name, warnings=log.counts, examples=log.examples)
+            yield _parse_report(data, source=name, log=log)
         except DataError as exc:
             kind = "malformed_xml" if exc.reason.startswith("malformed XML") else "not_a_report"
             log.add(kind, str(exc))

@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from cxreader.models.chexnet import IMAGENET_MEAN, IMAGENET_STD
+#: ImageNet normalisation, which ImageNet-initialised models (CheXNet included) expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_size_for(image_size: int) -> int:
@@ -34,20 +36,25 @@ def _to_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def _normalise(tensor: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    tensor = tensor.expand(3, -1, -1) if tensor.shape[0] == 1 else tensor
-    mean_t = torch.tensor(mean, dtype=tensor.dtype).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=tensor.dtype).view(-1, 1, 1)
+    """Normalise ``(C, H, W)`` or ``(B, C, H, W)``; a gray channel (C = 1) broadcasts to the three of ``mean``."""
+    mean_t = torch.tensor(mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
+    std_t = torch.tensor(std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
     return (tensor - mean_t) / std_t
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalPreset:
-    """Resize the whole image to ``image_size``² (no crop: the costophrenic angles sit at the border),
-    replicate the gray channel three times and normalise with the checkpoint's mean and std."""
+class _Preset:
+    """What every preset has: the network's input side and the checkpoint's normalisation."""
 
     image_size: int
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalPreset(_Preset):
+    """Resize the whole image to ``image_size``² (no crop: the costophrenic angles sit at the border),
+    replicate the gray channel three times and normalise with the checkpoint's mean and std."""
 
     def __call__(
         self, image: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
@@ -58,12 +65,8 @@ class EvalPreset:
         return _normalise(tensor.clamp_(0.0, 1.0), self.mean, self.std)
 
 
-#: Order of the values :meth:`TrainPreset.draw` returns (one row per sample).
-AUGMENT_PARAMS = ("area", "aspect", "top", "left", "angle", "brightness", "contrast")
-
-
 @dataclass(frozen=True, kw_only=True)
-class TrainPreset:
+class TrainPreset(_Preset):
     """Random-resized crop (area ``crop_scale``, aspect 0.9–1.1), a small rotation, mild brightness and
     contrast jitter, then the evaluation normalisation. No flips (see module docstring).
 
@@ -72,15 +75,12 @@ class TrainPreset:
     training device (``augment: batch``), which leaves the loader nothing to do but copy cached rows.
     """
 
-    image_size: int
     crop_scale: tuple[float, float] = (0.75, 1.0)
     max_rotation_deg: float = 7.0
     jitter: float = 0.1
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
 
     def draw(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The sample's random values, float32 ``(7,)`` in :data:`AUGMENT_PARAMS` order: crop area fraction,
+        """The sample's random values, float32 ``(7,)`` in this order: crop area fraction,
         aspect ratio, top and left offsets (fractions of the free margin), angle in degrees, brightness and
         contrast factors."""
         u = torch.rand(7, generator=generator, dtype=torch.float64)
@@ -165,10 +165,7 @@ class BatchTrainAugment:
         if preset.jitter > 0:
             mean = tensor.mean(dim=(1, 2, 3), keepdim=True)
             tensor = (tensor - mean) * contrast.view(-1, 1, 1, 1) + mean * brightness.view(-1, 1, 1, 1)
-        tensor = tensor.clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
-        mean_t = torch.tensor(preset.mean, device=tensor.device).view(1, -1, 1, 1)
-        std_t = torch.tensor(preset.std, device=tensor.device).view(1, -1, 1, 1)
-        return (tensor - mean_t) / std_t
+        return _normalise(tensor.clamp_(0.0, 1.0), preset.mean, preset.std)
 
     def warp(self, masks: torch.Tensor, params: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
         """Warp masks ``(B, K, s, s)`` given in the frame of the ``image_shape`` (H, W) images exactly as
@@ -209,14 +206,10 @@ class BatchTrainAugment:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TenCropPreset:
+class TenCropPreset(_Preset):
     """CheXNet's test-time augmentation: resize to ``load_size_for(image_size)``, take the four corner and the
     centre crops and their mirror images (torchvision ``TenCrop``); the caller averages the 10 predictions.
     Mirroring only averages probabilities here; nothing that names a side uses it."""
-
-    image_size: int
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
 
     def __call__(
         self, image: np.ndarray | torch.Tensor, generator: torch.Generator | None = None

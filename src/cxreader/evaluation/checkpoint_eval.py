@@ -15,13 +15,12 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
 from cxreader.config import config_from_dict
-from cxreader.data.dataset import ChestXrayDataset, collate_samples
+from cxreader.data.dataset import ChestXrayDataset, build_splits, collate_samples, image_source
 from cxreader.errors import ConfigError
 from cxreader.evaluation.report import EvaluationReport, build_report
-from cxreader.inference import predict_batches, resolve_amp_dtype
-from cxreader.training.checkpoint import LoadedCheckpoint, load_checkpoint
-from cxreader.training.distributed import resolve_device
-from cxreader.training.engine import build_splits, image_source
+from cxreader.inference.batches import predict_batches
+from cxreader.inference.runtime import resolve_amp_dtype, resolve_device
+from cxreader.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Per-class AUROC, its mean, percentile-bootstrap confidence intervals and ROC curve points.
+"""Per-class AUROC, its mean and percentile-bootstrap confidence intervals.
 
 AUROC is computed as the Mann–Whitney U statistic (Hanley & McNeil, "The meaning and use of the area under a
 receiver operating characteristic (ROC) curve", Radiology 1982): the probability that a random positive
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
-from sklearn.metrics import roc_curve
 
 #: Upper bound on the number of (resample, image) cells processed at once; keeps memory near 16 MB per array.
 _CHUNK_CELLS = 2_000_000
@@ -99,29 +97,6 @@ class _SortedClass:
         return aurocs
 
 
-def weighted_auroc(labels_k: np.ndarray, probs_k: np.ndarray, weights: np.ndarray) -> float:
-    """AUROC of one class with a non-negative weight per image (ties count half).
-
-    With integer weights this equals :func:`sklearn.metrics.roc_auc_score` on the data with each image
-    repeated ``weight`` times — the form a bootstrap resample takes.
-
-    Args:
-        labels_k: ``(N,)`` 0/1 labels, NaN for unknown (left out).
-        probs_k: ``(N,)`` scores.
-        weights: ``(N,)`` non-negative weights (e.g. bootstrap draw counts).
-
-    Returns:
-        The AUROC, or NaN when the weighted data lack positives or negatives.
-    """
-    labels, probs = check_labels_probs(np.reshape(labels_k, (-1, 1)), np.reshape(probs_k, (-1, 1)))
-    weights = np.asarray(weights, dtype=np.float64).reshape(-1, 1)
-    if weights.shape[0] != labels.shape[0]:
-        raise ValueError(f"weights has {weights.shape[0]} entries for {labels.shape[0]} images")
-    if np.any(weights < 0) or not np.all(np.isfinite(weights)):
-        raise ValueError("weights must be finite and non-negative")
-    return float(_SortedClass(labels[:, 0], probs[:, 0]).auroc(weights)[0])
-
-
 def per_class_auroc(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """AUROC of each class, equal to :func:`sklearn.metrics.roc_auc_score` per column.
 
@@ -191,9 +166,6 @@ class BootstrapResult:
         mean_ci: ``(low, high)`` CI of the mean.
         samples: ``(n_bootstrap, K)`` AUROC of every resample (NaN where a resample lacks a label value).
         mean_samples: ``(n_bootstrap,)`` mean AUROC of every resample.
-        n_bootstrap: Number of resamples.
-        confidence: Nominal coverage, e.g. 0.95.
-        seed: Seed of the resampling stream (:func:`bootstrap_indices`).
     """
 
     auroc: np.ndarray
@@ -203,9 +175,6 @@ class BootstrapResult:
     mean_ci: tuple[float, float]
     samples: np.ndarray
     mean_samples: np.ndarray
-    n_bootstrap: int
-    confidence: float
-    seed: int
 
 
 def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -270,33 +239,4 @@ def bootstrap_auroc_ci(
         mean_ci=_percentile_interval(mean_samples, confidence),
         samples=samples,
         mean_samples=mean_samples,
-        n_bootstrap=n_bootstrap,
-        confidence=confidence,
-        seed=seed,
     )
-
-
-class RocCurve(NamedTuple):
-    """Points of an empirical ROC curve, from (0, 0) to (1, 1)."""
-
-    fpr: np.ndarray
-    tpr: np.ndarray
-    thresholds: np.ndarray
-
-
-def roc_curve_points(labels_k: np.ndarray, probs_k: np.ndarray) -> RocCurve:
-    """ROC curve of one class (unknown labels left out), via :func:`sklearn.metrics.roc_curve`.
-
-    Collinear intermediate points are dropped; the curve keeps its corners, so its trapezoidal area equals
-    the class's AUROC.
-
-    Raises:
-        ValueError: the known labels are all 0 or all 1 (no ROC curve exists).
-    """
-    labels, probs = check_labels_probs(np.reshape(labels_k, (-1, 1)), np.reshape(probs_k, (-1, 1)))
-    known = ~np.isnan(labels[:, 0])
-    y = labels[known, 0]
-    if not (np.any(y == 1) and np.any(y == 0)):
-        raise ValueError("ROC curve needs both positive and negative labels")
-    fpr, tpr, thresholds = roc_curve(y, probs[known, 0])
-    return RocCurve(fpr=fpr, tpr=tpr, thresholds=thresholds)

@@ -7,16 +7,15 @@ backend or figure registry and works on headless machines and inside servers.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
 
-from cxreader.evaluation.metrics import check_labels_probs, per_class_auroc, roc_curve_points
+from cxreader.evaluation.metrics import check_labels_probs, per_class_auroc
+from cxreader.files import atomic_write
 from cxreader.labels import FINDINGS
 
 _COLUMNS = 4
@@ -34,8 +33,6 @@ def plot_roc_curves(
     out_path: str | Path,
     *,
     title: str,
-    aurocs: Sequence[float] | np.ndarray | None = None,
-    findings: Sequence[str] = FINDINGS,
 ) -> Path:
     """Draw the ROC curve of every finding in a grid (4 columns) and save it as one PNG.
 
@@ -43,23 +40,19 @@ def plot_roc_curves(
     finding whose known labels lack positives or negatives gets an empty panel saying so.
 
     Args:
-        labels: ``(N, K)`` 0/1 labels, NaN for unknown.
-        probs: ``(N, K)`` probabilities.
+        labels: ``(N, 14)`` 0/1 labels in :data:`FINDINGS` order, NaN for unknown.
+        probs: ``(N, 14)`` probabilities.
         out_path: Destination PNG; written to a temporary file first and moved into place atomically.
         title: Figure title (say "synthetic" in it when the data are synthetic).
-        aurocs: ``(K,)`` AUROCs to print; computed from the data when omitted.
-        findings: The K class names (default: the 14 :data:`FINDINGS`).
 
     Returns:
         The path written.
     """
     labels, probs = check_labels_probs(labels, probs)
     n_classes = labels.shape[1]
-    if len(findings) != n_classes:
-        raise ValueError(f"{n_classes} classes but {len(findings)} finding names")
-    aurocs = per_class_auroc(labels, probs) if aurocs is None else np.asarray(aurocs, dtype=np.float64)
-    if aurocs.shape != (n_classes,):
-        raise ValueError(f"aurocs must have shape ({n_classes},), got {aurocs.shape}")
+    if n_classes != len(FINDINGS):
+        raise ValueError(f"{n_classes} classes, expected the {len(FINDINGS)} findings")
+    aurocs = per_class_auroc(labels, probs)
 
     rows = math.ceil(n_classes / _COLUMNS)
     figure = Figure(figsize=(_COLUMNS * _PANEL_INCHES, rows * _PANEL_INCHES + 0.6), layout="constrained")
@@ -70,13 +63,13 @@ def plot_roc_curves(
             axis.set_axis_off()
             continue
         axis.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1)
-        try:
-            curve = roc_curve_points(labels[:, k], probs[:, k])
-        except ValueError:
-            axis.text(0.5, 0.5, "needs positive and\nnegative labels", ha="center", va="center", fontsize=9)
+        if math.isfinite(aurocs[k]):  # the known labels hold both values
+            known = ~np.isnan(labels[:, k])
+            fpr, tpr, _ = roc_curve(labels[known, k], probs[known, k])
+            axis.plot(fpr, tpr, color="tab:blue", linewidth=1.6)
         else:
-            axis.plot(curve.fpr, curve.tpr, color="tab:blue", linewidth=1.6)
-        axis.set_title(_panel_title(findings[k], float(aurocs[k])), fontsize=10)
+            axis.text(0.5, 0.5, "needs positive and\nnegative labels", ha="center", va="center", fontsize=9)
+        axis.set_title(_panel_title(FINDINGS[k], float(aurocs[k])), fontsize=10)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
         axis.set_aspect("equal")
@@ -89,14 +82,6 @@ def plot_roc_curves(
     figure.suptitle(title, fontsize=13)
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=110)
-        os.chmod(temp_name, 0o644)  # mkstemp creates files 0600; results are meant to be shared
-        os.replace(temp_name, out_path)  # readers see the old file or the whole new one, never a partial PNG
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(out_path) as stream:
+        figure.savefig(stream, format="png", dpi=110)
     return out_path

@@ -1,4 +1,4 @@
-"""Read a predictions CSV and score it against the NIH ``Data_Entry`` labels.
+"""Read a predictions CSV and join it with the NIH ``Data_Entry`` labels, for scoring.
 
 The predictions format is one row per image: ``Image Index`` then 14 probability columns, each named
 ``prob_<Finding>`` or ``<Finding>`` in any accepted spelling (``Pleural Thickening``, ``Infiltrate``, ...)
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cxreader.data.nih_tables import open_text, read_data_entry
 from cxreader.errors import DataError
-from cxreader.evaluation.report import EvaluationReport, build_report
 from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical_finding
 
 IMAGE_COLUMN = "Image Index"
@@ -163,30 +161,3 @@ def load_labelled_predictions(
         )
     labels = table.loc[image_ids, list(FINDINGS)].to_numpy(dtype=np.float64)
     return image_ids, labels, probs
-
-
-def score_predictions_file(
-    predictions_path: str | Path, labels_path: str | Path, **build_report_kwargs: Any
-) -> EvaluationReport:
-    """Score a predictions CSV against the labels of a ``Data_Entry_2017*.csv`` table.
-
-    Args:
-        predictions_path: Predictions CSV (see :func:`load_predictions_csv`).
-        labels_path: Data_Entry table (see :func:`load_labelled_predictions` for the join).
-        **build_report_kwargs: Passed to :func:`~cxreader.evaluation.report.build_report`
-            (``n_bootstrap``, ``seed``, ``thresholds``, ``val_labels``/``val_probs``, ``metadata``, ...).
-            The two file paths are added to the metadata.
-
-    Returns:
-        The :class:`EvaluationReport`.
-
-    Raises:
-        DataError: either file is malformed, or predictions lack label rows (count and first few listed).
-    """
-    _, labels, probs = load_labelled_predictions(predictions_path, labels_path)
-    metadata = {
-        "predictions": str(predictions_path),
-        "labels": str(labels_path),
-        **dict(build_report_kwargs.pop("metadata", None) or {}),
-    }
-    return build_report(labels, probs, metadata=metadata, **build_report_kwargs)

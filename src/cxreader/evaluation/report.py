@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +20,16 @@ import numpy as np
 from cxreader import DISCLAIMER
 from cxreader.evaluation.metrics import bootstrap_auroc_ci, check_labels_probs, mean_auroc, per_class_auroc
 from cxreader.evaluation.thresholds import choose_thresholds, operating_point_metrics
-from cxreader.labels import FINDINGS, NUM_FINDINGS, canonical_finding
+from cxreader.files import write_text_atomic
+from cxreader.labels import FINDINGS, NUM_FINDINGS
 
 #: How the thresholds of a report were obtained (``EvaluationReport.threshold_source``).
 THRESHOLDS_FROM_VALIDATION = "validation"
-THRESHOLDS_GIVEN = "given"
 THRESHOLDS_FROM_SAME_DATA = "same_data"
 CONFIDENCE = 0.95
 
 _SOURCE_TEXT = {
     THRESHOLDS_FROM_VALIDATION: "chosen on the validation data",
-    THRESHOLDS_GIVEN: "given (e.g. from the checkpoint)",
     THRESHOLDS_FROM_SAME_DATA: "chosen on these same data, so the operating points are optimistic",
 }
 
@@ -47,7 +44,7 @@ class EvaluationReport:
         mean_auroc: Mean of the defined per-finding AUROCs.
         mean_auroc_ci95: 95% interval of the mean.
         thresholds: Operating threshold per finding ("positive" means ``prob >= threshold``).
-        threshold_source: One of ``"validation"``, ``"given"``, ``"same_data"``.
+        threshold_source: ``"validation"`` or ``"same_data"``.
         operating_points: Per finding: threshold, sensitivity, specificity, precision, f1, tp, fp, tn, fn.
         n_images: Number of images evaluated.
         positives: Number of positive labels per finding.
@@ -84,20 +81,8 @@ class EvaluationReport:
         )
 
     def write_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_json_dict` to ``path`` atomically (temporary file, then ``os.replace``)."""
-        text = json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n"
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            os.chmod(temp_name, 0o644)  # mkstemp creates files 0600; results are meant to be shared
-            os.replace(temp_name, path)  # a reader never sees a half-written report
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        return path
+        """Write :meth:`to_json_dict` to ``path`` with :func:`~cxreader.files.write_text_atomic`."""
+        return write_text_atomic(path, json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n")
 
     def to_markdown(self) -> str:
         """A Markdown summary: a short header, one table row per finding, a mean row, the disclaimer."""
@@ -162,24 +147,10 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _thresholds_array(thresholds: Sequence[float] | Mapping[str, float] | np.ndarray) -> np.ndarray:
-    if isinstance(thresholds, Mapping):
-        by_name = {canonical_finding(name): float(value) for name, value in thresholds.items()}
-        missing = [name for name in FINDINGS if name not in by_name]
-        if missing:
-            raise ValueError(f"thresholds lack findings: {', '.join(missing)}")
-        return np.array([by_name[name] for name in FINDINGS])
-    array = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if array.size != NUM_FINDINGS:
-        raise ValueError(f"expected {NUM_FINDINGS} thresholds, got {array.size}")
-    return array
-
-
 def build_report(
     labels: np.ndarray,
     probs: np.ndarray,
     *,
-    thresholds: Sequence[float] | Mapping[str, float] | np.ndarray | None = None,
     val_labels: np.ndarray | None = None,
     val_probs: np.ndarray | None = None,
     threshold_method: str = "youden",
@@ -189,14 +160,13 @@ def build_report(
 ) -> EvaluationReport:
     """Evaluate ``(N, 14)`` probabilities against labels.
 
-    Thresholds come from, in order: the validation data when given (chosen with ``threshold_method``,
-    Youden's J by default), else ``thresholds``, else the evaluated data themselves — recorded as
-    ``threshold_source = "same_data"`` because such operating points are optimistic.
+    Thresholds are chosen with ``threshold_method`` (Youden's J by default) on the validation data when given,
+    else on the evaluated data themselves — recorded as ``threshold_source = "same_data"`` because such
+    operating points are optimistic.
 
     Args:
         labels: ``(N, 14)`` 0/1 labels in :data:`FINDINGS` order, NaN for unknown.
         probs: ``(N, 14)`` probabilities.
-        thresholds: 14 thresholds (array, or mapping finding -> threshold); not together with validation data.
         val_labels: ``(M, 14)`` validation labels to choose thresholds on.
         val_probs: ``(M, 14)`` validation probabilities.
         threshold_method: ``"youden"`` or ``"f1"`` (see :func:`choose_thresholds`).
@@ -214,8 +184,6 @@ def build_report(
         raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
     if (val_labels is None) != (val_probs is None):
         raise ValueError("val_labels and val_probs must be given together")
-    if val_labels is not None and thresholds is not None:
-        raise ValueError("give either thresholds or validation data to choose them on, not both")
 
     if val_labels is not None:
         val_labels, val_probs = check_labels_probs(val_labels, val_probs)
@@ -223,9 +191,6 @@ def build_report(
             raise ValueError(f"expected {NUM_FINDINGS} validation columns, got {val_labels.shape[1]}")
         chosen = choose_thresholds(val_labels, val_probs, method=threshold_method)
         source = THRESHOLDS_FROM_VALIDATION
-    elif thresholds is not None:
-        chosen = _thresholds_array(thresholds)
-        source = THRESHOLDS_GIVEN
     else:
         chosen = choose_thresholds(labels, probs, method=threshold_method)
         source = THRESHOLDS_FROM_SAME_DATA
@@ -239,9 +204,12 @@ def build_report(
         low = high = np.full(NUM_FINDINGS, np.nan)
         mean_value, mean_ci = mean_auroc(aurocs), (float("nan"), float("nan"))
 
-    run_facts: dict[str, Any] = {"n_bootstrap": n_bootstrap, "bootstrap_seed": seed, "confidence": CONFIDENCE}
-    if source != THRESHOLDS_GIVEN:
-        run_facts["threshold_method"] = threshold_method
+    run_facts = {
+        "n_bootstrap": n_bootstrap,
+        "bootstrap_seed": seed,
+        "confidence": CONFIDENCE,
+        "threshold_method": threshold_method,
+    }
     return EvaluationReport(
         auroc={name: float(aurocs[k]) for k, name in enumerate(FINDINGS)},
         ci95={name: (float(low[k]), float(high[k])) for k, name in enumerate(FINDINGS)},

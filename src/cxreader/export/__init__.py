@@ -1,21 +1,7 @@
-"""Export trained models for deployment: ONNX (optionally int8) run by ONNX Runtime on CPU."""
+"""Export trained models for deployment: ONNX (optionally int8), run by :mod:`cxreader.inference`."""
 
 from __future__ import annotations
 
-from cxreader.export.onnx import (
-    QUANTIZATION_CHOICES,
-    ExportSummary,
-    OnnxModel,
-    export_onnx,
-    is_onnx_file,
-    read_onnx_contract,
-)
+from cxreader.export.onnx import QUANTIZATION_CHOICES, ExportSummary, export_onnx
 
-__all__ = [
-    "QUANTIZATION_CHOICES",
-    "ExportSummary",
-    "OnnxModel",
-    "export_onnx",
-    "is_onnx_file",
-    "read_onnx_contract",
-]
+__all__ = ["QUANTIZATION_CHOICES", "ExportSummary", "export_onnx"]

@@ -34,10 +34,8 @@ from cxreader.labels import BOXED_FINDINGS
 #: The T(IoBB) levels of Wang et al. 2017, Table 3.
 IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 #: Heatmap level (maps in [0, 1]) for boxes, by the pooling of the model's head, each chosen on the synthetic
-#: validation split of a demo model by mean Acc@T(IoBB)=0.25 (``benchmarks/localization_synthetic.py``).
-#: Log-sum-exp pooling: 0.7 (val 0.863, against 0.812 at 0.9, and three times the mean IoU). Average
-#: pooling (CheXNet): 0.9 (val 0.653 against 0.605 at 0.7): its flatter maps give small boxes around the
-#: peak the better IoBB.
+#: validation split of a demo model by mean Acc@T(IoBB)=0.25 (``benchmarks/BENCHMARKS.md``). Average pooling
+#: (CheXNet) gets the higher level: its flatter maps give small boxes around the peak the better IoBB.
 BOX_THRESHOLD_BY_POOLING = {"lse": 0.7, "avg": 0.9}
 #: The level of the demo recipe's models (log-sum-exp pooling).
 DEFAULT_BOX_THRESHOLD = BOX_THRESHOLD_BY_POOLING["lse"]
@@ -66,10 +64,6 @@ class Box:
     @property
     def area(self) -> float:
         return max(self.w, 0.0) * max(self.h, 0.0)
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        return self.x + 0.5 * self.w, self.y + 0.5 * self.h
 
     @classmethod
     def from_slices(cls, rows: slice, cols: slice, score: float = 1.0) -> Box:

@@ -4,7 +4,7 @@ For every finding whose probability reaches its operating threshold, a structure
 sentence are built from three things only: the finding's heatmap (:mod:`cxreader.localization.cam`), its
 probability, and the image geometry (:mod:`cxreader.localization.geometry`). The vocabulary follows chest
 radiograph reporting (Hansell et al., "Fleischner Society: Glossary of Terms for Thoracic Imaging",
-Radiology 2008) and the synthetic ground truth of :mod:`cxreader.data.synthetic`.
+Radiology 2008) and the synthetic ground truth of :mod:`cxreader.synthetic`.
 
 The rules, in order:
 
@@ -33,12 +33,6 @@ The rules, in order:
   medial half of the lungs (not for Emphysema and Fibrosis, whose distribution is told by zone);
   Cardiomegaly is ``cardiac`` and Hiatus hernia ``retrocardiac`` by definition.
   The sentence adds ``apical``/``basal`` when the centroid lies in the top/bottom sixth of the lung.
-* **Learned reader** (optional): a checkpoint fitted with ``cxreader localize-fit`` carries a location
-  reader (:mod:`cxreader.localization.reader`), per-finding logistic regressions that read side and zone from
-  the same map, probability and geometry, fitted on the training split against location ground truth. In a
-  frontal view, for the findings it was fitted for, it replaces the two rules above; the region, the box,
-  the extent and the severity stay as described here, and the sentence adds ``apical``/``basal`` only to an
-  upper/lower zone it agrees with.
 * **Several foci** (Nodule and Mass): when the involved region falls apart into separate foci
   (:mod:`cxreader.localization.foci`: 8-connected components holding at least ``focus_share`` of the
   heaviest one's heatmap mass), each focus gets its own side and zone by the rules above (``foci``), and the
@@ -56,33 +50,22 @@ The rules, in order:
   2-3 ``moderate`` and 4 ``severe``. Both a small faint finding and a large uncertain one read as mild or
   moderate; only a large and confident one is severe.
 
-The numbers (:class:`DescriptionRules`, defaults :data:`DEFAULT_RULES`) were set by the coordinate search of
-``benchmarks/localization_synthetic.py`` on the synthetic validation split of the demo model of the time
-(log-sum-exp pooling, no box supervision, thorax restriction on, box level 0.7) and checked once on its test
-split, where side-and-zone
-agreement went from 0.652 with the previous defaults (0.8/0.8/0.6/0.05/0.6) to 0.752 as searched and 0.757
-with the defaults below; they are written here,
-not learned at run time. The search chose ``bilateral_ratio`` 0.6, but 0.4 to 0.6 scored within one finding
-of each other on validation, and 0.4 keeps two nearly equal effusions whose maps differ in brightness
-bilateral (a test), so 0.4 it is. The search set ``diffuse_cover`` to 1.0: with the diffuse findings read at a low
-level their region spans most of the lungs, and a lower cover called too many of them diffuse. With the demo
-model the limit is still the map: it points at the most conspicuous part of a finding (the apex of a
-pneumothorax, the upper zones in emphysema), while the ground-truth zone is that of the whole finding's
-centroid (see ``benchmarks/BENCHMARKS.md``). That mismatch is what a location reader learns; on today's
-demo model (box-supervised) the rules give 0.786 and its reader, with image features and a held-out
-fitting set, 0.912.
+The numbers (:class:`DescriptionRules`, defaults :data:`DEFAULT_RULES`) were set on the synthetic validation
+split by the coordinate search of ``benchmarks/localization_synthetic.py`` and are written here, not learned
+at run time; ``benchmarks/BENCHMARKS.md`` has how they score. ``bilateral_ratio`` is 0.4 rather than a
+higher value the search scored alike, so that two nearly equal effusions whose maps differ in brightness stay
+bilateral. The limit of the rules is the map: it points at the most conspicuous part of a finding (the apex
+of a pneumothorax, the upper zones in emphysema), not always at the centroid of the whole finding.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from cxreader.data.io import LoadedImage
 from cxreader.errors import ConfigError
@@ -91,7 +74,7 @@ from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, Box, box_threshol
 from cxreader.localization.cam import restrict_heatmap
 from cxreader.localization.foci import FOCAL_FINDINGS, FOCUS_SHARE, foci_of
 from cxreader.localization.geometry import THORAX_MARGIN, ChestGeometry, estimate_geometry
-from cxreader.localization.reader import LocationReader, image_on_grid, image_sides_of
+from cxreader.vocabulary import SEVERITIES, SIZE_LARGE_CM
 
 #: View assumed when neither the CSV nor the DICOM header gives one.
 DEFAULT_VIEW = "PA"
@@ -119,9 +102,6 @@ class DescriptionRules:
         thorax_only: Restrict the map to the thorax before anything else (module docstring).
         focus_share: Share of the heaviest focus's map mass that makes another component of a nodule's or a
             mass's region a focus of its own (:mod:`cxreader.localization.foci`).
-        reader: A learned location reader fitted for this model's maps
-            (:mod:`cxreader.localization.reader`); where it covers the finding and the view is frontal, it
-            gives the side and the zone instead of the two rules above.
     """
 
     region_level: float = 0.7
@@ -133,7 +113,6 @@ class DescriptionRules:
     box_threshold: float = DEFAULT_BOX_THRESHOLD
     thorax_only: bool = True
     focus_share: float = FOCUS_SHARE
-    reader: LocationReader | None = None
 
 
 #: The rules used unless a caller passes others.
@@ -141,19 +120,9 @@ DEFAULT_RULES = DescriptionRules()
 
 
 def rules_for(model: object) -> DescriptionRules:
-    """:data:`DEFAULT_RULES` with the box level of the model's pooling (:func:`box_threshold_for`) and the
-    location reader its checkpoint carries, if any (``model.location_reader``, set by
-    :func:`~cxreader.training.checkpoint.load_checkpoint`)."""
-    reader = getattr(model, "location_reader", None)
-    return dataclasses.replace(
-        DEFAULT_RULES,
-        box_threshold=box_threshold_for(model),
-        reader=reader if isinstance(reader, LocationReader) else None,
-    )
+    """:data:`DEFAULT_RULES` with the box level of the model's pooling (:func:`box_threshold_for`)."""
+    return dataclasses.replace(DEFAULT_RULES, box_threshold=box_threshold_for(model))
 
-
-SEVERITIES = ("mild", "moderate", "severe")
-NODULE_MAX_CM = 3.0
 
 #: The noun each finding takes in a sentence.
 NOUN_OF = {
@@ -250,127 +219,79 @@ def patient_side(image_side: str, view: str) -> str | None:
     return "right" if image_side == "left" else "left"
 
 
-def spacing_for_image(
-    spacing_xy_mm: tuple[float, float] | None,
-    original_size: tuple[int, int] | None,
-    image_size: tuple[int, int],
-) -> tuple[float, float] | None:
-    """Pixel spacing ``(row, column)`` in mm of the image at hand, from a Data_Entry row.
-
-    ``OriginalImagePixelSpacing[x,y]`` refers to the original acquisition of size ``OriginalImage[Width,
-    Height]``; the released PNGs were resized (to 1024 x 1024 for NIH), so the spacing scales by
-    ``original / actual`` on each axis.
-
-    Args:
-        spacing_xy_mm: ``(x, y)`` spacing of the original, or None/NaN when unknown.
-        original_size: ``(width, height)`` of the original, or None/0 when unknown (then no rescaling).
-        image_size: ``(width, height)`` of the image the boxes are measured on.
-    """
-    if spacing_xy_mm is None:
-        return None
-    x_mm, y_mm = (float(value) for value in spacing_xy_mm)
-    if not (math.isfinite(x_mm) and math.isfinite(y_mm) and x_mm > 0 and y_mm > 0):
-        return None
-    if original_size and all(original_size):
-        x_mm *= original_size[0] / image_size[0]
-        y_mm *= original_size[1] / image_size[1]
-    return (y_mm, x_mm)
-
-
-def _as_threshold_map(thresholds: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
-    if isinstance(thresholds, Mapping):
-        return {canonical_finding(name): float(value) for name, value in thresholds.items()}
-    values = [float(value) for value in thresholds]
-    if len(values) != len(FINDINGS):
-        raise ConfigError(f"thresholds must give one value per finding ({len(FINDINGS)}), got {len(values)}")
-    return dict(zip(FINDINGS, values, strict=True))
-
-
-def _as_map_dict(heatmaps: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-    if isinstance(heatmaps, Mapping):
-        return {
-            canonical_finding(name): np.asarray(value, dtype=np.float32) for name, value in heatmaps.items()
-        }
-    array = np.asarray(heatmaps, dtype=np.float32)
-    if array.ndim != 3 or array.shape[0] != len(FINDINGS):
-        raise ConfigError(
-            f"heatmaps must be a mapping finding -> map or an array (14, H, W), got shape {array.shape}"
-        )
-    return dict(zip(FINDINGS, array, strict=True))
-
-
-def _probabilities(prediction: Any) -> dict[str, float]:
-    probabilities = getattr(prediction, "probabilities", prediction)
-    if not isinstance(probabilities, Mapping) or not probabilities:
-        raise ConfigError("prediction must be a FilePrediction or a mapping finding -> probability")
-    return {canonical_finding(name): float(value) for name, value in probabilities.items()}
+def _by_finding(values: Mapping[str, Any], convert: Callable[[Any], Any]) -> dict[str, Any]:
+    return {canonical_finding(name): convert(value) for name, value in values.items()}
 
 
 def describe_findings(
-    prediction: Any,
-    heatmaps: Mapping[str, np.ndarray] | np.ndarray,
+    probabilities: Mapping[str, float],
+    heatmaps: Mapping[str, np.ndarray],
     image: LoadedImage | np.ndarray,
     thresholds: Mapping[str, float] | Sequence[float],
     *,
     view_position: str | None = None,
     pixel_spacing_mm: tuple[float, float] | None = None,
     geometry: ChestGeometry | None = None,
+    original_size: tuple[int, int] | None = None,
     rules: DescriptionRules = DEFAULT_RULES,
 ) -> list[FindingDescription]:
     """Describe every finding whose probability reaches its threshold, most probable first.
 
     Args:
-        prediction: A :class:`~cxreader.predict.FilePrediction` or a mapping finding -> probability.
-        heatmaps: Finding -> map in [0, 1] on the model's input grid (:func:`~cxreader.localization.cam.heatmaps`),
-            or a ``(14, H, W)`` array in FINDINGS order. Every positive finding needs its map.
+        probabilities: Finding -> the model's probability.
+        heatmaps: Finding -> map in [0, 1] on the model's input grid (:func:`~cxreader.localization.cam.heatmaps`).
+            Every positive finding needs its map.
         image: The decoded image (its pixels give the geometry; its DICOM view position and pixel spacing are
             used unless overridden), or a bare ``(H, W)`` array.
         thresholds: Per-finding operating thresholds (mapping, or 14 values in FINDINGS order).
         view_position: Overrides the image's view position (e.g. from the Data_Entry CSV).
         pixel_spacing_mm: ``(row, column)`` spacing of ``image``'s pixels in mm; overrides the DICOM one.
         geometry: A precomputed geometry of the image (any grid size); estimated from the pixels otherwise.
+        original_size: ``(width, height)`` of the original when ``image`` is a smaller rendition of it (the
+            display image of screening): boxes and sizes are then in the original's pixels, and
+            ``pixel_spacing_mm`` is the original's. Default: the size of ``image``.
         rules: The numbers of the rules.
 
     Returns:
         One :class:`FindingDescription` per positive finding.
 
     Raises:
-        ConfigError: a positive finding without a heatmap, malformed thresholds or maps.
+        ConfigError: a positive finding without a heatmap, malformed thresholds.
     """
     pixels = image.pixels if isinstance(image, LoadedImage) else np.asarray(image)
     view, assumed = normalise_view(view_position if view_position else getattr(image, "view_position", None))
     spacing = pixel_spacing_mm if pixel_spacing_mm is not None else getattr(image, "pixel_spacing_mm", None)
-    probabilities = _probabilities(prediction)
-    limits = _as_threshold_map(thresholds)
-    maps = _as_map_dict(heatmaps)
+    if not isinstance(thresholds, Mapping):
+        if len(thresholds) != len(FINDINGS):
+            raise ConfigError(
+                f"thresholds must give one value per finding ({len(FINDINGS)}), got {len(thresholds)}"
+            )
+        thresholds = dict(zip(FINDINGS, thresholds, strict=True))
+    limits = _by_finding(thresholds, float)
+    probabilities = _by_finding(probabilities, float)
+    maps = _by_finding(heatmaps, lambda value: np.asarray(value, dtype=np.float32))
     unset = [name for name in probabilities if name not in limits]
     if unset:
         raise ConfigError(f"no threshold given for {', '.join(unset)}")
     positives = [name for name in FINDINGS if name in probabilities and probabilities[name] >= limits[name]]
     positives.sort(key=lambda name: -probabilities[name])
     height, width = pixels.shape[:2]
-    reader_image = None
-    if positives and rules.reader is not None and rules.reader.uses_image:
-        reader_image = image_on_grid(pixels)
     descriptions = []
     for name in positives:
         if name not in maps:
             raise ConfigError(f"no heatmap given for the positive finding {name}")
-        heatmap = maps[name]
-        grid = (heatmap.shape[1], heatmap.shape[0])
-        base = geometry if geometry is not None else estimate_geometry(pixels)
-        geometry = base
+        if geometry is None:
+            geometry = estimate_geometry(pixels)
         description = describe_finding(
             name,
             probabilities[name],
-            heatmap,
-            base.scaled_to(*grid),
+            maps[name],
+            geometry,
             threshold=limits[name],
             view=view,
-            original_size=(width, height),
+            original_size=original_size or (width, height),
             pixel_spacing_mm=spacing,
             rules=rules,
-            reader_image=reader_image,
         )
         description.view_assumed = assumed
         descriptions.append(description)
@@ -388,7 +309,6 @@ def describe_finding(
     original_size: tuple[int, int] | None = None,
     pixel_spacing_mm: tuple[float, float] | None = None,
     rules: DescriptionRules = DEFAULT_RULES,
-    reader_image: np.ndarray | None = None,
 ) -> FindingDescription:
     """Describe one finding from its heatmap (rules in the module docstring).
 
@@ -402,9 +322,6 @@ def describe_finding(
         original_size: ``(width, height)`` of the original image; the box is given in its pixels.
         pixel_spacing_mm: ``(row, column)`` spacing of the original image's pixels.
         rules: The numbers of the rules.
-        reader_image: The image on the location reader's grid
-            (:func:`~cxreader.localization.reader.image_on_grid`), for a reader fitted with image features;
-            without it such a reader is not used and the rules place the finding.
     """
     name = canonical_finding(finding)
     values = np.asarray(heatmap, dtype=np.float32)
@@ -418,44 +335,25 @@ def describe_finding(
     box = boxes[0] if boxes else None
     if not float(values.max()) > 0.0:
         # An all-zero map (a Grad-CAM whose ReLU removed everything) shows no place: say so, invent none.
-        severity = _severity(0.0, probability, threshold, rules)
+        side = zone = box = size_cm = None
+        extent, foci = 0.0, []
+        severity = _severity(extent, probability, threshold, rules)
         sentence = f"{severity.capitalize()} {NOUN_OF[name]} (the heatmap does not show where)."
-        return FindingDescription(
-            finding=name,
-            probability=float(probability),
-            side=None,
-            zone=None,
-            organ=ORGAN_OF[name],
-            extent=0.0,
-            size_cm=None,
-            severity=severity,
-            box=None,
-            sentence=sentence,
-            view=view,
-        )
-    level = rules.diffuse_level if name in _DIFFUSE_BY_NATURE else rules.region_level
-    region = values >= level
-    if not region.any():  # a map below the region level everywhere: its maximum marks the place
-        region = values >= values.max()
-    read = None
-    if rules.reader is not None and view in FRONTAL_VIEWS and name not in _FIXED_PLACE:
-        read = rules.reader.read(name, values, geometry, probability, reader_image)
-    if read is not None:
-        side_class, zone = read
-        image_sides = image_sides_of(side_class)
-        side = "bilateral" if side_class == "both" else patient_side(side_class, view)
-        qualifier = _qualifier(zone, _position(values, region, geometry, image_sides))
     else:
+        level = rules.diffuse_level if name in _DIFFUSE_BY_NATURE else rules.region_level
+        region = values >= level
+        if not region.any():  # a map below the region level everywhere: its maximum marks the place
+            region = values >= values.max()
         side, image_sides = _side(name, values, region, geometry, view, rules)
         zone, qualifier = _zone(name, values, region, geometry, image_sides, side, rules)
-    extent = _extent(region, geometry, image_sides)
-    size_cm = _size_cm(box, pixel_spacing_mm)
-    severity = _severity(extent, probability, threshold, rules)
-    foci = _foci(name, values, level, geometry, view, original, pixel_spacing_mm, rules)
-    if foci:
-        sentence = _multifocal_sentence(name, severity, foci)
-    else:
-        sentence = _sentence(name, severity, side, zone, qualifier, size_cm)
+        extent = _extent(region, geometry, image_sides)
+        size_cm = _size_cm(box, pixel_spacing_mm)
+        severity = _severity(extent, probability, threshold, rules)
+        foci = _foci(name, values, level, geometry, view, original, pixel_spacing_mm, rules)
+        if foci:
+            sentence = _multifocal_sentence(name, severity, foci)
+        else:
+            sentence = _sentence(name, severity, side, zone, qualifier, size_cm)
     return FindingDescription(
         finding=name,
         probability=float(probability),
@@ -496,7 +394,7 @@ def _foci(
     sx, sy = original[0] / width, original[1] / height
     described = []
     for focus in found:
-        image_side = "left" if focus.centre_x < geometry.midline else "right"
+        image_side = geometry.image_side_of(focus.centre_x)
         box = focus.box.scaled(sx, sy)
         described.append(
             {
@@ -554,9 +452,7 @@ def _zone(
     lung_height = max(bottom - top, 1e-6)
     third = lung_height / 3.0
     covers = []
-    lungs = np.zeros_like(region)
-    for image_side in image_sides:
-        lungs |= geometry.lung_mask(image_side)
+    lungs = geometry.lung_mask(image_sides)
     for k in range(3):
         band = lungs.copy()
         band[: int(round(top + k * third))] = False
@@ -586,13 +482,6 @@ def _centre_row(values: np.ndarray, involved: np.ndarray) -> float:
     return float(np.average(rows + 0.5, weights=values[rows, cols]))
 
 
-def _position(values: np.ndarray, region: np.ndarray, geometry: ChestGeometry, image_sides) -> float:
-    """Height of the region's weighted centroid in the lung: 0 at the apex, 1 at the base."""
-    top, bottom = geometry.zone_bounds(image_sides)
-    centre_y = _centre_row(values, _involved(region, geometry, image_sides))
-    return (centre_y - top) / max(bottom - top, 1e-6)
-
-
 def _qualifier(zone: str, position: float) -> str | None:
     """``apical`` for an upper-zone finding in the top sixth of the lung, ``basal`` for a lower-zone one in the
     bottom sixth."""
@@ -620,9 +509,7 @@ def _medial(involved: np.ndarray, geometry: ChestGeometry, image_sides: tuple[st
 
 
 def _extent(region: np.ndarray, geometry: ChestGeometry, image_sides: tuple[str, ...]) -> float:
-    lungs = np.zeros_like(region)
-    for image_side in image_sides:
-        lungs |= geometry.lung_mask(image_side)
+    lungs = geometry.lung_mask(image_sides)
     area = float(lungs.sum())
     return float((region & lungs).sum()) / area if area > 0 else 0.0
 
@@ -658,9 +545,9 @@ def _sentence(
         text += f", {zone}"
     if size_cm is not None and name in ("Nodule", "Mass"):
         text += f", about {size_cm:.1f} cm"
-        if name == "Nodule" and size_cm > NODULE_MAX_CM:
+        if name == "Nodule" and size_cm > SIZE_LARGE_CM:
             text += " (larger than 3 cm: mass-sized)"
-        elif name == "Mass" and size_cm < NODULE_MAX_CM:
+        elif name == "Mass" and size_cm < SIZE_LARGE_CM:
             text += " (under 3 cm: nodule-sized)"
     return text + "."
 
@@ -679,9 +566,3 @@ def _multifocal_sentence(name: str, severity: str, foci: Sequence[Mapping[str, A
 
 
 _PLURAL_OF = {"Nodule": "nodules", "Mass": "masses"}
-
-
-def resize_to(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a float image to ``(width, height)`` (bilinear), for drawing maps and images on one grid."""
-    image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
-    return np.asarray(image.resize(size, Image.Resampling.BILINEAR))

@@ -1,4 +1,4 @@
-"""``localize-eval``: heatmap boxes of a checkpoint against a ``BBox_List_2017.csv``, as Wang et al. 2017.
+"""``localize eval``: heatmap boxes of a checkpoint against a ``BBox_List_2017.csv``, as Wang et al. 2017.
 
 For every image in the box file, the checkpoint's heatmap of each boxed finding of that image is computed
 (the ground-truth finding, whether or not the model calls it positive, as Wang et al. evaluated), boxes are
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxreader.data.chestxray14 import ImageLocator, base_name, load_splits
+from cxreader.data.chestxray14 import ImageLocator, base_name, load_splits, scan_files
 from cxreader.data.io import load_image
 from cxreader.data.nih_tables import read_bbox_list
 from cxreader.errors import ConfigError, CXReaderError, DataError
@@ -46,7 +46,7 @@ from cxreader.localization.boxes import (
 )
 from cxreader.localization.cam import heatmaps, restrict_heatmap
 from cxreader.localization.geometry import THORAX_MARGIN, estimate_geometry
-from cxreader.training.checkpoint import LoadedCheckpoint
+from cxreader.models.checkpoint import LoadedCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -70,22 +70,6 @@ class CaseMap:
             self.heatmap, box_threshold, original_size=self.original_size, max_boxes=max_boxes
         )
         return LocalizationCase(self.image, self.finding, self.ground_truth, predicted)
-
-
-class ImageFinder:
-    """Finds images by name in a ChestX-ray14 root (``images/``, ``images_NNN/``) or in a flat folder."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(self.root, "not a directory")
-        self.locator = ImageLocator(self.root)
-
-    def find(self, name: str) -> Path | None:
-        if name in self.locator:
-            return self.locator.locate(name)
-        flat = self.root / base_name(name)
-        return flat if flat.is_file() else None
 
 
 def read_boxes(path: str | Path) -> pd.DataFrame:
@@ -148,13 +132,14 @@ def case_maps(
     Raises:
         DataError: no image of the box file found, or a box beyond its image.
     """
-    finder = ImageFinder(data_dir)
+    locator = ImageLocator(data_dir)  # the release layouts, and the folder itself for a flat folder
+    files = {**scan_files([locator.root]), **locator.files}
     notes = notes if notes is not None else []
     grouped = boxes.groupby("image", sort=True)
     names = [name for name in grouped.groups if images is None or base_name(name) in images]
     if not names:
         raise DataError(boxes_path, "no box of the file belongs to the selected images")
-    located = [(name, finder.find(name)) for name in names]
+    located = [(name, files.get(base_name(name))) for name in names]
     missing = [name for name, path in located if path is None]
     if len(missing) == len(located):
         raise DataError(data_dir, f"none of the {len(names)} boxed images found (e.g. {missing[0]})")

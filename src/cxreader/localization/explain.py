@@ -1,88 +1,217 @@
-"""One call from a prediction to its heatmaps and grounded descriptions (for the CLI, the API and screening)."""
+"""From predictions to heatmaps and grounded descriptions, for a batch of images or one (CLI, screening, API).
+
+Class activation maps (CAM: Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016,
+as CheXNet drew them, Rajpurkar et al. 2017) or Grad-CAM come from :func:`~cxreader.localization.cam.heatmaps`
+for a whole batch at once, and the grounded description of each positive finding from
+:func:`~cxreader.localization.describe.describe_findings`. A description may be computed on a smaller
+rendition of the image (screening keeps one whose longer side is at most 1,024 pixels, so a 4,000-pixel DICOM
+costs no more than a 1,000-pixel one) while its boxes and sizes are given in the original image's pixels.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from cxreader.data.io import LoadedImage
 from cxreader.errors import ConfigError
+from cxreader.inference.backends import ModelBackend
+from cxreader.inference.predict import FilePrediction
 from cxreader.labels import FINDINGS
 from cxreader.localization.cam import heatmaps, resolve_findings
-from cxreader.localization.describe import (
-    DescriptionRules,
-    FindingDescription,
-    describe_findings,
-    rules_for,
-)
-from cxreader.localization.geometry import ChestGeometry, estimate_geometry
-from cxreader.training.checkpoint import LoadedCheckpoint
+from cxreader.localization.describe import DescriptionRules, FindingDescription, describe_findings, rules_for
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """What a description needs to know about an image besides its heatmaps.
+
+    Attributes:
+        pixels: The image, or a smaller rendition of it (grayscale, bone bright): the chest geometry is
+            estimated on it.
+        original_size: ``(width, height)`` of the original image; boxes are given in its pixels.
+        view_position: DICOM ViewPosition, ``None`` when unknown (PA is then assumed).
+        pixel_spacing_mm: ``(row, column)`` spacing of the original pixels in mm, when known.
+    """
+
+    pixels: np.ndarray
+    original_size: tuple[int, int]
+    view_position: str | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
 
 
 @dataclass
 class Explanation:
-    """Heatmaps (input grid, [0, 1]) of the requested findings and descriptions of the positive ones."""
+    """The heatmaps and descriptions of one image.
+
+    Attributes:
+        maps: Finding -> float32 map in [0, 1] at the model's input size, 1 = most salient.
+        descriptions: The grounded descriptions of the positive findings, most probable first, boxes in the
+            original image's pixels.
+    """
 
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     descriptions: list[FindingDescription] = field(default_factory=list)
-    geometry: ChestGeometry | None = None
+
+
+def explain_batch(
+    backend: ModelBackend,
+    tensors: torch.Tensor,
+    probabilities: np.ndarray,
+    views: Sequence[ImageView],
+    *,
+    findings: str | Sequence[str] | None = None,
+    method: str = "cam",
+    rules: DescriptionRules | None = None,
+    features: torch.Tensor | None = None,
+) -> list[Explanation]:
+    """Heatmaps and descriptions for a batch of images the backend has classified.
+
+    Args:
+        backend: The PyTorch backend that produced ``probabilities``; its contract gives the thresholds, and
+            its lock is held around the forward pass of the maps (the service shares one model between
+            threads).
+        tensors: The normalised batch ``(B, 3, S, S)`` it was given.
+        probabilities: ``(B, 14)`` probabilities in FINDINGS order.
+        views: One :class:`ImageView` per image.
+        findings: The findings whose maps are kept: ``None`` for each image's positive findings (an image
+            without one is not mapped at all); ``"all"`` or a list of names for those of every image (the
+            service keeps all 14, so that a clinician can look at any finding). The descriptions are those
+            of the positive findings either way.
+        method: ``cam`` or ``gradcam``.
+        rules: The numbers of the description rules; by default those for the backend's model
+            (:func:`~cxreader.localization.describe.rules_for`).
+        features: The feature maps ``(B, C, h, w)`` the backend computed for ``tensors`` while predicting
+            (:meth:`~cxreader.inference.backends.TorchBackend.predict_features`): CAM is then read from them
+            with the head's weights, without a second forward pass.
+
+    Returns:
+        One :class:`Explanation` per image.
+
+    Raises:
+        ConfigError: a backend without a PyTorch model (ONNX Runtime), an unknown finding or method.
+    """
+    model = backend.model
+    if model is None:
+        raise ConfigError(
+            "heatmaps and descriptions need a PyTorch checkpoint: they read the model's feature map "
+            f"(this backend: {backend.kind})"
+        )
+    thresholds = dict(zip(FINDINGS, (float(t) for t in backend.contract.thresholds), strict=True))
+    rules = rules if rules is not None else rules_for(model)
+    requested = set(resolve_findings(findings)) if findings is not None else None
+    positives = [
+        [name for name, p in zip(FINDINGS, row, strict=True) if p >= thresholds[name]]
+        for row in probabilities
+    ]
+    kept = [
+        [name for name in FINDINGS if name in requested] if requested is not None else names
+        for names in positives
+    ]
+    explanations = [Explanation() for _ in views]
+    mapped = [index for index in range(len(views)) if kept[index] or positives[index]]
+    if not mapped:
+        return explanations
+    wanted = [name for name in FINDINGS if any(name in kept[i] or name in positives[i] for i in mapped)]
+    if features is not None and method == "cam":
+        maps = heatmaps(_PrecomputedFeatures(model, features[mapped]), tensors[mapped], wanted, method)
+    else:
+        with backend.lock:
+            maps = heatmaps(model, tensors[mapped], wanted, method)
+    for row, index in enumerate(mapped):
+        image_maps = dict(zip(wanted, maps[row], strict=True))
+        view = views[index]
+        explanations[index] = Explanation(
+            maps={name: np.ascontiguousarray(image_maps[name]) for name in kept[index]},
+            descriptions=describe_findings(
+                dict(zip(FINDINGS, (float(p) for p in probabilities[index]), strict=True)),
+                {name: image_maps[name] for name in positives[index]},
+                view.pixels,
+                thresholds,
+                view_position=view.view_position,
+                pixel_spacing_mm=view.pixel_spacing_mm,
+                original_size=view.original_size,
+                rules=rules,
+            ),
+        )
+    return explanations
 
 
 def explain(
-    checkpoint: LoadedCheckpoint,
+    backend: ModelBackend,
     image: LoadedImage,
-    probabilities: dict[str, float],
+    probabilities: Mapping[str, float],
     *,
-    findings: Sequence[str] | None = None,
+    findings: str | Sequence[str] | None = None,
     method: str = "cam",
     view_position: str | None = None,
     pixel_spacing_mm: tuple[float, float] | None = None,
     rules: DescriptionRules | None = None,
 ) -> Explanation:
-    """Heatmaps for ``findings`` (default: the positive ones) and descriptions of every positive finding.
+    """Heatmaps and descriptions of one decoded image: :func:`explain_batch` for a batch of one.
 
     Args:
-        checkpoint: The checkpoint that produced ``probabilities`` (its contract gives the transform and
-            the thresholds).
+        backend: The PyTorch backend that produced ``probabilities``.
         image: The decoded image.
         probabilities: Finding -> probability for this image.
-        findings: Findings to map besides the positive ones; ``None`` maps only the positive ones.
-        method: ``cam`` or ``gradcam``.
+        findings, method, rules: As for :func:`explain_batch`.
         view_position, pixel_spacing_mm: Override the image's own (e.g. from the Data_Entry CSV).
-        rules: The numbers of the description rules (box level included); by default those for the
-            checkpoint's model (:func:`~cxreader.localization.describe.rules_for`).
 
     Raises:
-        ConfigError: unknown finding or method.
+        ConfigError: probabilities without all 14 findings; see :func:`explain_batch`.
     """
-    contract = checkpoint.contract
-    thresholds = dict(zip(FINDINGS, contract.thresholds, strict=True))
     missing = [name for name in FINDINGS if name not in probabilities]
     if missing:
         raise ConfigError(f"probabilities lack {', '.join(missing)}")
-    positives = [name for name in FINDINGS if probabilities[name] >= thresholds[name]]
-    requested = resolve_findings(findings) if findings is not None else []
-    wanted = [name for name in FINDINGS if name in set(requested) | set(positives)]
-    if not wanted:
-        return Explanation()
-    tensor = contract.eval_preset()(image.pixels)
-    maps = dict(zip(wanted, heatmaps(checkpoint.model, tensor, wanted, method), strict=True))
-    geometry = estimate_geometry(image.pixels)
-    descriptions = describe_findings(
-        probabilities,
-        {name: maps[name] for name in positives},
-        image,
-        thresholds,
-        view_position=view_position,
-        pixel_spacing_mm=pixel_spacing_mm,
-        geometry=geometry,
-        rules=rules if rules is not None else rules_for(checkpoint.model),
+    height, width = image.pixels.shape[:2]
+    view = ImageView(
+        pixels=image.pixels,
+        original_size=(width, height),
+        view_position=view_position or image.view_position,
+        pixel_spacing_mm=pixel_spacing_mm if pixel_spacing_mm is not None else image.pixel_spacing_mm,
     )
-    shown = set(requested) if findings is not None else set(positives)
-    return Explanation(
-        maps={name: maps[name] for name in wanted if name in shown},
-        descriptions=descriptions,
-        geometry=geometry,
+    row = np.asarray([[probabilities[name] for name in FINDINGS]], dtype=np.float64)
+    tensors = backend.transform(image.pixels)[None]
+    [explanation] = explain_batch(
+        backend, tensors, row, [view], findings=findings, method=method, rules=rules
     )
+    return explanation
+
+
+def describe_predictions(backend: ModelBackend, results: Sequence[FilePrediction]) -> None:
+    """Attach the grounded descriptions of the positive findings to each readable result (``--describe``).
+
+    Args:
+        backend: The backend that predicted ``results`` (a PyTorch one: descriptions read its heatmaps).
+        results: Predictions that kept their images (``Predictor.predict_files(..., keep_images=True)``).
+
+    Raises:
+        ConfigError: a backend without a PyTorch model.
+    """
+    for result in results:
+        if result.error is None:
+            explanation = explain(backend, result.image, result.probabilities)
+            result.descriptions = [item.to_json_dict() for item in explanation.descriptions]
+
+
+class _PrecomputedFeatures(torch.nn.Module):
+    """A CheXNet stand-in for CAM: its ``forward_features`` returns feature maps computed during inference.
+
+    CAM needs only the last feature map and the linear head's weights (Zhou et al. 2016), both of which the
+    inference pass already has; this spares screening and the service a second forward pass per batch.
+    """
+
+    def __init__(self, model: torch.nn.Module, features: torch.Tensor):
+        super().__init__()
+        # Only the head is held: ``heatmaps`` switches its model's mode, which must not reach the real model.
+        self.classifier = model.classifier
+        self.features = features
+        self.train(model.training)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[0] != self.features.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but feature maps of {self.features.shape[0]}")
+        return self.features

@@ -9,9 +9,7 @@ Lighter components are the spill-over of one focus onto a neighbouring vessel or
 lesion.
 
 The level (the region level, 0.7) and the share (0.3) were chosen on the TRAINING and validation true-positive
-nodules of the demo model against the synthetic sidecar (one row per drawn nodule): the number of foci equals
-the number of nodules for 217 of 257 training true positives, and only 3 of 169 single nodules were split into
-two (``benchmarks/BENCHMARKS.md``, "Multifocal findings").
+nodules of the demo model against the synthetic sidecar (``benchmarks/BENCHMARKS.md``, "Multifocal findings").
 """
 
 from __future__ import annotations
@@ -31,11 +29,10 @@ FOCUS_SHARE = 0.3
 
 @dataclass(frozen=True)
 class Focus:
-    """One focus on the heatmap's grid: its map-weighted centre, its share of the map mass, its box."""
+    """One focus on the heatmap's grid: its map-weighted centre and its box."""
 
     centre_x: float
     centre_y: float
-    mass_share: float
     box: Box
 
 
@@ -55,7 +52,6 @@ def foci_of(values: np.ndarray, level: float, share: float = FOCUS_SHARE) -> lis
         return []
     weights = np.where(labels > 0, values, 0.0)
     masses = np.bincount(labels.ravel(), weights=weights.ravel(), minlength=count + 1)[1:]
-    total = float(masses.sum())
     indices = np.arange(1, count + 1)
     centres = ndimage.center_of_mass(weights, labels, indices)
     peaks = ndimage.maximum(values, labels, indices)
@@ -66,5 +62,5 @@ def foci_of(values: np.ndarray, level: float, share: float = FOCUS_SHARE) -> lis
             break
         centre_y, centre_x = centres[index]
         box = Box.from_slices(*slices[index], float(peaks[index]))
-        foci.append(Focus(float(centre_x) + 0.5, float(centre_y) + 0.5, float(masses[index]) / total, box))
+        foci.append(Focus(float(centre_x) + 0.5, float(centre_y) + 0.5, box))
     return foci

@@ -43,13 +43,13 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter1d
 
+from cxreader.vocabulary import ZONES
+
 #: Side (in pixels) of the working copy the profiles are computed on.
 WORK_SIZE = 128
 #: Margin (fraction of the image side) by which the thorax mask grows beyond the lung fields, so that the
 #: costophrenic recesses, the domes and a hernia just below them stay inside.
 THORAX_MARGIN = 0.05
-#: Zone names, top to bottom.
-ZONES = ("upper", "middle", "lower")
 #: Fixed fractions of a typical PA film (fractions of width and height), the fallback and the baseline.
 FIXED_FRACTIONS = {
     "midline": 0.5,
@@ -174,11 +174,10 @@ class ChestGeometry:
                 mask[:, split:] = True
         return mask
 
-    def lung_mask(self, image_side: str | None = None) -> np.ndarray:
-        """Boolean ``(height, width)`` mask of one lung field's box, or of both when ``image_side`` is None."""
-        sides = ("left", "right") if image_side is None else (image_side,)
+    def lung_mask(self, image_sides: tuple[str, ...] = ("left", "right")) -> np.ndarray:
+        """Boolean ``(height, width)`` mask of the boxes of the lung fields named in ``image_sides``."""
         mask = np.zeros((self.height, self.width), dtype=bool)
-        for side in sides:
+        for side in image_sides:
             lung = self.lung(side)
             rows = slice(int(round(lung.top)), max(int(round(lung.bottom)), int(round(lung.top)) + 1))
             cols = slice(int(round(lung.x0)), max(int(round(lung.x1)), int(round(lung.x0)) + 1))
@@ -186,9 +185,9 @@ class ChestGeometry:
         return mask
 
 
-def fixed_geometry(width: int, height: int, fractions: dict[str, float] | None = None) -> ChestGeometry:
-    """Lung fields at fixed fractions of the image (:data:`FIXED_FRACTIONS` unless given)."""
-    f = {**FIXED_FRACTIONS, **(fractions or {})}
+def fixed_geometry(width: int, height: int) -> ChestGeometry:
+    """Lung fields at the fixed fractions of the image in :data:`FIXED_FRACTIONS`."""
+    f = FIXED_FRACTIONS
     mid = f["midline"] * width
     top, bottom = f["apex"] * height, f["base"] * height
     inner, outer = f["lung_inner"] * width, f["lung_outer"] * width

@@ -15,23 +15,32 @@ Design choices, each for readability:
 
 The figure is built with matplotlib's object API and its Agg canvas (no pyplot, no global backend state), so it is
 headless and safe in a web server.
+
+Heatmap image files: :func:`map_to_png` stores a map as an 8-bit grayscale PNG (the records' heatmaps) and
+:func:`map_from_png` reads it back; :func:`heatmap_layer_png` draws a map alone as the coloured, partly
+transparent layer of the overlay, for the web page to lay over the radiograph.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+import torch
 from matplotlib import colormaps, patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from PIL import Image
 
 from cxreader import DISCLAIMER
+from cxreader.data.transforms import resize_map
 from cxreader.labels import display_name
 from cxreader.localization.boxes import Box
-from cxreader.localization.describe import LATERAL_VIEWS, resize_to
+from cxreader.localization.describe import LATERAL_VIEWS
 
 #: Map values below this are not drawn at all.
 TRANSPARENT_BELOW = 0.2
@@ -79,12 +88,7 @@ def render_overlay(
     if np.asarray(pixels).dtype == np.uint8:
         image = image / 255.0
     height, width = image.shape
-    values = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
-    if values.shape != (height, width):
-        values = np.clip(resize_to(values, (width, height)), 0.0, 1.0)
-    cmap = colormaps[colormap]
-    rgba = cmap(values)
-    rgba[..., 3] = MAX_ALPHA * np.clip((values - TRANSPARENT_BELOW) / (1.0 - TRANSPARENT_BELOW), 0.0, 1.0)
+    rgba = heatmap_rgba(heatmap, (width, height), colormap)
 
     text_lines = 3 + (1 if sentence else 0) + (1 if synthetic else 0)
     image_height = width_inches * 0.82 * height / width
@@ -94,7 +98,7 @@ def render_overlay(
     bottom = 0.3 / figure.get_figheight()
     axes = figure.add_axes((0.02, bottom, 0.82, top - bottom))
     axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="lanczos")
-    shown = axes.imshow(rgba, interpolation="bilinear")
+    axes.imshow(rgba, interpolation="bilinear")
     axes.set_axis_off()
 
     if box is not None:
@@ -119,14 +123,13 @@ def render_overlay(
     # Colour bar for the saliency scale, with the transparent band explained by its label.
     bar_axes = figure.add_axes((0.87, bottom + 0.1 * (top - bottom), 0.03, 0.8 * (top - bottom)))
     scale = np.linspace(0.0, 1.0, 256)[:, None]
-    bar_axes.imshow(scale, cmap=cmap, aspect="auto", origin="lower", extent=(0, 1, 0, 1))
+    bar_axes.imshow(scale, cmap=colormaps[colormap], aspect="auto", origin="lower", extent=(0, 1, 0, 1))
     bar_axes.set_xticks([])
     bar_axes.yaxis.tick_right()
     bar_axes.set_yticks([0.0, 0.5, 1.0])
     bar_axes.set_yticklabels(["0", "0.5", "1"], fontsize=8)
     bar_axes.set_ylabel(f"{method.upper()} saliency (relative)", fontsize=8)
     bar_axes.yaxis.set_label_position("right")
-    del shown
 
     status = ""
     if threshold is not None:
@@ -149,3 +152,39 @@ def render_overlay(
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, facecolor="white")
     return buffer.getvalue()
+
+
+def heatmap_rgba(heatmap: np.ndarray, size: tuple[int, int], colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """A map in [0, 1] as float RGBA at ``size`` = ``(width, height)`` (bilinear), coloured by ``colormap``:
+    fully transparent below :data:`TRANSPARENT_BELOW`, more opaque the more salient (up to :data:`MAX_ALPHA`).
+    """
+    width, height = size
+    values = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    if values.shape != (height, width):
+        values = np.clip(resize_map(torch.from_numpy(values), (height, width)).numpy(), 0.0, 1.0)
+    rgba = colormaps[colormap](values)
+    rgba[..., 3] = MAX_ALPHA * np.clip((values - TRANSPARENT_BELOW) / (1.0 - TRANSPARENT_BELOW), 0.0, 1.0)
+    return rgba
+
+
+def heatmap_layer_png(heatmap: np.ndarray, size: tuple[int, int]) -> bytes:
+    """The map alone as a transparent colour layer of ``size`` = ``(width, height)``, as PNG bytes: the
+    overlay's colours and transparency rule, for a page to lay over the radiograph."""
+    rgba = np.rint(heatmap_rgba(heatmap, size) * 255.0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def map_to_png(heatmap: np.ndarray) -> bytes:
+    """A heatmap as an 8-bit grayscale PNG (0 = not salient, 255 = most salient)."""
+    values = np.rint(np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(values, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def map_from_png(path: str | Path | BinaryIO) -> np.ndarray:
+    """Read a heatmap written by :func:`map_to_png` back as float32 in [0, 1]."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255.0)

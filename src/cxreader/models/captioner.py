@@ -132,12 +132,18 @@ class CaptionDecoder(nn.Module):
             )
         self.vocab_size = int(vocab_size)
         self.feature_dim = int(feature_dim)
-        self.embed_dim = int(embed_dim)
-        self.hidden_dim = int(hidden_dim)
-        self.attention_dim = int(attention_dim)
         self.cell_type = cell
         self.use_attention = bool(attention)
-        self.dropout_p = float(dropout)
+        self._config = {
+            "vocab_size": self.vocab_size,
+            "feature_dim": self.feature_dim,
+            "embed_dim": int(embed_dim),
+            "hidden_dim": int(hidden_dim),
+            "attention_dim": int(attention_dim),
+            "cell": cell,
+            "attention": self.use_attention,
+            "dropout": float(dropout),
+        }
         value_dim = self.feature_dim + COORD_CHANNELS
 
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
@@ -159,16 +165,7 @@ class CaptionDecoder(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments, stored in the caption checkpoint to rebuild the decoder."""
-        return {
-            "vocab_size": self.vocab_size,
-            "feature_dim": self.feature_dim,
-            "embed_dim": self.embed_dim,
-            "hidden_dim": self.hidden_dim,
-            "attention_dim": self.attention_dim,
-            "cell": self.cell_type,
-            "attention": self.use_attention,
-            "dropout": self.dropout_p,
-        }
+        return dict(self._config)
 
     def memory(self, features: torch.Tensor | None, batch_size: int | None = None) -> DecoderMemory:
         """Prepare the image for decoding.
@@ -318,16 +315,29 @@ def decoder_feature_dim(encoder: CheXNet, evidence_maps: bool) -> int:
     return encoder.num_features + (encoder.classifier.out_features if evidence_maps else 0)
 
 
-def _build_captioner(
+def build_captioner(
     *,
-    cell: str,
     vocab_size: int,
-    encoder: str | CheXNet,
-    encoder_kwargs: Mapping[str, Any] | None,
-    freeze_encoder: bool,
-    evidence_maps: bool,
-    decoder_kwargs: dict[str, Any],
+    cell: str = "lstm",
+    encoder: str | CheXNet = "densenet_small",
+    encoder_kwargs: Mapping[str, Any] | None = None,
+    freeze_encoder: bool = True,
+    evidence_maps: bool = True,
+    **decoder_kwargs: Any,
 ) -> Captioner:
+    """CheXNet encoder + attention LSTM or GRU decoder (Shin et al. 2016; Xu et al. 2015).
+
+    Args:
+        vocab_size: Size of the token vocabulary.
+        cell: ``"lstm"`` or ``"gru"`` (Shin et al. compare both).
+        encoder: A CheXNet model, or the registered name of one (built with random weights: load a trained
+            encoder's weights afterwards, as :mod:`cxreader.captioning.checkpoint` does).
+        encoder_kwargs: Arguments of the named encoder.
+        freeze_encoder: Keep the encoder fixed (the default; its features can then be precomputed).
+        evidence_maps: Give the decoder the encoder head's class activation maps too.
+        **decoder_kwargs: :class:`CaptionDecoder` options (embed_dim, hidden_dim, attention_dim, attention,
+            dropout).
+    """
     if isinstance(encoder, str):
         encoder = create_model(encoder, **{"init": "none", **dict(encoder_kwargs or {})})
     if not isinstance(encoder, CheXNet):
@@ -339,61 +349,15 @@ def _build_captioner(
 
 
 @register_model
-def captioner_lstm(
-    *,
-    vocab_size: int,
-    encoder: str | CheXNet = "densenet_small",
-    encoder_kwargs: Mapping[str, Any] | None = None,
-    freeze_encoder: bool = True,
-    evidence_maps: bool = True,
-    **decoder_kwargs: Any,
-) -> Captioner:
-    """CheXNet encoder + attention LSTM decoder (Shin et al. 2016; Xu et al. 2015).
-
-    Args:
-        vocab_size: Size of the token vocabulary.
-        encoder: A CheXNet model, or the registered name of one (built with random weights: load a trained
-            encoder's weights afterwards, as :mod:`cxreader.captioning.checkpoint` does).
-        encoder_kwargs: Arguments of the named encoder.
-        freeze_encoder: Keep the encoder fixed (the default; its features can then be precomputed).
-        evidence_maps: Give the decoder the encoder head's class activation maps too.
-        **decoder_kwargs: :class:`CaptionDecoder` options (embed_dim, hidden_dim, attention_dim, attention,
-            dropout).
-    """
-    return _build_captioner(
-        cell="lstm",
-        vocab_size=vocab_size,
-        encoder=encoder,
-        encoder_kwargs=encoder_kwargs,
-        freeze_encoder=freeze_encoder,
-        evidence_maps=evidence_maps,
-        decoder_kwargs=decoder_kwargs,
-    )
+def captioner_lstm(**kwargs: Any) -> Captioner:
+    """CheXNet encoder + attention LSTM decoder; arguments as :func:`build_captioner`."""
+    return build_captioner(cell="lstm", **kwargs)
 
 
 @register_model
-def captioner_gru(
-    *,
-    vocab_size: int,
-    encoder: str | CheXNet = "densenet_small",
-    encoder_kwargs: Mapping[str, Any] | None = None,
-    freeze_encoder: bool = True,
-    evidence_maps: bool = True,
-    **decoder_kwargs: Any,
-) -> Captioner:
-    """CheXNet encoder + attention GRU decoder (Shin et al. 2016 compare LSTM and GRU decoders).
-
-    Arguments as :func:`captioner_lstm`.
-    """
-    return _build_captioner(
-        cell="gru",
-        vocab_size=vocab_size,
-        encoder=encoder,
-        encoder_kwargs=encoder_kwargs,
-        freeze_encoder=freeze_encoder,
-        evidence_maps=evidence_maps,
-        decoder_kwargs=decoder_kwargs,
-    )
+def captioner_gru(**kwargs: Any) -> Captioner:
+    """CheXNet encoder + attention GRU decoder; arguments as :func:`build_captioner`."""
+    return build_captioner(cell="gru", **kwargs)
 
 
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0) -> torch.Tensor:

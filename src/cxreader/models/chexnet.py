@@ -36,8 +36,6 @@ from cxreader.models._registry import register_model
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 POOLINGS = ("avg", "lse")
 #: Sharpness ``r`` of log-sum-exp pooling (a hyperparameter in Wang et al. 2017; the choice is measured in
 #: ``benchmarks/BENCHMARKS.md``).
@@ -74,8 +72,6 @@ class CheXNet(nn.Module):
         self.pooling = pooling
         self.lse_r = float(lse_r)
         self.classifier = nn.Linear(self.num_features, num_classes)
-        # Not a parameter: the learned location reader of the checkpoint, if it has one (set on loading).
-        self.location_reader = None
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """The last feature map, (B, C, h, w), after DenseNet's final norm and ReLU."""

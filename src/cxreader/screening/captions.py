@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxreader.inference.predict import FilePrediction
 from cxreader.labels import FINDINGS
 
 
@@ -39,7 +40,7 @@ def learned_captions(
         probabilities: The screening model's 14 probabilities, in :data:`~cxreader.labels.FINDINGS` order.
         thresholds: The screening model's operating thresholds, in the same order.
     """
-    from cxreader.captioning.mesh import to_token
+    from cxreader.vocabulary import to_token
 
     positive = [
         name
@@ -50,3 +51,21 @@ def learned_captions(
         return {}
     captions = captioner.describe(image, positive)
     return {name: caption.text for name, caption in zip(positive, captions, strict=True) if caption.text}
+
+
+def caption_predictions(captioner, results: Sequence[FilePrediction], thresholds: Sequence[float]) -> None:
+    """Attach the learned caption of each positive finding to each readable result (``predict --caption``).
+
+    The findings are the classifier's positives, as in screening (:func:`learned_captions`); a finding the
+    captioner has no token for is listed with ``text: None`` rather than silently dropped.
+
+    Args:
+        captioner: A loaded :class:`~cxreader.captioning.predict.CaptionPredictor` (:func:`load_captioner`).
+        results: Predictions that kept their images (``Predictor.predict_files(..., keep_images=True)``).
+        thresholds: The classifier's 14 operating thresholds.
+    """
+    for result in results:
+        if result.error is None:
+            probabilities = [result.probabilities[name] for name in FINDINGS]
+            captions = learned_captions(captioner, result.image.pixels, probabilities, thresholds)
+            result.captions = [{"finding": name, "text": captions.get(name)} for name in result.positive]

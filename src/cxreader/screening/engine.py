@@ -14,12 +14,13 @@ The pipeline of :func:`screen`:
    else decode (:func:`cxreader.data.io.load_image`), refuse modalities that are not projection
    radiographs, and apply the checkpoint's evaluation preset.
 3. **Infer** in batches on the main thread (PyTorch, or ONNX Runtime for an exported model) while the pool
-   decodes the next files; with :mod:`cxreader.localization` and a PyTorch model, the images with a finding
-   above threshold also get class activation maps and a grounded description of each positive finding
-   (:mod:`cxreader.screening.explain`).
-4. **Store** every image atomically (:func:`cxreader.storage.add_image_result`, one SAVEPOINT per image, one
-   commit per batch: a kill loses at most the batch in flight, never half an image). A file that cannot be
-   read is recorded as failed with its reason (:func:`cxreader.storage.record_failure`) and the run goes on.
+   decodes the next files; with a PyTorch model, the images with a finding above threshold also get class
+   activation maps and a grounded description of each positive finding
+   (:func:`cxreader.localization.explain.explain_batch`).
+4. **Store** every image atomically (:func:`cxreader.storage.write.add_image_result`, one SAVEPOINT per image,
+   one commit per batch: a kill loses at most the batch in flight, never half an image). A file that cannot be
+   read is recorded as failed with its reason (:func:`cxreader.storage.write.record_failure`) and the run goes
+   on.
 5. **Triage**: the images of this run with findings above threshold, most urgent first
    (:mod:`cxreader.screening.triage`), including those stored by an earlier, interrupted run.
 
@@ -40,11 +41,9 @@ the printed triage list never show them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import logging
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -59,26 +58,23 @@ import torch
 from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
 from cxreader.data.io import REDUCING_GAP, LoadedImage, load_image, sniff_format
+from cxreader.data.sidecars import SYNTHETIC_MARKER
 from cxreader.data.transforms import EvalPreset
 from cxreader.errors import ConfigError, CXReaderError, ImageReadError
+from cxreader.files import sha256_bytes
+from cxreader.inference.backends import ModelBackend
 from cxreader.labels import FINDINGS
-from cxreader.screening.backend import ModelBackend
+from cxreader.localization.describe import FindingDescription
+from cxreader.localization.explain import Explanation, ImageView, explain_batch
+from cxreader.progress import Progress
 from cxreader.screening.captions import learned_captions
-from cxreader.screening.explain import Explanation, ImageView, explain_batch, localization_available
 from cxreader.screening.triage import TriageEntry, triage_from_database
-from cxreader.storage.crud import (
-    FindingResult,
-    ImageResult,
-    StudyInfo,
-    add_image_result,
-    record_failure,
-    register_checkpoint,
-    stored_hashes,
-)
 from cxreader.storage.db import Database
+from cxreader.storage.read import stored_hashes
+from cxreader.storage.records import FindingResult, ImageResult, StudyInfo
+from cxreader.storage.write import add_image_result, record_failure, register_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +105,6 @@ IMAGE_SUFFIXES = frozenset(
 )
 #: Longer side of the display rendition kept for descriptions and for the web page.
 DISPLAY_MAX_SIDE = 1024
-#: The synthetic generator's marker file (``cxreader.data.synthetic.README_NAME``).
-SYNTHETIC_MARKER = "SYNTHETIC_README.txt"
 # DICOMDIR is the index of a DICOM medium (PS3.10), never an image.
 _NOT_IMAGES = frozenset({"DICOMDIR"})
 _SNIFF_BYTES = 132
@@ -217,7 +211,7 @@ class PreparedImage:
         if self.display is None:
             raise ValueError(f"{self.path}: no display rendition was kept")
         return ImageView(
-            display=self.display,
+            pixels=self.display,
             original_size=(self.width, self.height),
             view_position=self.image.view_position,
             pixel_spacing_mm=self.image.pixel_spacing_mm,
@@ -283,7 +277,7 @@ def prepare_image(
     )
     return PreparedImage(
         path=name,
-        sha256=sha256 or hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or sha256_bytes(data),
         image=image,
         tensor=tensor,
         display=display,
@@ -310,9 +304,9 @@ def _prepare_file(
         data = path.read_bytes()
     except OSError as exc:
         # No content, so no content hash: the path stands in for it, and the next run tries the file again.
-        stand_in = hashlib.sha256(b"unreadable:" + str(path).encode("utf-8", "surrogateescape")).hexdigest()
+        stand_in = sha256_bytes(b"unreadable:" + str(path).encode("utf-8", "surrogateescape"))
         return _Outcome(path, stand_in, reason=f"cannot read the file ({exc.strerror or type(exc).__name__})")
-    sha256 = hashlib.sha256(data).hexdigest()
+    sha256 = sha256_bytes(data)
     if sha256 in stored:
         return _Outcome(path, sha256, stored=True)
     try:
@@ -388,22 +382,23 @@ def image_result(
     captions: dict[str, str] | None = None,
 ) -> ImageResult:
     """The storage record of one screened image (``captions``: learned captions by finding, where written)."""
-    explained = explanation.findings if explanation is not None else {}
+    described = {item.finding: item for item in explanation.descriptions} if explanation is not None else {}
     heatmap_paths = heatmap_paths or {}
     captions = captions or {}
     findings = []
     for name, probability, threshold in zip(FINDINGS, probabilities, thresholds, strict=True):
-        detail = explained.get(name)
+        description = described.get(name)
+        data, box = _stored_description(description) if description is not None else (None, None)
         findings.append(
             FindingResult(
                 finding=name,
                 probability=float(probability),
                 threshold=float(threshold),
-                description=detail.sentence if detail else None,
-                description_data=detail.data if detail else None,
+                description=description.sentence if description is not None else None,
+                description_data=data,
                 caption=captions.get(name),
                 heatmap_path=heatmap_paths.get(name),
-                box=detail.box if detail else None,
+                box=box,
             )
         )
     spacing = prepared.image.pixel_spacing_mm
@@ -423,6 +418,26 @@ def image_result(
         pixel_spacing=(spacing[1], spacing[0]) if spacing else None,
         synthetic=synthetic,
     )
+
+
+def _stored_description(
+    description: FindingDescription,
+) -> tuple[dict[str, Any], tuple[int, int, int, int] | None]:
+    """A description as the records keep it: its JSON with the view used, and boxes in whole pixels."""
+    data = description.to_json_dict()
+    box = _whole_pixels(description.box) if description.box is not None else None
+    data["box"] = list(box) if box is not None else None
+    for focus in data.get("foci", []):
+        focus["box"] = list(_whole_pixels(focus["box"]))
+    data["view"] = description.view
+    data["view_assumed"] = bool(description.view_assumed)
+    return data, box
+
+
+def _whole_pixels(box: Sequence[float]) -> tuple[int, int, int, int]:
+    """A box ``[x, y, w, h]`` in whole pixels of the original image (the records store integers)."""
+    x, y, w, h = box
+    return max(0, round(x)), max(0, round(y)), max(1, round(w)), max(1, round(h))
 
 
 def register_backend(session: Session, backend: ModelBackend) -> int:
@@ -532,16 +547,16 @@ def screen(
 
     Args:
         paths: Files and folders.
-        backend: The model (:func:`cxreader.screening.backend.load_backend`).
+        backend: The model (:func:`cxreader.inference.backends.load_backend`).
         database: The open records database.
         batch_size: Images per forward pass.
         workers: Threads reading and preprocessing files ahead of the model; 0 reads on the main thread.
-        describe: Add heatmap-grounded descriptions of positive findings; default: when
-            :mod:`cxreader.localization` is available and the backend is a PyTorch model.
+        describe: Add heatmap-grounded descriptions of positive findings; default: when the backend is a
+            PyTorch model.
         captioner: A :class:`~cxreader.captioning.predict.CaptionPredictor` that adds a learned caption to
             each positive finding (:func:`cxreader.screening.captions.learned_captions`); None: no captions.
-        progress: Show a progress bar (files/s, ETA) on stderr.
-        progress_file: Stream of the progress bar (default ``sys.stderr``).
+        progress: Show progress (files/s, ETA) with :class:`~cxreader.progress.Progress`.
+        progress_file: Stream of the progress (default ``sys.stderr``).
 
     Returns:
         A :class:`ScreeningReport` with the triage list.
@@ -554,11 +569,10 @@ def screen(
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more, got {workers}")
     started = time.perf_counter()
-    can_describe = backend.model is not None and localization_available()
+    can_describe = backend.model is not None
     if describe and not can_describe:
         raise ConfigError(
-            "descriptions need cxreader.localization and a PyTorch checkpoint "
-            f"(this backend: {backend.kind}); run without --describe"
+            f"descriptions need a PyTorch checkpoint (this backend: {backend.kind}); run without --describe"
         )
     describe = can_describe if describe is None else describe
     discovered = discover_files(paths)
@@ -583,13 +597,8 @@ def screen(
             keep_display=describe or captioner is not None,
             stored=stored,
         )
-        bar = tqdm(
-            total=len(discovered.files),
-            unit=" files",
-            disable=not progress,
-            file=progress_file or sys.stderr,
-            dynamic_ncols=True,
-            smoothing=0.1,
+        bar = Progress(
+            len(discovered.files), desc="screening", unit=" files", stream=progress_file, enabled=progress
         )
         pool = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxreader-read") if workers else None
@@ -605,9 +614,7 @@ def screen(
                     writer.flush(report)
                 bar.update(1)
                 if bar.n % batch_size == 0:
-                    bar.set_postfix(
-                        ok=report.screened, failed=report.failed, skipped=report.skipped, refresh=False
-                    )
+                    bar.set_postfix(ok=report.screened, failed=report.failed, skipped=report.skipped)
             if batch:
                 _run_batch(batch, backend, thresholds, checkpoint_id, describe, captioner, writer, report)
             writer.flush(report)
@@ -677,12 +684,8 @@ def _run_batch(
     report: ScreeningReport,
 ) -> None:
     tensors = torch.stack([item.tensor for item in batch])
-    features = None
     try:
-        if describe and hasattr(backend, "predict_features"):
-            probabilities, features = backend.predict_features(tensors)
-        else:
-            probabilities = backend.predict(tensors)
+        probabilities, features = backend.predict_features(tensors)
     except CXReaderError as exc:
         for item in batch:
             writer.failures.append(
@@ -700,18 +703,9 @@ def _run_batch(
         writer.flush(report)
         return
     explanations: list[Explanation | None] = [None] * len(batch)
-    if describe and backend.model is not None:
-        explanations = list(
-            explain_batch(
-                backend.model,
-                tensors,
-                probabilities,
-                thresholds,
-                [item.view() for item in batch],
-                lock=getattr(backend, "lock", None),
-                features=features,
-            )
-        )
+    if describe:
+        views = [item.view() for item in batch]
+        explanations = list(explain_batch(backend, tensors, probabilities, views, features=features))
     for item, row, explanation in zip(batch, probabilities, explanations, strict=True):
         captions = (
             learned_captions(captioner, item.display, row, thresholds) if captioner is not None else None

@@ -35,8 +35,7 @@ the clinical team, carries the PatientID the records database holds.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -46,6 +45,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cxreader import DISCLAIMER
+from cxreader.files import write_text_atomic
 from cxreader.labels import canonical_finding, display_name
 from cxreader.storage.tables import Finding, Image, Study
 
@@ -243,37 +243,29 @@ def format_triage(entries: Sequence[TriageEntry], *, limit: int | None = 50) -> 
 
 
 def write_triage_csv(entries: Sequence[TriageEntry], path: str | Path) -> Path:
-    """Write the whole triage list as CSV (:data:`CSV_COLUMNS`), atomically (temporary file, then rename).
+    """Write the whole triage list as CSV (:data:`CSV_COLUMNS`) with :func:`~cxreader.files.write_text_atomic`.
 
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            for rank, entry in enumerate(entries, start=1):
-                first = entry.most_urgent
-                writer.writerow(
-                    {
-                        "rank": rank,
-                        "image_id": entry.image_id,
-                        "most_urgent_finding": first.finding,
-                        "probability": f"{first.probability:.4f}",
-                        "threshold": f"{first.threshold:.4f}",
-                        "findings_above_threshold": "|".join(item.finding for item in entry.positives),
-                        "source_path": entry.source_path,
-                        "study_date": entry.study_date.isoformat() if entry.study_date else "",
-                        "patient_id": entry.patient_id or "",
-                        "view_position": entry.view_position or "",
-                        "synthetic": str(entry.synthetic).lower(),
-                    }
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for rank, entry in enumerate(entries, start=1):
+        first = entry.most_urgent
+        writer.writerow(
+            {
+                "rank": rank,
+                "image_id": entry.image_id,
+                "most_urgent_finding": first.finding,
+                "probability": f"{first.probability:.4f}",
+                "threshold": f"{first.threshold:.4f}",
+                "findings_above_threshold": "|".join(item.finding for item in entry.positives),
+                "source_path": entry.source_path,
+                "study_date": entry.study_date.isoformat() if entry.study_date else "",
+                "patient_id": entry.patient_id or "",
+                "view_position": entry.view_position or "",
+                "synthetic": str(entry.synthetic).lower(),
+            }
+        )
+    return write_text_atomic(path, buffer.getvalue())

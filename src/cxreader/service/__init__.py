@@ -5,22 +5,3 @@
 settings come from the environment (``settings``), and the work is done by the same core functions as
 ``cxreader screen`` (``analysis``).
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["Settings", "create_app"]
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so that `cxreader --help` and the settings do not import the model stack (torch, FastAPI).
-    if name == "create_app":
-        from cxreader.service.app import create_app
-
-        return create_app
-    if name == "Settings":
-        from cxreader.service.settings import Settings
-
-        return Settings
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

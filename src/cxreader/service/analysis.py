@@ -8,7 +8,6 @@ database); the routes run them in the thread pool so that the event loop keeps s
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,25 +17,18 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from cxreader.errors import ImageReadError
+from cxreader.files import sha256_bytes
 from cxreader.labels import FINDINGS
+from cxreader.localization import overlay
+from cxreader.localization.cam import heatmaps
+from cxreader.localization.explain import Explanation, explain_batch
+from cxreader.localization.overlay import map_from_png, map_to_png, render_overlay
 from cxreader.screening.captions import learned_captions
 from cxreader.screening.engine import PreparedImage, image_result, prepare_image
-from cxreader.screening.explain import (
-    Explanation,
-    explain_batch,
-    localization_available,
-    map_from_png,
-    map_to_png,
-)
 from cxreader.service.deps import ServiceState
-from cxreader.storage.crud import add_image_result
+from cxreader.storage.records import ImageRecord
 from cxreader.storage.tables import Image
-
-try:  # overlays come from the localization package; without it the page shows the plain image only
-    from cxreader.localization.overlay import DEFAULT_COLORMAP, MAX_ALPHA, TRANSPARENT_BELOW, render_overlay
-except ImportError:  # pragma: no cover - exercised only where the package is absent
-    render_overlay = None
-    DEFAULT_COLORMAP, MAX_ALPHA, TRANSPARENT_BELOW = "inferno", 0.6, 0.2
+from cxreader.storage.write import add_image_result
 
 
 class AssetUnavailableError(Exception):
@@ -72,7 +64,7 @@ def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
     Raises:
         ImageReadError: not an image the reader can decode, or not a radiograph modality.
     """
-    sha256 = hashlib.sha256(data).hexdigest()
+    sha256 = sha256_bytes(data)
     existing = stored_image_id(state, sha256)
     if existing is not None:
         return UploadOutcome(existing, created=False)
@@ -108,20 +100,12 @@ def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
 def _classify(state: ServiceState, prepared: PreparedImage) -> tuple[np.ndarray, Explanation | None]:
     backend = state.backend
     tensors = prepared.tensor[None]
+    probabilities, features = backend.predict_features(tensors)
     explanation = None
-    if backend.model is not None and localization_available() and hasattr(backend, "predict_features"):
-        probabilities, features = backend.predict_features(tensors)
-        explanation = explain_batch(
-            backend.model,
-            tensors,
-            probabilities,
-            backend.contract.thresholds,
-            [prepared.view()],
-            all_maps=True,
-            features=features,
-        )[0]
-    else:
-        probabilities = backend.predict(tensors)
+    if backend.model is not None:  # the maps of all 14 findings: the page lets a clinician look at any
+        [explanation] = explain_batch(
+            backend, tensors, probabilities, [prepared.view()], findings="all", features=features
+        )
     return probabilities[0], explanation
 
 
@@ -148,7 +132,7 @@ def _png(pixels: np.ndarray) -> bytes:
 # --- images and heatmaps of stored records -------------------------------------------------------------------
 
 
-def _original_bytes(state: ServiceState, image: Image) -> bytes:
+def _original_bytes(state: ServiceState, image: ImageRecord) -> bytes:
     """The record's original file, checked against its content hash."""
     candidates = [state.assets.upload_path(image.content_sha256)]
     if image.source_path:
@@ -159,12 +143,12 @@ def _original_bytes(state: ServiceState, image: Image) -> bytes:
             data = candidate.read_bytes()
         except (OSError, ValueError):
             continue
-        if hashlib.sha256(data).hexdigest() == image.content_sha256:
+        if sha256_bytes(data) == image.content_sha256:
             return data
     raise AssetUnavailableError("the original image file is no longer available to the server")
 
 
-def _prepare_stored(state: ServiceState, image: Image) -> PreparedImage:
+def _prepare_stored(state: ServiceState, image: ImageRecord) -> PreparedImage:
     data = _original_bytes(state, image)
     try:
         return prepare_image(
@@ -178,7 +162,7 @@ def _prepare_stored(state: ServiceState, image: Image) -> PreparedImage:
         raise AssetUnavailableError(f"the original image cannot be read: {exc.reason}") from None
 
 
-def display_png(state: ServiceState, image: Image) -> bytes:
+def display_png(state: ServiceState, image: ImageRecord) -> bytes:
     """The display rendition of a stored image (made from the original file when not kept yet).
 
     Raises:
@@ -196,21 +180,16 @@ def display_png(state: ServiceState, image: Image) -> bytes:
     return data
 
 
-def heatmap_available(state: ServiceState, image: Image) -> bool:
+def heatmap_available(state: ServiceState, image: ImageRecord) -> bool:
     """Whether the service can show heatmaps for this record (stored ones, or its own model's)."""
     if image.status != "ok":
         return False
     if any(finding.heatmap_path for finding in image.findings):
         return True
-    return (
-        image.checkpoint_id == state.checkpoint_id
-        and state.backend.model is not None
-        and localization_available()
-        and render_overlay is not None
-    )
+    return image.checkpoint_id == state.checkpoint_id and state.backend.model is not None
 
 
-def heatmap_values(state: ServiceState, image: Image, finding: str) -> np.ndarray:
+def heatmap_values(state: ServiceState, image: ImageRecord, finding: str) -> np.ndarray:
     """The finding's heatmap in [0, 1] at the model's input size: stored, or computed now for own records.
 
     Raises:
@@ -223,11 +202,7 @@ def heatmap_values(state: ServiceState, image: Image, finding: str) -> np.ndarra
         path = state.assets.resolve(row.heatmap_path)
         if path is not None and path.is_file():
             return map_from_png(path)
-    if (
-        image.checkpoint_id != state.checkpoint_id
-        or state.backend.model is None
-        or not localization_available()
-    ):
+    if image.checkpoint_id != state.checkpoint_id or state.backend.model is None:
         raise AssetUnavailableError(
             "no heatmap was stored for this record, and it was not made by this server's model "
             "(heatmaps need the PyTorch checkpoint that produced the result)"
@@ -238,37 +213,22 @@ def heatmap_values(state: ServiceState, image: Image, finding: str) -> np.ndarra
     if cached.is_file():
         return map_from_png(cached)
     prepared = _prepare_stored(state, image)
-    probabilities = np.asarray([[item.probability for item in _in_order(image)]], dtype=np.float32)
-    explanation = explain_batch(
-        state.backend.model,
-        prepared.tensor[None],
-        probabilities,
-        state.backend.contract.thresholds,
-        [prepared.view()],
-        all_maps=True,
-        lock=getattr(state.backend, "lock", None),
-    )[0]
-    for name, values in explanation.maps.items():
+    with state.backend.lock:  # the maps of all 14 findings, as an upload stores them
+        maps = heatmaps(state.backend.model, prepared.tensor, None, "cam")
+    for name, values in zip(FINDINGS, maps, strict=True):
         state.assets.write(
             state.assets.root / state.assets.heatmap_relpath(state.checkpoint_id, image.content_sha256, name),
             map_to_png(values),
         )
-    return explanation.maps[finding]
+    return maps[FINDINGS.index(finding)]
 
 
-def _in_order(image: Image) -> list:
-    rows = {item.finding: item for item in image.findings}
-    return [rows[name] for name in FINDINGS]
-
-
-def overlay_png(state: ServiceState, image: Image, finding: str) -> bytes:
+def overlay_png(state: ServiceState, image: ImageRecord, finding: str) -> bytes:
     """The overlay figure of one finding: the radiograph, the heatmap, the box, the sentence (a cached PNG).
 
     Raises:
-        AssetUnavailableError: see :func:`heatmap_values`; or the localization package is not installed.
+        AssetUnavailableError: see :func:`heatmap_values`.
     """
-    if render_overlay is None:
-        raise AssetUnavailableError("heatmap overlays need the cxreader.localization package")
     path = state.assets.overlay_path(image.checkpoint_id or 0, image.content_sha256, finding)
     if path.is_file():
         return path.read_bytes()
@@ -276,10 +236,11 @@ def overlay_png(state: ServiceState, image: Image, finding: str) -> bytes:
     display = np.asarray(PILImage.open(io.BytesIO(display_png(state, image))).convert("L"))
     row = next(item for item in image.findings if item.finding == finding)
     box = None
-    if row.box_x is not None and image.width and image.height:
+    if row.box is not None and image.width and image.height:
         # The stored box is in original pixels; the overlay is drawn on the display rendition.
         sx, sy = display.shape[1] / image.width, display.shape[0] / image.height
-        box = [row.box_x * sx, row.box_y * sy, row.box_width * sx, row.box_height * sy]
+        x, y, width, height = row.box
+        box = [x * sx, y * sy, width * sx, height * sy]
     data = render_overlay(
         display,
         values,
@@ -295,25 +256,11 @@ def overlay_png(state: ServiceState, image: Image, finding: str) -> bytes:
     return data
 
 
-def heatmap_layer_png(state: ServiceState, image: Image, finding: str) -> bytes:
+def heatmap_layer_png(state: ServiceState, image: ImageRecord, finding: str) -> bytes:
     """The heatmap alone as a transparent colour layer at the display image's size, for the web page to lay
     over the radiograph. Same colours and transparency rule as the overlay figure (``inferno``; fully
     transparent below the overlay's threshold, opacity growing with the map value).
     """
-    from matplotlib import colormaps
-
     values = heatmap_values(state, image, finding)
-    display = PILImage.open(io.BytesIO(display_png(state, image)))
-    width, height = display.size
-    if values.shape != (height, width):
-        values = np.asarray(
-            PILImage.fromarray(values.astype(np.float32), mode="F").resize(
-                (width, height), PILImage.Resampling.BILINEAR
-            )
-        )
-    values = np.clip(values, 0.0, 1.0)
-    rgba = colormaps[DEFAULT_COLORMAP](values)
-    rgba[..., 3] = MAX_ALPHA * np.clip((values - TRANSPARENT_BELOW) / (1.0 - TRANSPARENT_BELOW), 0.0, 1.0)
-    buffer = io.BytesIO()
-    PILImage.fromarray(np.rint(rgba * 255.0).astype(np.uint8), mode="RGBA").save(buffer, format="PNG")
-    return buffer.getvalue()
+    with PILImage.open(io.BytesIO(display_png(state, image))) as display:
+        return overlay.heatmap_layer_png(values, display.size)

@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 
 from cxreader import DISCLAIMER, __version__
 from cxreader.errors import CXReaderError
-from cxreader.screening.backend import ModelBackend, load_backend
+from cxreader.inference.backends import ModelBackend, load_backend
 from cxreader.screening.engine import register_backend
 from cxreader.service.assets import AssetStore
 from cxreader.service.deps import ServiceState

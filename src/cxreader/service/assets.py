@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cxreader.files import write_bytes_atomic
 from cxreader.labels import FINDINGS
-from cxreader.screening.explain import write_atomic
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -75,4 +75,4 @@ class AssetStore:
         """Write a file of the store atomically."""
         if not path.resolve().is_relative_to(self.root):
             raise ValueError("refusing to write outside the data directory")
-        return write_atomic(path, data)
+        return write_bytes_atomic(path, data)

@@ -1,5 +1,5 @@
-"""FastAPI dependencies (``Annotated`` aliases, as in the full-stack-fastapi-template): the service state,
-settings, a database session, the model, and the API key check.
+"""FastAPI dependencies (``Annotated`` aliases, as in the full-stack-fastapi-template): the service state
+(settings, model, database, file store), a database session, and the API key check.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from cxreader.screening.backend import ModelBackend
+from cxreader.inference.backends import ModelBackend
 from cxreader.service.assets import AssetStore
 from cxreader.service.settings import Settings
 from cxreader.storage.db import Database
@@ -44,30 +44,12 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
-    """The service settings."""
-    return state.settings
-
-
-def get_backend(state: StateDep) -> ModelBackend:
-    """The model."""
-    return state.backend
-
-
-def get_database(state: StateDep) -> Database:
-    """The records database."""
-    return state.database
-
-
 def get_session(state: StateDep) -> Iterator[Session]:
     """A database session for one request, closed afterwards."""
     with state.database.session() as session:
         yield session
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-BackendDep = Annotated[ModelBackend, Depends(get_backend)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 # auto_error=False: a missing header must give our 401 (with WWW-Authenticate), not FastAPI's 403.
@@ -79,8 +61,7 @@ _bearer = HTTPBearer(
 
 
 def require_api_key(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Let the request through only with ``Authorization: Bearer KEY`` for a configured key.
 
@@ -92,7 +73,7 @@ def require_api_key(
     """
     supplied = credentials.credentials.encode() if credentials is not None else b""
     matched = False
-    for key in settings.api_keys:
+    for key in state.settings.api_keys:
         matched |= hmac.compare_digest(supplied, key.encode())
     if not supplied or not matched:
         raise HTTPException(

@@ -1,7 +1,8 @@
 """Pydantic models of the REST API's responses (what the OpenAPI document describes).
 
 A *study* in the API is one stored image and its 14 findings (one upload, or one file of a screening run);
-the DICOM study it belongs to, when the file says, is given by ``study_instance_uid``.
+the DICOM study it belongs to, when the file says, is given by ``study_instance_uid``. The study schemas are
+read from :class:`cxreader.storage.records.ImageRecord` (``model_validate(record)``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,19 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, computed_field, model_validator
+
+from cxreader import DISCLAIMER
+from cxreader.labels import display_name as readable_name
+from cxreader.screening.triage import urgency_rank
+
+#: Where the studies live in the API.
+STUDIES_PATH = "/api/studies"
+
+
+def study_url(image_id: int) -> str:
+    """The URL of one study."""
+    return f"{STUDIES_PATH}/{image_id}"
 
 
 class ErrorOut(BaseModel):
@@ -44,8 +57,9 @@ class ModelOut(BaseModel):
 class FindingOut(BaseModel):
     """The model's result for one finding."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     finding: str = Field(examples=["Effusion"])
-    display_name: str = Field(examples=["Effusion"])
     probability: float = Field(ge=0, le=1)
     threshold: float = Field(ge=0, le=1, description="the checkpoint's operating threshold")
     above_threshold: bool
@@ -57,6 +71,12 @@ class FindingOut(BaseModel):
         None, description="overlay figure; add ?layer=true for the bare colour layer"
     )
 
+    @computed_field(examples=["Effusion"])
+    @property
+    def display_name(self) -> str:
+        """The finding's name for people."""
+        return readable_name(self.finding)
+
 
 class StudyLinks(BaseModel):
     """Where to get more of a study."""
@@ -65,48 +85,67 @@ class StudyLinks(BaseModel):
     image: str | None = Field(None, description="display rendition of the radiograph (PNG)")
 
 
-class StudyOut(BaseModel):
-    """One stored study (image) with all 14 findings, most probable first."""
+class StudyBase(BaseModel):
+    """What a study's full view and its search result share, read from a stored image's record.
 
-    id: int
+    Validate with ``context={"heatmaps": True}`` when the service can draw the record's heatmaps: each finding
+    then links to its own.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int = Field(validation_alias="image_id")
     status: str = Field(description="ok, or failed (then failure_reason says why)")
     failure_reason: str | None = None
-    created: bool | None = Field(None, description="on upload: false when the same image was already stored")
     synthetic: bool = Field(description="SYNTHETIC image or model: not a result for a real patient")
     checkpoint_id: int | None
-    content_sha256: str
     patient_id: str | None = None
-    study_instance_uid: str | None = None
     study_date: date | None = None
-    accession_number: str | None = None
     view_position: str | None = None
     modality: str | None = None
+    created_at: datetime
+    findings: list[FindingOut]
+
+    @computed_field
+    @property
+    def links(self) -> StudyLinks:
+        """The study's own URL and its image's."""
+        url = study_url(self.id)
+        return StudyLinks(self=url, image=f"{url}/image.png" if self.status == "ok" else None)
+
+    @model_validator(mode="after")
+    def _link_heatmaps(self, info: ValidationInfo) -> StudyBase:
+        if info.context and info.context.get("heatmaps"):
+            for finding in self.findings:
+                finding.heatmap_url = f"{study_url(self.id)}/heatmap/{finding.finding}.png"
+        return self
+
+
+class StudyOut(StudyBase):
+    """One stored study (image) with all 14 findings, most probable first."""
+
+    created: bool | None = Field(None, description="on upload: false when the same image was already stored")
+    content_sha256: str
+    study_instance_uid: str | None = None
+    accession_number: str | None = None
     width: int | None = None
     height: int | None = None
-    pixel_spacing_mm: list[float] | None = Field(None, description="[x, y] mm per pixel")
-    created_at: datetime
-    positive_findings: list[str] = Field(description="findings above threshold, most urgent first")
-    findings: list[FindingOut]
-    links: StudyLinks
-    disclaimer: str
+    pixel_spacing_mm: list[float] | None = Field(
+        None, validation_alias="pixel_spacing", description="[x, y] mm per pixel"
+    )
+    disclaimer: str = DISCLAIMER
+
+    @computed_field(description="findings above threshold, most urgent first")
+    @property
+    def positive_findings(self) -> list[str]:
+        """The findings above threshold in triage order."""
+        return sorted((item.finding for item in self.findings if item.above_threshold), key=urgency_rank)
 
 
-class StudySummary(BaseModel):
+class StudySummary(StudyBase):
     """One search result: the study and its findings that matched the filters."""
 
-    id: int
-    status: str
-    failure_reason: str | None = None
-    synthetic: bool
-    checkpoint_id: int | None
-    patient_id: str | None = None
-    study_date: date | None = None
-    view_position: str | None = None
-    modality: str | None = None
-    created_at: datetime
     score: float | None = Field(None, description="largest probability among the matched findings")
-    findings: list[FindingOut]
-    links: StudyLinks
 
 
 class PageLinks(BaseModel):

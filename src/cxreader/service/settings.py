@@ -21,9 +21,9 @@ from pathlib import Path
 import platformdirs
 
 from cxreader.errors import ConfigError
+from cxreader.storage.names import DATABASE_URL_ENV
 
 CHECKPOINT_ENV = "CXREADER_CHECKPOINT"
-DATABASE_URL_ENV = "CXREADER_DATABASE_URL"
 API_KEYS_ENV = "CXREADER_API_KEYS"
 MAX_UPLOAD_MB_ENV = "CXREADER_MAX_UPLOAD_MB"
 DATA_DIR_ENV = "CXREADER_DATA_DIR"
@@ -32,6 +32,14 @@ CAPTION_CHECKPOINT_ENV = "CXREADER_CAPTION_CHECKPOINT"
 DEFAULT_MAX_UPLOAD_MB = 25.0
 #: Shortest API key accepted: a guessable key is no key.
 MIN_KEY_CHARS = 16
+# The Settings field each plain variable sets (the keys and the upload limit need parsing).
+_ENV_FIELDS = {
+    CHECKPOINT_ENV: "checkpoint",
+    DATABASE_URL_ENV: "database_url",
+    DATA_DIR_ENV: "data_dir",
+    DEVICE_ENV: "device",
+    CAPTION_CHECKPOINT_ENV: "caption_checkpoint",
+}
 
 
 def default_data_dir() -> Path:
@@ -82,20 +90,10 @@ class Settings:
             ConfigError: no checkpoint, no API key, or a malformed value.
         """
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        if env.get(CHECKPOINT_ENV):
-            values["checkpoint"] = Path(env[CHECKPOINT_ENV])
-        if env.get(DATABASE_URL_ENV):
-            values["database_url"] = env[DATABASE_URL_ENV]
+        values: dict[str, object] = {key: env[name] for name, key in _ENV_FIELDS.items() if env.get(name)}
         values["api_keys"] = parse_api_keys(env.get(API_KEYS_ENV, ""))
         if env.get(MAX_UPLOAD_MB_ENV):
             values["max_upload_bytes"] = megabytes(env[MAX_UPLOAD_MB_ENV], MAX_UPLOAD_MB_ENV)
-        if env.get(DATA_DIR_ENV):
-            values["data_dir"] = Path(env[DATA_DIR_ENV])
-        if env.get(DEVICE_ENV):
-            values["device"] = env[DEVICE_ENV]
-        if env.get(CAPTION_CHECKPOINT_ENV):
-            values["caption_checkpoint"] = Path(env[CAPTION_CHECKPOINT_ENV])
         values.update({key: value for key, value in overrides.items() if value is not None})
         if "checkpoint" not in values:
             raise ConfigError(f"no model configured: set {CHECKPOINT_ENV} or pass --checkpoint")

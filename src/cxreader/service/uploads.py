@@ -11,8 +11,8 @@ limit. The client's file name is never used: the caller keeps the bytes under a 
 from __future__ import annotations
 
 from fastapi import Request
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import Field, File, FormParser, parse_options_header
 
 #: The form field that carries the image.
 FILE_FIELD = "file"
@@ -28,66 +28,10 @@ class UploadError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-        self.message = message
 
 
 def _too_large(limit: int) -> UploadError:
     return UploadError(413, f"upload too large: the limit is {limit / (1024 * 1024):g} MB")
-
-
-class _FilePart:
-    """Callbacks for :class:`MultipartParser` that keep only the ``file`` field's bytes, up to the limit."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.data = bytearray()
-        self.found = False
-        self.finished = False
-        self._in_file = False
-        self._header_field = bytearray()
-        self._header_value = bytearray()
-        self._headers: dict[bytes, bytes] = {}
-
-    def callbacks(self) -> dict:
-        return {
-            "on_part_begin": self._part_begin,
-            "on_header_field": lambda data, start, end: self._header_field.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: self._header_value.extend(data[start:end]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-            "on_end": self._end,
-        }
-
-    def _part_begin(self) -> None:
-        self._headers = {}
-        self._in_file = False
-
-    def _header_end(self) -> None:
-        self._headers[bytes(self._header_field).strip().lower()] = bytes(self._header_value).strip()
-        self._header_field.clear()
-        self._header_value.clear()
-
-    def _headers_finished(self) -> None:
-        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
-        name = options.get(b"name", b"").decode("utf-8", "replace")
-        if name == FILE_FIELD and not self.found:
-            self._in_file = True
-            self.found = True
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if not self._in_file:
-            return
-        if len(self.data) + (end - start) > self.limit:
-            raise _too_large(self.limit)
-        self.data.extend(data[start:end])
-
-    def _part_end(self) -> None:
-        self._in_file = False
-
-    def _end(self) -> None:
-        self.finished = True
 
 
 async def read_upload(request: Request, *, max_bytes: int) -> bytes:
@@ -129,8 +73,22 @@ async def read_upload(request: Request, *, max_bytes: int) -> bytes:
     boundary = options.get(b"boundary")
     if not boundary:
         raise UploadError(400, "multipart/form-data without a boundary parameter")
-    part = _FilePart(max_bytes)
-    parser = MultipartParser(boundary, part.callbacks())
+    files: list[bytes] = []
+    ended = False
+
+    def on_part(part: Field | File) -> None:
+        # A part with a file name arrives as a File, one without as a Field; either may carry the image.
+        if part.field_name == FILE_FIELD.encode():
+            files.append(part.file_object.getvalue() if isinstance(part, File) else (part.value or b""))
+
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
+    # Files stay in memory up to the limit (never in a temporary file): the stream is refused beyond it.
+    parser = FormParser(
+        "multipart/form-data", on_part, on_part, on_end, boundary, config={"MAX_MEMORY_FILE_SIZE": allowed}
+    )
     received = 0
     try:
         async for chunk in request.stream():
@@ -139,12 +97,14 @@ async def read_upload(request: Request, *, max_bytes: int) -> bytes:
                 raise _too_large(max_bytes)
             parser.write(chunk)
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:
         raise UploadError(400, f"malformed multipart/form-data body: {exc}") from None
-    if not part.found:
-        raise UploadError(400, f"the form has no '{FILE_FIELD}' field: attach the image as '{FILE_FIELD}'")
-    if not part.finished:
+    if not ended:
         raise UploadError(400, "the multipart/form-data body ends early (incomplete upload)")
-    if not part.data:
+    if not files:
+        raise UploadError(400, f"the form has no '{FILE_FIELD}' field: attach the image as '{FILE_FIELD}'")
+    if len(files[0]) > max_bytes:
+        raise _too_large(max_bytes)
+    if not files[0]:
         raise UploadError(400, "the uploaded file is empty (0 bytes)")
-    return bytes(part.data)
+    return files[0]

@@ -12,8 +12,6 @@ upgrade it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,11 +219,9 @@ class Database:
     engine: Engine
     sessions: sessionmaker[Session]
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session that is closed (and its open transaction rolled back) on exit."""
-        with self.sessions() as session:
-            yield session
+    def session(self) -> Session:
+        """A new session, for a ``with`` block: it is closed (and its open transaction rolled back) on exit."""
+        return self.sessions()
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -2,7 +2,13 @@
 
 #: Environment variable naming the records database.
 DATABASE_URL_ENV = "CXREADER_DATABASE_URL"
-#: Orders :func:`cxreader.storage.crud.search_records` accepts.
+#: Orders :func:`cxreader.storage.search.search_records` accepts.
 SEARCH_ORDERS = ("probability_desc", "date_desc")
-#: Largest page :func:`cxreader.storage.crud.search_records` returns.
+#: Image statuses :func:`cxreader.storage.search.search_records` filters on ("any": both).
+SEARCH_STATUSES = ("ok", "failed", "any")
+#: Largest page :func:`cxreader.storage.search.search_records` returns.
 MAX_SEARCH_LIMIT = 10_000
+#: Help of the commands' ``--db`` option.
+DATABASE_HELP = (
+    f"database URL or SQLite file (default: ${DATABASE_URL_ENV}, else records.sqlite3 in the user data dir)"
+)

@@ -31,7 +31,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cxreader.labels import FINDINGS
 
@@ -45,6 +45,8 @@ NAMING_CONVENTION = {
 }
 
 IMAGE_STATUSES = ("ok", "failed")
+#: The columns of a finding's box, in the order of :attr:`cxreader.storage.records.FindingResult.box`.
+BOX_COLUMNS = ("box_x", "box_y", "box_width", "box_height")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -98,8 +100,6 @@ class Checkpoint(Base):
     path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
-    images: Mapped[list[Image]] = relationship(back_populates="checkpoint")
-
 
 class Study(Base):
     """One imaging study (DICOM StudyInstanceUID), or one stand-alone image file when there is no DICOM study.
@@ -121,8 +121,6 @@ class Study(Base):
     accession_number: Mapped[str | None] = mapped_column(String(64))
     study_description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
-
-    images: Mapped[list[Image]] = relationship(back_populates="study")
 
 
 class Image(Base):
@@ -163,15 +161,6 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
-    study: Mapped[Study | None] = relationship(back_populates="images")
-    checkpoint: Mapped[Checkpoint | None] = relationship(back_populates="images")
-    findings: Mapped[list[Finding]] = relationship(
-        back_populates="image",
-        cascade="all, delete-orphan",
-        passive_deletes=True,
-        order_by="Finding.probability.desc()",
-    )
-
 
 class Finding(Base):
     """The result for one of the 14 findings on one image."""
@@ -206,5 +195,3 @@ class Finding(Base):
     box_y: Mapped[int | None] = mapped_column(Integer)
     box_width: Mapped[int | None] = mapped_column(Integer)
     box_height: Mapped[int | None] = mapped_column(Integer)
-
-    image: Mapped[Image] = relationship(back_populates="findings")

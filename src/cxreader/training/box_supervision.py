@@ -20,7 +20,7 @@ which is why box supervision needs ``augment: batch``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ class BoxTargets:
         cls,
         path: str | Path,
         train_images: Sequence[str],
-        image_path_of,
+        image_path_of: Callable[[str], Path] | None,
         *,
         box_space: int = 0,
     ) -> BoxTargets:
@@ -60,7 +60,8 @@ class BoxTargets:
         Args:
             path: A ``BBox_List_2017.csv``-format file.
             train_images: Names of the training split's images.
-            image_path_of: name -> image file, for the image's size (only the header is read).
+            image_path_of: name -> image file, for the image's size (only the header is read); unused with
+                ``box_space``.
             box_space: Boxes in ``N x N`` pixels (0: in the image's own pixels).
 
         Raises:

@@ -9,7 +9,6 @@ logs and writes files.
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 import torch.nn as nn
 
-from cxreader.errors import ConfigError
+from cxreader.inference.runtime import resolve_device
 
 # The differentiable all-reduce used by AllReduceBatchNorm2d warns on every call that it will move; its
 # replacement in torch.distributed._functional_collectives has no autograd support yet.
@@ -43,23 +42,6 @@ class DistInfo:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA (this process's GPU) if available, else CPU; ``hpu`` needs Habana's bridge."""
-    if requested == "hpu":
-        if importlib.util.find_spec("habana_frameworks") is None:
-            raise ConfigError(
-                "--device hpu needs Habana's PyTorch bridge (habana_frameworks.torch), which is not installed"
-            )
-        import habana_frameworks.torch.core  # noqa: F401  (registers the hpu device)
-
-        return torch.device("hpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available on this machine")
-    if requested in ("cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def init_distributed(requested_device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
@@ -86,15 +68,6 @@ def cleanup_distributed() -> None:
 def barrier(info: DistInfo) -> None:
     if info.is_distributed:
         dist.barrier()
-
-
-def broadcast_object(info: DistInfo, value: object) -> object:
-    """Rank 0's value on every rank."""
-    if not info.is_distributed:
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
 
 
 def all_gather_objects(info: DistInfo, value: object) -> list[object]:

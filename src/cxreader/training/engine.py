@@ -22,6 +22,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,50 +30,33 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
-from cxreader.config import TrainConfig, save_config, write_text_atomic
-from cxreader.data.chestxray14 import ImageLocator, Split, load_splits
-from cxreader.data.dataset import ChestXrayDataset, FileImageSource, ImageSource, collate_samples
+from cxreader.config import TrainConfig, save_config
+from cxreader.data.chestxray14 import ImageLocator, Split
+from cxreader.data.dataset import ChestXrayDataset, build_splits, collate_samples, image_source
 from cxreader.data.transforms import (
     BatchTrainAugment,
     DeferredTrainPreset,
     EvalPreset,
     TrainPreset,
-    load_size_for,
 )
 from cxreader.errors import CheckpointError, ConfigError, DataError
 from cxreader.evaluation.metrics import per_class_auroc
 from cxreader.evaluation.thresholds import choose_thresholds
-from cxreader.inference import (
-    PredictionOutput,
-    autocast,
-    predict_batches,
-    resolve_amp_dtype,
-    use_channels_last,
-)
+from cxreader.files import write_text_atomic
+from cxreader.inference.batches import PredictionOutput, predict_batches
+from cxreader.inference.runtime import autocast, resolve_amp_dtype, use_channels_last
 from cxreader.labels import FINDINGS
 from cxreader.models import create_model
+from cxreader.models.checkpoint import CheckpointContract, read_checkpoint, save_checkpoint, unwrap
+from cxreader.progress import Progress
 from cxreader.training import distributed as dist_utils
 from cxreader.training.box_supervision import BoxTargets, box_loss
-from cxreader.training.checkpoint import CheckpointContract, read_checkpoint, save_checkpoint, unwrap
 from cxreader.training.distributed import DistInfo
 from cxreader.training.losses import masked_bce_with_logits
 
 logger = logging.getLogger(__name__)
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, …``: every index on exactly one rank, no padding (for evaluation)."""
-
-    def __init__(self, length: int, rank: int, world_size: int):
-        self.indices = list(range(rank, length, world_size))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 @dataclass
@@ -109,40 +93,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def build_splits(config: TrainConfig) -> dict[str, Split]:
-    """The splits a config asks for (see :func:`cxreader.data.chestxray14.load_splits`)."""
-    if not config.data and config.split != "lists":
-        raise ConfigError(
-            "no dataset: pass --data DIR (a ChestX-ray14 release or `cxreader data synth` output)"
-        )
-    return load_splits(
-        config.data or None,
-        split=config.split,
-        lists=config.lists or None,
-        seed=config.seed,
-    )
-
-
-def image_source(config: TrainConfig, split: Split) -> ImageSource:
-    """Decode from files (checked up front: a missing file named in the CSV stops the run with its name),
-    or read a preprocessing cache when the config names one."""
-    load_size = load_size_for(config.image_size)
-    if config.cache:
-        from cxreader.data.cache import CacheImageSource
-
-        return CacheImageSource(config.cache, split.images, expected_size=load_size)
-    locator = ImageLocator(config.data)
-    missing = locator.missing(split.images)
-    if missing:
-        shown = ", ".join(missing[:3])
-        raise DataError(
-            Path(config.data),
-            f"{len(missing)} image file(s) named in the labels are missing from images/ or images_0NN/images/ "
-            f"(first: {shown})",
-        )
-    return FileImageSource([locator.locate(name) for name in split.images], load_size)
-
-
 def resolve_augment(augment: str, device: torch.device) -> str:
     """``sample`` or ``batch`` for a config's ``augment`` (``auto``: ``batch`` on accelerators)."""
     if augment == "auto":
@@ -150,7 +100,9 @@ def resolve_augment(augment: str, device: torch.device) -> str:
     return augment
 
 
-def _loader(dataset, *, batch_size: int, sampler: Sampler, workers: int, device: torch.device) -> DataLoader:
+def _loader(
+    dataset, *, batch_size: int, sampler: Iterable[int], workers: int, device: torch.device
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -222,7 +174,7 @@ class Trainer:
         self.val_loader = _loader(
             self.val_set,
             batch_size=self.local_batch,
-            sampler=ShardSampler(len(self.val_set), info.rank, info.world_size),
+            sampler=range(info.rank, len(self.val_set), info.world_size),
             workers=config.workers,
             device=self.device,
         )
@@ -290,13 +242,9 @@ class Trainer:
             path = Path(config.data) / config.boxes
         if not path.is_file():
             raise ConfigError(f"{config.boxes}: box file not found (also looked under {config.data or '.'})")
-        locator = ImageLocator(config.data) if config.data else None
-
-        def image_path_of(name: str) -> Path:
-            if locator is None:
-                raise ConfigError("box supervision needs data (the image files' sizes) or box_space")
-            return locator.locate(name)
-
+        if not config.data and not config.box_space:
+            raise ConfigError("box supervision needs data (the image files' sizes) or box_space")
+        image_path_of = ImageLocator(config.data).locate if config.data else None
         targets = BoxTargets.from_file(path, train_split.images, image_path_of, box_space=config.box_space)
         if self.info.is_primary:
             logger.info("box supervision: %d boxes on %d training images", targets.boxes, len(targets))
@@ -415,15 +363,8 @@ class Trainer:
             total_batches = min(total_batches, config.max_train_batches)
         progress = None
         if self.info.is_primary:
-            from tqdm import tqdm
-
-            progress = tqdm(
-                total=total_batches,
-                desc=f"epoch {epoch}/{config.epochs}",
-                unit="batch",
-                leave=False,
-                dynamic_ncols=True,
-                mininterval=1.0,
+            progress = Progress(
+                total_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False
             )
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         images_seen = 0

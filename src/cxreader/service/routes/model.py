@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from cxreader import DISCLAIMER
-from cxreader.screening.backend import model_summary
-from cxreader.service.deps import ApiKeyDep, BackendDep
+from cxreader.inference.backends import model_summary
+from cxreader.service.deps import ApiKeyDep, StateDep
 from cxreader.service.schemas import ErrorOut, ModelOut
 
 router = APIRouter(
@@ -15,6 +15,6 @@ router = APIRouter(
 
 
 @router.get("/model", summary="The model: findings, operating thresholds, synthetic flag")
-def get_model(backend: BackendDep) -> ModelOut:
+def get_model(state: StateDep) -> ModelOut:
     """What the page shows about the model, and whether it was trained on SYNTHETIC data."""
-    return ModelOut(**model_summary(backend), disclaimer=DISCLAIMER)
+    return ModelOut(**model_summary(state.backend), disclaimer=DISCLAIMER)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -12,28 +12,30 @@ from fastapi.concurrency import run_in_threadpool
 from cxreader import DISCLAIMER
 from cxreader.data.io import sniff_format
 from cxreader.errors import ConfigError, ImageReadError
-from cxreader.labels import NO_FINDING, UnknownFindingError, canonical_finding, display_name
-from cxreader.screening.triage import urgency_rank
+from cxreader.labels import NO_FINDING, UnknownFindingError, canonical_finding
 from cxreader.service import analysis
 from cxreader.service.deps import ApiKeyDep, ServiceState, SessionDep, StateDep
 from cxreader.service.schemas import (
+    STUDIES_PATH,
     ErrorOut,
-    FindingOut,
     PageLinks,
-    StudyLinks,
+    StudyBase,
     StudyOut,
     StudyPage,
     StudySummary,
+    study_url,
 )
-from cxreader.service.uploads import FILE_FIELD, UploadError, read_upload
-from cxreader.storage.crud import MAX_SEARCH_LIMIT, SearchRow, get_image, search_records
-from cxreader.storage.tables import Image
+from cxreader.service.uploads import FILE_FIELD, RAW_TYPES, UploadError, read_upload
+from cxreader.storage.names import MAX_SEARCH_LIMIT
+from cxreader.storage.read import get_image
+from cxreader.storage.records import ImageRecord
+from cxreader.storage.search import search_records
 
 #: Largest page the API serves (the storage layer allows more; a browser needs no more).
 MAX_PAGE = min(100, MAX_SEARCH_LIMIT)
 
 router = APIRouter(
-    prefix="/api/studies",
+    prefix=STUDIES_PATH,
     tags=["studies"],
     dependencies=[ApiKeyDep],
     responses={401: {"model": ErrorOut, "description": "no valid API key"}},
@@ -50,147 +52,26 @@ _UPLOAD_BODY = {
                     "properties": {FILE_FIELD: {"type": "string", "format": "binary"}},
                 }
             },
-            "application/dicom": {"schema": {"type": "string", "format": "binary"}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            **{media: {"schema": {"type": "string", "format": "binary"}} for media in sorted(RAW_TYPES)},
         },
     }
 }
 
 
-def _study_url(image_id: int) -> str:
-    return f"/api/studies/{image_id}"
+ViewT = TypeVar("ViewT", bound=StudyBase)
 
 
-def _heatmap_url(image_id: int, finding: str) -> str:
-    return f"/api/studies/{image_id}/heatmap/{finding}.png"
+def study_view(state: ServiceState, schema: type[ViewT], record: ImageRecord) -> ViewT:
+    """The API view of a stored image, its findings linked to their heatmaps where the service can draw them."""
+    return schema.model_validate(record, context={"heatmaps": analysis.heatmap_available(state, record)})
 
 
-def _finding(
-    image_id: int,
-    *,
-    finding: str,
-    probability: float,
-    threshold: float,
-    above_threshold: bool,
-    description: str | None,
-    description_data: dict | None,
-    caption: str | None,
-    box: list[int] | None,
-    heatmaps: bool,
-) -> FindingOut:
-    return FindingOut(
-        finding=finding,
-        display_name=display_name(finding),
-        probability=probability,
-        threshold=threshold,
-        above_threshold=above_threshold,
-        description=description,
-        description_data=description_data,
-        caption=caption,
-        box=box,
-        heatmap_url=_heatmap_url(image_id, finding) if heatmaps else None,
-    )
-
-
-def study_out(state: ServiceState, image: Image, *, created: bool | None = None) -> StudyOut:
-    """The API view of a stored image and its findings."""
-    heatmaps = analysis.heatmap_available(state, image)
-    rows = sorted(image.findings, key=lambda item: -item.probability)
-    findings = [
-        _finding(
-            image.id,
-            finding=row.finding,
-            probability=row.probability,
-            threshold=row.threshold,
-            above_threshold=row.above_threshold,
-            description=row.description,
-            description_data=row.description_data,
-            caption=row.caption,
-            box=[row.box_x, row.box_y, row.box_width, row.box_height] if row.box_x is not None else None,
-            heatmaps=heatmaps,
-        )
-        for row in rows
-    ]
-    positives = sorted((row.finding for row in rows if row.above_threshold), key=urgency_rank)
-    study = image.study
-    spacing = None
-    if image.pixel_spacing_x is not None and image.pixel_spacing_y is not None:
-        spacing = [image.pixel_spacing_x, image.pixel_spacing_y]
-    return StudyOut(
-        id=image.id,
-        status=image.status,
-        failure_reason=image.failure_reason,
-        created=created,
-        synthetic=bool(image.synthetic),
-        checkpoint_id=image.checkpoint_id,
-        content_sha256=image.content_sha256,
-        patient_id=study.patient_id if study else None,
-        study_instance_uid=study.study_instance_uid if study else None,
-        study_date=study.study_date if study else None,
-        accession_number=study.accession_number if study else None,
-        view_position=image.view_position,
-        modality=image.modality,
-        width=image.width,
-        height=image.height,
-        pixel_spacing_mm=spacing,
-        created_at=image.created_at,
-        positive_findings=positives,
-        findings=findings,
-        links=StudyLinks(
-            self=_study_url(image.id),
-            image=f"{_study_url(image.id)}/image.png" if image.status == "ok" else None,
-        ),
-        disclaimer=DISCLAIMER,
-    )
-
-
-def _summary(state: ServiceState, row: SearchRow) -> StudySummary:
-    heatmaps = row.status == "ok" and (
-        any(hit.heatmap_path for hit in row.findings)
-        or (row.checkpoint_id == state.checkpoint_id and state.backend.model is not None)
-    )
-    return StudySummary(
-        id=row.image_id,
-        status=row.status,
-        failure_reason=row.failure_reason,
-        synthetic=row.synthetic,
-        checkpoint_id=row.checkpoint_id,
-        patient_id=row.patient_id,
-        study_date=row.study_date,
-        view_position=row.view_position,
-        modality=row.modality,
-        created_at=row.created_at,
-        score=row.score,
-        findings=[
-            _finding(
-                row.image_id,
-                finding=hit.finding,
-                probability=hit.probability,
-                threshold=hit.threshold,
-                above_threshold=hit.above_threshold,
-                description=hit.description,
-                description_data=None,
-                caption=hit.caption,
-                box=list(hit.box) if hit.box is not None else None,
-                heatmaps=heatmaps,
-            )
-            for hit in row.findings
-        ],
-        links=StudyLinks(
-            self=_study_url(row.image_id),
-            image=f"{_study_url(row.image_id)}/image.png" if row.status == "ok" else None,
-        ),
-    )
-
-
-def _load(state: ServiceState, image_id: int) -> Image:
+def _load(state: ServiceState, image_id: int) -> ImageRecord:
     with state.database.session() as session:
-        image = get_image(session=session, image_id=image_id)
-    if image is None:
+        record = get_image(session=session, image_id=image_id)
+    if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study with id {image_id}")
-    return image
+    return record
 
 
 @router.post(
@@ -215,7 +96,7 @@ async def upload_study(request: Request, response: Response, state: StateDep) ->
     try:
         data = await read_upload(request, max_bytes=state.settings.max_upload_bytes)
     except UploadError as exc:
-        raise HTTPException(exc.status, exc.message) from None
+        raise HTTPException(exc.status, str(exc)) from None
     if sniff_format(data) is None:
         first = data[:8].hex(" ")
         raise HTTPException(
@@ -227,11 +108,12 @@ async def upload_study(request: Request, response: Response, state: StateDep) ->
         outcome = await run_in_threadpool(analysis.analyse_upload, state, data)
     except ImageReadError as exc:
         raise HTTPException(422, f"the file cannot be read as a radiograph: {exc.reason}") from None
-    image = await run_in_threadpool(_load, state, outcome.image_id)
+    study = study_view(state, StudyOut, await run_in_threadpool(_load, state, outcome.image_id))
+    study.created = outcome.created
     if not outcome.created:
         response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = _study_url(outcome.image_id)
-    return study_out(state, image, created=outcome.created)
+    response.headers["Location"] = study_url(outcome.image_id)
+    return study
 
 
 @router.get(
@@ -259,42 +141,27 @@ def search_studies(
     The finding filters hold for one and the same finding of a study; the study's matching findings are
     returned, most probable first (all 14 when there is no finding filter).
     """
+    filters = {
+        "finding": finding,
+        "min_prob": min_prob,
+        "since": since,
+        "until": until,
+        "patient": patient,
+        "text": text,
+        "above_threshold": above_threshold,
+        "status": status_filter,
+        "order": order,
+        "limit": limit,
+    }
     try:
-        page = search_records(
-            session=session,
-            finding=finding,
-            min_prob=min_prob,
-            since=since,
-            until=until,
-            patient=patient,
-            text=text,
-            above_threshold=above_threshold,
-            status=None if status_filter == "any" else status_filter,
-            limit=limit,
-            offset=offset,
-            order=order,
-        )
+        page = search_records(session=session, **filters, offset=offset)
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
-    query = {
-        key: value
-        for key, value in (
-            ("finding", finding),
-            ("min_prob", min_prob),
-            ("since", since.isoformat() if since else None),
-            ("until", until.isoformat() if until else None),
-            ("patient", patient),
-            ("text", text),
-            ("above_threshold", None if above_threshold is None else str(above_threshold).lower()),
-            ("status", status_filter),
-            ("order", order),
-            ("limit", limit),
-        )
-        if value is not None
-    }
+    # The neighbouring pages repeat the filters that were given, spelled as query parameters.
+    query = {key: _query_value(value) for key, value in filters.items() if value is not None}
 
     def link(start: int) -> str:
-        return "/api/studies?" + urlencode({**query, "offset": start})
+        return f"{STUDIES_PATH}?" + urlencode({**query, "offset": start})
 
     links = PageLinks(
         next=link(offset + limit) if limit and offset + limit < page.total else None,
@@ -304,16 +171,22 @@ def search_studies(
         total=page.total,
         limit=page.limit,
         offset=page.offset,
-        items=[_summary(state, row) for row in page.rows],
+        items=[study_view(state, StudySummary, record) for record in page.rows],
         links=links,
         disclaimer=DISCLAIMER,
     )
 
 
+def _query_value(value: object) -> object:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value.isoformat() if isinstance(value, date) else value
+
+
 @router.get("/{study_id}", summary="One study with all its findings", responses={404: {"model": ErrorOut}})
 def get_study(study_id: int, state: StateDep) -> StudyOut:
     """The stored study: metadata, the 14 findings with thresholds and descriptions, and links."""
-    return study_out(state, _load(state, study_id))
+    return study_view(state, StudyOut, _load(state, study_id))
 
 
 _PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}, 404: {"model": ErrorOut}}
@@ -324,9 +197,9 @@ _PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}, 404: 
 )
 def get_image_png(study_id: int, state: StateDep) -> Response:
     """The display rendition of the radiograph (8-bit, longer side at most 1,024 pixels)."""
-    image = _load(state, study_id)
+    record = _load(state, study_id)
     try:
-        data = analysis.display_png(state, image)
+        data = analysis.display_png(state, record)
     except analysis.AssetUnavailableError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     return Response(content=data, media_type="image/png")
@@ -355,14 +228,14 @@ def get_heatmap_png(
         name = NO_FINDING
     if name == NO_FINDING:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finding named {finding!r}")
-    image = _load(state, study_id)
-    if image.status != "ok":
+    record = _load(state, study_id)
+    if record.status != "ok":
         raise HTTPException(status.HTTP_404_NOT_FOUND, "this record is a file that could not be read")
     try:
         data = (
-            analysis.heatmap_layer_png(state, image, name)
+            analysis.heatmap_layer_png(state, record, name)
             if layer
-            else analysis.overlay_png(state, image, name)
+            else analysis.overlay_png(state, record, name)
         )
     except analysis.AssetUnavailableError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None

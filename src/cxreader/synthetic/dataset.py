@@ -1,6 +1,7 @@
 """A SYNTHETIC dataset in exactly the NIH ChestX-ray14 layout, with precise ground truth for every finding.
 
-The images are phantoms drawn by :mod:`cxreader.data.phantom`; nothing here comes from a patient. The folder
+The images are phantoms drawn by :func:`cxreader.synthetic.findings.draw_chest`; nothing here comes from a
+patient. The folder
 has the files of the NIH release (Wang et al., "ChestX-ray8", CVPR 2017) with their exact formats, so every
 reader, trainer and evaluator of cxreader runs on it unchanged:
 
@@ -10,10 +11,11 @@ reader, trainer and evaluator of cxreader runs on it unchanged:
 - ``train_val_list.txt`` / ``test_list.txt``: a patient-level ~80/20 split, no trailing newline (as NIH);
 - ``BBox_List_2017.csv``: one box per drawn instance of the 8 boxed findings (``Infiltrate`` spelled as NIH);
 
-plus two files of its own:
+plus two files of its own (:mod:`cxreader.data.sidecars`, where their names and the reader live):
 
-- ``synthetic_findings.csv``: one row per drawn instance of any finding (see :data:`SIDECAR_COLUMNS`): side
-  in the patient's frame (patient's right = image LEFT), zone, organ, box, extent, size in cm, severity;
+- ``synthetic_findings.csv``: one row per drawn instance of any finding (see
+  :data:`~cxreader.data.sidecars.SIDECAR_COLUMNS`): side in the patient's frame (patient's right = image
+  LEFT), zone, organ, box, extent, size in cm, severity;
 - ``SYNTHETIC_README.txt``: says in plain words that the data is synthetic, with the generator's parameters.
 
 Prevalence. A fraction :data:`NORMAL_FRACTION` of images is "No Finding"; in the others each finding is drawn
@@ -25,38 +27,29 @@ the seed, whatever the number of worker processes: each image has its own seed.
 from __future__ import annotations
 
 import math
-import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from cxreader import __version__
-from cxreader.data.nih_tables import open_text
-from cxreader.data.phantom import (
-    FIELD_OF_VIEW_CM,
-    ORGANS,
-    SEVERITIES,
-    SIDES,
-    SPECIAL_ZONES,
-    ZONES,
-    DrawnFinding,
-    draw_chest,
-)
+from cxreader.data.chestxray14 import DATA_ENTRY_NAMES, TEST_LIST, TRAIN_VAL_LIST
+from cxreader.data.sidecars import SIDECAR_COLUMNS, SIDECAR_NAME, SYNTHETIC_MARKER
 from cxreader.errors import ConfigError, DataError
+from cxreader.files import atomic_write, write_text_atomic
 from cxreader.labels import BOXED_FINDINGS, FINDINGS, NO_FINDING
+from cxreader.synthetic.anatomy import FIELD_OF_VIEW_CM
+from cxreader.synthetic.findings import DrawnFinding, draw_chest
+from cxreader.vocabulary import ORGANS, SEVERITIES, SIDES, SPECIAL_ZONES, ZONES
 
-DATA_ENTRY_NAME = "Data_Entry_2017_v2020.csv"
+#: The Data_Entry name of the v2020 release, the one NIH publishes today.
+DATA_ENTRY_NAME = DATA_ENTRY_NAMES[0]
 BBOX_LIST_NAME = "BBox_List_2017.csv"
-TRAIN_VAL_LIST_NAME = "train_val_list.txt"
-TEST_LIST_NAME = "test_list.txt"
-SIDECAR_NAME = "synthetic_findings.csv"
-README_NAME = "SYNTHETIC_README.txt"
 IMAGES_DIR = "images"
 
 #: The header line of the NIH ``Data_Entry_2017_v2020.csv``, verbatim.
@@ -66,21 +59,6 @@ DATA_ENTRY_HEADER = (
 )
 #: The header line of the NIH ``BBox_List_2017.csv``, verbatim (with its trailing empty fields).
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
-#: Columns of ``synthetic_findings.csv``; x, y, w, h is the box in pixels (top-left corner, width, height).
-SIDECAR_COLUMNS = (
-    "image",
-    "finding",
-    "side",
-    "zone",
-    "organ",
-    "x",
-    "y",
-    "w",
-    "h",
-    "extent",
-    "size_cm",
-    "severity",
-)
 _BBOX_SPELLING = {"Infiltration": "Infiltrate"}  # as BBox_List_2017.csv writes it
 
 #: Overall rate of each finding (fraction of images), by default.
@@ -158,7 +136,7 @@ class _ImageSpec:
     age: int
     gender: str
     view: str
-    findings: tuple[str, ...] = field(default_factory=tuple)
+    findings: tuple[str, ...] = ()
 
 
 def inclusion_probabilities(rates: dict[str, float]) -> tuple[float, dict[str, float]]:
@@ -236,9 +214,7 @@ def _plan_images(rng: np.random.Generator, images: int, rates: dict[str, float])
 
 def _split_patients(rng: np.random.Generator, specs: Sequence[_ImageSpec]) -> set[int]:
     """Patients of the test split: whole patients, about TEST_FRACTION of the images, never all of them."""
-    per_patient: dict[int, int] = {}
-    for spec in specs:
-        per_patient[spec.patient_id] = per_patient.get(spec.patient_id, 0) + 1
+    per_patient = Counter(spec.patient_id for spec in specs)
     order = rng.permutation(sorted(per_patient))
     target = TEST_FRACTION * len(specs)
     test: set[int] = set()
@@ -252,7 +228,7 @@ def _split_patients(rng: np.random.Generator, specs: Sequence[_ImageSpec]) -> se
 
 
 def _render_image(task: tuple[str, int, int, _ImageSpec]) -> list[DrawnFinding]:
-    """Draw one image and write its PNG (under a temporary name first); return its finding instances."""
+    """Draw one image and write its PNG (whole or not at all); return its finding instances."""
     images_dir, size, seed, spec = task
     picture = draw_chest(
         (seed, 2, spec.index),
@@ -261,19 +237,9 @@ def _render_image(task: tuple[str, int, int, _ImageSpec]) -> list[DrawnFinding]:
         view=spec.view,
         patient_seed=(seed, 1, spec.patient_id),
     )
-    target = os.path.join(images_dir, spec.name)
-    partial = target + ".part"
-    Image.fromarray(picture.pixels).save(partial, format="PNG")
-    os.replace(partial, target)
+    with atomic_write(Path(images_dir) / spec.name) as handle:
+        Image.fromarray(picture.pixels).save(handle, format="PNG")
     return list(picture.findings)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a text file under a temporary name, then rename it: readers never see half a file."""
-    partial = path.with_name(f".{path.name}.part")
-    with open(partial, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(partial, path)
 
 
 def _number(value: float) -> str:
@@ -284,15 +250,16 @@ def _prepare_directory(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(out_dir, "exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not (out_dir / README_NAME).is_file():
+        if not (out_dir / SYNTHETIC_MARKER).is_file():
             raise DataError(
                 out_dir,
                 "exists, is not empty and is not a cxreader synthetic dataset; choose a new directory",
             )
-        # A previous synthetic dataset: its images are ours to replace.
+        # A previous synthetic dataset: its images (and the temporary files of an interrupted run) are ours
+        # to replace.
         images_dir = out_dir / IMAGES_DIR
         if images_dir.is_dir():
-            for stale in list(images_dir.glob("*.png")) + list(images_dir.glob("*.part")):
+            for stale in [*images_dir.glob("*.png"), *images_dir.glob(".*.tmp"), *images_dir.glob("*.part")]:
                 stale.unlink()
     (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -308,8 +275,8 @@ def _readme(images: int, patients: int, size: int, seed: int, positive_rate: flo
             f"{IMAGES_DIR}/",
             f"{size}x{size} 8-bit grayscale PNG, {spacing:g} mm per pixel ({FIELD_OF_VIEW_CM:g} cm field)",
         ),
-        (TRAIN_VAL_LIST_NAME, f"train/validation images: a patient-level split, about {split}"),
-        (TEST_LIST_NAME, "test images (no patient is in both lists)"),
+        (TRAIN_VAL_LIST, f"train/validation images: a patient-level split, about {split}"),
+        (TEST_LIST, "test images (no patient is in both lists)"),
         (BBOX_LIST_NAME, f"one box per drawn instance of {', '.join(BOXED_FINDINGS)}"),
         (SIDECAR_NAME, "one row per drawn instance of any finding (ground truth for captions, heatmaps)"),
     )
@@ -320,7 +287,7 @@ Everything in this folder is synthetic. The images are computer-drawn chest X-ra
 describe them. No person was imaged: patient IDs, ages, sexes, views and findings are invented by a random
 number generator. Do not use this data to draw any medical conclusion.
 
-Generated by cxreader {__version__} (`cxreader data synth`, cxreader.data.synthetic.generate_synthetic_dataset)
+Generated by cxreader {__version__} (`cxreader data synth`, module cxreader.synthetic.dataset)
 with: images={images}, size={size}, seed={seed}, positive_rate={rate}.
 The same parameters always produce the same files. {patients} invented patients.
 
@@ -380,7 +347,7 @@ def generate_synthetic_dataset(
     test_patients = _split_patients(rng, specs)
     patients = specs[-1].patient_id
     # The README goes first, so that even an interrupted run leaves a folder that says it is synthetic.
-    _write_atomic(out_dir / README_NAME, _readme(images, patients, size, seed, positive_rate))
+    write_text_atomic(out_dir / SYNTHETIC_MARKER, _readme(images, patients, size, seed, positive_rate))
 
     tasks = [(str(out_dir / IMAGES_DIR), size, seed, spec) for spec in specs]
     if workers > 1 and len(tasks) > 1:
@@ -413,12 +380,12 @@ def generate_synthetic_dataset(
             )
     test_names = sorted(spec.name for spec in specs if spec.patient_id in test_patients)
     train_names = sorted(spec.name for spec in specs if spec.patient_id not in test_patients)
-    _write_atomic(out_dir / TRAIN_VAL_LIST_NAME, "\n".join(train_names))  # NIH lists end without a newline
-    _write_atomic(out_dir / TEST_LIST_NAME, "\n".join(test_names))
-    _write_atomic(out_dir / BBOX_LIST_NAME, "\n".join(box_lines) + "\n")
-    _write_atomic(out_dir / SIDECAR_NAME, "\n".join(sidecar_lines) + "\n")
+    write_text_atomic(out_dir / TRAIN_VAL_LIST, "\n".join(train_names))  # NIH lists end without a newline
+    write_text_atomic(out_dir / TEST_LIST, "\n".join(test_names))
+    write_text_atomic(out_dir / BBOX_LIST_NAME, "\n".join(box_lines) + "\n")
+    write_text_atomic(out_dir / SIDECAR_NAME, "\n".join(sidecar_lines) + "\n")
     # The label table last: its presence means the dataset is complete.
-    _write_atomic(out_dir / DATA_ENTRY_NAME, "\n".join(entry_lines) + "\n")
+    write_text_atomic(out_dir / DATA_ENTRY_NAME, "\n".join(entry_lines) + "\n")
     return SyntheticSummary(
         out_dir=out_dir,
         images=images,
@@ -431,49 +398,3 @@ def generate_synthetic_dataset(
         boxes=len(box_lines) - 1,
         instances=len(sidecar_lines) - 1,
     )
-
-
-def read_synthetic_findings(path: str | Path) -> pd.DataFrame:
-    """Read ``synthetic_findings.csv``: one row per drawn finding instance (columns :data:`SIDECAR_COLUMNS`).
-
-    Raises:
-        DataError: wrong header, a row of the wrong width, a bad number or a value outside the vocabulary;
-            the message names the file and the line.
-    """
-    path = Path(path)
-    try:
-        with open_text(path) as handle:
-            lines = [line.rstrip("\r\n") for line in handle if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"cannot read ({exc})") from exc
-    if not lines or tuple(lines[0].split(",")) != SIDECAR_COLUMNS:
-        raise DataError(
-            path, f"not a synthetic findings table: the header must be {','.join(SIDECAR_COLUMNS)!r}"
-        )
-    vocabulary = {
-        "finding": set(FINDINGS),
-        "side": set(SIDES),
-        "zone": set(ZONES) | set(SPECIAL_ZONES),
-        "organ": set(ORGANS),
-        "severity": set(SEVERITIES),
-    }
-    records = []
-    for line_number, line in enumerate(lines[1:], start=2):
-        cells = line.split(",")
-        if len(cells) != len(SIDECAR_COLUMNS):
-            raise DataError(
-                path, f"line {line_number}: expected {len(SIDECAR_COLUMNS)} fields, found {len(cells)}"
-            )
-        row = dict(zip(SIDECAR_COLUMNS, cells, strict=True))
-        for column, allowed in vocabulary.items():
-            if row[column] not in allowed:
-                raise DataError(
-                    path, f"line {line_number}: {column} {row[column]!r} is not one of {sorted(allowed)}"
-                )
-        try:
-            for column in ("x", "y", "w", "h", "extent", "size_cm"):
-                row[column] = float(row[column])
-        except ValueError as exc:
-            raise DataError(path, f"line {line_number}: bad number ({exc})") from exc
-        records.append(row)
-    return pd.DataFrame(records, columns=list(SIDECAR_COLUMNS))

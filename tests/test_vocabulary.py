@@ -1,4 +1,4 @@
-"""The MeSH annotation grammar: parsing, finding mapping, token round trips, synthetic annotations."""
+"""The report vocabulary and the MeSH annotation grammar: parsing, finding mapping, token round trips."""
 
 from __future__ import annotations
 
@@ -8,33 +8,35 @@ from pathlib import Path
 
 import pytest
 
-from cxreader.captioning.mesh import (
+from cxreader.labels import FINDINGS, ORGAN_OF
+from cxreader.vocabulary import (
     DESCRIPTORS,
     FINDING_HEADINGS,
     KNOWN_HEADINGS,
     LOCATIONS,
+    MESH_ORGANS,
+    MESH_SEVERITIES,
     NUMBERS,
     ORGANS,
     SEVERITIES,
     SIDES,
     SIZES,
-    SYNTHETIC_ORGANS,
-    SYNTHETIC_SEVERITIES,
+    SPECIAL_ZONES,
     ZONE_LOCATIONS,
+    ZONES,
     MeshAnnotation,
     annotation_tokens,
+    finding_annotation,
     heading_finding,
     is_known_heading,
     is_known_modifier,
     parse_mesh,
     size_word,
-    synthetic_annotation,
     to_mesh_string,
     to_token,
     tokens_to_annotation,
     zone_of,
 )
-from cxreader.labels import FINDINGS
 
 M = MeshAnnotation
 
@@ -142,7 +144,7 @@ def test_empty_term_is_refused(text: str) -> None:
 
 
 def test_slot_vocabularies_are_disjoint() -> None:
-    words = [*SIDES, *SEVERITIES, *SIZES, *NUMBERS, *ORGANS, *LOCATIONS, *DESCRIPTORS]
+    words = [*SIDES, *MESH_SEVERITIES, *SIZES, *NUMBERS, *MESH_ORGANS, *LOCATIONS, *DESCRIPTORS]
     assert len(words) == len(set(words))
     tokens = [to_token(word) for word in words]
     assert len(tokens) == len(set(tokens))  # each token reads back to one word
@@ -226,8 +228,8 @@ def test_round_trip_on_every_real_term(shared_data: Path) -> None:
         assert annotation_tokens(back) == annotation_tokens(annotation), term
 
 
-def test_synthetic_annotation_example() -> None:
-    annotation = synthetic_annotation("Effusion", "right", "lower", "pleura", "moderate")
+def test_finding_annotation_example() -> None:
+    annotation = finding_annotation("Effusion", "right", "lower", "pleura", "moderate")
     assert annotation == M(
         "Pleural Effusion", "pleura", ("lower lobe",), "right", "moderate", finding="Effusion"
     )
@@ -235,37 +237,37 @@ def test_synthetic_annotation_example() -> None:
     assert zone_of(annotation) == "lower"
 
 
-def test_synthetic_annotations_round_trip_exactly() -> None:
+def test_finding_annotations_round_trip_exactly() -> None:
     zones = (*ZONE_LOCATIONS, None)
     for finding, side, zone, organ, severity, size_cm in itertools.product(
-        FINDINGS, (*SIDES, None), zones, SYNTHETIC_ORGANS, (*SYNTHETIC_SEVERITIES, None), (None, 1.2, 4.0)
+        FINDINGS, (*SIDES, None), zones, ORGANS, (*SEVERITIES, None), (None, 1.2, 4.0)
     ):
-        annotation = synthetic_annotation(finding, side, zone, organ, severity, size_cm)
+        annotation = finding_annotation(finding, side, zone, organ, severity, size_cm)
         assert annotation.finding == finding and annotation.side == side and annotation.severity == severity
         assert zone_of(annotation) == zone
         assert tokens_to_annotation(annotation_tokens(annotation)) == annotation
 
 
-def test_synthetic_annotation_cells() -> None:
-    # Sidecar cells as pandas reads them: NaN and "" mean absent, case and aliases are accepted.
-    annotation = synthetic_annotation("pleural thickening", " Left ", math.nan, "", float("nan"), math.nan)
+def test_finding_annotation_cells() -> None:
+    # Table cells as pandas reads them (a sidecar CSV): NaN and "" mean absent, case and aliases are accepted.
+    annotation = finding_annotation("pleural thickening", " Left ", math.nan, "", float("nan"), math.nan)
     assert annotation == M("Thickening", side="left", finding="Pleural_Thickening")
-    assert synthetic_annotation("Nodule", "left", "lingula", "lung", "mild", 0.8).location == ("lingula",)
-    assert zone_of(synthetic_annotation("Nodule", "left", "lingula", "lung", None)) == "middle"
+    assert finding_annotation("Nodule", "left", "lingula", "lung", "mild", 0.8).location == ("lingula",)
+    assert zone_of(finding_annotation("Nodule", "left", "lingula", "lung", None)) == "middle"
     with pytest.raises(
         ValueError, match="unknown side 'up'; expected one of: right, left, bilateral, midline"
     ):
-        synthetic_annotation("Nodule", "up", "upper", "lung", "mild")
+        finding_annotation("Nodule", "up", "upper", "lung", "mild")
     with pytest.raises(ValueError, match="unknown zone"):
-        synthetic_annotation("Nodule", "left", "north", "lung", "mild")
+        finding_annotation("Nodule", "left", "north", "lung", "mild")
     with pytest.raises(ValueError, match="unknown organ"):
-        synthetic_annotation("Nodule", "left", "upper", "spleen", "mild")
+        finding_annotation("Nodule", "left", "upper", "spleen", "mild")
     with pytest.raises(ValueError, match="unknown severity"):
-        synthetic_annotation("Nodule", "left", "upper", "lung", "borderline")
+        finding_annotation("Nodule", "left", "upper", "lung", "borderline")
     with pytest.raises(ValueError, match="14 findings"):
-        synthetic_annotation("No Finding", "left", "upper", "lung", "mild")
+        finding_annotation("No Finding", "left", "upper", "lung", "mild")
     with pytest.raises(ValueError, match="unknown finding"):
-        synthetic_annotation("Tumour", "left", "upper", "lung", "mild")
+        finding_annotation("Tumour", "left", "upper", "lung", "mild")
 
 
 def test_size_word() -> None:
@@ -275,3 +277,11 @@ def test_size_word() -> None:
     for bad in (-0.5, math.inf):
         with pytest.raises(ValueError, match="size_cm"):
             size_word(bad)
+
+
+def test_report_words_fit_the_mesh_grammar() -> None:
+    # Every word a description or the generator writes is a MeSH word of its slot, or a zone with a location.
+    assert set(ORGAN_OF.values()) <= set(ORGANS) and MESH_ORGANS[: len(ORGANS)] == ORGANS
+    assert MESH_SEVERITIES[1:] == SEVERITIES
+    assert set(ZONES) <= set(ZONE_LOCATIONS)
+    assert all(zone in ZONE_LOCATIONS or zone in LOCATIONS or zone == "cardiac" for zone in SPECIAL_ZONES)

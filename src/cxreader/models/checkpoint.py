@@ -6,20 +6,15 @@ data), the training configuration, the metrics it was selected on, whether it wa
 data, and the package version. Loading refuses a checkpoint whose labels differ from :data:`FINDINGS`, and
 evaluation transforms are built from the checkpoint, never re-typed.
 
-A checkpoint may also carry a learned location reader (:mod:`cxreader.localization.reader`), fitted on the
-model's own maps by ``cxreader localize-fit`` and stored under ``location_reader`` as plain lists; loading
-puts it on the model as ``model.location_reader`` (None when absent), where the descriptions find it.
-
-Files are written atomically (temporary file in the same folder, fsync, ``os.replace``): an interrupted
-write never leaves a half checkpoint behind.
+Files are written with :func:`cxreader.files.atomic_write`: an interrupted write never leaves a half
+checkpoint behind.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
-import os
-import tempfile
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +23,14 @@ import torch
 import torch.nn as nn
 
 from cxreader import __version__
-from cxreader.data.transforms import EvalPreset, TenCropPreset
+from cxreader.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalPreset, TenCropPreset
 from cxreader.errors import CheckpointError
+from cxreader.files import atomic_write, sha256_file
 from cxreader.labels import FINDINGS
-from cxreader.models import CheXNet, create_model
-from cxreader.models.chexnet import IMAGENET_MEAN, IMAGENET_STD, normalise_state_dict_keys
+from cxreader.models._registry import create_model
+from cxreader.models.chexnet import CheXNet, normalise_state_dict_keys
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "cxreader-checkpoint"
 FORMAT_VERSION = 1
@@ -129,63 +127,68 @@ def save_checkpoint(
     training_state: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically. ``training_state`` (optimizer, scheduler, RNG, …) makes it resumable."""
-    state_dict = {key: value.detach().cpu() for key, value in unwrap(model).state_dict().items()}
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "contract": contract.to_dict(),
-        "state_dict": state_dict,
+        "state_dict": cpu_state_dict(model),
     }
     if training_state is not None:
         payload["training_state"] = training_state
-    save_atomic(payload, path)
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
 
 
-def save_atomic(payload: Any, path: str | Path) -> None:
-    """``torch.save`` through a temporary file in the same folder, fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The bare module's weights, detached and on the CPU, as a checkpoint stores them."""
+    return {key: value.detach().cpu() for key, value in unwrap(model).state_dict().items()}
+
+
+def read_payload(
+    path: Path,
+    *,
+    format_name: str = FORMAT,
+    format_version: int = FORMAT_VERSION,
+    what: str = "checkpoint",
+    hint: str = "",
+    weights_only: bool = True,
+) -> dict[str, Any]:
+    """The payload of a checkpoint file of format ``format_name``, no newer than ``format_version``.
+
+    Raises:
+        CheckpointError: one line naming the file (``what`` names its kind; ``hint`` follows "not a ...").
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} not found")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        payload = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # truncated zip, pickle error, …: one line naming the file
+        raise CheckpointError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != format_name:
+        raise CheckpointError(f"{path}: not a cxreader {what}{hint}")
+    if int(payload.get("format_version", 0)) > format_version:
+        raise CheckpointError(f"{path}: written by a newer cxreader (format {payload['format_version']})")
+    return payload
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def check_labels(path: Path, labels: Sequence[str]) -> None:
+    """Refuse a checkpoint whose label order is not :data:`FINDINGS`: its outputs would be misread."""
+    if tuple(labels) != FINDINGS:
+        raise CheckpointError(
+            f"{path}: the checkpoint's labels {list(labels)} differ from cxreader's findings {list(FINDINGS)}; "
+            "refusing to load it (its outputs would be read as the wrong findings)"
+        )
 
 
 def read_checkpoint(path: str | Path, *, with_training_state: bool = False) -> dict[str, Any]:
     """The raw payload of a cxreader checkpoint, validated (format and labels)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=not with_training_state)
-    except Exception as exc:  # truncated zip, pickle error, …: one line naming the file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path}: not a cxreader checkpoint (for raw DenseNet/CheXNet weights use train --weights FILE)"
-        )
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written by a newer cxreader (format {payload['format_version']})")
-    labels = tuple(payload["contract"].get("labels", ()))
-    if labels != FINDINGS:
-        raise CheckpointError(
-            f"{path}: the checkpoint's labels {list(labels)} differ from cxreader's findings {list(FINDINGS)}; "
-            "refusing to load it (its outputs would be read as the wrong findings)"
-        )
+    payload = read_payload(
+        path,
+        hint=" (for raw DenseNet/CheXNet weights use train --weights FILE)",
+        weights_only=not with_training_state,
+    )
+    check_labels(path, payload["contract"].get("labels", ()))
     return payload
 
 
@@ -208,31 +211,14 @@ def load_checkpoint(
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: weights don't fit {contract.model_name} ({first})") from None
     model.eval().to(device)
-    model.location_reader = _location_reader(path, payload.get("location_reader"))
+    if "location_reader" in payload:
+        logger.info(
+            "%s: ignoring its location reader (no longer used; side and zone come from the rules)", path
+        )
     return LoadedCheckpoint(
         model=model,
         contract=contract,
         path=path,
-        sha256=file_sha256(path),
+        sha256=sha256_file(path),
         training_state=payload.get("training_state"),
     )
-
-
-def _location_reader(path: Path, values: Any):
-    if values is None:
-        return None
-    from cxreader.localization.reader import LocationReader
-
-    try:
-        return LocationReader.from_dict(values)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-
-
-def store_location_reader(path: str | Path, reader: Any) -> None:
-    """Put a :class:`~cxreader.localization.reader.LocationReader` into a checkpoint (atomic rewrite; every
-    other entry, training state included, is kept as it was)."""
-    path = Path(path)
-    payload = read_checkpoint(path, with_training_state=True)
-    payload["location_reader"] = reader.to_dict()
-    save_atomic(payload, path)

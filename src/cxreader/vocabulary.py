@@ -1,17 +1,27 @@
-"""The MeSH annotation grammar: OpenI MeSH strings, structured annotations and decoder token sequences.
+"""The words of a chest radiograph report, and the MeSH annotation grammar they are written in.
 
-The Indiana University / OpenI chest X-ray reports (Demner-Fushman et al., "Preparing a collection of
-radiology examinations for distribution and retrieval", JAMIA 2016) are indexed with MeSH-based strings such
-as ``Opacity/lung/upper lobe/right/streaky``: a heading followed by ``/``-separated modifiers naming the
-organ, the location, the side, the severity, the size, the number and other descriptors. Shin et al.
-("Learning to Read Chest X-Rays: Recurrent Neural Cascade Model for Automated Image Annotation", CVPR 2016)
-trained a CNN and an RNN that writes such annotation sequences; this module defines the grammar that both the
-real OpenI terms and the synthetic generator's sidecar are written in, so one decoder and one vocabulary serve
-both.
+One home for the words every part of cxreader uses to say where a finding is and what it is like: the
+synthetic generator records them, the grounded descriptions and the learned captioner write them, the
+dataset readers check them. The report words follow chest radiograph reporting (Hansell et al., "Fleischner
+Society: Glossary of Terms for Thoracic Imaging", Radiology 2008):
 
-Every vocabulary below comes from a census of all ``/``-separated parts of the 8,298 ``<major>`` terms of the
-3,955 reports in ``NLMCXR_reports.tgz`` (119 headings after merging case and spacing variants, 90 modifier
-words). Each modifier word belongs to exactly one slot, so a token's slot is known from the word itself.
+* sides (:data:`SIDES`) in the PATIENT's frame: the patient's right is the image's left in PA and AP views;
+* zones (:data:`ZONES`): the thirds of the lung height, apex to diaphragm, plus :data:`SPECIAL_ZONES`;
+* severities (:data:`SEVERITIES`), organs (:data:`ORGANS`) and size words (:func:`size_word`).
+
+The MeSH grammar. The Indiana University / OpenI chest X-ray reports (Demner-Fushman et al., "Preparing a
+collection of radiology examinations for distribution and retrieval", JAMIA 2016) are indexed with MeSH-based
+strings such as ``Opacity/lung/upper lobe/right/streaky``: a heading followed by ``/``-separated modifiers
+naming the organ, the location, the side, the severity, the size, the number and other descriptors. Shin et
+al. ("Learning to Read Chest X-Rays: Recurrent Neural Cascade Model for Automated Image Annotation", CVPR
+2016) trained a CNN and an RNN that writes such annotation sequences; the real OpenI terms and the
+annotations built from the report words above (:func:`finding_annotation`) share this grammar, so one
+decoder and one token vocabulary serve both.
+
+Every MeSH vocabulary below comes from a census of all ``/``-separated parts of the 8,298 ``<major>`` terms
+of the 3,955 reports in ``NLMCXR_reports.tgz`` (119 headings after merging case and spacing variants, 90
+modifier words). Each modifier word belongs to exactly one slot, so a token's slot is known from the word
+itself.
 
 Slot order of a token sequence (one canonical order, used for every annotation)::
 
@@ -38,9 +48,9 @@ maps only where it names the same radiographic finding.
   Diseases, Interstitial, Costophrenic Angle/blunted, Subcutaneous and Mediastinal Emphysema (air outside the
   lung). These keep their heading as the first token and ``finding`` is None.
 
-Severity words are borderline < mild < moderate < severe; ``small``/``large`` are sizes (the synthetic
-generator's ``size_cm`` is written as ``small`` below 3 cm and ``large`` from 3 cm, the Fleischner glossary's
-boundary between a nodule and a mass); ``multiple`` is the number.
+MeSH severity words are borderline < mild < moderate < severe; ``small``/``large`` are sizes (a size in cm
+is written ``small`` below 3 cm and ``large`` from 3 cm, the Fleischner glossary's boundary between a nodule
+and a mass); ``multiple`` is the number.
 """
 
 from __future__ import annotations
@@ -51,6 +61,30 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cxreader.labels import FINDINGS, canonical_finding
+
+#: Sides, in the patient's frame. ``midline`` never occurs in the OpenI terms; the heart and a hiatus hernia
+#: lie there.
+SIDES: tuple[str, ...] = ("right", "left", "bilateral", "midline")
+#: Zones: the thirds of the lung height (apex to diaphragm) holding a finding's centre, top to bottom.
+ZONES: tuple[str, ...] = ("upper", "middle", "lower")
+#: Zone values used besides the thirds of a lung, and what they mean.
+SPECIAL_ZONES: dict[str, str] = {
+    "diffuse": "all three zones of the affected lung(s) involved (extensive Emphysema or Fibrosis)",
+    "perihilar": "around both hila, sparing the periphery (the bat-wing haze of Edema)",
+    "cardiac": "the cardiac silhouette itself (Cardiomegaly)",
+    "retrocardiac": "behind the heart at the midline, just above the diaphragm (hiatus Hernia)",
+}
+#: Severity grades, mildest first.
+SEVERITIES: tuple[str, ...] = ("mild", "moderate", "severe")
+#: The organ or space a finding affects (the values of :data:`cxreader.labels.ORGAN_OF`, and mediastinum).
+ORGANS: tuple[str, ...] = ("lung", "pleura", "heart", "mediastinum", "diaphragm")
+#: Size words.
+SIZES: tuple[str, ...] = ("small", "large")
+#: Sizes from this diameter up are "large" (Fleischner glossary: a mass is an opacity over 3 cm, a nodule
+#: one under 3 cm).
+SIZE_LARGE_CM = 3.0
+
+# -- The MeSH annotation grammar ---------------------------------------------------------------------------
 
 #: Headings of the OpenI ``<major>`` terms (canonical spelling), from the census of NLMCXR_reports.tgz.
 KNOWN_HEADINGS: tuple[str, ...] = (
@@ -82,22 +116,17 @@ KNOWN_HEADINGS: tuple[str, ...] = (
 #: The heading of a report with no abnormality.
 NORMAL = "normal"
 
-#: Sides. ``midline`` never occurs in the OpenI terms; the synthetic generator uses it (hernia, heart).
-SIDES: tuple[str, ...] = ("right", "left", "bilateral", "midline")
-#: Severity words, mildest first.
-SEVERITIES: tuple[str, ...] = ("borderline", "mild", "moderate", "severe")
-#: Size words.
-SIZES: tuple[str, ...] = ("small", "large")
+#: Severity words of the MeSH terms, mildest first.
+MESH_SEVERITIES: tuple[str, ...] = ("borderline", *SEVERITIES)
 #: Number words.
 NUMBERS: tuple[str, ...] = ("multiple",)
 #: Anatomy named by the terms. The first one in a term is its organ; a later one is part of its location.
-ORGANS: tuple[str, ...] = (
-    "lung", "pleura", "heart", "mediastinum", "diaphragm", "thorax", "aorta", "aorta, thoracic",
-    "blood vessels", "pulmonary artery", "coronary vessels", "aortic valve", "mitral valve", "heart atria",
-    "heart ventricles", "lymph nodes", "trachea", "trachea, carina", "bronchi", "pulmonary alveoli",
-    "esophagus", "abdomen", "ribs", "sternum", "clavicle", "spine", "cervical vertebrae",
-    "thoracic vertebrae", "lumbar vertebrae", "shoulder", "humerus", "neck", "breast", "breast implants",
-    "adipose tissue",
+MESH_ORGANS: tuple[str, ...] = (
+    *ORGANS, "thorax", "aorta", "aorta, thoracic", "blood vessels", "pulmonary artery", "coronary vessels",
+    "aortic valve", "mitral valve", "heart atria", "heart ventricles", "lymph nodes", "trachea",
+    "trachea, carina", "bronchi", "pulmonary alveoli", "esophagus", "abdomen", "ribs", "sternum", "clavicle",
+    "spine", "cervical vertebrae", "thoracic vertebrae", "lumbar vertebrae", "shoulder", "humerus", "neck",
+    "breast", "breast implants", "adipose tissue",
 )  # fmt: skip
 #: Location words: lobes, zones and named regions.
 LOCATIONS: tuple[str, ...] = (
@@ -112,7 +141,7 @@ DESCRIPTORS: tuple[str, ...] = (
     "multilobar", "obscured", "patchy", "prominent", "reticular", "round", "scattered", "streaky", "tortuous",
 )  # fmt: skip
 
-#: The MeSH heading written for each of the 14 findings (synthetic annotations and decoded finding tokens).
+#: The MeSH heading written for each of the 14 findings (by :func:`finding_annotation`, for finding tokens).
 FINDING_HEADINGS: dict[str, str] = {
     "Atelectasis": "Pulmonary Atelectasis",
     "Cardiomegaly": "Cardiomegaly",
@@ -159,7 +188,7 @@ _HEADING_FINDINGS: dict[str, tuple[str, frozenset[str] | None]] = {
     "hernia, diaphragmatic": ("Hernia", None),
 }
 
-#: Zones of the synthetic generator and the grounded descriptions, and the location word each is written as.
+#: Zones (and the ``apical``/``basal`` qualifiers of a description), and the location word each is written as.
 ZONE_LOCATIONS: dict[str, str] = {
     "upper": "upper lobe",
     "middle": "middle lobe",
@@ -175,12 +204,6 @@ _LOCATION_ZONES: dict[str, str] = {
     "lingula": "middle",
     "costophrenic angle": "basal",
 }
-#: Organs the synthetic generator writes.
-SYNTHETIC_ORGANS: tuple[str, ...] = ("lung", "pleura", "heart", "mediastinum", "diaphragm")
-#: Severity words the synthetic generator writes.
-SYNTHETIC_SEVERITIES: tuple[str, ...] = ("mild", "moderate", "severe")
-#: Sizes from this diameter up are "large" (Fleischner glossary: a mass is an opacity over 3 cm).
-SIZE_LARGE_CM = 3.0
 
 
 @dataclass(frozen=True)
@@ -228,10 +251,10 @@ _FINDING_BY_TOKEN = {to_token(finding): finding for finding in FINDINGS}
 # Each modifier word belongs to one slot; the table also reads a word back from its token spelling.
 _SLOT_WORDS: dict[str, tuple[str, ...]] = {
     "side": SIDES,
-    "severity": SEVERITIES,
+    "severity": MESH_SEVERITIES,
     "size": SIZES,
     "number": NUMBERS,
-    "organ": ORGANS,
+    "organ": MESH_ORGANS,
     "location": LOCATIONS,
     "other": DESCRIPTORS,
 }
@@ -263,27 +286,20 @@ def heading_finding(heading: str, organ: str | None = None) -> str | None:
 def _assemble(
     heading: str, words: Iterable[str], finding: str | None = None, *, derive: bool
 ) -> MeshAnnotation:
-    """Distribute modifier words over the slots; a repeated single-valued slot keeps the first word."""
-    organ = side = severity = size = number = None
+    """Distribute modifier words over the slots; a repeated single-valued slot keeps the first word (a later
+    one goes to ``other_modifiers``)."""
+    organ = None
+    single: dict[str, str | None] = dict.fromkeys(("side", "severity", "size", "number"))
     location: list[str] = []
     other: list[str] = []
     for word in words:
         slot = _SLOT_OF_WORD.get(word, "other")
-        if slot == "organ":
-            if organ is None:
-                organ = word
-            else:
-                location.append(word)  # "lung/hilum/lymph nodes": the second anatomy says where
-        elif slot == "location":
-            location.append(word)
-        elif slot == "side" and side is None:
-            side = word
-        elif slot == "severity" and severity is None:
-            severity = word
-        elif slot == "size" and size is None:
-            size = word
-        elif slot == "number" and number is None:
-            number = word
+        if slot == "organ" and organ is None:
+            organ = word
+        elif slot in ("organ", "location"):
+            location.append(word)  # "lung/hilum/lymph nodes": the second anatomy says where
+        elif slot in single and single[slot] is None:
+            single[slot] = word
         else:
             other.append(word)
     if derive:
@@ -292,12 +308,9 @@ def _assemble(
         heading=heading,
         organ=organ,
         location=tuple(location),
-        side=side,
-        severity=severity,
-        size=size,
-        number=number,
         other_modifiers=tuple(other),
         finding=finding,
+        **single,
     )
 
 
@@ -322,13 +335,8 @@ def parse_mesh(text: str) -> MeshAnnotation:
     return _assemble(heading, (part.lower() for part in parts[1:]), derive=True)
 
 
-def annotation_tokens(annotation: MeshAnnotation) -> list[str]:
-    """The canonical token sequence of an annotation, for the decoder.
-
-    Slot order: finding (or heading when no finding fits), organ, side, location words, severity, size,
-    number, other modifiers. Example: ``["effusion", "pleura", "right", "lower_lobe", "moderate"]``.
-    """
-    first = annotation.finding if annotation.finding is not None else annotation.heading
+def _modifier_words(annotation: MeshAnnotation) -> list[str]:
+    """The annotation's modifier words in slot order: organ, side, location, severity, size, number, other."""
     words = [
         annotation.organ,
         annotation.side,
@@ -338,7 +346,17 @@ def annotation_tokens(annotation: MeshAnnotation) -> list[str]:
         annotation.number,
         *annotation.other_modifiers,
     ]
-    return [to_token(first)] + [to_token(word) for word in words if word]
+    return [word for word in words if word]
+
+
+def annotation_tokens(annotation: MeshAnnotation) -> list[str]:
+    """The canonical token sequence of an annotation, for the decoder.
+
+    Slot order: finding (or heading when no finding fits), organ, side, location words, severity, size,
+    number, other modifiers. Example: ``["effusion", "pleura", "right", "lower_lobe", "moderate"]``.
+    """
+    first = annotation.finding if annotation.finding is not None else annotation.heading
+    return [to_token(first)] + [to_token(word) for word in _modifier_words(annotation)]
 
 
 def tokens_to_annotation(tokens: Sequence[str]) -> MeshAnnotation:
@@ -366,16 +384,7 @@ def tokens_to_annotation(tokens: Sequence[str]) -> MeshAnnotation:
 
 def to_mesh_string(annotation: MeshAnnotation) -> str:
     """The annotation as a MeSH-style string in slot order, e.g. ``Pleural Effusion/right/small``."""
-    words = [
-        annotation.organ,
-        annotation.side,
-        *annotation.location,
-        annotation.severity,
-        annotation.size,
-        annotation.number,
-        *annotation.other_modifiers,
-    ]
-    return "/".join([annotation.heading] + [word for word in words if word])
+    return "/".join([annotation.heading, *_modifier_words(annotation)])
 
 
 def zone_of(annotation: MeshAnnotation) -> str | None:
@@ -401,7 +410,7 @@ def size_word(size_cm: float | None) -> str | None:
 
 
 def _optional_word(value: object, field: str, allowed: Iterable[str]) -> str | None:
-    """Normalise one sidecar cell: None, NaN and "" mean absent; anything else must be an allowed word."""
+    """Normalise one table cell: None, NaN and "" mean absent; anything else must be an allowed word."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     word = _clean(str(value)).lower()
@@ -413,7 +422,7 @@ def _optional_word(value: object, field: str, allowed: Iterable[str]) -> str | N
     return word
 
 
-def synthetic_annotation(
+def finding_annotation(
     finding: str,
     side: str | None,
     zone: str | None,
@@ -421,7 +430,7 @@ def synthetic_annotation(
     severity: str | None,
     size_cm: float | None = None,
 ) -> MeshAnnotation:
-    """Write one finding of the synthetic generator's sidecar in the MeSH annotation grammar.
+    """One finding described in the report words (side, zone, organ, severity, size), as a MeSH annotation.
 
     The heading is the finding's MeSH heading (:data:`FINDING_HEADINGS`), the zone becomes its location word
     (:data:`ZONE_LOCATIONS`; a MeSH location word such as ``"lingula"`` is also accepted) and ``size_cm``
@@ -429,10 +438,10 @@ def synthetic_annotation(
 
     Args:
         finding: One of the 14 findings (any spelling :func:`cxreader.labels.canonical_finding` accepts).
-        side: right, left, bilateral or midline.
+        side: One of :data:`SIDES`.
         zone: upper, middle, lower, apical, basal, perihilar (or a MeSH location word).
-        organ: lung, pleura, heart, mediastinum or diaphragm.
-        severity: mild, moderate or severe.
+        organ: One of :data:`ORGANS`.
+        severity: One of :data:`SEVERITIES`.
         size_cm: Diameter in centimetres.
 
     Raises:
@@ -440,15 +449,15 @@ def synthetic_annotation(
     """
     name = canonical_finding(finding)
     if name not in FINDINGS:
-        raise ValueError(f"a synthetic annotation needs one of the 14 findings, got {finding!r}")
+        raise ValueError(f"an annotation needs one of the 14 findings, got {finding!r}")
     zone_word = _optional_word(zone, "zone", (*ZONE_LOCATIONS, *LOCATIONS))
     location = (ZONE_LOCATIONS.get(zone_word, zone_word),) if zone_word else ()
     return MeshAnnotation(
         heading=FINDING_HEADINGS[name],
-        organ=_optional_word(organ, "organ", SYNTHETIC_ORGANS),
+        organ=_optional_word(organ, "organ", ORGANS),
         location=location,
         side=_optional_word(side, "side", SIDES),
-        severity=_optional_word(severity, "severity", SYNTHETIC_SEVERITIES),
+        severity=_optional_word(severity, "severity", SEVERITIES),
         size=size_word(size_cm),
         finding=name,
     )

@@ -1,7 +1,8 @@
-"""Predict the 14 finding probabilities for image files (PNG, JPEG, DICOM) with a trained checkpoint.
+"""Predict the 14 finding probabilities for image files (PNG, JPEG, DICOM), and print them.
 
-A file that cannot be read gets a per-file error and the others still get results. The evaluation transform
-comes from the checkpoint's contract (input size, normalisation), never re-typed.
+A file that cannot be read gets a per-file error and the others still get results. The model runs through
+a :class:`~cxreader.inference.backends.ModelBackend` (a PyTorch checkpoint or an ONNX export); its evaluation
+transform comes from the checkpoint's contract (input size, normalisation), never re-typed.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import torch
 
 from cxreader.data.io import LoadedImage, load_image
 from cxreader.errors import CXReaderError
-from cxreader.inference import autocast, resolve_amp_dtype
-from cxreader.labels import FINDINGS
-from cxreader.training.checkpoint import LoadedCheckpoint, load_checkpoint
-from cxreader.training.distributed import resolve_device
+from cxreader.inference.backends import ModelBackend, load_backend
+from cxreader.labels import FINDINGS, display_name
+from cxreader.models.checkpoint import LoadedCheckpoint
 
 
 @dataclass
@@ -31,7 +31,7 @@ class FilePrediction:
     positive: list[str] = field(default_factory=list)
     error: str | None = None
     image: LoadedImage | None = field(default=None, repr=False)
-    #: Grounded descriptions of the positive findings (``predict --describe``), as JSON dicts; None = not asked.
+    #: Grounded descriptions of the positive findings (``predict --describe``), JSON dicts; None = not asked.
     descriptions: list[dict[str, Any]] | None = None
     #: Learned captions of the positive findings (``predict --caption``), as JSON dicts; None = not asked.
     captions: list[dict[str, Any]] | None = None
@@ -48,53 +48,39 @@ class FilePrediction:
 
 
 class Predictor:
-    """A checkpoint ready for inference on files.
+    """A model ready for inference on files.
 
     Args:
-        checkpoint: A path or an already loaded checkpoint, or an exported ``.onnx`` model.
+        model: A checkpoint path or an already loaded checkpoint, an exported ``.onnx`` model, or a backend.
         device: ``auto``, ``cpu`` or ``cuda`` (an ONNX model always runs on the CPU).
         batch_size: Images per forward pass.
         backend: ``auto`` (ONNX Runtime for a ``.onnx`` file, PyTorch otherwise), ``torch`` or ``onnx``.
-            With ONNX, :attr:`checkpoint` is ``None`` and :attr:`onnx` holds the
-            :class:`~cxreader.export.onnx.OnnxModel`.
     """
 
     def __init__(
         self,
-        checkpoint: str | Path | LoadedCheckpoint,
+        model: str | Path | LoadedCheckpoint | ModelBackend,
         *,
         device: str = "auto",
         batch_size: int = 16,
         backend: str = "auto",
     ):
-        self.onnx = _onnx_model(checkpoint, backend)
-        self.device = resolve_device("cpu" if self.onnx is not None else device)
-        self.checkpoint: LoadedCheckpoint | None = None
-        if self.onnx is None:
-            self.checkpoint = (
-                checkpoint
-                if isinstance(checkpoint, LoadedCheckpoint)
-                else load_checkpoint(checkpoint, device=self.device)
-            )
-            self.checkpoint.model.to(self.device).eval()
-        self.contract = self.onnx.contract if self.onnx is not None else self.checkpoint.contract
-        self.transform = self.contract.eval_preset()
+        if isinstance(model, ModelBackend):
+            self.backend = model
+        else:
+            # A prediction run has the cores to itself: ONNX Runtime's spinning threads lower its latency.
+            self.backend = load_backend(model, backend=backend, device=device, spin=True)
+        self.contract = self.backend.contract
         self.thresholds = np.asarray(self.contract.thresholds, dtype=np.float32)
         self.batch_size = batch_size
-        self.amp_dtype = resolve_amp_dtype("auto", self.device)
 
-    @torch.no_grad()
     def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities (N, 14) for grayscale arrays (uint8, or float in [0, 1])."""
+        transform = self.backend.transform
         out = []
         for start in range(0, len(images), self.batch_size):
-            batch = torch.stack([self.transform(image) for image in images[start : start + self.batch_size]])
-            if self.onnx is not None:
-                out.append(self.onnx.predict(batch.numpy()))
-                continue
-            with autocast(self.device, self.amp_dtype):
-                logits = self.checkpoint.model(batch.to(self.device))
-            out.append(torch.sigmoid(logits.float()).cpu().numpy())
+            batch = torch.stack([transform(image) for image in images[start : start + self.batch_size]])
+            out.append(self.backend.predict(batch))
         return np.concatenate(out) if out else np.zeros((0, len(FINDINGS)), dtype=np.float32)
 
     def predict_files(
@@ -122,24 +108,28 @@ class Predictor:
         return results
 
 
-def _onnx_model(checkpoint: str | Path | LoadedCheckpoint, backend: str):
-    """The ONNX Runtime model when the backend (or, for ``auto``, a ``.onnx`` file) asks for one, else None."""
-    from cxreader.errors import ConfigError
-    from cxreader.export.onnx import is_onnx_file
-
-    if backend not in ("auto", "torch", "onnx"):
-        raise ConfigError(f"backend={backend!r}; expected auto, torch or onnx")
-    is_file = not isinstance(checkpoint, LoadedCheckpoint)
-    onnx_file = is_file and is_onnx_file(checkpoint)
-    if backend == "torch" and onnx_file:
-        raise ConfigError(f"{checkpoint}: an ONNX model runs with --backend onnx (or auto), not torch")
-    if backend == "onnx" and not onnx_file:
-        raise ConfigError(
-            f"{getattr(checkpoint, 'path', checkpoint)}: --backend onnx needs an exported .onnx model; "
-            "write one with `cxreader export --checkpoint CKPT --format onnx --out model.onnx`"
-        )
-    if not onnx_file:
-        return None
-    from cxreader.export.onnx import OnnxModel
-
-    return OnnxModel(checkpoint)
+def format_predictions(results: Sequence[FilePrediction], thresholds: Sequence[float]) -> str:
+    """A readable block per file: findings sorted by probability, '*' where the threshold is crossed."""
+    lines = []
+    for result in results:
+        if result.error:
+            lines.append(f"{result.path}: ERROR {result.error}")
+            continue
+        lines.append(f"{result.path}:")
+        order = sorted(FINDINGS, key=lambda name: -result.probabilities[name])
+        for name in order:
+            probability, threshold = result.probabilities[name], thresholds[FINDINGS.index(name)]
+            mark = "*" if name in result.positive else " "
+            lines.append(f"  {mark} {display_name(name):<20} {probability:.3f}  (threshold {threshold:.3f})")
+        if result.descriptions is not None:
+            empty = "" if result.descriptions else " no finding above its threshold"
+            lines.append(f"  description:{empty}")
+            lines.extend(f"    {item['sentence']}" for item in result.descriptions)
+        if result.captions is not None:
+            empty = "" if result.captions else " no finding above its threshold"
+            lines.append(f"  learned caption:{empty}")
+            unknown = "(the captioner does not know this finding)"
+            lines.extend(
+                f"    {display_name(item['finding'])}: {item['text'] or unknown}" for item in result.captions
+            )
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Storing results: upserts, failures, resumability and per-image atomicity, on SQLite and PostgreSQL."""
+"""Storing results and reading them back: upserts, failures, resumability and per-image atomicity, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,19 +13,11 @@ from sqlalchemy import event, func, select
 
 from cxreader.errors import CheckpointError, DataError
 from cxreader.labels import FINDINGS
-from cxreader.storage.crud import (
-    FindingResult,
-    ImageResult,
-    StudyInfo,
-    add_image_result,
-    get_image,
-    has_image,
-    record_failure,
-    register_checkpoint,
-    stored_hashes,
-)
 from cxreader.storage.db import Database
+from cxreader.storage.read import get_image, stored_hashes
+from cxreader.storage.records import FindingResult, ImageResult, StudyInfo
 from cxreader.storage.tables import Finding, Image, Study
+from cxreader.storage.write import add_image_result, record_failure, register_checkpoint
 
 
 def sha(name: str) -> str:
@@ -69,30 +62,49 @@ def checkpoint_id(database: Database) -> int:
 def test_add_image_result_stores_the_image_its_study_and_14_findings(
     database: Database, checkpoint_id: int
 ) -> None:
-    info = StudyInfo(patient_id="P001", study_instance_uid="1.2.3", study_date=date(2024, 3, 5))
+    info = StudyInfo(
+        patient_id="P001", study_instance_uid="1.2.3", study_date=date(2024, 3, 5), study_description="chest"
+    )
+    stored = result("a", checkpoint_id, study=info, view_position="PA", pixel_spacing=(0.14, 0.15))
     with database.session() as session:
-        image_id = add_image_result(
-            session=session,
-            result=result("a", checkpoint_id, study=info, view_position="PA", pixel_spacing=(0.14, 0.15)),
+        image_id = add_image_result(session=session, result=stored)
+        assert get_image(session=session, image_id=image_id + 1) is None
+        # The stored above_threshold column agrees with the one every record derives.
+        assert session.scalar(select(func.count()).where(Finding.above_threshold)) == sum(
+            f.above_threshold for f in stored.findings
         )
     with database.session() as session:
         image = get_image(session=session, image_id=image_id)
-    # Everything the caller needs is loaded: the session is closed here.
-    assert image.status == "ok" and image.failure_reason is None
-    assert image.study.patient_id == "P001" and image.study.study_date == date(2024, 3, 5)
-    assert image.checkpoint.sha256 == sha("checkpoint") and image.checkpoint.labels == list(FINDINGS)
-    assert (image.view_position, image.pixel_spacing_x, image.pixel_spacing_y) == ("PA", 0.14, 0.15)
+    # A plain record: usable after the session is closed.
+    assert (image.image_id, image.checkpoint_id, image.status, image.failure_reason) == (
+        image_id,
+        checkpoint_id,
+        "ok",
+        None,
+    )
+    assert (image.patient_id, image.study_date, image.study_description) == (
+        "P001",
+        date(2024, 3, 5),
+        "chest",
+    )
+    assert (image.view_position, image.pixel_spacing, image.source_path) == (
+        "PA",
+        (0.14, 0.15),
+        "/data/a.png",
+    )
     assert image.created_at.tzinfo is not None and image.created_at.utcoffset() == timezone.utc.utcoffset(
         None
     )
-    assert sorted(f.finding for f in image.findings) == sorted(FINDINGS)
+    # The findings come back as they were stored, most probable first.
+    assert sorted(image.findings, key=lambda f: FINDINGS.index(f.finding)) == list(stored.findings)
+    assert [f.probability for f in image.findings] == sorted(
+        (f.probability for f in image.findings), reverse=True
+    )
+    assert image.score == image.findings[0].probability
     by_name = {f.finding: f for f in image.findings}
     # above_threshold is derived from probability >= threshold, not taken on trust.
-    assert all(f.above_threshold == (f.probability >= f.threshold) for f in image.findings)
     assert by_name["Hernia"].above_threshold and not by_name["Atelectasis"].above_threshold
-    assert by_name["Effusion"].description == "Effusion in the right lower zone"
-    assert (by_name["Effusion"].box_x, by_name["Effusion"].box_height) == (10, 40)
-    assert by_name["Effusion"].description_data is None
+    assert by_name["Effusion"].box == (10, 20, 30, 40) and by_name["Atelectasis"].box is None
 
 
 def test_storing_the_same_image_again_replaces_its_result(database: Database, checkpoint_id: int) -> None:
@@ -104,7 +116,7 @@ def test_storing_the_same_image_again_replaces_its_result(database: Database, ch
         assert count(session, Image) == 1 and count(session, Finding) == 14 and count(session, Study) == 1
         image = get_image(session=session, image_id=first)
         assert min(f.probability for f in image.findings) == pytest.approx(0.3)
-        assert image.study.patient_id == "P1"  # a result without study details keeps the stored study
+        assert image.patient_id == "P1"  # a result without study details keeps the stored study
 
         other = register_checkpoint(session=session, sha256=sha("other checkpoint"))
         assert add_image_result(session=session, result=result("a", other)) != first
@@ -123,8 +135,8 @@ def test_images_of_one_study_share_it_and_fill_in_its_details(database: Database
         c = add_image_result(session=session, result=result("c", checkpoint_id))
         images = {image_id: get_image(session=session, image_id=image_id) for image_id in (a, b, c)}
     assert images[a].study_id == images[b].study_id != images[c].study_id
-    assert images[a].study.patient_id == "P9"
-    assert images[c].study.patient_id is None  # a plain image file is a study of its own
+    assert images[a].patient_id == "P9"
+    assert images[c].patient_id is None  # a plain image file is a study of its own
 
 
 def test_failures_are_recorded_and_count_as_stored(database: Database, checkpoint_id: int) -> None:
@@ -142,10 +154,9 @@ def test_failures_are_recorded_and_count_as_stored(database: Database, checkpoin
             "still truncated",
             "/d/bad2.png",
         )
-        assert image.findings == [] and image.study is None
+        assert image.findings == () and image.study_id is None and image.score is None
         # A file that could not be read at all counts as stored for every checkpoint.
-        assert has_image(session=session, content_sha256=sha("bad"), checkpoint_id=checkpoint_id)
-        assert not has_image(session=session, content_sha256=sha("good"), checkpoint_id=checkpoint_id)
+        assert stored_hashes(session=session, checkpoint_id=checkpoint_id) == {sha("bad")}
 
         model_failure = record_failure(
             session=session,

@@ -1,4 +1,4 @@
-"""The synthetic ChestX-ray14 generator: NIH layout, ground truth, determinism, drawing conventions, CLI."""
+"""The SYNTHETIC ChestX-ray14 dataset writer: NIH layout, ground truth, determinism, CLI."""
 
 from __future__ import annotations
 
@@ -11,20 +11,17 @@ from PIL import Image
 
 from cxreader.cli.__main__ import main
 from cxreader.data.nih_tables import read_bbox_list, read_data_entry
-from cxreader.data.phantom import SEVERITIES, FindingRequest, draw_chest
-from cxreader.data.synthetic import (
+from cxreader.data.sidecars import SIDECAR_COLUMNS, read_synthetic_findings
+from cxreader.errors import ConfigError, DataError
+from cxreader.labels import BOXED_FINDINGS, FINDINGS, parse_finding_labels
+from cxreader.synthetic.dataset import (
     BBOX_HEADER,
-    BOXED_FINDINGS,
     DATA_ENTRY_HEADER,
     DEFAULT_PREVALENCE,
-    SIDECAR_COLUMNS,
     _plan_images,
     generate_synthetic_dataset,
     inclusion_probabilities,
-    read_synthetic_findings,
 )
-from cxreader.errors import ConfigError, DataError
-from cxreader.labels import FINDINGS, parse_finding_labels
 
 SIZE = 64
 
@@ -34,13 +31,6 @@ def dataset(tmp_path_factory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("synth") / "data"
     summary = generate_synthetic_dataset(out, images=60, size=SIZE, seed=7, positive_rate=0.3)
     return out, summary
-
-
-def _difference(name: str, seed: int, severity: str, side: str | None = None, size: int = 128):
-    request = FindingRequest(name, severity=severity, side=side)
-    with_finding = draw_chest(seed, size=size, findings=[request])
-    without = draw_chest(seed, size=size)
-    return with_finding, np.abs(with_finding.pixels.astype(float) - without.pixels.astype(float))
 
 
 def test_layout_and_exact_headers(dataset):
@@ -177,62 +167,6 @@ def test_prevalence_and_normal_share():
         assert 0.1 <= rate <= 0.2, name
 
 
-@pytest.mark.parametrize("name", ["Effusion", "Nodule", "Pneumothorax", "Mass"])
-def test_side_is_the_patients_side(name):
-    """The patient's right is the image's LEFT half in a PA view."""
-    for side, half in (("right", slice(0, 64)), ("left", slice(64, 128))):
-        for seed in (11, 12):
-            drawn, diff = _difference(name, seed, "moderate", side)
-            assert drawn.findings[0].side == side
-            assert diff[:, half].sum() > 0.9 * diff.sum(), (name, side, seed)
-            first = drawn.findings[0]
-            centre = first.x + first.w / 2
-            assert (centre < 64) == (side == "right")
-
-
-@pytest.mark.parametrize("name", BOXED_FINDINGS)
-def test_boxes_lie_in_the_image_and_cover_the_drawn_change(name):
-    for seed, severity in zip((21, 22, 23), SEVERITIES, strict=True):
-        drawn, diff = _difference(name, seed, severity)
-        inside = np.zeros(diff.shape, bool)
-        for item in drawn.findings:
-            assert item.finding == name and item.severity == severity
-            assert item.x >= 0 and item.y >= 0 and item.x + item.w <= 128 and item.y + item.h <= 128
-            inside[int(item.y) : int(item.y + item.h), int(item.x) : int(item.x + item.w)] = True
-        assert diff.sum() > 0
-        assert diff[inside].sum() > 0.8 * diff.sum(), (name, severity)
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["Effusion", "Pneumothorax", "Consolidation", "Cardiomegaly", "Emphysema", "Fibrosis", "Pneumonia"],
-)
-def test_severity_orders_extent(name):
-    for seed in (31, 32):
-        mild = draw_chest(seed, findings=[FindingRequest(name, "mild", None)]).findings
-        severe = draw_chest(seed, findings=[FindingRequest(name, "severe", None)]).findings
-        assert max(item.extent for item in severe) > max(item.extent for item in mild), (name, seed)
-
-
-def test_cardiomegaly_ratio_and_nodule_mass_sizes():
-    for seed in range(5):
-        assert draw_chest(seed).anatomy.cardiothoracic_ratio < 0.52
-        assert draw_chest(seed, findings=["Cardiomegaly"]).anatomy.cardiothoracic_ratio > 0.55
-        assert all(item.size_cm < 3.0 for item in draw_chest(seed, findings=["Nodule"]).findings)
-        assert all(item.size_cm > 3.0 for item in draw_chest(seed, findings=["Mass"]).findings)
-
-
-def test_zone_and_vocabulary_of_records():
-    hernia = draw_chest(5, findings=["Hernia"]).findings[0]
-    assert (hernia.side, hernia.zone, hernia.organ) == ("midline", "retrocardiac", "diaphragm")
-    edema = draw_chest(5, findings=["Edema"]).findings[0]
-    assert (edema.side, edema.zone) == ("bilateral", "perihilar")
-    apical = draw_chest(6, findings=[FindingRequest("Pneumothorax", "mild", "left")]).findings[0]
-    assert (apical.zone, apical.organ) == ("upper", "pleura")
-    with pytest.raises(ValueError, match="side"):
-        draw_chest(1, findings=[FindingRequest("Nodule", side="bilateral")])
-
-
 def test_cli_synth(tmp_path, capsys):
     out = tmp_path / "cli"
     assert (
@@ -244,13 +178,3 @@ def test_cli_synth(tmp_path, capsys):
     assert len(read_data_entry(out / "Data_Entry_2017_v2020.csv")) == 5
     assert main(["data", "synth", "--out", str(tmp_path / "bad"), "--images", "0"]) == 2
     assert "images must be a positive integer" in capsys.readouterr().err
-
-
-def test_read_synthetic_findings_rejects_bad_rows(tmp_path):
-    path = tmp_path / "synthetic_findings.csv"
-    path.write_text(",".join(SIDECAR_COLUMNS) + "\nx.png,Nodule,up,upper,lung,1,2,3,4,0.1,1.5,mild\n")
-    with pytest.raises(DataError, match="line 2: side 'up'"):
-        read_synthetic_findings(path)
-    path.write_text("image,finding\n")
-    with pytest.raises(DataError, match="header"):
-        read_synthetic_findings(path)

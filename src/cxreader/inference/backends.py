@@ -1,0 +1,169 @@
+"""The one model runner: a PyTorch checkpoint or an ONNX Runtime export behind one interface.
+
+Prediction of files, screening, the service and the explanations all run the model through a
+:class:`ModelBackend` made by :func:`load_backend`. Both backends take a normalised batch ``(B, 3, S, S)``
+made by the contract's evaluation preset (:attr:`ModelBackend.transform`) and return sigmoid probabilities
+``(B, 14)`` in :data:`~cxreader.labels.FINDINGS` order. Only the PyTorch backend can draw heatmaps (class
+activation maps read the feature map and the head's weights, which an ONNX graph does not expose).
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from cxreader.errors import ConfigError
+from cxreader.inference.onnx_runtime import OnnxModel, is_onnx_file
+from cxreader.inference.runtime import forward_probabilities, resolve_amp_dtype, resolve_device
+from cxreader.labels import FINDINGS
+from cxreader.models.checkpoint import CheckpointContract, LoadedCheckpoint, load_checkpoint
+
+#: The ``--backend`` choices: ``auto`` runs a ``.onnx`` file with ONNX Runtime and anything else with PyTorch.
+BACKENDS = ("auto", "torch", "onnx")
+
+
+class ModelBackend(abc.ABC):
+    """A model ready to run, with the contract it carries.
+
+    Forward passes are serialised by :attr:`lock`: the service calls :meth:`predict` from several threads,
+    and one forward pass at a time already uses every core (PyTorch's or ONNX Runtime's intra-op threads).
+
+    Attributes:
+        kind: ``pytorch`` or ``onnx``.
+        path: The model file.
+        sha256: SHA-256 of the model file (how the records database knows the model).
+        contract: Labels, input size, normalisation and thresholds.
+        transform: The contract's evaluation preset, which makes the batches :meth:`predict` takes.
+        model: The PyTorch model for heatmaps, ``None`` when the backend cannot draw them.
+    """
+
+    kind: str
+    model: nn.Module | None = None
+
+    def __init__(self, contract: CheckpointContract, path: str | Path, sha256: str):
+        self.contract = contract
+        self.path = Path(path)
+        self.sha256 = sha256
+        self.transform = contract.eval_preset()
+        self.lock = threading.Lock()
+
+    @abc.abstractmethod
+    def predict(self, batch: torch.Tensor) -> np.ndarray:
+        """Probabilities ``(B, 14)`` for a normalised batch ``(B, 3, S, S)``."""
+
+    def predict_features(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor | None]:
+        """Probabilities and the last feature maps they were computed from (``None`` without a model)."""
+        return self.predict(batch), None
+
+
+class TorchBackend(ModelBackend):
+    """A cxreader checkpoint run by PyTorch, with autocast on accelerators.
+
+    Args:
+        checkpoint: A loaded checkpoint.
+        device: ``auto``, ``cpu``, ``cuda`` or ``hpu``.
+    """
+
+    kind = "pytorch"
+
+    def __init__(self, checkpoint: LoadedCheckpoint, *, device: str = "auto"):
+        super().__init__(checkpoint.contract, checkpoint.path, checkpoint.sha256)
+        self.checkpoint = checkpoint
+        self.device = resolve_device(device)
+        self.model = checkpoint.model.to(self.device).eval()
+        self.amp_dtype = resolve_amp_dtype("auto", self.device)
+
+    def predict(self, batch: torch.Tensor) -> np.ndarray:
+        return self.predict_features(batch)[0]
+
+    def predict_features(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """Probabilities ``(B, 14)`` and the last feature maps ``(B, C, h, w)`` they were computed from.
+
+        The feature maps let class activation maps be drawn without a second forward pass
+        (:func:`cxreader.localization.explain.explain_batch`).
+        """
+        with self.lock:
+            probabilities, features = forward_probabilities(
+                self.model, batch, device=self.device, amp_dtype=self.amp_dtype
+            )
+        return probabilities.cpu().numpy(), features
+
+
+class OnnxBackend(ModelBackend):
+    """An ONNX export (:mod:`cxreader.export.onnx`) run by ONNX Runtime on the CPU.
+
+    Args:
+        path: A ``.onnx`` file written by ``export_onnx``.
+        threads: Intra-op threads (default: the cores this process may use).
+        spin: Let idle ONNX Runtime threads spin between operators. Off by default: the decoding threads of
+            a screening run and the service's request threads share the cores with the inference threads.
+    """
+
+    kind = "onnx"
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, spin: bool = False):
+        self.onnx = OnnxModel(path, threads=threads, spin=spin)
+        super().__init__(self.onnx.contract, path, self.onnx.sha256)
+
+    def predict(self, batch: torch.Tensor) -> np.ndarray:
+        with self.lock:
+            return self.onnx.predict(batch.numpy())
+
+
+def load_backend(
+    model: str | Path | LoadedCheckpoint,
+    *,
+    backend: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+    spin: bool = False,
+) -> ModelBackend:
+    """A backend for a checkpoint (``*.pt``, or one already loaded) or an ONNX export (``*.onnx``).
+
+    Args:
+        model: The model file, or a loaded checkpoint.
+        backend: ``auto`` (ONNX Runtime for a ``.onnx`` file, PyTorch otherwise), ``torch`` or ``onnx``.
+        device: The PyTorch device (an ONNX model always runs on the CPU).
+        threads, spin: ONNX Runtime's intra-op threads and spinning (see :class:`OnnxBackend`).
+
+    Raises:
+        ConfigError: an unknown backend, or one that does not fit the file.
+        CheckpointError: missing or unreadable file, labels other than :data:`FINDINGS`.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r}; expected auto, torch or onnx")
+    onnx_file = not isinstance(model, LoadedCheckpoint) and is_onnx_file(model)
+    if backend == "torch" and onnx_file:
+        raise ConfigError(f"{model}: an ONNX model runs with --backend onnx (or auto), not torch")
+    if backend == "onnx" and not onnx_file:
+        raise ConfigError(
+            f"{getattr(model, 'path', model)}: --backend onnx needs an exported .onnx model; "
+            "write one with `cxreader export --checkpoint CKPT --format onnx --out model.onnx`"
+        )
+    if onnx_file:
+        return OnnxBackend(model, threads=threads, spin=spin)
+    checkpoint = model if isinstance(model, LoadedCheckpoint) else load_checkpoint(model)
+    return TorchBackend(checkpoint, device=device)
+
+
+def model_summary(backend: ModelBackend) -> dict[str, Any]:
+    """A JSON-ready description of the model: what a report or the web page shows about it."""
+    contract = backend.contract
+    return {
+        "backend": backend.kind,
+        "model_name": contract.model_name,
+        "file": backend.path.name,
+        "sha256": backend.sha256,
+        "input_size": int(contract.input_size),
+        "labels": list(FINDINGS),
+        "thresholds": {name: float(t) for name, t in zip(FINDINGS, contract.thresholds, strict=True)},
+        "synthetic": bool(contract.synthetic),
+        "heatmaps": backend.model is not None,
+        "cxreader_version": contract.cxreader_version,
+    }

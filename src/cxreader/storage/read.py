@@ -1,0 +1,112 @@
+"""Reading stored images back as :class:`~cxreader.storage.records.ImageRecord` (keyword-only functions).
+
+Records are built from plain column rows, not ORM objects: tracking entities would cost more than the queries,
+and a record stays usable after its session is closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from cxreader.labels import FINDINGS
+from cxreader.storage.records import FindingResult, ImageRecord
+from cxreader.storage.tables import BOX_COLUMNS, Finding, Image, Study
+
+# What an ImageRecord reads: columns named as its fields, except the two of the pixel spacing.
+_IMAGE_COLUMNS = (
+    Image.id.label("image_id"),
+    Image.study_id,
+    Image.checkpoint_id,
+    Image.source_path,
+    Image.content_sha256,
+    Image.status,
+    Image.failure_reason,
+    Image.synthetic,
+    Image.created_at,
+    Study.patient_id,
+    Study.study_instance_uid,
+    Study.study_date,
+    Study.accession_number,
+    Study.study_description,
+    Image.sop_instance_uid,
+    Image.view_position,
+    Image.modality,
+    Image.width,
+    Image.height,
+    Image.pixel_spacing_x,
+    Image.pixel_spacing_y,
+)
+# What a FindingResult reads, with the image it belongs to and the four columns of its box.
+_FINDING_COLUMNS = (
+    Finding.image_id,
+    Finding.finding,
+    Finding.probability,
+    Finding.threshold,
+    Finding.description,
+    Finding.description_data,
+    Finding.caption,
+    Finding.heatmap_path,
+    *(Finding.__table__.c[name] for name in BOX_COLUMNS),
+)
+_FINDING_ORDER = {name: index for index, name in enumerate(FINDINGS)}
+
+
+def stored_hashes(*, session: Session, checkpoint_id: int) -> set[str]:
+    """Content hashes of every file stored for a checkpoint (a result or a failure), for resuming a run.
+
+    A failure recorded without a checkpoint (the file could not be read at all) counts for every checkpoint:
+    reading it again would fail again.
+    """
+    return set(session.scalars(select(Image.content_sha256).where(_stored_for(checkpoint_id))))
+
+
+def get_image(*, session: Session, image_id: int) -> ImageRecord | None:
+    """The stored image with its study's details and all its findings, or ``None`` when there is none."""
+    return read_records(session=session, image_ids=[image_id]).get(image_id)
+
+
+def read_records(
+    *, session: Session, image_ids: Sequence[int], finding_filters: Sequence[Any] = ()
+) -> dict[int, ImageRecord]:
+    """The records of these images, by id (ids that are not stored are left out).
+
+    Args:
+        session: Database session.
+        image_ids: The images to read.
+        finding_filters: SQL conditions on :class:`~cxreader.storage.tables.Finding` rows: a record then
+            holds only the findings that meet them (a search's matches). Without any: all of them.
+    """
+    if not image_ids:
+        return {}
+    findings: dict[int, list[FindingResult]] = {image_id: [] for image_id in image_ids}
+    for row in session.execute(
+        select(*_FINDING_COLUMNS).where(Finding.image_id.in_(image_ids), *finding_filters)
+    ):
+        values = row._asdict()
+        image_id = values.pop("image_id")
+        box = tuple(values.pop(name) for name in BOX_COLUMNS)
+        findings[image_id].append(FindingResult(**values, box=None if None in box else box))
+    records = {}
+    for row in session.execute(
+        select(*_IMAGE_COLUMNS).outerjoin(Study, Study.id == Image.study_id).where(Image.id.in_(image_ids))
+    ):
+        values = row._asdict()
+        spacing = (values.pop("pixel_spacing_x"), values.pop("pixel_spacing_y"))
+        ordered = sorted(
+            findings[row.image_id], key=lambda item: (-item.probability, _FINDING_ORDER[item.finding])
+        )
+        records[row.image_id] = ImageRecord(
+            **values, pixel_spacing=None if None in spacing else spacing, findings=tuple(ordered)
+        )
+    return records
+
+
+def _stored_for(checkpoint_id: int) -> Any:
+    return or_(
+        Image.checkpoint_id == checkpoint_id,
+        and_(Image.status == "failed", Image.checkpoint_id.is_(None)),
+    )

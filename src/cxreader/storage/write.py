@@ -1,0 +1,354 @@
+"""Storing screening results: checkpoints, image results and failures (keyword-only functions).
+
+Writes are atomic per image: the image row, its study and its 14 finding rows are written inside one SAVEPOINT,
+so a failure part-way leaves nothing half-written (and, when the call owns the transaction, nothing at all).
+Storing an image that is already stored for the same checkpoint (same content SHA-256) replaces its result:
+re-running a screening never duplicates records. The same functions serve the CLI, the screening engine and
+the web service (the full-stack-fastapi-template split: thin callers, keyword-only crud functions).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cxreader.errors import CheckpointError, DataError
+from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical_finding
+from cxreader.storage.db import begin_write
+from cxreader.storage.records import ImageResult, StudyInfo, as_date, is_unit
+from cxreader.storage.tables import BOX_COLUMNS, Checkpoint, Finding, Image, Study, utc_now
+
+#: Longest failure reason stored; longer ones are cut (a reason is one line, not a traceback).
+MAX_REASON_CHARS = 2_000
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# DICOM's LO (PatientID, AccessionNumber is SH but fits) and UI value representations hold at most 64 chars.
+_MAX_ID_CHARS = 64
+
+
+def register_checkpoint(
+    *,
+    session: Session,
+    sha256: str,
+    labels: Sequence[str] = FINDINGS,
+    thresholds: Sequence[float] | None = None,
+    model_name: str | None = None,
+    version: str | None = None,
+    path: str | None = None,
+    commit: bool = True,
+) -> int:
+    """Store a checkpoint (once per file content) and return its id.
+
+    Args:
+        session: Database session.
+        sha256: SHA-256 of the checkpoint file, lower-case hex.
+        labels: The checkpoint's output order; must be the 14 findings of :data:`FINDINGS`, in that order.
+        thresholds: Per-class operating thresholds in label order, when the checkpoint carries them.
+        model_name: Architecture name (``"densenet121"``).
+        version: cxreader version or training run that wrote the checkpoint.
+        path: Where the file was read from.
+        commit: Commit the transaction (else the caller does).
+
+    Raises:
+        CheckpointError: labels other than :data:`FINDINGS`, or thresholds that are not 14 numbers in [0, 1].
+    """
+    where = path or sha256
+    sha256 = _check_sha256(sha256, where)
+    try:
+        canonical = tuple(canonical_finding(name) for name in labels)
+    except UnknownFindingError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    if canonical != FINDINGS:
+        raise CheckpointError(
+            f"{where}: labels {list(labels)} differ from the 14 findings in cxreader's order"
+        )
+    if thresholds is not None:
+        thresholds = [float(value) for value in thresholds]
+        if len(thresholds) != len(FINDINGS) or not all(is_unit(value) for value in thresholds):
+            raise CheckpointError(f"{where}: thresholds must be {len(FINDINGS)} numbers in [0, 1]")
+    with _writing(session, commit=commit):
+        statement = (
+            _dialect_insert(session, Checkpoint)
+            .values(
+                sha256=sha256,
+                labels=list(FINDINGS),
+                thresholds=thresholds,
+                model_name=model_name,
+                version=version,
+                path=path,
+                created_at=utc_now(),
+            )
+            .on_conflict_do_nothing(index_elements=[Checkpoint.sha256])
+        )
+        session.execute(statement)
+        checkpoint_id = session.scalars(select(Checkpoint.id).where(Checkpoint.sha256 == sha256)).one()
+    return checkpoint_id
+
+
+def add_image_result(*, session: Session, result: ImageResult, commit: bool = True) -> int:
+    """Store (or replace) the result of one image for one checkpoint, atomically.
+
+    The study is found by StudyInstanceUID (or the one the image already belongs to) and its missing fields
+    are filled in; the image row is inserted or updated on ``(content_sha256, checkpoint_id)``; its finding
+    rows are replaced. All of it happens inside one SAVEPOINT: an error rolls back this image entirely.
+
+    Args:
+        session: Database session.
+        result: The image and its 14 findings.
+        commit: Commit when done (each image its own transaction). With ``False`` the caller commits, e.g.
+            once per batch; an error still undoes only this image.
+
+    Returns:
+        The image's id.
+
+    Raises:
+        DataError: the result is malformed (not exactly the 14 findings, a probability outside [0, 1], a bad
+            hash, ...); nothing is written.
+        sqlalchemy.exc.SQLAlchemyError: the database refused the write; nothing of this image is written.
+    """
+    finding_rows = _finding_rows(result)
+    image_values = _image_values(result)
+    with _writing(session, commit=commit), session.begin_nested():
+        existing_study_id = session.scalar(
+            select(Image.study_id).where(
+                Image.content_sha256 == image_values["content_sha256"],
+                Image.checkpoint_id == result.checkpoint_id,
+            )
+        )
+        image_values["study_id"] = _upsert_study(session, result.study, existing_study_id)
+        image_id = _upsert_image(session, image_values)
+        session.execute(delete(Finding).where(Finding.image_id == image_id))
+        session.execute(insert(Finding), [{**row, "image_id": image_id} for row in finding_rows])
+    return image_id
+
+
+def record_failure(
+    *,
+    session: Session,
+    source_path: str,
+    content_sha256: str,
+    reason: str,
+    checkpoint_id: int | None = None,
+    synthetic: bool = False,
+    commit: bool = True,
+) -> int:
+    """Record that a file could not be read or screened, so the run goes on and the reason stays on record.
+
+    A stored successful result for the same content and checkpoint is never replaced by a failure; a stored
+    failure is updated (path and reason).
+
+    Args:
+        session: Database session.
+        source_path: The file.
+        content_sha256: SHA-256 of the file's bytes.
+        reason: Why it failed, one line (cut at :data:`MAX_REASON_CHARS`).
+        checkpoint_id: The checkpoint of the run; ``None`` for a failure that does not depend on the model
+            (an unreadable file), which then counts as stored for every checkpoint in
+            :func:`cxreader.storage.read.stored_hashes`.
+        synthetic: The file came from the synthetic data generator.
+        commit: Commit when done.
+
+    Returns:
+        The id of the image row holding the failure (or the stored success).
+    """
+    content_sha256 = _check_sha256(content_sha256, source_path)
+    reason = " ".join(str(reason).split())[:MAX_REASON_CHARS] or "unknown reason"
+    same_checkpoint = (
+        Image.checkpoint_id.is_(None) if checkpoint_id is None else Image.checkpoint_id == checkpoint_id
+    )
+    with _writing(session, commit=commit), session.begin_nested():
+        now = utc_now()
+        existing = session.execute(
+            select(Image.id, Image.status).where(Image.content_sha256 == content_sha256, same_checkpoint)
+        ).first()
+        if existing is not None:
+            image_id = existing.id
+            if existing.status == "failed":
+                session.execute(
+                    update(Image)
+                    .where(Image.id == image_id)
+                    .values(
+                        source_path=source_path,
+                        failure_reason=reason,
+                        synthetic=synthetic,
+                        updated_at=now,
+                    )
+                )
+        else:
+            statement = _dialect_insert(session, Image).values(
+                study_id=None,
+                checkpoint_id=checkpoint_id,
+                source_path=source_path,
+                content_sha256=content_sha256,
+                status="failed",
+                failure_reason=reason,
+                synthetic=synthetic,
+                created_at=now,
+                updated_at=now,
+            )
+            # Another writer may have stored the same file since the SELECT (PostgreSQL, read committed).
+            statement = statement.on_conflict_do_nothing(
+                index_elements=[Image.content_sha256, Image.checkpoint_id]
+            ).returning(Image.id)
+            image_id = session.scalar(statement)
+            if image_id is None:
+                image_id = session.scalars(
+                    select(Image.id).where(Image.content_sha256 == content_sha256, same_checkpoint)
+                ).one()
+    return image_id
+
+
+@contextmanager
+def _writing(session: Session, *, commit: bool) -> Iterator[None]:
+    """A write transaction: committed at the end when ``commit`` (else the caller commits), rolled back on any
+    error when the call owns it."""
+    begin_write(session)
+    try:
+        yield
+        if commit:
+            session.commit()
+    except BaseException:
+        if commit:
+            session.rollback()
+        raise
+
+
+def _check_sha256(value: str, where: str) -> str:
+    normalised = str(value).strip().lower()
+    if not _SHA256.fullmatch(normalised):
+        raise DataError(where, f"content hash {value!r} is not a SHA-256 hex digest (64 hex digits)")
+    return normalised
+
+
+def _check_identifier(value: str | None, name: str, where: str) -> str | None:
+    if value is None:
+        return None
+    value = str(value).strip()
+    if len(value) > _MAX_ID_CHARS:
+        # The value itself stays out of the message: it may identify a patient.
+        raise DataError(where, f"{name} is longer than {_MAX_ID_CHARS} characters")
+    return value or None
+
+
+def _finding_rows(result: ImageResult) -> list[dict[str, Any]]:
+    where = result.source_path
+    rows: dict[str, dict[str, Any]] = {}
+    for item in result.findings:
+        try:
+            name = canonical_finding(item.finding)
+        except UnknownFindingError as exc:
+            raise DataError(where, str(exc)) from None
+        if name == NO_FINDING:
+            raise DataError(where, f"{NO_FINDING!r} is not one of the 14 findings")
+        if name in rows:
+            raise DataError(where, f"finding {name} is given twice")
+        for label, value in (("probability", item.probability), ("threshold", item.threshold)):
+            if not is_unit(value):
+                raise DataError(where, f"{label} of {name} is {value!r}, expected a number in [0, 1]")
+        box = item.box
+        if box is not None:
+            if len(box) != 4 or any(int(v) != v or v < 0 for v in box):
+                raise DataError(
+                    where, f"box of {name} must be four non-negative integers (x, y, width, height)"
+                )
+            box = tuple(int(v) for v in box)
+        rows[name] = {
+            "finding": name,
+            "probability": float(item.probability),
+            "threshold": float(item.threshold),
+            "above_threshold": item.above_threshold,
+            "description": item.description,
+            "description_data": dict(item.description_data) if item.description_data is not None else None,
+            "caption": item.caption,
+            "heatmap_path": item.heatmap_path,
+            **dict(zip(BOX_COLUMNS, box if box is not None else (None,) * len(BOX_COLUMNS), strict=True)),
+        }
+    missing = [name for name in FINDINGS if name not in rows]
+    if missing:
+        raise DataError(where, f"results for all 14 findings are needed; missing: {', '.join(missing)}")
+    return [rows[name] for name in FINDINGS]
+
+
+def _image_values(result: ImageResult) -> dict[str, Any]:
+    where = result.source_path
+    spacing = result.pixel_spacing
+    if spacing is not None and (
+        len(spacing) != 2 or not all(math.isfinite(float(v)) and float(v) > 0 for v in spacing)
+    ):
+        raise DataError(where, f"pixel spacing {spacing!r} must be two positive numbers (x, y) in mm")
+    for name, size in (("width", result.width), ("height", result.height)):
+        if size is not None and (int(size) != size or size <= 0):
+            raise DataError(where, f"image {name} {size!r} must be a positive integer")
+    return {
+        "checkpoint_id": result.checkpoint_id,
+        "source_path": str(result.source_path),
+        "content_sha256": _check_sha256(result.content_sha256, where),
+        "status": "ok",
+        "failure_reason": None,
+        "sop_instance_uid": _check_identifier(result.sop_instance_uid, "SOPInstanceUID", where),
+        "view_position": _check_identifier(result.view_position, "ViewPosition", where),
+        "modality": _check_identifier(result.modality, "Modality", where),
+        "width": result.width,
+        "height": result.height,
+        "pixel_spacing_x": float(spacing[0]) if spacing else None,
+        "pixel_spacing_y": float(spacing[1]) if spacing else None,
+        "synthetic": bool(result.synthetic),
+    }
+
+
+def _dialect_insert(session: Session, entity: Any) -> Any:
+    """The backend's INSERT construct, which has ``ON CONFLICT`` (both SQLite and PostgreSQL spell it so).
+
+    :func:`cxreader.storage.db.resolve_database_url` admits no other backend.
+    """
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(entity)
+
+
+def _upsert_study(session: Session, info: StudyInfo, existing_id: int | None) -> int:
+    where = "study"
+    values = {
+        "patient_id": _check_identifier(info.patient_id, "PatientID", where),
+        "study_instance_uid": _check_identifier(info.study_instance_uid, "StudyInstanceUID", where),
+        "study_date": as_date(info.study_date),
+        "accession_number": _check_identifier(info.accession_number, "AccessionNumber", where),
+        "study_description": info.study_description,
+    }
+    known = {key: value for key, value in values.items() if value is not None}
+    if values["study_instance_uid"] is not None:
+        statement = _dialect_insert(session, Study).values(**values, created_at=utc_now())
+        # The newest non-empty details win; an image that lacks some detail never erases what is stored.
+        fill = {
+            key: func.coalesce(statement.excluded[key], Study.__table__.c[key])
+            for key in values
+            if key != "study_instance_uid"
+        }
+        statement = statement.on_conflict_do_update(
+            index_elements=[Study.study_instance_uid], set_=fill
+        ).returning(Study.id)
+        return session.scalars(statement).one()
+    if existing_id is not None:
+        if known:
+            session.execute(update(Study).where(Study.id == existing_id).values(**known))
+        return existing_id
+    statement = insert(Study).values(**values, created_at=utc_now()).returning(Study.id)
+    return session.scalars(statement).one()
+
+
+def _upsert_image(session: Session, values: dict[str, Any]) -> int:
+    now = utc_now()
+    statement = _dialect_insert(session, Image).values(**values, created_at=now, updated_at=now)
+    replaced = {
+        key: statement.excluded[key] for key in values if key not in ("content_sha256", "checkpoint_id")
+    }
+    statement = statement.on_conflict_do_update(
+        index_elements=[Image.content_sha256, Image.checkpoint_id], set_={**replaced, "updated_at": now}
+    ).returning(Image.id)
+    return session.scalars(statement).one()

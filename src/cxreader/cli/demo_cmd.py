@@ -38,12 +38,14 @@ def register(subparsers) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    import os
     import shutil
 
     from cxreader.config import load_config
     from cxreader.evaluation.checkpoint_eval import evaluate_checkpoint
     from cxreader.evaluation.folder import write_evaluation_folder
     from cxreader.inference.predict import Predictor, format_predictions
+    from cxreader.inference.runtime import cpu_has_native_bf16, resolve_device
     from cxreader.localization.explain import describe_predictions
     from cxreader.synthetic.dataset import generate_synthetic_dataset
     from cxreader.training.engine import train
@@ -64,7 +66,9 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     if data_dir.exists():
         shutil.rmtree(data_dir)
-    summary = generate_synthetic_dataset(data_dir, images=args.images, size=args.size, seed=args.seed)
+    summary = generate_synthetic_dataset(
+        data_dir, images=args.images, size=args.size, seed=args.seed, workers=min(2, os.cpu_count() or 1)
+    )
     print(
         f"      {summary.images} images of {summary.patients} synthetic patients in {summary.seconds:.1f} s"
     )
@@ -78,6 +82,10 @@ def run_demo(args: argparse.Namespace) -> int:
         "device": "auto",
         "boxes": str(data_dir / "BBox_List_2017.csv"),
     }
+    # bf16 autocast where the CPU computes bf16 in hardware (cxreader.inference.runtime.cpu_has_native_bf16);
+    # on a GPU, amp "auto" already picks bf16 or fp16.
+    if resolve_device("auto").type == "cpu":
+        overrides["amp"] = "bf16" if cpu_has_native_bf16() else "off"
     if args.workers is not None:
         overrides["workers"] = args.workers
     if args.epochs is not None:
@@ -85,7 +93,7 @@ def run_demo(args: argparse.Namespace) -> int:
     config = load_config("demo", overrides)
     print(
         f"[2/4] training {config.model} ({config.image_size} px, {config.epochs} epochs max, box-supervised "
-        f"heatmaps) -> {run_dir}",
+        f"heatmaps, autocast {config.amp}) -> {run_dir}",
         flush=True,
     )
     result = train(config, run_dir)

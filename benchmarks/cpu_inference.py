@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from cxreader.export.onnx import export_onnx
-from cxreader.inference.onnx_runtime import OnnxModel
+from cxreader.inference.backends import OnnxBackend
 from cxreader.models import create_model
 from cxreader.models.checkpoint import CheckpointContract, load_checkpoint, save_checkpoint
 
@@ -99,9 +99,11 @@ def create_model_like(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def onnx_backends(fp32: Path, int8: Path | None, threads: int) -> list[Backend]:
-    backends = [Backend("onnxruntime fp32", OnnxModel(fp32, threads=threads).predict)]
+    backends = [Backend("onnxruntime fp32", OnnxBackend(fp32, threads=threads, spin=True).predict)]
     if int8 is not None:
-        backends.append(Backend("onnxruntime int8 static", OnnxModel(int8, threads=threads).predict))
+        backends.append(
+            Backend("onnxruntime int8 static", OnnxBackend(int8, threads=threads, spin=True).predict)
+        )
     return backends
 
 

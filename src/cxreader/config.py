@@ -106,17 +106,13 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
-        for name in ("epochs", "batch_size", "image_size"):
+        for name in ("epochs", "batch_size", "image_size", "lr", "lse_r"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lse_r <= 0:
-            raise ConfigError(f"lse_r must be positive, got {self.lse_r}")
         if self.box_weight <= 0 or self.box_space < 0:
             raise ConfigError(
                 f"box_weight must be positive and box_space >= 0, got {self.box_weight}, {self.box_space}"
             )
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.split == "lists" and not self.lists:
             raise ConfigError("split=lists needs --list train=FILE --list val=FILE [--list test=FILE]")
         return self

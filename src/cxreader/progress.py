@@ -9,6 +9,7 @@ tqdm (count, percentage, elapsed time, time left, rate and the postfix).
 
 from __future__ import annotations
 
+import math
 import sys
 from time import monotonic
 from typing import Any, TextIO
@@ -53,44 +54,42 @@ class Progress:
         every_percent: float = 10.0,
         every_s: float = 30.0,
     ) -> None:
-        self.total = total
-        self.desc = desc
-        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
+        self.plain = enabled and not is_terminal(self.stream)
         self.every_percent = every_percent
         self.every_s = every_s
-        self.n = 0
-        self.postfix = ""
-        self.closed = False
-        self._bar: tqdm | None = None
-        if enabled and is_terminal(self.stream):
-            self._bar = tqdm(
-                total=total,
-                desc=desc,
-                unit=unit,
-                file=self.stream,
-                leave=leave,
-                dynamic_ncols=True,
-                mininterval=0.5,
-                smoothing=0.1,
-            )
-        self._started = self._last_time = monotonic()
+        # One tqdm counts in every case. Off a terminal, or disabled, it never draws (tqdm's ``delay``: "don't
+        # display until this many seconds have elapsed") and plain lines are formatted from its numbers.
+        self._bar = tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            file=self.stream,
+            leave=leave,
+            dynamic_ncols=True,
+            mininterval=0.5,
+            smoothing=0.1,
+            delay=math.inf if self.plain or not enabled else 0,
+        )
+        self._last_time = monotonic()
         self._last_step = 0
-        self._last_shown = (0, "")  # the start needs no line of its own
+        self._last_shown = self._state()  # the start needs no line of its own
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
+
+    @property
+    def n(self) -> int:
+        """Steps counted so far."""
+        return self._bar.n
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` more steps; on plain output write a line when another step or interval is reached."""
-        self.n += n
-        if self._bar is not None:
-            self._bar.update(n)
-        elif self.enabled:
+        self._bar.update(n)
+        if self.plain:
             step = self._percent_step()
             if step > self._last_step or monotonic() - self._last_time >= self.every_s:
                 self._last_step = step
@@ -98,49 +97,38 @@ class Progress:
 
     def advance_to(self, done: int, total: int | None = None) -> None:
         """Set the count to ``done`` and, when given, the total: fits a ``progress(done, total)`` callback."""
-        if total is not None and total != self.total:
-            self.total = total
-            if self._bar is not None:
-                self._bar.total = total
+        if total is not None:
+            self._bar.total = total
         self.update(done - self.n)
 
     def set_postfix(self, **values: Any) -> None:
         """Show ``key=value`` pairs after the numbers (on plain output: from the next line on)."""
-        self.postfix = ", ".join(f"{key}={value}" for key, value in values.items())
-        if self._bar is not None:
-            self._bar.set_postfix(values, refresh=False)
+        self._bar.set_postfix(values, refresh=False)
 
     def close(self) -> None:
         """Finish: close the bar, or write a final plain line unless nothing changed since the last one."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._bar is not None:
-            self._bar.close()
-        elif self.enabled and self._last_shown != (self.n, self.postfix):
+        self._bar.close()
+        if self.plain and self._last_shown != self._state():
             self._write_line()
 
     def line(self) -> str:
         """The plain line for the current state, e.g. ``caching: 40% 400/1000 [00:05<00:07, 80.00img/s]``."""
-        text = tqdm.format_meter(
-            self.n,
-            self.total,
-            monotonic() - self._started,
-            ncols=0,  # tqdm: "If 0, will not print any meter (only stats)"
-            prefix=self.desc,
-            unit=self.unit,
-            postfix=self.postfix,
-        )
+        # tqdm: ncols "If 0, will not print any meter (only stats)"
+        text = tqdm.format_meter(**{**self._bar.format_dict, "ncols": 0})
         text = " ".join(text.split())  # no newline or carriage return from a description or a value
         return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
 
+    def _state(self) -> tuple[int, str | None]:
+        return self._bar.n, self._bar.postfix
+
     def _percent_step(self) -> int:
-        if not self.total or self.every_percent <= 0:
+        total = self._bar.total
+        if not total or self.every_percent <= 0:
             return 0
-        return int(min(self.n, self.total) * 100 / (self.total * self.every_percent))
+        return int(min(self.n, total) * 100 / (total * self.every_percent))
 
     def _write_line(self) -> None:
         self.stream.write(self.line() + "\n")
         self.stream.flush()
         self._last_time = monotonic()
-        self._last_shown = (self.n, self.postfix)
+        self._last_shown = self._state()

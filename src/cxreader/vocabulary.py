@@ -113,9 +113,6 @@ KNOWN_HEADINGS: tuple[str, ...] = (
     "Trachea, Carina", "Tube, Inserted", "Tuberculosis", "Volume Loss", "normal",
 )  # fmt: skip
 
-#: The heading of a report with no abnormality.
-NORMAL = "normal"
-
 #: Severity words of the MeSH terms, mildest first.
 MESH_SEVERITIES: tuple[str, ...] = ("borderline", *SEVERITIES)
 #: Number words.
@@ -160,31 +157,20 @@ FINDING_HEADINGS: dict[str, str] = {
 }
 
 # Heading (lower case) -> (finding, organs it requires; None = any organ). See the module docstring for why.
+# Each finding's own heading maps back to it; the other headings follow, and "thickening" only on the pleura.
 _LUNG = frozenset({"lung", "pulmonary alveoli"})
 _HEADING_FINDINGS: dict[str, tuple[str, frozenset[str] | None]] = {
-    "pulmonary atelectasis": ("Atelectasis", None),
-    "cardiomegaly": ("Cardiomegaly", None),
-    "pleural effusion": ("Effusion", None),
-    "infiltrate": ("Infiltration", None),
+    **{heading.lower(): (finding, None) for finding, heading in FINDING_HEADINGS.items()},
     "opacity": ("Infiltration", _LUNG),
     "density": ("Infiltration", _LUNG),
-    "mass": ("Mass", None),
-    "nodule": ("Nodule", None),
-    "pneumonia": ("Pneumonia", None),
-    "pneumothorax": ("Pneumothorax", None),
     "hydropneumothorax": ("Pneumothorax", None),
     "hemopneumothorax": ("Pneumothorax", None),
-    "consolidation": ("Consolidation", None),
     "airspace disease": ("Consolidation", None),
-    "pulmonary edema": ("Edema", None),
     "emphysema": ("Emphysema", None),
-    "pulmonary emphysema": ("Emphysema", None),
     "bullous emphysema": ("Emphysema", None),
-    "pulmonary fibrosis": ("Fibrosis", None),
     "fibrosis": ("Fibrosis", None),
     "cicatrix": ("Fibrosis", _LUNG),
     "thickening": ("Pleural_Thickening", frozenset({"pleura"})),
-    "hernia, hiatal": ("Hernia", None),
     "hernia, diaphragmatic": ("Hernia", None),
 }
 
@@ -283,11 +269,9 @@ def heading_finding(heading: str, organ: str | None = None) -> str | None:
     return finding
 
 
-def _assemble(
-    heading: str, words: Iterable[str], finding: str | None = None, *, derive: bool
-) -> MeshAnnotation:
+def _assemble(heading: str, words: Iterable[str], finding: str | None = None) -> MeshAnnotation:
     """Distribute modifier words over the slots; a repeated single-valued slot keeps the first word (a later
-    one goes to ``other_modifiers``)."""
+    one goes to ``other_modifiers``). Without a ``finding``, the heading's (:func:`heading_finding`)."""
     organ = None
     single: dict[str, str | None] = dict.fromkeys(("side", "severity", "size", "number"))
     location: list[str] = []
@@ -302,7 +286,7 @@ def _assemble(
             single[slot] = word
         else:
             other.append(word)
-    if derive:
+    if finding is None:
         finding = heading_finding(heading, organ)
     return MeshAnnotation(
         heading=heading,
@@ -332,7 +316,7 @@ def parse_mesh(text: str) -> MeshAnnotation:
     if not parts:
         raise ValueError(f"empty MeSH term {text!r}")
     heading = _HEADING_BY_LOWER.get(parts[0].lower(), parts[0])
-    return _assemble(heading, (part.lower() for part in parts[1:]), derive=True)
+    return _assemble(heading, (part.lower() for part in parts[1:]))
 
 
 def _modifier_words(annotation: MeshAnnotation) -> list[str]:
@@ -377,9 +361,9 @@ def tokens_to_annotation(tokens: Sequence[str]) -> MeshAnnotation:
     words = [_WORD_OF_TOKEN.get(token, token.replace("_", " ")) for token in rest]
     if first in _FINDING_BY_TOKEN:
         finding = _FINDING_BY_TOKEN[first]
-        return _assemble(FINDING_HEADINGS[finding], words, finding, derive=False)
+        return _assemble(FINDING_HEADINGS[finding], words, finding)
     heading = _HEADING_BY_TOKEN.get(first, first.replace("_", " "))
-    return _assemble(heading, words, derive=True)
+    return _assemble(heading, words)
 
 
 def to_mesh_string(annotation: MeshAnnotation) -> str:

@@ -17,12 +17,8 @@ onnx = pytest.importorskip("onnx")
 
 from cxreader.errors import CheckpointError, ConfigError  # noqa: E402
 from cxreader.export.onnx import batch_norms_to_depthwise_convs, export_onnx  # noqa: E402
-from cxreader.inference.onnx_runtime import (  # noqa: E402
-    META_CONTRACT,
-    META_QUANTIZATION,
-    OnnxModel,
-    read_onnx_contract,
-)
+from cxreader.inference.backends import OnnxBackend  # noqa: E402
+from cxreader.inference.onnx_runtime import META_CONTRACT, META_QUANTIZATION, read_onnx_contract  # noqa: E402
 from cxreader.inference.predict import Predictor  # noqa: E402
 from cxreader.models import create_model  # noqa: E402
 from cxreader.models.checkpoint import CheckpointContract, save_checkpoint  # noqa: E402
@@ -88,7 +84,7 @@ def _pytorch_probs(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
 def test_fp32_export_matches_pytorch(exported):
     summary = exported["summary"]
     assert summary.quantization == "none" and summary.max_abs_prob_diff < FP32_TOLERANCE
-    onnx_model = OnnxModel(summary.path, threads=1)
+    onnx_model = OnnxBackend(summary.path, threads=1)
     batch = np.random.default_rng(3).standard_normal((5, 3, INPUT, INPUT)).astype(np.float32)
     expected = _pytorch_probs(exported["model"], batch)
     assert expected.std() > 0.01  # the outputs vary: the comparison is not between two constants
@@ -130,7 +126,7 @@ def test_static_int8_stays_within_tolerance(exported):
         exported["checkpoint"], root / "model.int8.onnx", quantize="int8", calibration=calibration
     )
     assert summary.quantization == "int8-static (8 calibration images, percentile)"
-    quantized = OnnxModel(summary.path, threads=1)
+    quantized = OnnxBackend(summary.path, threads=1)
     assert quantized.quantization == summary.quantization
     assert quantized.contract.input_size == INPUT
     node_types = {node.op_type for node in onnx.load(str(summary.path)).graph.node}
@@ -163,7 +159,7 @@ def test_foreign_or_broken_models_are_refused(exported, tmp_path):
     del model.metadata_props[:]
     onnx.save(model, str(plain))
     with pytest.raises(CheckpointError, match="not a cxreader export"):
-        OnnxModel(plain)
+        OnnxBackend(plain)
     relabelled = tmp_path / "relabelled.onnx"
     model = onnx.load(str(exported["summary"].path))
     for prop in model.metadata_props:
@@ -173,14 +169,14 @@ def test_foreign_or_broken_models_are_refused(exported, tmp_path):
             prop.value = json.dumps(values)
     onnx.save(model, str(relabelled))
     with pytest.raises(CheckpointError, match="differ from cxreader's findings"):
-        OnnxModel(relabelled)
+        OnnxBackend(relabelled)
     (tmp_path / "broken.onnx").write_bytes(exported["summary"].path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="broken.onnx: cannot read ONNX model"):
-        OnnxModel(tmp_path / "broken.onnx")
+        OnnxBackend(tmp_path / "broken.onnx")
     with pytest.raises(CheckpointError, match="not found"):
-        OnnxModel(tmp_path / "absent.onnx")
+        OnnxBackend(tmp_path / "absent.onnx")
     with pytest.raises(ValueError, match=r"expected a \(B, 3, 64, 64\) batch"):
-        OnnxModel(exported["summary"].path).predict(np.zeros((1, 3, 32, 32), np.float32))
+        OnnxBackend(exported["summary"].path).predict(np.zeros((1, 3, 32, 32), np.float32))
 
 
 def test_predictor_runs_the_onnx_model_like_the_checkpoint(exported):

@@ -229,7 +229,7 @@ def test_bad_arguments_are_clear(backend, tmp_path):
 
 
 def test_a_captioner_adds_learned_captions_to_positive_findings_only(folder, backend, tmp_path):
-    from cxreader.screening.captions import load_captioner
+    from cxreader.captioning.predict import CaptionPredictor
 
     images = sorted((folder / "synthetic" / "images").glob("*.png"))
     checkpoint = write_caption_checkpoint(tmp_path / "captioner", backend.path, images)
@@ -240,7 +240,7 @@ def test_a_captioner_adds_learned_captions_to_positive_findings_only(folder, bac
             backend=backend,
             database=database,
             describe=False,
-            captioner=load_captioner(checkpoint, device="cpu"),
+            captioner=CaptionPredictor(checkpoint, device="cpu"),
             progress=False,
         )
         with database.session() as session:

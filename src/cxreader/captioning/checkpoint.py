@@ -34,7 +34,6 @@ class CaptionContract:
 
     Attributes:
         decoder_config: :meth:`CaptionDecoder.config` (vocabulary size, feature channels, sizes, cell, ...).
-        vocab: The token vocabulary.
         encoder: The contract of the encoder's classifier checkpoint (model, input size, normalisation,
             labels, thresholds, whether it was trained on synthetic data).
         encoder_sha256: SHA-256 of the encoder checkpoint file the captioner was built from.
@@ -43,7 +42,6 @@ class CaptionContract:
         evidence_maps: Whether the decoder reads the encoder head's class activation maps too.
         max_len: Longest sequence (tokens after ``<bos>``) used for training and decoding.
         synthetic: Trained on synthetic images.
-        config: The training configuration.
         metrics: Validation figures of the saved epoch.
         epoch: The saved epoch (1-based).
     """

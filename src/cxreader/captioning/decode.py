@@ -90,7 +90,6 @@ def greedy_decode(
         decoder: The decoder (put it in eval mode first: dropout would make the output random).
         memory: :meth:`CaptionDecoder.memory` of one image (batch size 1).
         prefix: The forced tokens (``[bos]`` or ``[bos, finding]``).
-        eos_id: The end token.
         max_len: Most tokens chosen (``<eos>`` included).
     """
     checked, log_probs, state = _run_prefix(decoder, memory, prefix)
@@ -124,7 +123,6 @@ def beam_search(
         decoder: The decoder, in eval mode.
         memory: :meth:`CaptionDecoder.memory` of one image (batch size 1).
         prefix: The forced tokens (``[bos]`` or ``[bos, finding]``).
-        eos_id: The end token.
         beam_size: Live hypotheses kept per step (1 is greedy decoding).
         max_len: Most tokens chosen per sequence (``<eos>`` included).
         length_alpha: Exponent of the length penalty (0: rank by log-probability).

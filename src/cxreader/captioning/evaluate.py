@@ -59,7 +59,6 @@ def bleu_scores(
 
     Args:
         references: For each hypothesis, one or more reference token sequences.
-        hypotheses: The decoded token sequences.
 
     Returns:
         ``{"bleu1": ..., "bleu2": ..., ...}``; all 0.0 for an empty corpus.

@@ -64,9 +64,6 @@ def encoder_features(
         encoder: The CheXNet model whose ``forward_features`` is used.
         images: uint8 or float [0, 1] grayscale arrays.
         transform: The encoder checkpoint's evaluation transform.
-        device: Where the encoder runs.
-        batch_size: Images per forward pass.
-        dtype: Storage type of the result.
     """
     if not images:
         raise ValueError("no images to encode")

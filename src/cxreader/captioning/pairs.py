@@ -63,11 +63,8 @@ class CaptionPair:
     """One training or evaluation pair.
 
     Attributes:
-        image: The image file.
         finding: One of the 14 findings, or None for a MeSH heading that maps to none.
         tokens: The annotation tokens; ``tokens[0]`` is the finding's (or heading's) token, the decoder's query.
-        split: ``train``, ``val`` or ``test``.
-        source: ``synthetic`` or ``openi``.
     """
 
     image: Path
@@ -109,7 +106,6 @@ def merge_instances(finding: str, instances: Sequence[Mapping[str, object]]) -> 
     """One annotation for every drawn instance of one finding in one image (rules in the module docstring).
 
     Args:
-        finding: The canonical finding.
         instances: Sidecar rows (side, zone, organ, severity, size_cm) of that finding in that image.
 
     Raises:
@@ -231,7 +227,6 @@ def openi_pairs(
     ``images_dir``): each linked image with each distinct annotation of its report.
 
     Args:
-        dataset: The reports, with image files linked.
         seed: Seed of the report-level split.
         fractions: train/val/test shares of the reports (one report is one patient's study).
         mapped_only: Keep only terms whose heading maps to one of the 14 findings.
@@ -288,11 +283,7 @@ def _relative_image(path: Path, folder: Path) -> str:
 
 
 def write_pairs(pairs: Iterable[CaptionPair], path: str | Path) -> int:
-    """Write a PAIRS file atomically; image paths under its folder are written relative to it.
-
-    Returns:
-        The number of rows written.
-    """
+    """Write a PAIRS file atomically and return its row count; image paths under its folder become relative."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()

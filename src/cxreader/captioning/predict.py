@@ -33,7 +33,6 @@ class Caption:
         query: The token that was asked for (a finding's token), or None when the model chose the finding.
         finding: The finding the caption describes (parsed from its first token), or None for a MeSH heading
             that maps to none of the 14.
-        tokens: The decoded annotation tokens.
         text: The annotation as a MeSH-style string.
         log_prob: Log-probability of the decoded tokens.
     """
@@ -85,7 +84,6 @@ class CaptionPredictor:
         device: ``auto``, ``cpu`` or ``cuda``.
         beam_size: Beam width (1: greedy decoding).
         length_alpha: Length-penalty exponent of the beam search.
-        batch_size: Images per encoder pass.
     """
 
     def __init__(

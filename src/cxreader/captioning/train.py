@@ -57,10 +57,8 @@ class CaptionTrainConfig:
     """Training options (defaults: a few minutes on two CPU cores with a frozen ``densenet_small``).
 
     Attributes:
-        epochs: Passes over the training pairs.
         batch_size: Pairs per step (and text-only sequences per step, when given).
         lr: Adam learning rate of the decoder (cosine-decayed to 5% over the epochs).
-        weight_decay: Adam weight decay.
         embed_dim, hidden_dim, attention_dim, cell, attention, dropout: :class:`CaptionDecoder` options.
         evidence_maps: Give the decoder the encoder head's class activation maps (:class:`Captioner`).
         text_weight: Weight of the text-only (real MeSH) loss; 0 uses the sequences for the vocabulary only.
@@ -68,7 +66,6 @@ class CaptionTrainConfig:
         encoder_lr: The encoder's learning rate when fine-tuned.
         max_len: Longest token sequence kept (longer ones are cut; ``<eos>`` is added after).
         min_count: Tokens seen fewer times are left out of the vocabulary (``<unk>``).
-        grad_clip: Gradient norm clip.
         seed: Seed of the weights and the batch order.
         device: ``auto``, ``cpu`` or ``cuda``.
         feature_batch_size: Images per encoder pass when computing features.
@@ -210,7 +207,6 @@ def train_captioner(
         pairs: Pairs of every split (:func:`cxreader.captioning.pairs.read_pairs`); test pairs are ignored.
         encoder_checkpoint: A cxreader classifier checkpoint (``RUN/best.pt``) whose backbone is the encoder.
         out_dir: Run folder; receives ``caption.pt`` and ``caption_history.json``.
-        config: Options (defaults of :class:`CaptionTrainConfig`).
         text_sequences: Real annotation token sequences without images (OpenI MeSH terms).
         progress: Called with one line per stage and epoch.
 

@@ -14,6 +14,7 @@ import logging
 import sys
 
 from cxreader import DISCLAIMER, __version__
+from cxreader.cli import arguments
 from cxreader.errors import CXReaderError
 
 #: Command modules, in the order their commands appear in ``--help``.
@@ -44,21 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cxreader {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(func=lambda args: arguments.print_help(parser))
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    data_parser = subparsers.add_parser("data", help="datasets: statistics, synthetic data, caches")
-    data_subparsers = data_parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    data_parser.set_defaults(func=lambda args: _print_help(data_parser))
+    data_subparsers = arguments.add_command_group(
+        subparsers, "data", help="datasets: statistics, synthetic data, caches"
+    )
     for module in (importlib.import_module(name) for name in COMMAND_MODULES):
         if hasattr(module, "register"):
             module.register(subparsers)
         if hasattr(module, "register_data"):
             module.register_data(data_subparsers)
     return parser
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
         return int(args.func(args) or 0)
     except CXReaderError as exc:

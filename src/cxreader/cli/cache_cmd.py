@@ -53,24 +53,22 @@ def run_cache(args: argparse.Namespace) -> int:
     from cxreader.progress import Progress
 
     out = args.out if args.out is not None else args.data / f"cache_{args.size}"
-    bar = Progress(None, desc="caching", unit="img", leave=False)
     try:
-        summary = build_cache(
-            args.data,
-            out,
-            size=args.size,
-            workers=args.workers,
-            chunk_size=args.chunk,
-            fast_png=args.fast_png,
-            overwrite=args.overwrite,
-            progress=bar.advance_to,
-        )
+        with Progress(None, desc="caching", unit="img", leave=False) as bar:
+            summary = build_cache(
+                args.data,
+                out,
+                size=args.size,
+                workers=args.workers,
+                chunk_size=args.chunk,
+                fast_png=args.fast_png,
+                overwrite=args.overwrite,
+                progress=bar.advance_to,
+            )
     except ValueError as exc:
         from cxreader.errors import ConfigError
 
         raise ConfigError(str(exc)) from None
-    finally:
-        bar.close()
     ok = summary.total - len(summary.missing)
     print(
         f"cache {summary.out}: {ok} of {summary.total} images at {summary.size}x{summary.size} "

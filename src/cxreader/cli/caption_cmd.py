@@ -12,11 +12,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 from cxreader import DISCLAIMER
+from cxreader.cli import arguments
 from cxreader.errors import ConfigError
 
 SYNTHETIC_NOTE = (
@@ -25,14 +24,13 @@ SYNTHETIC_NOTE = (
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    commands = arguments.add_command_group(
+        subparsers,
         "caption",
         help="learned captions: pairs, train, evaluate, predict (CNN + RNN, Shin et al. 2016)",
         description="A CheXNet encoder and an attention LSTM/GRU decoder that writes one MeSH-style annotation "
         "per finding. " + DISCLAIMER,
     )
-    commands = parser.add_subparsers(dest="caption_command", metavar="CAPTION_COMMAND")
-    parser.set_defaults(func=lambda args: _help(parser))
 
     pairs = commands.add_parser("pairs", help="write the (image, finding, tokens) pairs of a dataset")
     source = pairs.add_mutually_exclusive_group(required=True)
@@ -70,23 +68,23 @@ def register(subparsers) -> None:
     )
     train.add_argument("--encoder-lr", type=float, default=None)
     train.add_argument("--seed", type=int, default=None)
-    train.add_argument("--device", default="auto")
+    arguments.add_device(train)
     train.set_defaults(func=run_train)
 
     evaluate = commands.add_parser("evaluate", help="BLEU-1..4 and slot accuracy on a PAIRS split")
-    evaluate.add_argument("--checkpoint", required=True, metavar="CKPT", help="RUN/caption.pt")
+    arguments.add_checkpoint(evaluate, "RUN/caption.pt", metavar="CKPT")
     evaluate.add_argument("--pairs", required=True, metavar="PAIRS.csv")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
     evaluate.add_argument("--beam", type=int, default=3, help="beam width (1: greedy)")
     evaluate.add_argument("--length-alpha", type=float, default=0.7, help="length-penalty exponent")
     evaluate.add_argument("--classifier", metavar="CKPT", help="decide true positives with this classifier")
     evaluate.add_argument("--json", metavar="OUT", help="also write the full report as JSON")
-    evaluate.add_argument("--device", default="auto")
+    arguments.add_device(evaluate)
     evaluate.set_defaults(func=run_evaluate)
 
     predict = commands.add_parser("predict", help="describe findings in image files")
     predict.add_argument("files", nargs="+", metavar="FILE")
-    predict.add_argument("--checkpoint", required=True, metavar="CKPT", help="RUN/caption.pt")
+    arguments.add_checkpoint(predict, "RUN/caption.pt", metavar="CKPT")
     predict.add_argument(
         "--finding",
         action="append",
@@ -95,13 +93,8 @@ def register(subparsers) -> None:
     )
     predict.add_argument("--beam", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="print JSON")
-    predict.add_argument("--device", default="auto")
+    arguments.add_device(predict)
     predict.set_defaults(func=run_predict)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def run_pairs(args: argparse.Namespace) -> int:
@@ -140,18 +133,10 @@ def run_train(args: argparse.Namespace) -> int:
     from cxreader.captioning.pairs import mesh_sequences, read_pairs
     from cxreader.captioning.train import CaptionTrainConfig, train_captioner
 
-    overrides = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "cell": args.cell,
-        "hidden_dim": args.hidden_dim,
-        "text_weight": args.text_weight,
-        "encoder_lr": args.encoder_lr,
-        "seed": args.seed,
-        "attention": False if args.no_attention else None,
-        "finetune_encoder": True if args.finetune_encoder else None,
-    }
+    keys = ("epochs", "batch_size", "lr", "cell", "hidden_dim", "text_weight", "encoder_lr", "seed")
+    overrides = {key: getattr(args, key) for key in keys}
+    overrides["attention"] = False if args.no_attention else None
+    overrides["finetune_encoder"] = True if args.finetune_encoder else None
     config = CaptionTrainConfig(
         device=args.device, **{key: value for key, value in overrides.items() if value is not None}
     )
@@ -196,16 +181,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_captioner(
         predictor, pairs, classifier=classifier, progress=lambda line: print(line, flush=True)
     )
-    report["checkpoint"] = str(args.checkpoint)
-    report["pairs_file"] = str(args.pairs)
-    report["split"] = args.split
+    report.update(checkpoint=str(args.checkpoint), pairs_file=str(args.pairs), split=args.split)
     report["disclaimer"] = DISCLAIMER
     print(format_report(report))
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"report -> {out}")
+        arguments.write_json(args.json, report)
+        print(f"report -> {args.json}")
     print(DISCLAIMER)
     return 0
 
@@ -217,16 +198,7 @@ def run_predict(args: argparse.Namespace) -> int:
     results = predictor.describe_files(args.files, args.finding)
     synthetic = predictor.contract.synthetic
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "results": [result.to_json_dict() for result in results],
-                    "checkpoint_synthetic": synthetic,
-                    "disclaimer": DISCLAIMER,
-                },
-                indent=2,
-            )
-        )
+        arguments.print_json_results([result.to_json_dict() for result in results], synthetic)
     else:
         for result in results:
             if result.error:
@@ -239,7 +211,5 @@ def run_predict(args: argparse.Namespace) -> int:
                 probability = result.probabilities.get(caption.finding or "", None)
                 shown = f"  p={probability:.3f}" if probability is not None else ""
                 print(f"  {caption.text}{shown}")
-        if synthetic:
-            print(SYNTHETIC_NOTE)
-        print(DISCLAIMER)
+        arguments.print_footer(synthetic)
     return 1 if any(result.error for result in results) else 0

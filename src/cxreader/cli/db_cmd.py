@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from cxreader.storage.names import DATABASE_HELP
+from cxreader.cli import arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``db`` (with its ``upgrade`` command) to the top-level commands."""
-    db_parser = subparsers.add_parser("db", help="the records database: schema migrations")
-    db_subparsers = db_parser.add_subparsers(dest="db_command", metavar="DB_COMMAND")
+    db_subparsers = arguments.add_command_group(
+        subparsers, "db", help="the records database: schema migrations"
+    )
     upgrade = db_subparsers.add_parser(
         "upgrade", help="create the records database, or upgrade its schema to this version of cxreader"
     )
-    upgrade.add_argument("--db", metavar="URL", help=DATABASE_HELP)
+    arguments.add_db(upgrade)
     upgrade.set_defaults(func=run_upgrade)
-    db_parser.set_defaults(func=lambda args: _print_help(db_parser))
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def run_upgrade(args: argparse.Namespace) -> int:

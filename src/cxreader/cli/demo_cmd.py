@@ -8,14 +8,11 @@ their positive findings from the class activation maps (side, zone, organ, exten
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from pathlib import Path
 
 from cxreader import DISCLAIMER
 from cxreader.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:

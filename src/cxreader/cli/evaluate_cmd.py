@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cxreader.cli import arguments
 from cxreader.errors import ConfigError
 
 
@@ -15,7 +16,7 @@ def register(subparsers) -> None:
         description="Either --checkpoint CKPT --data DIR [--split test] (thresholds chosen on the validation "
         "split), or --predictions PREDS.csv --labels Data_Entry.csv (no model needed).",
     )
-    parser.add_argument("--checkpoint", help="a cxreader checkpoint (RUN/best.pt)")
+    arguments.add_checkpoint(parser, required=False)
     parser.add_argument(
         "--data", default="", help="dataset root (default: the one the checkpoint was trained on)"
     )
@@ -35,7 +36,7 @@ def register(subparsers) -> None:
         "default next to the checkpoint, eval-SPLIT/)",
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
-    parser.add_argument("--batch-size", type=int, default=32)
+    arguments.add_batch_size(parser, 32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.set_defaults(func=run_evaluate)

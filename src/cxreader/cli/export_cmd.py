@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cxreader.cli import arguments
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,7 +21,7 @@ def register(subparsers) -> None:
         "activation ranges measured on --calibration images (real radiographs of the kind the model will "
         "read); int8-dynamic needs no calibration but runs convolutions slower on most CPUs.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a cxreader checkpoint (RUN/best.pt)")
+    arguments.add_checkpoint(parser, type=Path)
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format (onnx)")
     parser.add_argument(
         "--quantize",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 from pathlib import Path
 
 from cxreader import DISCLAIMER
+from cxreader.cli import arguments
 
 
 def register(subparsers) -> None:
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         + DISCLAIMER,
     )
     heatmap.add_argument("files", nargs="+", metavar="FILE")
-    heatmap.add_argument("--checkpoint", required=True, help="a cxreader checkpoint (RUN/best.pt)")
+    arguments.add_checkpoint(heatmap)
     which = heatmap.add_mutually_exclusive_group()
     which.add_argument(
         "--finding", action="append", metavar="F", help="finding to map (repeatable; default: --positive)"
@@ -29,24 +29,16 @@ def register(subparsers) -> None:
     which.add_argument(
         "--positive", action="store_true", help="map every finding above its threshold (the default)"
     )
-    heatmap.add_argument("--method", choices=("cam", "gradcam"), default="cam")
+    add_map_arguments(heatmap)
     heatmap.add_argument("--out", required=True, help="folder for the overlay PNGs")
     heatmap.add_argument(
         "--view", default=None, help="view position (PA, AP, LL) when the file does not say; default PA"
     )
-    heatmap.add_argument(
-        "--box-threshold",
-        type=float,
-        default=None,
-        help="heatmap level of the boxes (default: 0.7 for LSE-pooled models, 0.9 for average-pooled)",
-    )
     heatmap.add_argument("--json", action="store_true", help="print JSON instead of text")
-    heatmap.add_argument("--device", default="auto")
     heatmap.set_defaults(func=run_heatmap)
 
-    localize = subparsers.add_parser("localize", help="localization: box accuracy against ground-truth boxes")
-    localize_commands = localize.add_subparsers(
-        dest="localize_command", metavar="LOCALIZE_COMMAND", required=True
+    localize_commands = arguments.add_command_group(
+        subparsers, "localize", help="localization: box accuracy against ground-truth boxes"
     )
     evaluate = localize_commands.add_parser(
         "eval",
@@ -54,17 +46,11 @@ def register(subparsers) -> None:
         description="For each boxed finding: the fraction of ground-truth boxes hit at T(IoBB) = 0.1, 0.25, "
         "0.5, 0.75, 0.9, the average false positives per image, and the mean IoU.",
     )
-    evaluate.add_argument("--checkpoint", required=True)
+    arguments.add_checkpoint(evaluate)
     evaluate.add_argument("--data", required=True, help="image folder: a ChestX-ray14 root or a flat folder")
     evaluate.add_argument("--boxes", required=True, help="BBox_List_2017.csv (or the same format)")
     evaluate.add_argument("--json", metavar="OUT", default=None, help="also write the table as JSON")
-    evaluate.add_argument("--method", choices=("cam", "gradcam"), default="cam")
-    evaluate.add_argument(
-        "--box-threshold",
-        type=float,
-        default=None,
-        help="heatmap level of the boxes (default: 0.7 for LSE-pooled models, 0.9 for average-pooled)",
-    )
+    add_map_arguments(evaluate)
     evaluate.add_argument(
         "--max-boxes", type=int, default=None, help="keep only the N most salient boxes per map (default all)"
     )
@@ -82,9 +68,20 @@ def register(subparsers) -> None:
         default="all",
         help="only images of this split, as the checkpoint's training run split --data (needs its Data_Entry)",
     )
-    evaluate.add_argument("--batch-size", type=int, default=16)
-    evaluate.add_argument("--device", default="auto")
+    arguments.add_batch_size(evaluate, 16)
     evaluate.set_defaults(func=run_localize_eval)
+
+
+def add_map_arguments(parser: argparse.ArgumentParser) -> None:
+    """The heatmap options of ``heatmap`` and ``localize eval``: method, box level, device."""
+    parser.add_argument("--method", choices=("cam", "gradcam"), default="cam")
+    parser.add_argument(
+        "--box-threshold",
+        type=float,
+        default=None,
+        help="heatmap level of the boxes (default: 0.7 for LSE-pooled models, 0.9 for average-pooled)",
+    )
+    arguments.add_device(parser)
 
 
 def _safe_stem(path: str) -> str:
@@ -108,16 +105,13 @@ def run_heatmap(args: argparse.Namespace) -> int:
     rules = rules_for(predictor.backend.model)
     if args.box_threshold is not None:
         rules = dataclasses.replace(rules, box_threshold=args.box_threshold)
-    box_threshold = rules.box_threshold
     synthetic = predictor.contract.synthetic
     thresholds = dict(zip(FINDINGS, predictor.contract.thresholds, strict=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = []
-    failed = False
     for result in predictor.predict_files(args.files, keep_images=True):
         if result.error:
-            failed = True
             report.append({"path": result.path, "error": result.error})
             continue
         image = result.image
@@ -139,7 +133,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
             box = description.box if description is not None else None
             if box is None:
                 found = boxes_from_heatmap(
-                    heatmap, box_threshold, original_size=image.pixels.shape[::-1], max_boxes=1
+                    heatmap, rules.box_threshold, original_size=image.pixels.shape[::-1], max_boxes=1
                 )
                 box = found[0].to_list() if found else None
             png = render_overlay(
@@ -165,11 +159,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
-        print(
-            json.dumps(
-                {"results": report, "checkpoint_synthetic": synthetic, "disclaimer": DISCLAIMER}, indent=2
-            )
-        )
+        arguments.print_json_results(report, synthetic)
     else:
         for entry in report:
             if "error" in entry:
@@ -182,10 +172,8 @@ def run_heatmap(args: argparse.Namespace) -> int:
                 print(f"  {item['sentence']}  (p = {item['probability']:.2f})")
             for path in entry["overlays"]:
                 print(f"  overlay: {path}")
-        if synthetic:
-            print("Model trained on SYNTHETIC data: its outputs mean nothing for real patients.")
-        print(DISCLAIMER)
-    return 1 if failed else 0
+        arguments.print_footer(synthetic)
+    return 1 if any("error" in entry for entry in report) else 0
 
 
 def run_localize_eval(args: argparse.Namespace) -> int:
@@ -196,20 +184,19 @@ def run_localize_eval(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device=device)
-    bar = Progress(None, desc="localizing", unit="img", leave=False)
-    result = evaluate_localization(
-        checkpoint,
-        args.data,
-        args.boxes,
-        method=args.method,
-        box_threshold=args.box_threshold,
-        max_boxes=args.max_boxes,
-        box_space=args.box_space,
-        split=args.split,
-        batch_size=args.batch_size,
-        progress=bar.advance_to,
-    )
-    bar.close()
+    with Progress(None, desc="localizing", unit="img", leave=False) as bar:
+        result = evaluate_localization(
+            checkpoint,
+            args.data,
+            args.boxes,
+            method=args.method,
+            box_threshold=args.box_threshold,
+            max_boxes=args.max_boxes,
+            box_space=args.box_space,
+            split=args.split,
+            batch_size=args.batch_size,
+            progress=bar.advance_to,
+        )
     label = " (SYNTHETIC-trained checkpoint)" if checkpoint.contract.synthetic else ""
     print(
         f"Localization accuracy{label}: {args.method.upper()} boxes at heatmap level "
@@ -220,8 +207,6 @@ def run_localize_eval(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if args.json:
         payload = {**result.to_json_dict(), "checkpoint": str(args.checkpoint), "boxes": str(args.boxes)}
-        payload["split"] = args.split
-        payload["checkpoint_synthetic"] = checkpoint.contract.synthetic
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        payload.update(split=args.split, checkpoint_synthetic=checkpoint.contract.synthetic)
+        arguments.write_json(args.json, payload)
     return 0

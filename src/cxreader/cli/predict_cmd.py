@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from cxreader import DISCLAIMER
+from cxreader.cli import arguments
 
 
 def register(subparsers) -> None:
@@ -13,11 +12,7 @@ def register(subparsers) -> None:
         "predict", help="probabilities of the 14 findings for PNG/JPEG/DICOM files"
     )
     parser.add_argument("files", nargs="+", metavar="FILE")
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="a cxreader checkpoint (RUN/best.pt) or a model exported with `cxreader export` (.onnx)",
-    )
+    arguments.add_checkpoint(parser, arguments.CHECKPOINT_OR_ONNX_HELP)
     parser.add_argument(
         "--backend",
         default="auto",
@@ -38,8 +33,8 @@ def register(subparsers) -> None:
         "caption to each positive finding",
     )
     parser.add_argument("--beam", type=int, default=3, help="beam width of the learned captions (1: greedy)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=16)
+    arguments.add_device(parser)
+    arguments.add_batch_size(parser, 16)
     parser.set_defaults(func=run_predict)
 
 
@@ -55,27 +50,17 @@ def run_predict(args: argparse.Namespace) -> int:
 
         describe_predictions(predictor.backend, results)
     if args.caption:
-        from cxreader.screening.captions import caption_predictions, load_captioner
+        from cxreader.captioning.predict import CaptionPredictor
+        from cxreader.screening.captions import caption_predictions
 
-        captioner = load_captioner(args.caption, device=args.device, beam_size=args.beam)
+        captioner = CaptionPredictor(args.caption, device=args.device, beam_size=args.beam)
         caption_predictions(captioner, results, predictor.thresholds)
     for result in results:
         result.image = None  # the pixels are not needed any more
     synthetic = predictor.contract.synthetic
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "results": [r.to_json_dict() for r in results],
-                    "checkpoint_synthetic": synthetic,
-                    "disclaimer": DISCLAIMER,
-                },
-                indent=2,
-            )
-        )
+        arguments.print_json_results([result.to_json_dict() for result in results], synthetic)
     else:
         print(format_predictions(results, predictor.thresholds))
-        if synthetic:
-            print("Model trained on SYNTHETIC data: its outputs mean nothing for real patients.")
-        print(DISCLAIMER)
+        arguments.print_footer(synthetic)
     return 1 if any(result.error for result in results) else 0

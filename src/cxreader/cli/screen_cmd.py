@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cxreader import DISCLAIMER
-from cxreader.storage.names import DATABASE_HELP
+from cxreader.cli import arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,18 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)"
     )
-    parser.add_argument(
-        "--checkpoint", required=True, help="a cxreader checkpoint (RUN/best.pt) or ONNX export"
-    )
-    parser.add_argument("--db", metavar="URL", help=DATABASE_HELP)
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    arguments.add_checkpoint(parser, arguments.CHECKPOINT_OR_ONNX_HELP)
+    arguments.add_db(parser)
+    arguments.add_batch_size(parser, 16)
     parser.add_argument(
         "--workers",
         type=int,
         default=2,
         help="threads reading files ahead of the model (default 2; 0 = none)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (PyTorch checkpoints)")
+    arguments.add_device(parser)
     parser.add_argument("--triage-csv", metavar="OUT", help="write the whole triage list to this CSV file")
     parser.add_argument(
         "--triage-limit",
@@ -67,9 +65,9 @@ def run_screen(args: argparse.Namespace) -> int:
     backend = load_backend(args.checkpoint, device=args.device)
     captioner = None
     if args.caption:
-        from cxreader.screening.captions import load_captioner
+        from cxreader.captioning.predict import CaptionPredictor
 
-        captioner = load_captioner(args.caption, device=args.device)
+        captioner = CaptionPredictor(args.caption, device=args.device)
     database = open_database(args.db)
     try:
         report = screen(
@@ -95,7 +93,7 @@ def run_screen(args: argparse.Namespace) -> int:
     if len(report.failures) > 20:
         out.write(f"  ... and {len(report.failures) - 20} more (cxreader search --status failed)\n")
     if report.synthetic_model:
-        out.write("Model trained on SYNTHETIC data: its outputs mean nothing for real patients.\n")
+        out.write(arguments.SYNTHETIC_MODEL_NOTE + "\n")
     out.write(format_triage(report.triage, limit=args.triage_limit if args.triage_limit > 0 else None))
     if args.triage_csv:
         path = write_triage_csv(report.triage, args.triage_csv)

@@ -11,8 +11,9 @@ from datetime import date
 from typing import TYPE_CHECKING, TextIO
 
 from cxreader import DISCLAIMER
+from cxreader.cli import arguments
 from cxreader.labels import FINDINGS
-from cxreader.storage.names import DATABASE_HELP, MAX_SEARCH_LIMIT, SEARCH_ORDERS, SEARCH_STATUSES
+from cxreader.storage.names import MAX_SEARCH_LIMIT, SEARCH_ORDERS, SEARCH_STATUSES
 
 if TYPE_CHECKING:
     from cxreader.storage.records import FindingResult, SearchPage
@@ -84,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=100, help=f"rows per page, at most {MAX_SEARCH_LIMIT}")
     parser.add_argument("--offset", type=int, default=0, help="rows to skip (paging)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    parser.add_argument("--db", metavar="URL", help=DATABASE_HELP)
+    arguments.add_db(parser)
     parser.set_defaults(func=run_search)
 
 

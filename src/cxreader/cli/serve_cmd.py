@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from cxreader import DISCLAIMER
+from cxreader.cli import arguments
 from cxreader.service.settings import API_KEYS_ENV, DATA_DIR_ENV, DEFAULT_MAX_UPLOAD_MB, MAX_UPLOAD_MB_ENV
-from cxreader.storage.names import DATABASE_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,12 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"and the web page at /. API keys come from ${API_KEYS_ENV} (comma-separated); clients send "
         "'Authorization: Bearer KEY'. " + DISCLAIMER,
     )
-    parser.add_argument(
-        "--checkpoint", help="a cxreader checkpoint or ONNX export (default: $CXREADER_CHECKPOINT)"
+    arguments.add_checkpoint(
+        parser, arguments.CHECKPOINT_OR_ONNX_HELP + " (default: $CXREADER_CHECKPOINT)", required=False
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--db", metavar="URL", help=DATABASE_HELP)
+    arguments.add_db(parser)
     parser.add_argument(
         "--data-dir",
         help=f"folder for uploads and heatmaps (default: ${DATA_DIR_ENV}, else the user data dir)",

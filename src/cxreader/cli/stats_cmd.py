@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cxreader.cli import arguments
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS, display_name
 
@@ -46,7 +47,7 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
         "--list",
         dest="lists",
         action="append",
-        type=_list_argument,
+        type=arguments.name_value,
         metavar="NAME=FILE",
         help="a split given by a list file (official or CheXNet format); repeat for train, val, test",
     )
@@ -55,20 +56,13 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_stats)
 
 
-def _list_argument(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name.strip() or not path.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=FILE (e.g. train=train_list.txt), got {text!r}")
-    return name.strip(), Path(path.strip())
-
-
 def run_stats(args: argparse.Namespace) -> int:
     """Handler of ``cxreader data stats``."""
     lists: dict[str, Path] = {}
     for name, path in args.lists or []:
         if name in lists:
             raise ConfigError(f"--list {name}= given twice")
-        lists[name] = path
+        lists[name] = Path(path)
     if args.split and lists:
         raise ConfigError("give either --split or --list, not both")
     if not lists and args.data is None:

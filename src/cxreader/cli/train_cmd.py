@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
-from cxreader.errors import ConfigError
-
-logger = logging.getLogger(__name__)
+from cxreader.cli import arguments
 
 #: Command-line options that override a config key of the same name (dashes → underscores).
 OVERRIDES = (
@@ -44,6 +41,7 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
         "--list",
         action="append",
         default=[],
+        type=arguments.name_value,
         metavar="NAME=FILE",
         help="a split list file (train=…, val=…, test=…); implies --split lists",
     )
@@ -51,30 +49,21 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
         "--set",
         action="append",
         default=[],
+        type=arguments.name_value,
         metavar="KEY=VALUE",
         help="any other config key, e.g. --set weight_decay=1e-5",
     )
-
-
-def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
-    result = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
-            raise ConfigError(f"{what} {pair!r}: expected NAME=VALUE")
-        result[key.strip()] = value.strip()
-    return result
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
     overrides = {
         flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in OVERRIDES
     }
-    lists = parse_pairs(args.list, "--list")
+    lists = dict(args.list)
     if lists:
         overrides["lists"] = lists
         overrides["split"] = overrides.get("split") or "lists"
-    overrides.update(parse_pairs(args.set, "--set"))
+    overrides.update(args.set)
     return {key: value for key, value in overrides.items() if value is not None}
 
 

@@ -105,12 +105,8 @@ def decode_for_cache(path: str | Path, size: int, *, fast_png: bool = True) -> n
     """The cache row of one image: equal to ``read_image_uint8(path, size=size)``.
 
     Args:
-        path: The image file.
         size: Side of the square output.
         fast_png: Use libspng for plain 8-bit PNGs when ``pyspng`` is installed (same pixels, faster).
-
-    Returns:
-        uint8 array ``(size, size)``.
 
     Raises:
         ImageReadError: the file cannot be read (as :func:`~cxreader.data.io.read_image_uint8`).
@@ -421,9 +417,6 @@ def build_cache(
         fast_png: Decode plain 8-bit PNGs with libspng when installed (identical pixels, faster).
         overwrite: Start afresh when ``out`` holds a cache of other images or another size.
         progress: Called as ``progress(done, total)`` after every commit.
-
-    Returns:
-        A :class:`CacheBuildSummary`.
 
     Raises:
         DataError: no images, an existing cache of other images or another size (without ``overwrite``), or

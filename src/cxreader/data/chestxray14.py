@@ -5,13 +5,7 @@ Classification and Localization of Common Thorax Diseases", CVPR 2017 (the relea
 patient-wise ``train_val_list.txt`` / ``test_list.txt``); Rajpurkar et al., "CheXNet: Radiologist-Level
 Pneumonia Detection on Chest X-Rays with Deep Learning", 2017 (the 70/10/20 patient split and the "list file"
 format of its reference implementations: an image name followed by 14 binary labels).
-
-Three ways to get splits, one entry point (:func:`load_splits`):
-
-* ``"random"``: a seeded patient-level split of the Data_Entry table (:meth:`ChestXray14.patient_split`);
-* ``"official"``: test = ``test_list.txt``, train/val carved by patient from ``train_val_list.txt``
-  (:func:`official_split`);
-* ``"lists"``: one list file per split, official or CheXNet format (:func:`split_from_list_files`).
+:func:`load_splits` is the one entry point to the three ways of splitting.
 
 Nothing here opens an image: statistics need only the tables, so a directory holding the tables and no
 images is a valid ``root``. :class:`ImageLocator` finds image files when they are needed.
@@ -415,12 +409,10 @@ def official_split(
 ) -> dict[str, Split]:
     """The official NIH split: test = ``test_list.txt``; train/val carved by patient from ``train_val_list.txt``.
 
-    ``val_fraction`` is the share of the train_val images that goes to validation.
-
     Args:
         root: Directory holding ``train_val_list.txt``, ``test_list.txt`` and (unless ``dataset`` is given)
             the Data_Entry table; image files are not needed.
-        val_fraction: Validation share of train_val, in [0, 1).
+        val_fraction: Share of the train_val images that goes to validation, in [0, 1).
         seed: Seed of the train/val patient shuffle.
         dataset: An already loaded table, to avoid reading it again.
     """
@@ -518,12 +510,6 @@ def load_splits(
     tables: no image is opened; use :class:`ImageLocator` on the root to find the files.
 
     Args:
-        root: The ChestX-ray14 release directory.
-        split: ``"random"``, ``"official"`` or ``"lists"``.
-        lists: Split name → list file, for ``"lists"``.
-        seed: Seed of the patient shuffle (random and official).
-        fractions: Image shares of train/val/test (random).
-        val_fraction: Validation share of train_val (official).
         data_entry: An explicit Data_Entry CSV, instead of the one in ``root``.
 
     Returns:
@@ -558,9 +544,6 @@ class SplitStats:
     """Counts of one split, at full precision.
 
     Attributes:
-        name: Split name.
-        images: Number of images.
-        patients: Number of distinct patients.
         positives: Finding → positive images.
         labelled: Finding → images whose label is known (not NaN).
         percent: Finding → ``positives / labelled × 100`` (equal to positives / images when no label is

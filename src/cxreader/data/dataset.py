@@ -64,7 +64,6 @@ class ChestXrayDataset(Dataset):
     """Images from an :class:`ImageSource` with their 14 labels.
 
     Args:
-        source: Where the images come from.
         labels: (N, 14) array, NaN where a label is unknown.
         transform: ``transform(uint8_image, generator) -> tensor``, or ``-> dict`` of sample fields (e.g. the
             uint8 image and its augmentation values for batched augmentation on the device).

@@ -147,9 +147,6 @@ def load_image(source: str | Path, *, data: bytes | None = None) -> LoadedImage:
         source: path of the file; when ``data`` is given, only the name used in error messages.
         data: the file's bytes (an upload); when given, nothing is read from disk.
 
-    Returns:
-        The decoded image with its format, bit depth and DICOM metadata.
-
     Raises:
         ImageReadError: file not found or unreadable, empty, truncated, not an image, unsupported DICOM
             transfer syntax, DICOM without pixel data, multi-frame volume, zero-size or oversized image.
@@ -164,19 +161,11 @@ def load_image(source: str | Path, *, data: bytes | None = None) -> LoadedImage:
 
 
 def read_image_uint8(source: str | Path, *, size: int | None = None, data: bytes | None = None) -> np.ndarray:
-    """Decode a radiograph to uint8 grayscale, optionally resampled to ``size x size``.
-
-    Without ``size`` the result equals ``round(255 * load_image(source).pixels)`` exactly. With ``size`` it is that
-    image resampled by the rule in the module docstring (Lanczos with ``reducing_gap=REDUCING_GAP``; JPEG
-    DCT-domain pre-scaling), which keeps big PNG/JPEG files fast for the preprocessing cache.
+    """Decode a radiograph to uint8 grayscale, optionally resampled to ``size x size`` (module docstring rule).
 
     Args:
-        source: path of the file; when ``data`` is given, only the name used in error messages.
+        source, data: as in :func:`load_image`.
         size: output side length in pixels, or ``None`` for the native size.
-        data: the file's bytes (an upload); when given, nothing is read from disk.
-
-    Returns:
-        uint8 array ``(H, W)``, or ``(size, size)`` when ``size`` is given.
 
     Raises:
         ValueError: ``size`` is not a positive integer.

@@ -88,9 +88,6 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[list[str]]]:
 def read_data_entry(path: str | Path) -> pd.DataFrame:
     """Read ``Data_Entry_2017_v2020.csv`` or ``Data_Entry_2017.csv`` (plain or .gz).
 
-    Args:
-        path: The CSV file.
-
     Returns:
         One row per image with columns :data:`DATA_ENTRY_COLUMNS` plus one 0/1 column per finding in
         :data:`~cxreader.labels.FINDINGS` order. ``patient_id`` is an int; ``patient_age`` is in years (the

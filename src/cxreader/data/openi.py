@@ -69,13 +69,9 @@ class OpenIReport:
     Attributes:
         report_id: The ``<uId>`` id, e.g. ``"CXR1900"``.
         image_ids: The ``<parentImage>`` ids, in file order, e.g. ``["CXR1900_IM-0584-1001", ...]``.
-        views: View words of the study's figure captions ("PA", "AP", "FRONTAL", "LATERAL", "OBLIQUE",
-            "DECUBITUS"): a study-level description, the XML names no view per image.
+        views: View words ("PA", "LATERAL", ...) of the study's captions, not per image (module docstring).
         captions: The ``<caption>`` of each image, aligned with ``image_ids`` ("" when absent).
-        findings: FINDINGS text, or None when empty.
-        impression: IMPRESSION text, or None when empty.
-        indication: INDICATION text, or None when empty.
-        comparison: COMPARISON text, or None when empty.
+        findings: FINDINGS text, or None when empty; ``impression``, ``indication`` and ``comparison`` alike.
         mesh_major: The ``<major>`` MeSH terms as written (stripped).
         mesh_automatic: The ``<automatic>`` terms as written (stripped).
         source: Where it was read: a file path, or ``ARCHIVE!MEMBER`` inside a tar archive.
@@ -106,7 +102,6 @@ class OpenIDataset:
     """The reports of one OpenI source, sorted by report id (``CXR2`` before ``CXR10``).
 
     Attributes:
-        reports: The reports.
         source: The tar archive or directory they were read from.
         images_dir: The image folder linked to them, if any.
         warnings: Count of each problem met while reading (see the module docstring).
@@ -432,7 +427,6 @@ def openi_stats(dataset: OpenIDataset, *, top: int = 20) -> dict[str, Any]:
     """Counts describing an OpenI dataset (what ``cxreader data openi-stats`` prints).
 
     Args:
-        dataset: From :func:`load_openi`.
         top: How many of the most common annotations and headings to list.
 
     Returns:

@@ -28,10 +28,6 @@ def write_evaluation_folder(
         labels: ``(N, 14)`` labels the report was computed from (NaN = unknown).
         probs: ``(N, 14)`` probabilities.
         out_dir: The folder; created when missing.
-        title: Title of the ROC figure.
-
-    Returns:
-        The folder.
     """
     out_dir = Path(out_dir)
     write_text_atomic(out_dir / "report.md", report.to_markdown() + "\n")

@@ -34,9 +34,6 @@ def check_labels_probs(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarra
         labels: 0/1 labels, NaN for unknown.
         probs: Scores (probabilities or logits); must be finite.
 
-    Returns:
-        ``(labels, probs)`` as float64 arrays of the same ``(N, K)`` shape.
-
     Raises:
         ValueError: shapes differ or are not 2-D, a label is neither 0, 1 nor NaN, or a score is not finite.
     """
@@ -160,8 +157,7 @@ class BootstrapResult:
 
     Attributes:
         auroc: ``(K,)`` AUROC on the full data.
-        ci_low: ``(K,)`` lower CI bound; NaN when no resample defined the class's AUROC.
-        ci_high: ``(K,)`` upper CI bound.
+        ci_low, ci_high: ``(K,)`` CI bounds; NaN when no resample defined the class's AUROC.
         mean_auroc: Mean of the defined entries of ``auroc``.
         mean_ci: ``(low, high)`` CI of the mean.
         samples: ``(n_bootstrap, K)`` AUROC of every resample (NaN where a resample lacks a label value).
@@ -208,9 +204,6 @@ def bootstrap_auroc_ci(
         n_bootstrap: Number of resamples (>= 1).
         confidence: Nominal two-sided coverage in (0, 1).
         seed: Seed of the resampling stream (see :func:`bootstrap_indices`).
-
-    Returns:
-        A :class:`BootstrapResult`.
     """
     labels, probs = check_labels_probs(labels, probs)
     if not 0.0 < confidence < 1.0:

@@ -44,9 +44,6 @@ def plot_roc_curves(
         probs: ``(N, 14)`` probabilities.
         out_path: Destination PNG; written to a temporary file first and moved into place atomically.
         title: Figure title (say "synthetic" in it when the data are synthetic).
-
-    Returns:
-        The path written.
     """
     labels, probs = check_labels_probs(labels, probs)
     n_classes = labels.shape[1]

@@ -75,10 +75,7 @@ def _first_bad_value(path: Path, rows: list[list[str]], header: list[str]) -> Da
 
 
 def load_predictions_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Read a predictions CSV (plain or .gz).
-
-    Args:
-        path: The CSV: ``Image Index`` then 14 columns ``prob_<Finding>`` or ``<Finding>``, any order.
+    """Read a predictions CSV (plain or .gz; format in the module docstring).
 
     Returns:
         ``(image_ids, probs)``: the ids in file order and an ``(N, 14)`` float64 array in :data:`FINDINGS`

@@ -46,7 +46,6 @@ class EvaluationReport:
         thresholds: Operating threshold per finding ("positive" means ``prob >= threshold``).
         threshold_source: ``"validation"`` or ``"same_data"``.
         operating_points: Per finding: threshold, sensitivity, specificity, precision, f1, tp, fp, tn, fn.
-        n_images: Number of images evaluated.
         positives: Number of positive labels per finding.
         metadata: Free-form facts about the run ("synthetic", checkpoint path, split name, ...), plus the
             threshold source and bootstrap settings added by :func:`build_report`.
@@ -171,11 +170,7 @@ def build_report(
         val_probs: ``(M, 14)`` validation probabilities.
         threshold_method: ``"youden"`` or ``"f1"`` (see :func:`choose_thresholds`).
         n_bootstrap: Bootstrap resamples for the CIs; 0 skips them (CIs are NaN / null).
-        seed: Seed of the bootstrap.
         metadata: Extra facts to carry ("synthetic": bool, "checkpoint", "split", ...).
-
-    Returns:
-        An :class:`EvaluationReport`.
     """
     labels, probs = check_labels_probs(labels, probs)
     if labels.shape[1] != NUM_FINDINGS:

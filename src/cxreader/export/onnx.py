@@ -1,8 +1,8 @@
 """Export a checkpoint to ONNX, optionally quantized to int8, with its contract in the ONNX metadata.
 
-The file format (input and output names, metadata keys) and its runner (ONNX Runtime on CPU) live in
-:mod:`cxreader.inference.onnx_runtime`; the exporter writes that format and runs the written file with
-:class:`~cxreader.inference.onnx_runtime.OnnxModel` to check it against PyTorch.
+The file format (input and output names, metadata keys) lives in :mod:`cxreader.inference.onnx_runtime`; the
+exporter writes that format and runs the written file with its runner (ONNX Runtime on CPU),
+:class:`~cxreader.inference.backends.OnnxBackend`, to check it against PyTorch.
 
 Export uses PyTorch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): it needs only the
 ``onnx`` package, handles the DenseNet graph in seconds, and gives a dynamic batch axis directly; the newer
@@ -42,6 +42,7 @@ import numpy as np
 
 from cxreader.errors import ConfigError
 from cxreader.files import atomic_write, sha256_file
+from cxreader.inference.backends import OnnxBackend
 from cxreader.inference.onnx_runtime import (
     FORMAT,
     FORMAT_VERSION,
@@ -52,7 +53,6 @@ from cxreader.inference.onnx_runtime import (
     META_SOURCE,
     META_VERSION,
     OUTPUT_NAME,
-    OnnxModel,
 )
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def export_onnx(
     if len(check):
         with torch.no_grad():
             expected = torch.sigmoid(model(torch.from_numpy(check))).numpy()
-        max_diff = float(np.abs(OnnxModel(out).predict(check) - expected).max())
+        max_diff = float(np.abs(OnnxBackend(out).predict(check) - expected).max())
     return ExportSummary(
         path=out,
         quantization=label,

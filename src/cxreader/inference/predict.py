@@ -94,17 +94,15 @@ class Predictor:
                 readable.append((index, load_image(path)))
             except CXReaderError as exc:
                 results[index].error = str(exc)
-        for start in range(0, len(readable), self.batch_size):
-            chunk = readable[start : start + self.batch_size]
-            probs = self.predict_arrays([image.pixels for _, image in chunk])
-            for (index, image), row in zip(chunk, probs, strict=True):
-                result = results[index]
-                result.probabilities = {name: float(p) for name, p in zip(FINDINGS, row, strict=True)}
-                result.positive = [
-                    name for name, p, t in zip(FINDINGS, row, self.thresholds, strict=True) if p >= t
-                ]
-                if keep_images:
-                    result.image = image
+        probs = self.predict_arrays([image.pixels for _, image in readable])
+        for (index, image), row in zip(readable, probs, strict=True):
+            result = results[index]
+            result.probabilities = {name: float(p) for name, p in zip(FINDINGS, row, strict=True)}
+            result.positive = [
+                name for name, p, t in zip(FINDINGS, row, self.thresholds, strict=True) if p >= t
+            ]
+            if keep_images:
+                result.image = image
         return results
 
 

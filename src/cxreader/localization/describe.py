@@ -8,9 +8,8 @@ Radiology 2008) and the synthetic ground truth of :mod:`cxreader.synthetic`.
 
 The rules, in order:
 
-* **Thorax first**: the map is restricted to the thorax of the geometry estimate
-  (:func:`~cxreader.localization.cam.restrict_heatmap`; ``thorax_only``), because a small weakly supervised
-  model also scores the image border and the soft tissue outside the chest.
+* **Thorax first**: the map is restricted to the thorax of the geometry estimate (``thorax_only``; why:
+  :func:`~cxreader.localization.cam.restrict_heatmap`).
 * **Involved region**: the pixels where the heatmap reaches ``region_level`` (``diffuse_level`` for Edema,
   Emphysema and Fibrosis, which involve much of both lungs while the map peaks where they are most
   conspicuous: read at the focal findings' level, their region keeps to one peak); the **box** is the most
@@ -92,8 +91,7 @@ class DescriptionRules:
 
     Attributes:
         region_level: Heatmap level of the involved region (side, zone, extent).
-        diffuse_level: The same for Edema, Emphysema and Fibrosis, processes that involve much of both lungs
-            while the map peaks where they are most conspicuous.
+        diffuse_level: The same for Edema, Emphysema and Fibrosis (why: module docstring).
         bilateral_ratio: Smaller side's share of the larger side's heatmap mass that makes a finding bilateral.
         diffuse_bilateral_ratio: The same for Edema, Emphysema and Fibrosis.
         diffuse_cover: Share of every third of the lung the region must cover to be called diffuse.
@@ -151,8 +149,6 @@ class FindingDescription:
     """The grounded description of one positive finding.
 
     Attributes:
-        finding: Canonical finding name.
-        probability: The model's probability.
         side: ``right``/``left`` (the PATIENT's), ``bilateral``, ``midline``, or ``None`` (lateral view).
         zone: ``upper``/``middle``/``lower``, ``perihilar``, ``diffuse``, ``cardiac`` or ``retrocardiac``.
         organ: ``lung``, ``pleura``, ``heart``, ``mediastinum`` or ``diaphragm``.
@@ -210,9 +206,9 @@ def normalise_view(view_position: str | None) -> tuple[str, bool]:
 
 
 def patient_side(image_side: str, view: str) -> str | None:
-    """The patient's side shown on the image's ``"left"``/``"right"`` half; ``None`` in a lateral view.
+    """The patient's side shown on the image's ``"left"``/``"right"`` half (convention: module docstring).
 
-    PA and AP films are both displayed facing the patient: the patient's right is on the image's left.
+    ``None`` in a lateral view.
     """
     if view in LATERAL_VIEWS:
         return None
@@ -250,10 +246,6 @@ def describe_findings(
         original_size: ``(width, height)`` of the original when ``image`` is a smaller rendition of it (the
             display image of screening): boxes and sizes are then in the original's pixels, and
             ``pixel_spacing_mm`` is the original's. Default: the size of ``image``.
-        rules: The numbers of the rules.
-
-    Returns:
-        One :class:`FindingDescription` per positive finding.
 
     Raises:
         ConfigError: a positive finding without a heatmap, malformed thresholds.
@@ -313,15 +305,12 @@ def describe_finding(
     """Describe one finding from its heatmap (rules in the module docstring).
 
     Args:
-        finding: Finding name.
-        probability: Its probability.
         heatmap: ``(H, W)`` map in [0, 1].
         geometry: The image geometry on the heatmap's grid (``W x H``).
         threshold: The finding's operating threshold (for the confidence grade).
         view: Normalised view position (see :func:`normalise_view`).
         original_size: ``(width, height)`` of the original image; the box is given in its pixels.
         pixel_spacing_mm: ``(row, column)`` spacing of the original image's pixels.
-        rules: The numbers of the rules.
     """
     name = canonical_finding(finding)
     values = np.asarray(heatmap, dtype=np.float32)
@@ -380,11 +369,7 @@ def _foci(
     spacing: tuple[float, float] | None,
     rules: DescriptionRules,
 ) -> list[dict[str, Any]]:
-    """Side, zone, box and size of every focus of a multifocal nodule or mass; empty for a single focus.
-
-    Each focus is placed by the rules on its own: the image half of its centre, the third of that lung's
-    height holding it (:mod:`cxreader.localization.foci`).
-    """
+    """Side, zone, box and size of every focus of a multifocal nodule or mass; empty for a single focus."""
     if name not in FOCAL_FINDINGS:
         return []
     found = foci_of(values, level, rules.focus_share)

@@ -13,9 +13,8 @@ that says so.
 
 Thorax restriction. Before boxes are drawn, each map is restricted to the image's thorax (the lung-field
 estimate of :mod:`~cxreader.localization.geometry` grown by :data:`~cxreader.localization.geometry.THORAX_MARGIN`,
-:func:`~cxreader.localization.cam.restrict_heatmap`): a small weakly supervised model also scores the image
-border and the soft tissue outside the chest, and boxes there localize nothing. ``thorax=False`` gives the
-plain Wang et al. 2017 rule on the whole map.
+:func:`~cxreader.localization.cam.restrict_heatmap`, which says why). ``thorax=False`` gives the plain
+Wang et al. 2017 rule on the whole map.
 """
 
 from __future__ import annotations
@@ -81,11 +80,7 @@ def read_boxes(path: str | Path) -> pd.DataFrame:
 
 
 def split_images(checkpoint: LoadedCheckpoint, data_dir: str | Path, split: str) -> set[str] | None:
-    """Image names of one split as the checkpoint's training run made it (same method and seed).
-
-    Returns:
-        ``None`` for ``"all"``; otherwise the names of the split.
-    """
+    """Image names of one split as the checkpoint's training run made it (same method and seed); ``None`` for all."""
     if split == "all":
         return None
     if split not in SPLIT_CHOICES:
@@ -124,7 +119,6 @@ def case_maps(
         box_space: Side of the square pixel space the boxes are given in (1024 for NIH boxes on smaller
             copies); ``None`` = the image's own pixels.
         images: Restrict to these image names.
-        batch_size: Images per forward pass.
         notes: Receives one line per skipped image.
         progress: Called with (done, total) images.
         thorax: Restrict every map to the image's thorax (module docstring).

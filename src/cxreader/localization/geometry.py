@@ -25,8 +25,8 @@ lungs are located from the image itself, at the cost of a few array reductions:
    central 40 %, means the profiles were not those of a frontal chest film (a lateral view, a cropped or
    inverted image); then the fixed fractions of :func:`fixed_geometry` are used and ``method`` says so.
 
-Zones are thirds of the lung height between apex and base, the convention of chest radiograph reports
-(upper, middle and lower zones, each a third of the lung height). Everything here is in IMAGE coordinates
+Zones are the upper, middle and lower thirds of the lung height between apex and base, as in chest
+radiograph reports. Everything here is in IMAGE coordinates
 (``image_left`` is the lung on the image's left); naming the patient's side is the caller's job
 (:mod:`cxreader.localization.describe`), because it depends on the view position.
 
@@ -275,12 +275,7 @@ def _profile_geometry(work: np.ndarray) -> ChestGeometry | None:
 
 
 def _symmetry_axis(profile: np.ndarray) -> float | None:
-    """The midline: the brightest column of the central range, refined to the nearby axis of symmetry.
-
-    The brightest column (mediastinum and spine) finds the right neighbourhood; mirror symmetry of the
-    profile (least mean absolute difference) then settles the axis, less pulled by the heart than the
-    brightest column alone.
-    """
+    """The midline (module docstring, step 2), searched near the brightest column of the central range."""
     n = len(profile)
     low, high = int(_MIDLINE_RANGE[0] * n), int(_MIDLINE_RANGE[1] * n)
     brightest = low + int(np.argmax(profile[low : high + 1]))

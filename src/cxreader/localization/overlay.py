@@ -15,10 +15,6 @@ Design choices, each for readability:
 
 The figure is built with matplotlib's object API and its Agg canvas (no pyplot, no global backend state), so it is
 headless and safe in a web server.
-
-Heatmap image files: :func:`map_to_png` stores a map as an 8-bit grayscale PNG (the records' heatmaps) and
-:func:`map_from_png` reads it back; :func:`heatmap_layer_png` draws a map alone as the coloured, partly
-transparent layer of the overlay, for the web page to lay over the radiograph.
 """
 
 from __future__ import annotations
@@ -71,8 +67,6 @@ def render_overlay(
     Args:
         pixels: The radiograph, ``(H, W)`` float in [0, 1] (or uint8), at any size.
         heatmap: The finding's map in [0, 1] on any grid (resized to the image).
-        finding: Finding name.
-        probability: Its probability.
         threshold: Its operating threshold (shown, and decides the POSITIVE/negative word).
         box: ``Box`` or ``[x, y, w, h]`` in the pixels of ``pixels``.
         sentence: A description sentence to print under the title.
@@ -80,7 +74,6 @@ def render_overlay(
         view: View position; frontal views get R/L markers, lateral and unknown (None) get none.
         method: Heatmap method, named in the legend.
         colormap: A matplotlib colormap name (perceptually uniform ones: inferno, magma, viridis, ...).
-        width_inches, dpi: Figure width and resolution.
     """
     image = np.asarray(pixels, dtype=np.float32)
     if image.ndim != 2:
@@ -177,7 +170,7 @@ def heatmap_layer_png(heatmap: np.ndarray, size: tuple[int, int]) -> bytes:
 
 
 def map_to_png(heatmap: np.ndarray) -> bytes:
-    """A heatmap as an 8-bit grayscale PNG (0 = not salient, 255 = most salient)."""
+    """A heatmap as an 8-bit grayscale PNG, as the records store it (0 = not salient, 255 = most salient)."""
     values = np.rint(np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(values, mode="L").save(buffer, format="PNG")

@@ -76,12 +76,7 @@ def coordinate_grid(height: int, width: int, *, device: torch.device | None = No
 
 
 class AdditiveAttention(nn.Module):
-    """Soft attention: alpha = softmax(v^T tanh(W_k f_i + W_h h)) over the locations (Bahdanau et al. 2015).
-
-    Args:
-        hidden_dim: Decoder state size.
-        attention_dim: Size of the joint space.
-    """
+    """Soft attention: alpha = softmax(v^T tanh(W_k f_i + W_h h)) over the locations (Bahdanau et al. 2015)."""
 
     def __init__(self, hidden_dim: int, attention_dim: int):
         super().__init__()
@@ -103,8 +98,6 @@ class CaptionDecoder(nn.Module):
     Args:
         vocab_size: Number of tokens (:class:`cxreader.captioning.vocab.Vocabulary`, ``<pad>`` = 0).
         feature_dim: Channels C of the encoder's feature map.
-        embed_dim: Token embedding size.
-        hidden_dim: Recurrent state size.
         attention_dim: Joint space of the attention; ignored without attention.
         cell: ``"lstm"`` or ``"gru"`` (Shin et al. compare both).
         attention: Attend over the locations at every step; without it the context is the pooled feature.
@@ -207,7 +200,6 @@ class CaptionDecoder(nn.Module):
         Args:
             tokens: (B,) ids of the previous tokens.
             state: The recurrent state from :meth:`init_state` or the previous step.
-            memory: From :meth:`memory`.
 
         Returns:
             Logits (B, vocab) of the next token, the new state, and the attention weights (B, L) or None.
@@ -328,11 +320,9 @@ def build_captioner(
     """CheXNet encoder + attention LSTM or GRU decoder (Shin et al. 2016; Xu et al. 2015).
 
     Args:
-        vocab_size: Size of the token vocabulary.
         cell: ``"lstm"`` or ``"gru"`` (Shin et al. compare both).
         encoder: A CheXNet model, or the registered name of one (built with random weights: load a trained
             encoder's weights afterwards, as :mod:`cxreader.captioning.checkpoint` does).
-        encoder_kwargs: Arguments of the named encoder.
         freeze_encoder: Keep the encoder fixed (the default; its features can then be precomputed).
         evidence_maps: Give the decoder the encoder head's class activation maps too.
         **decoder_kwargs: :class:`CaptionDecoder` options (embed_dim, hidden_dim, attention_dim, attention,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +56,11 @@ class CheckpointContract:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model_name": self.model_name,
-            "model_kwargs": dict(self.model_kwargs),
+            **{item.name: getattr(self, item.name) for item in fields(self)},
             "labels": list(self.labels),
-            "input_size": int(self.input_size),
             "mean": list(self.mean),
             "std": list(self.std),
             "thresholds": [float(t) for t in self.thresholds],
-            "synthetic": bool(self.synthetic),
-            "config": dict(self.config),
-            "metrics": dict(self.metrics),
-            "epoch": int(self.epoch),
-            "cxreader_version": self.cxreader_version,
             "created": self.created
             or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -125,41 +125,42 @@ def _imagenet_densenet121() -> torchvision.models.DenseNet:
         ) from None
 
 
-@register_model
-def chexnet_densenet121(
+def _chexnet(
+    backbone: torchvision.models.DenseNet,
     *,
-    init: str = "imagenet",
     weights: str | Path | None = None,
     drop_rate: float = 0.0,
     pooling: str = "avg",
     lse_r: float = DEFAULT_LSE_R,
 ) -> CheXNet:
-    """CheXNet's DenseNet-121 (Rajpurkar et al. 2017) with a 14-way head.
-
-    Args:
-        init: ``"imagenet"`` (torchvision's IMAGENET1K_V1 weights, as CheXNet) or ``"none"`` (random).
-        weights: A local file with DenseNet-121 or CheXNet weights (torchvision, timm-free DenseNet, or the
-            public CheXNet checkpoint layouts); overrides ``init``.
-        drop_rate: Dropout before the head.
-        pooling, lse_r: The head's pooling (:class:`CheXNet`); CheXNet itself averages.
-    """
-    if weights is None and init == "imagenet":
-        backbone = _imagenet_densenet121()
-    elif weights is None and init == "none":
-        backbone = torchvision.models.densenet121(weights=None)
-    elif weights is None:
-        raise CheckpointError(f"unknown init {init!r}; use 'imagenet' or 'none'")
-    else:
-        backbone = torchvision.models.densenet121(weights=None)
+    """A :class:`CheXNet` on ``backbone``, then loaded from the local ``weights`` file when one is given."""
     model = CheXNet(backbone, drop_rate=drop_rate, pooling=pooling, lse_r=lse_r)
     if weights is not None:
         load_pretrained_weights(model, weights)
     return model
 
 
-def _compact_densenet(
-    init: str, weights: str | Path | None, drop_rate: float, pooling: str, lse_r: float, *, stride: int
-) -> CheXNet:
+@register_model
+def chexnet_densenet121(*, init: str = "imagenet", weights: str | Path | None = None, **options) -> CheXNet:
+    """CheXNet's DenseNet-121 (Rajpurkar et al. 2017) with a 14-way head.
+
+    Args:
+        init: ``"imagenet"`` (torchvision's IMAGENET1K_V1 weights, as CheXNet) or ``"none"`` (random).
+        weights: A local file with DenseNet-121 or CheXNet weights (torchvision, timm-free DenseNet, or the
+            public CheXNet checkpoint layouts); overrides ``init``.
+        **options: ``drop_rate`` (dropout before the head), ``pooling`` and ``lse_r`` (:class:`CheXNet`;
+            CheXNet itself averages).
+    """
+    if weights is not None or init == "none":
+        backbone = torchvision.models.densenet121(weights=None)
+    elif init == "imagenet":
+        backbone = _imagenet_densenet121()
+    else:
+        raise CheckpointError(f"unknown init {init!r}; use 'imagenet' or 'none'")
+    return _chexnet(backbone, weights=weights, **options)
+
+
+def _compact_densenet(init: str, weights: str | Path | None, options: dict, *, stride: int) -> CheXNet:
     if init not in ("none", "imagenet"):
         raise CheckpointError(f"unknown init {init!r}; use 'none'")
     if init == "imagenet" and weights is None:
@@ -171,42 +172,26 @@ def _compact_densenet(
         # The last transition keeps its 1x1 convolution and drops its pooling: the third dense block (and so
         # the class activation map) works at twice the resolution for about 25% more compute.
         backbone.features.transition2.pool = torch.nn.Identity()
-    model = CheXNet(backbone, drop_rate=drop_rate, pooling=pooling, lse_r=lse_r)
-    if weights is not None:
-        load_pretrained_weights(model, weights)
-    return model
+    return _chexnet(backbone, weights=weights, **options)
 
 
 @register_model
-def densenet_small(
-    *,
-    init: str = "none",
-    weights: str | Path | None = None,
-    drop_rate: float = 0.0,
-    pooling: str = "avg",
-    lse_r: float = DEFAULT_LSE_R,
-) -> CheXNet:
+def densenet_small(*, init: str = "none", weights: str | Path | None = None, **options) -> CheXNet:
     """A compact DenseNet (growth 16, blocks 4-8-8, 16× downsampling) of the same family as CheXNet's.
 
     It trains about 8× faster than DenseNet-121 on a CPU and keeps a finer feature map (8×8 at 128 px), so
-    the tests train a real model on two CPU cores in seconds. It has no ImageNet weights.
+    the tests train a real model on two CPU cores in seconds. It has no ImageNet weights. ``weights`` and
+    ``options`` as for :func:`chexnet_densenet121`.
     """
-    return _compact_densenet(init, weights, drop_rate, pooling, lse_r, stride=16)
+    return _compact_densenet(init, weights, options, stride=16)
 
 
 @register_model
-def densenet_small_s8(
-    *,
-    init: str = "none",
-    weights: str | Path | None = None,
-    drop_rate: float = 0.0,
-    pooling: str = "avg",
-    lse_r: float = DEFAULT_LSE_R,
-) -> CheXNet:
+def densenet_small_s8(*, init: str = "none", weights: str | Path | None = None, **options) -> CheXNet:
     """:func:`densenet_small` with 8× downsampling: a 16×16 feature map at 128 px, the recipe of ``cxreader
     demo``. Class activation maps (Zhou et al. 2016) are only as fine as the last feature map, and the
     synthetic nodules are 4–9 px: at 16× a whole nodule sits inside one map cell. No ImageNet weights."""
-    return _compact_densenet(init, weights, drop_rate, pooling, lse_r, stride=8)
+    return _compact_densenet(init, weights, options, stride=8)
 
 
 # Old torchvision DenseNet checkpoints (and the CheXNet reference model) name layers "norm.1", "conv.2", ...
@@ -251,14 +236,10 @@ def load_pretrained_weights(model: CheXNet, path: str | Path) -> None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; report them as one line
         raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
-    if (
-        isinstance(payload, Mapping)
-        and "state_dict" in payload
-        and isinstance(payload["state_dict"], Mapping)
-    ):
-        payload = payload["state_dict"]
-    elif isinstance(payload, Mapping) and "model" in payload and isinstance(payload["model"], Mapping):
-        payload = payload["model"]
+    for wrapper in ("state_dict", "model"):  # a training checkpoint keeps the weights under one of these
+        if isinstance(payload, Mapping) and isinstance(payload.get(wrapper), Mapping):
+            payload = payload[wrapper]
+            break
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"{path}: not a state dict")
     state = normalise_state_dict_keys(payload)
@@ -271,13 +252,8 @@ def load_pretrained_weights(model: CheXNet, path: str | Path) -> None:
     unexpected = sorted(set(state) - set(own))
     missing = sorted(k for k in own if k not in state and not k.startswith("classifier."))
     mismatched = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
-    if unexpected or missing or mismatched:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if mismatched:
-            details.append(f"{len(mismatched)} with other shapes (e.g. {mismatched[0]})")
+    problems = {"missing": missing, "unexpected": unexpected, "with other shapes": mismatched}
+    details = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in problems.items() if keys]
+    if details:
         raise CheckpointError(f"{path}: keys don't fit this model: " + "; ".join(details))
     model.load_state_dict(state, strict=False)

@@ -9,24 +9,11 @@ the captioner has no token for get no caption: the record then carries the groun
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from cxreader.inference.predict import FilePrediction
 from cxreader.labels import FINDINGS
-
-
-def load_captioner(path: str | Path, *, device: str = "auto", beam_size: int = 3):
-    """A :class:`~cxreader.captioning.predict.CaptionPredictor` for ``RUN/caption.pt``.
-
-    Raises:
-        CheckpointError: not a caption checkpoint, or its labels differ from the 14 findings.
-        ConfigError: a beam width below 1.
-    """
-    from cxreader.captioning.predict import CaptionPredictor
-
-    return CaptionPredictor(path, device=device, beam_size=beam_size)
 
 
 def learned_captions(
@@ -60,7 +47,7 @@ def caption_predictions(captioner, results: Sequence[FilePrediction], thresholds
     captioner has no token for is listed with ``text: None`` rather than silently dropped.
 
     Args:
-        captioner: A loaded :class:`~cxreader.captioning.predict.CaptionPredictor` (:func:`load_captioner`).
+        captioner: A loaded :class:`~cxreader.captioning.predict.CaptionPredictor` (``--caption``).
         results: Predictions that kept their images (``Predictor.predict_files(..., keep_images=True)``).
         thresholds: The classifier's 14 operating thresholds.
     """

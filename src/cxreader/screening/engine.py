@@ -13,10 +13,11 @@ The pipeline of :func:`screen`:
    content is already stored for this checkpoint (so a run killed at file 40,000 of 100,000 resumes there);
    else decode (:func:`cxreader.data.io.load_image`), refuse modalities that are not projection
    radiographs, and apply the checkpoint's evaluation preset.
-3. **Infer** in batches on the main thread (PyTorch, or ONNX Runtime for an exported model) while the pool
-   decodes the next files; with a PyTorch model, the images with a finding above threshold also get class
-   activation maps and a grounded description of each positive finding
-   (:func:`cxreader.localization.explain.explain_batch`).
+3. **Infer** in batches on the main thread (:func:`classify_batch`, which the service's uploads use too;
+   PyTorch, or ONNX Runtime for an exported model) while the pool decodes the next files; with a PyTorch
+   model, the images with a finding above threshold also get class activation maps and a grounded
+   description of each positive finding (:func:`cxreader.localization.explain.explain_batch`), and with a
+   captioner a learned caption.
 4. **Store** every image atomically (:func:`cxreader.storage.write.add_image_result`, one SAVEPOINT per image,
    one commit per batch: a kill loses at most the batch in flight, never half an image). A file that cannot be
    read is recorded as failed with its reason (:func:`cxreader.storage.write.record_failure`) and the run goes
@@ -48,7 +49,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,9 +57,10 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from PIL import Image
-from sqlalchemy.exc import SQLAlchemyError
+from pydicom.valuerep import DA
 from sqlalchemy.orm import Session
 
+from cxreader.data.cache import IMAGE_SUFFIXES
 from cxreader.data.io import REDUCING_GAP, LoadedImage, load_image, sniff_format
 from cxreader.data.sidecars import SYNTHETIC_MARKER
 from cxreader.data.transforms import EvalPreset
@@ -80,29 +82,6 @@ logger = logging.getLogger(__name__)
 
 #: DICOM Modality values screening accepts (see the module docstring); a file without one is accepted too.
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
-#: Names of common modalities, for readable refusals (DICOM PS3.3 C.7.3.1.1.1 defined terms).
-MODALITY_NAMES = {
-    "CT": "computed tomography",
-    "MR": "magnetic resonance",
-    "US": "ultrasound",
-    "NM": "nuclear medicine",
-    "PT": "positron emission tomography",
-    "MG": "mammography",
-    "XA": "X-ray angiography",
-    "RF": "radiofluoroscopy",
-    "IO": "intra-oral radiography",
-    "PX": "panoramic X-ray",
-    "OT": "other",
-    "SC": "secondary capture",
-    "SR": "structured report",
-    "OP": "ophthalmic photography",
-    "ES": "endoscopy",
-    "XC": "external-camera photography",
-}
-#: File suffixes that are candidates without sniffing.
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".dic", ".tif", ".tiff", ".bmp", ".jp2", ".j2k", ".webp"}
-)
 #: Longer side of the display rendition kept for descriptions and for the web page.
 DISPLAY_MAX_SIDE = 1024
 # DICOMDIR is the index of a DICOM medium (PS3.10), never an image.
@@ -130,9 +109,8 @@ def discover_files(paths: Iterable[str | Path]) -> DiscoveredFiles:
     Raises:
         ConfigError: a path that does not exist.
     """
-    files: list[Path] = []
+    files: dict[Path, None] = {}  # ordered and without repeats
     ignored = 0
-    seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -142,17 +120,13 @@ def discover_files(paths: Iterable[str | Path]) -> DiscoveredFiles:
                     candidate = Path(directory) / name
                     if name.startswith(".") or not _is_candidate(candidate):
                         ignored += 1
-                        continue
-                    if candidate not in seen:
-                        seen.add(candidate)
-                        files.append(candidate)
+                    else:
+                        files[candidate] = None
         elif path.exists():
-            if path not in seen:
-                seen.add(path)
-                files.append(path)
+            files[path] = None
         else:
             raise ConfigError(f"{path}: no such file or folder")
-    return DiscoveredFiles(files=files, ignored=ignored)
+    return DiscoveredFiles(files=list(files), ignored=ignored)
 
 
 def _is_candidate(path: Path) -> bool:
@@ -226,12 +200,20 @@ def check_modality(name: str, image: LoadedImage) -> None:
     """
     modality = (image.metadata.get("Modality") or "").strip().upper()
     if modality and modality not in RADIOGRAPH_MODALITIES:
-        label = MODALITY_NAMES.get(modality)
+        label = _modality_names().get(modality)
         spelled = f"{modality} ({label})" if label else modality
         accepted = ", ".join(sorted(RADIOGRAPH_MODALITIES))
         raise ImageReadError(
             name, f"modality {spelled} is not a chest radiograph; screening accepts {accepted} images only"
         )
+
+
+@functools.cache
+def _modality_names() -> dict[str, str]:
+    """DICOM's acquisition modalities (CID 29) by code, for readable refusals."""
+    from pydicom.sr.codedict import codes  # pydicom's code tables load in ~60 ms: only when a file is refused
+
+    return {code.value: code.meaning.lower() for code in codes.cid29.concepts.values()}
 
 
 def display_rendition(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
@@ -265,20 +247,11 @@ def prepare_image(
     height, width = image.pixels.shape
     tensor = transform(image.pixels)
     display = display_rendition(image.pixels) if keep_display else None
-    # The full-resolution float pixels are the largest object here; the pipeline holds many images at once.
-    image = LoadedImage(
-        pixels=np.zeros((0, 0), dtype=np.float32),
-        path=image.path,
-        format=image.format,
-        bits_stored=image.bits_stored,
-        pixel_spacing_mm=image.pixel_spacing_mm,
-        view_position=image.view_position,
-        metadata=dict(image.metadata),
-    )
     return PreparedImage(
         path=name,
         sha256=sha256 or sha256_bytes(data),
-        image=image,
+        # The full-resolution float pixels are the largest object here; the pipeline holds many images at once.
+        image=replace(image, pixels=np.zeros((0, 0), dtype=np.float32)),
         tensor=tensor,
         display=display,
         width=width,
@@ -348,25 +321,11 @@ def _ordered_map(
 
 def parse_dicom_date(value: str | None) -> date | None:
     """A DICOM DA value (``YYYYMMDD``, or the old ``YYYY.MM.DD``) as a date; ``None`` when absent or invalid."""
-    if not value:
-        return None
-    digits = value.strip().replace(".", "")
-    if len(digits) != 8 or not digits.isdigit():
-        return None
     try:
-        return date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+        parsed = DA((value or "").strip())  # None for an empty value
     except ValueError:
         return None
-
-
-def study_info(image: LoadedImage) -> StudyInfo:
-    """The study details a DICOM header gives (nothing for PNG and JPEG files)."""
-    metadata = image.metadata
-    return StudyInfo(
-        patient_id=metadata.get("PatientID"),
-        study_instance_uid=metadata.get("StudyInstanceUID"),
-        study_date=parse_dicom_date(metadata.get("StudyDate")),
-    )
+    return date(parsed.year, parsed.month, parsed.day) if parsed is not None else None
 
 
 def image_result(
@@ -408,7 +367,12 @@ def image_result(
         content_sha256=prepared.sha256,
         checkpoint_id=checkpoint_id,
         findings=findings,
-        study=study_info(prepared.image),
+        # What a DICOM header tells of the study (nothing for PNG and JPEG files).
+        study=StudyInfo(
+            patient_id=metadata.get("PatientID"),
+            study_instance_uid=metadata.get("StudyInstanceUID"),
+            study_date=parse_dicom_date(metadata.get("StudyDate")),
+        ),
         sop_instance_uid=metadata.get("SOPInstanceUID"),
         view_position=prepared.image.view_position,
         modality=metadata.get("Modality"),
@@ -440,6 +404,42 @@ def _whole_pixels(box: Sequence[float]) -> tuple[int, int, int, int]:
     return max(0, round(x)), max(0, round(y)), max(1, round(w)), max(1, round(h))
 
 
+def classify_batch(
+    backend: ModelBackend,
+    batch: Sequence[PreparedImage],
+    *,
+    describe: bool,
+    captioner: Any = None,
+    findings: str | None = None,
+) -> list[tuple[np.ndarray, Explanation | None, dict[str, str] | None]]:
+    """Classify prepared images in one forward pass, then explain and caption them (screening and uploads).
+
+    Args:
+        backend: The model.
+        batch: Images from :func:`prepare_image`, with the display rendition ``describe`` and ``captioner`` need.
+        describe: Add class activation maps and grounded descriptions (PyTorch models only).
+        captioner: A :class:`~cxreader.captioning.predict.CaptionPredictor` for learned captions, or ``None``.
+        findings: Whose maps to keep, as in :func:`~cxreader.localization.explain.explain_batch`.
+
+    Returns:
+        ``(probabilities, explanation or None, learned captions or None)`` per image.
+    """
+    tensors = torch.stack([item.tensor for item in batch])
+    probabilities, features = backend.predict_features(tensors)
+    explanations: list[Explanation | None] = [None] * len(batch)
+    if describe:
+        views = [item.view() for item in batch]
+        explanations = list(
+            explain_batch(backend, tensors, probabilities, views, findings=findings, features=features)
+        )
+    thresholds = backend.contract.thresholds
+    captions = [
+        learned_captions(captioner, item.display, row, thresholds) if captioner is not None else None
+        for item, row in zip(batch, probabilities, strict=True)
+    ]
+    return list(zip(probabilities, explanations, captions, strict=True))
+
+
 def register_backend(session: Session, backend: ModelBackend) -> int:
     """Store the backend's checkpoint (once per file content) and return its id."""
     contract = backend.contract
@@ -469,7 +469,6 @@ class ScreeningReport:
         duplicates: Files whose content another file of this run has already.
         ignored: Files passed over as not being images.
         seconds: Wall time of the run.
-        checkpoint_id: The checkpoint's id in the records database.
         described: Whether results carry heatmap-grounded descriptions.
         synthetic_model: The checkpoint was trained on synthetic data.
         triage: Images of this run with findings above threshold, most urgent first.
@@ -483,7 +482,6 @@ class ScreeningReport:
     duplicates: int = 0
     ignored: int = 0
     seconds: float = 0.0
-    checkpoint_id: int | None = None
     described: bool = False
     synthetic_model: bool = False
     triage: list[TriageEntry] = field(default_factory=list)
@@ -496,37 +494,36 @@ class ScreeningReport:
 
 
 class _Writer:
-    """Collects a batch of results and failures and writes them in one short transaction."""
+    """Collects a batch of results and failures, counts them in the report, writes them in one transaction."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, report: ScreeningReport):
         self.session = session
+        self.report = report
         self.results: list[ImageResult] = []
         self.failures: list[dict[str, Any]] = []
 
-    def flush(self, report: ScreeningReport) -> None:
+    def fail(self, reason: str, **failure: Any) -> None:
+        """Count a failure and keep it for the flush (``failure``: the other arguments of ``record_failure``)."""
+        self.report.failed += 1
+        self.report.failures.append((failure["source_path"], reason))
+        self.failures.append({"reason": reason, **failure})
+
+    def flush(self) -> None:
         for result in self.results:
             try:
                 add_image_result(session=self.session, result=result, commit=False)
             except CXReaderError as exc:  # a malformed record (e.g. an over-long DICOM UID): record why
-                report.screened -= 1
-                self.failures.append(
-                    {
-                        "source_path": result.source_path,
-                        "content_sha256": result.content_sha256,
-                        "reason": getattr(exc, "reason", str(exc)),
-                        "checkpoint_id": result.checkpoint_id,
-                        "synthetic": result.synthetic,
-                    }
+                self.report.screened -= 1
+                self.fail(
+                    getattr(exc, "reason", str(exc)),
+                    source_path=result.source_path,
+                    content_sha256=result.content_sha256,
+                    checkpoint_id=result.checkpoint_id,
+                    synthetic=result.synthetic,
                 )
-                report.failed += 1
-                report.failures.append((result.source_path, getattr(exc, "reason", str(exc))))
         for failure in self.failures:
             record_failure(session=self.session, commit=False, **failure)
-        try:
-            self.session.commit()
-        except SQLAlchemyError:
-            self.session.rollback()
-            raise
+        self.session.commit()  # on an error, closing the session rolls the batch back
         self.results.clear()
         self.failures.clear()
 
@@ -576,20 +573,17 @@ def screen(
         )
     describe = can_describe if describe is None else describe
     discovered = discover_files(paths)
-    contract = backend.contract
-    thresholds = [float(value) for value in contract.thresholds]
     report = ScreeningReport(
         files=len(discovered.files),
         ignored=discovered.ignored,
         described=describe,
-        synthetic_model=bool(contract.synthetic),
+        synthetic_model=bool(backend.contract.synthetic),
     )
     seen: set[str] = set()
     with database.session() as session:
         checkpoint_id = register_backend(session, backend)
-        report.checkpoint_id = checkpoint_id
         stored = stored_hashes(session=session, checkpoint_id=checkpoint_id)
-        writer = _Writer(session)
+        writer = _Writer(session, report)
         batch: list[PreparedImage] = []
         prepare = functools.partial(
             _prepare_file,
@@ -597,32 +591,32 @@ def screen(
             keep_display=describe or captioner is not None,
             stored=stored,
         )
+        run_batch = functools.partial(
+            _run_batch, batch, backend, checkpoint_id, writer, describe=describe, captioner=captioner
+        )
         bar = Progress(
             len(discovered.files), desc="screening", unit=" files", stream=progress_file, enabled=progress
         )
         pool = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxreader-read") if workers else None
         )
+        # An interrupt or an error keeps the committed batches; closing the session drops the one in flight.
         try:
             # Enough files in flight to fill the next batch while the model works on this one.
             window = 2 * batch_size + 2 * workers
             for outcome in _ordered_map(pool, prepare, discovered.files, window):
-                _take(outcome, report, seen, stored, batch, writer, contract.synthetic)
+                _take(outcome, seen, stored, batch, writer)
                 if len(batch) >= batch_size:
-                    _run_batch(batch, backend, thresholds, checkpoint_id, describe, captioner, writer, report)
+                    run_batch()
                 if len(writer.failures) >= batch_size:
-                    writer.flush(report)
+                    writer.flush()
                 bar.update(1)
                 if bar.n % batch_size == 0:
                     bar.set_postfix(ok=report.screened, failed=report.failed, skipped=report.skipped)
             if batch:
-                _run_batch(batch, backend, thresholds, checkpoint_id, describe, captioner, writer, report)
-            writer.flush(report)
+                run_batch()
+            writer.flush()
             bar.set_postfix(ok=report.screened, failed=report.failed, skipped=report.skipped)
-        except KeyboardInterrupt:
-            # Keep what is complete: the stored batches are committed; the batch in flight is dropped.
-            session.rollback()
-            raise
         finally:
             bar.close()
             if pool is not None:
@@ -635,93 +629,67 @@ def screen(
 
 
 def _take(
-    outcome: _Outcome,
-    report: ScreeningReport,
-    seen: set[str],
-    stored: set[str],
-    batch: list[PreparedImage],
-    writer: _Writer,
-    synthetic_model: bool,
+    outcome: _Outcome, seen: set[str], stored: set[str], batch: list[PreparedImage], writer: _Writer
 ) -> None:
     """Sort one file's outcome into the batch, the skipped, the duplicates or the failures."""
     sha256 = outcome.sha256
     if sha256 in seen:
-        report.duplicates += 1
+        writer.report.duplicates += 1
         return
     if sha256 is not None:
         seen.add(sha256)
     if outcome.stored:
-        report.skipped += 1
-        return
-    if outcome.reason is not None:
-        report.failed += 1
-        report.failures.append((str(outcome.path), outcome.reason))
+        writer.report.skipped += 1
+    elif outcome.reason is not None:
         logger.debug("%s: %s", outcome.path, outcome.reason)
-        writer.failures.append(
-            {
-                "source_path": str(outcome.path),
-                "content_sha256": sha256,
-                "reason": outcome.reason,
-                # Reading does not depend on the model: the failure holds for every checkpoint.
-                "checkpoint_id": None,
-                "synthetic": synthetic_model or is_synthetic_file(outcome.path),
-            }
+        writer.fail(
+            outcome.reason,
+            source_path=str(outcome.path),
+            content_sha256=sha256,
+            # Reading does not depend on the model: the failure holds for every checkpoint.
+            checkpoint_id=None,
+            synthetic=writer.report.synthetic_model or is_synthetic_file(outcome.path),
         )
-        return
-    assert outcome.prepared is not None
-    stored.add(sha256)  # later copies of the same content are not decoded again
-    batch.append(outcome.prepared)
+    else:
+        assert outcome.prepared is not None
+        stored.add(sha256)  # later copies of the same content are not decoded again
+        batch.append(outcome.prepared)
 
 
 def _run_batch(
     batch: list[PreparedImage],
     backend: ModelBackend,
-    thresholds: list[float],
     checkpoint_id: int,
+    writer: _Writer,
+    *,
     describe: bool,
     captioner: Any,
-    writer: _Writer,
-    report: ScreeningReport,
 ) -> None:
-    tensors = torch.stack([item.tensor for item in batch])
+    synthetic_model = bool(backend.contract.synthetic)
     try:
-        probabilities, features = backend.predict_features(tensors)
+        readings = classify_batch(backend, batch, describe=describe, captioner=captioner)
     except CXReaderError as exc:
         for item in batch:
-            writer.failures.append(
-                {
-                    "source_path": item.path,
-                    "content_sha256": item.sha256,
-                    "reason": f"inference failed: {exc}",
-                    "checkpoint_id": checkpoint_id,
-                    "synthetic": bool(backend.contract.synthetic),
-                }
+            writer.fail(
+                f"inference failed: {exc}",
+                source_path=item.path,
+                content_sha256=item.sha256,
+                checkpoint_id=checkpoint_id,
+                synthetic=synthetic_model,
             )
-            report.failed += 1
-            report.failures.append((item.path, f"inference failed: {exc}"))
-        batch.clear()
-        writer.flush(report)
-        return
-    explanations: list[Explanation | None] = [None] * len(batch)
-    if describe:
-        views = [item.view() for item in batch]
-        explanations = list(explain_batch(backend, tensors, probabilities, views, features=features))
-    for item, row, explanation in zip(batch, probabilities, explanations, strict=True):
-        captions = (
-            learned_captions(captioner, item.display, row, thresholds) if captioner is not None else None
-        )
-        writer.results.append(
-            image_result(
+    else:
+        for item, (probabilities, explanation, captions) in zip(batch, readings, strict=True):
+            result = image_result(
                 item,
-                row,
-                thresholds,
+                probabilities,
+                backend.contract.thresholds,
                 checkpoint_id=checkpoint_id,
                 source_path=item.path,
-                synthetic=bool(backend.contract.synthetic) or is_synthetic_file(item.path),
+                synthetic=synthetic_model or is_synthetic_file(item.path),
                 explanation=explanation,
                 captions=captions,
             )
-        )
-        report.screened += 1
+            writer.results.append(result)
+        writer.report.screened += len(batch)
     batch.clear()
-    writer.flush(report)
+    writer.flush()

@@ -23,7 +23,7 @@ Edema) and places the other six where their clinical course puts them:
 12. **Emphysema**, 13. **Fibrosis**, 14. **Pleural Thickening**: chronic conditions, important for the
     patient's care but not for the order of a worklist.
 
-Sorting rule (:func:`triage_key`): an image ranks by its most urgent finding above threshold; among images
+Sorting rule (:func:`build_triage`): an image ranks by its most urgent finding above threshold; among images
 whose most urgent finding is the same, the higher probability of that finding comes first; then the image
 with more findings above threshold; then the source path (a stable order). Images with no finding above
 threshold are not on the list.
@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -133,15 +135,14 @@ def make_entry(
     return TriageEntry(source_path=source_path, positives=ordered, **details)  # type: ignore[arg-type]
 
 
-def triage_key(entry: TriageEntry) -> tuple[int, float, int, str]:
-    """Sort key, most urgent first (the rule in the module docstring)."""
-    first = entry.most_urgent
-    return (urgency_rank(first.finding), -first.probability, -len(entry.positives), entry.source_path)
-
-
 def build_triage(entries: Iterable[TriageEntry | None]) -> list[TriageEntry]:
-    """The entries that have a finding above threshold, most urgent first."""
-    return sorted((entry for entry in entries if entry is not None and entry.positives), key=triage_key)
+    """The entries that have a finding above threshold, most urgent first (the rule in the module docstring)."""
+
+    def urgency(entry: TriageEntry) -> tuple[int, float, int, str]:
+        first = entry.most_urgent
+        return (urgency_rank(first.finding), -first.probability, -len(entry.positives), entry.source_path)
+
+    return sorted((entry for entry in entries if entry is not None and entry.positives), key=urgency)
 
 
 def triage_from_database(
@@ -159,7 +160,7 @@ def triage_from_database(
     """
     base = (
         select(
-            Image.id,
+            Image.id.label("image_id"),
             Image.source_path,
             Image.content_sha256,
             Image.view_position,
@@ -182,34 +183,18 @@ def triage_from_database(
             base.where(Image.content_sha256.in_(hashes[start : start + _QUERY_CHUNK]))
             for start in range(0, len(hashes), _QUERY_CHUNK)
         ]
-    details: dict[int, dict[str, object]] = {}
-    positives: dict[int, list[PositiveFinding]] = {}
+    details: dict[int, dict[str, Any]] = {}
+    positives: dict[int, list[PositiveFinding]] = defaultdict(list)
     for query in queries:
         for row in session.execute(query):
-            if row.id not in details:
-                details[row.id] = {
-                    "source_path": row.source_path,
-                    "image_id": row.id,
-                    "content_sha256": row.content_sha256,
-                    "study_date": row.study_date,
-                    "patient_id": row.patient_id,
-                    "view_position": row.view_position,
-                    "synthetic": bool(row.synthetic),
-                }
-                positives[row.id] = []
-            positives[row.id].append(
-                PositiveFinding(row.finding, float(row.probability), float(row.threshold))
+            values = row._asdict()
+            finding = PositiveFinding(
+                values.pop("finding"), values.pop("probability"), values.pop("threshold")
             )
+            positives[row.image_id].append(finding)
+            details.setdefault(row.image_id, values)
     return build_triage(
-        make_entry(positives=positives[image_id], **values)  # type: ignore[arg-type]
-        for image_id, values in details.items()
-    )
-
-
-def _describe_positives(entry: TriageEntry) -> str:
-    return "; ".join(
-        f"{display_name(item.finding)} {item.probability:.2f} (>= {item.threshold:.2f})"
-        for item in entry.positives
+        make_entry(positives=positives[image_id], **values) for image_id, values in details.items()
     )
 
 
@@ -235,7 +220,11 @@ def format_triage(entries: Sequence[TriageEntry], *, limit: int | None = 50) -> 
             f"{rank:>{width}}. {display_name(first.finding):<18} {first.probability:.2f}  {image}"
             f"{entry.source_path}{marks}"
         )
-        lines.append(f"{'':>{width}}  above threshold: {_describe_positives(entry)}")
+        above = "; ".join(
+            f"{display_name(item.finding)} {item.probability:.2f} (>= {item.threshold:.2f})"
+            for item in entry.positives
+        )
+        lines.append(f"{'':>{width}}  above threshold: {above}")
     if len(shown) < len(entries):
         lines.append(f"... and {len(entries) - len(shown)} more (write them all with --triage-csv)")
     lines.append(DISCLAIMER)

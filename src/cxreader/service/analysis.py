@@ -9,6 +9,7 @@ database); the routes run them in the thread pool so that the event loop keeps s
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,8 @@ from cxreader.files import sha256_bytes
 from cxreader.labels import FINDINGS
 from cxreader.localization import overlay
 from cxreader.localization.cam import heatmaps
-from cxreader.localization.explain import Explanation, explain_batch
 from cxreader.localization.overlay import map_from_png, map_to_png, render_overlay
-from cxreader.screening.captions import learned_captions
-from cxreader.screening.engine import PreparedImage, image_result, prepare_image
+from cxreader.screening.engine import PreparedImage, classify_batch, image_result, prepare_image
 from cxreader.service.deps import ServiceState
 from cxreader.storage.records import ImageRecord
 from cxreader.storage.tables import Image
@@ -43,18 +42,6 @@ class UploadOutcome:
     created: bool
 
 
-def stored_image_id(state: ServiceState, sha256: str) -> int | None:
-    """The id of the successful result stored for this content and the service's checkpoint, if any."""
-    with state.database.session() as session:
-        return session.scalar(
-            select(Image.id).where(
-                Image.content_sha256 == sha256,
-                Image.checkpoint_id == state.checkpoint_id,
-                Image.status == "ok",
-            )
-        )
-
-
 def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
     """Decode, classify, explain and store one uploaded image (or find it already stored).
 
@@ -65,31 +52,33 @@ def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
         ImageReadError: not an image the reader can decode, or not a radiograph modality.
     """
     sha256 = sha256_bytes(data)
-    existing = stored_image_id(state, sha256)
+    with state.database.session() as session:
+        existing = session.scalar(
+            select(Image.id).where(
+                Image.content_sha256 == sha256,
+                Image.checkpoint_id == state.checkpoint_id,
+                Image.status == "ok",
+            )
+        )
     if existing is not None:
         return UploadOutcome(existing, created=False)
-    assets = state.assets
-    upload_path = assets.upload_path(sha256)
-    prepared = prepare_image(
-        "upload", data, transform=state.backend.transform, keep_display=True, sha256=sha256
+    backend, assets = state.backend, state.assets
+    prepared = prepare_image("upload", data, transform=backend.transform, keep_display=True, sha256=sha256)
+    # The maps of all 14 findings: the page lets a clinician look at any.
+    [(probabilities, explanation, captions)] = classify_batch(
+        backend, [prepared], describe=backend.model is not None, captioner=state.captioner, findings="all"
     )
-    probabilities, explanation = _classify(state, prepared)
-    captions = (
-        learned_captions(state.captioner, prepared.display, probabilities, state.backend.contract.thresholds)
-        if state.captioner is not None
-        else None
-    )
-    assets.write(upload_path, data)
-    heatmap_paths = _write_assets(state, prepared, explanation)
+    upload_path = assets.write(assets.upload_path(sha256), data)
+    assets.write(assets.display_path(sha256), _png(prepared.display))
     result = image_result(
         prepared,
         probabilities,
-        state.backend.contract.thresholds,
+        backend.contract.thresholds,
         checkpoint_id=state.checkpoint_id,
         source_path=str(upload_path),
-        synthetic=bool(state.backend.contract.synthetic),
+        synthetic=bool(backend.contract.synthetic),
         explanation=explanation,
-        heatmap_paths=heatmap_paths,
+        heatmap_paths=_write_heatmaps(state, sha256, explanation.maps if explanation is not None else {}),
         captions=captions,
     )
     with state.database.session() as session:
@@ -97,29 +86,12 @@ def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
     return UploadOutcome(image_id, created=True)
 
 
-def _classify(state: ServiceState, prepared: PreparedImage) -> tuple[np.ndarray, Explanation | None]:
-    backend = state.backend
-    tensors = prepared.tensor[None]
-    probabilities, features = backend.predict_features(tensors)
-    explanation = None
-    if backend.model is not None:  # the maps of all 14 findings: the page lets a clinician look at any
-        [explanation] = explain_batch(
-            backend, tensors, probabilities, [prepared.view()], findings="all", features=features
-        )
-    return probabilities[0], explanation
-
-
-def _write_assets(
-    state: ServiceState, prepared: PreparedImage, explanation: Explanation | None
-) -> dict[str, str]:
-    assets = state.assets
-    assert prepared.display is not None
-    assets.write(assets.display_path(prepared.sha256), _png(prepared.display))
+def _write_heatmaps(state: ServiceState, sha256: str, maps: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """Store maps of the service's checkpoint; returns their paths (relative to the asset root) by finding."""
     paths = {}
-    for finding, heatmap in (explanation.maps if explanation is not None else {}).items():
-        relative = assets.heatmap_relpath(state.checkpoint_id, prepared.sha256, finding)
-        assets.write(assets.root / relative, map_to_png(heatmap))
-        paths[finding] = relative
+    for finding, values in maps.items():
+        paths[finding] = state.assets.heatmap_relpath(state.checkpoint_id, sha256, finding)
+        state.assets.write(state.assets.root / paths[finding], map_to_png(values))
     return paths
 
 
@@ -215,11 +187,7 @@ def heatmap_values(state: ServiceState, image: ImageRecord, finding: str) -> np.
     prepared = _prepare_stored(state, image)
     with state.backend.lock:  # the maps of all 14 findings, as an upload stores them
         maps = heatmaps(state.backend.model, prepared.tensor, None, "cam")
-    for name, values in zip(FINDINGS, maps, strict=True):
-        state.assets.write(
-            state.assets.root / state.assets.heatmap_relpath(state.checkpoint_id, image.content_sha256, name),
-            map_to_png(values),
-        )
+    _write_heatmaps(state, image.content_sha256, dict(zip(FINDINGS, maps, strict=True)))
     return maps[FINDINGS.index(finding)]
 
 

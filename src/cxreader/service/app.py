@@ -84,9 +84,9 @@ def create_app(
         checkpoint_id = register_backend(session, backend)
     captioner = None
     if settings.caption_checkpoint is not None:
-        from cxreader.screening.captions import load_captioner
+        from cxreader.captioning.predict import CaptionPredictor
 
-        captioner = load_captioner(settings.caption_checkpoint, device=settings.device)
+        captioner = CaptionPredictor(settings.caption_checkpoint, device=settings.device)
     state = ServiceState(
         settings=settings,
         backend=backend,

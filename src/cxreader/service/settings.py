@@ -52,10 +52,8 @@ class Settings:
     """Everything the service is configured with.
 
     Attributes:
-        checkpoint: The model file.
         database_url: Records database URL or SQLite file; ``None`` = the default database.
         api_keys: Accepted API keys (at least one; each at least :data:`MIN_KEY_CHARS` characters).
-        max_upload_bytes: Largest accepted upload.
         data_dir: Folder of the server's own files (uploads under server-generated names, display images,
             heatmaps); never named by a client.
         device: Inference device for PyTorch checkpoints.

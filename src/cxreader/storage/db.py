@@ -105,9 +105,6 @@ def create_db_engine(url: str) -> Engine:
     while a screening run writes) and real transactions: the ``sqlite3`` module's legacy mode would neither
     begin a transaction before a SELECT nor make SAVEPOINTs part of the enclosing transaction, so SQLAlchemy
     emits ``BEGIN`` itself, as its SQLite dialect documentation recommends.
-
-    Args:
-        url: A URL as returned by :func:`resolve_database_url`.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -182,16 +179,13 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def init_db(url_or_engine: str | Engine) -> str:
-    """Create the schema in an empty database, or upgrade an older one, to the newest revision.
+    """Create the schema in an empty database, or upgrade an older one, to the newest revision; return it.
 
     Safe to call from several processes at once: SQLite serialises the writers, and on PostgreSQL an
     advisory lock does.
 
     Args:
         url_or_engine: A database URL (see :func:`resolve_database_url`) or an engine.
-
-    Returns:
-        The revision the database is at afterwards.
     """
     engine = url_or_engine if isinstance(url_or_engine, Engine) else create_db_engine(url_or_engine)
     try:

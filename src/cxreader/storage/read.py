@@ -75,8 +75,6 @@ def read_records(
     """The records of these images, by id (ids that are not stored are left out).
 
     Args:
-        session: Database session.
-        image_ids: The images to read.
         finding_filters: SQL conditions on :class:`~cxreader.storage.tables.Finding` rows: a record then
             holds only the findings that meet them (a search's matches). Without any: all of them.
     """

@@ -39,7 +39,6 @@ def search_records(
     holding the findings that matched (all 14 when no finding filter was given).
 
     Args:
-        session: Database session.
         finding: One of the 14 findings (any spelling :func:`canonical_finding` accepts).
         min_prob: Smallest probability, inclusive.
         since: First study date, inclusive. Images whose study has no date never match a date filter.

@@ -47,13 +47,11 @@ def register_checkpoint(
     """Store a checkpoint (once per file content) and return its id.
 
     Args:
-        session: Database session.
         sha256: SHA-256 of the checkpoint file, lower-case hex.
         labels: The checkpoint's output order; must be the 14 findings of :data:`FINDINGS`, in that order.
         thresholds: Per-class operating thresholds in label order, when the checkpoint carries them.
         model_name: Architecture name (``"densenet121"``).
         version: cxreader version or training run that wrote the checkpoint.
-        path: Where the file was read from.
         commit: Commit the transaction (else the caller does).
 
     Raises:
@@ -93,20 +91,15 @@ def register_checkpoint(
 
 
 def add_image_result(*, session: Session, result: ImageResult, commit: bool = True) -> int:
-    """Store (or replace) the result of one image for one checkpoint, atomically.
+    """Store (or replace) the result of one image for one checkpoint, atomically; return the image's id.
 
     The study is found by StudyInstanceUID (or the one the image already belongs to) and its missing fields
     are filled in; the image row is inserted or updated on ``(content_sha256, checkpoint_id)``; its finding
     rows are replaced. All of it happens inside one SAVEPOINT: an error rolls back this image entirely.
 
     Args:
-        session: Database session.
-        result: The image and its 14 findings.
         commit: Commit when done (each image its own transaction). With ``False`` the caller commits, e.g.
             once per batch; an error still undoes only this image.
-
-    Returns:
-        The image's id.
 
     Raises:
         DataError: the result is malformed (not exactly the 14 findings, a probability outside [0, 1], a bad
@@ -145,15 +138,12 @@ def record_failure(
     failure is updated (path and reason).
 
     Args:
-        session: Database session.
-        source_path: The file.
         content_sha256: SHA-256 of the file's bytes.
         reason: Why it failed, one line (cut at :data:`MAX_REASON_CHARS`).
         checkpoint_id: The checkpoint of the run; ``None`` for a failure that does not depend on the model
             (an unreadable file), which then counts as stored for every checkpoint in
             :func:`cxreader.storage.read.stored_hashes`.
         synthetic: The file came from the synthetic data generator.
-        commit: Commit when done.
 
     Returns:
         The id of the image row holding the failure (or the stored success).

@@ -1,0 +1,84 @@
+"""Arguments and output shared by the commands: each common flag is defined here once, with its help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cxreader import DISCLAIMER
+from cxreader.files import write_text_atomic
+from cxreader.storage.names import DATABASE_HELP
+
+CHECKPOINT_HELP = "a cxreader checkpoint (RUN/best.pt)"
+CHECKPOINT_OR_ONNX_HELP = (
+    "a cxreader checkpoint (RUN/best.pt) or a model exported with `cxreader export` (.onnx)"
+)
+#: Printed under the text output of a model trained on synthetic images.
+SYNTHETIC_MODEL_NOTE = "Model trained on SYNTHETIC data: its outputs mean nothing for real patients."
+
+
+def add_command_group(
+    subparsers: argparse._SubParsersAction, name: str, **kwargs: Any
+) -> argparse._SubParsersAction:
+    """Add ``cxreader NAME`` with commands of its own; given none, it prints its help and exits with 2.
+
+    Returns:
+        The sub-parsers to add the group's commands to (``args.NAME_command`` names the one given).
+    """
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.set_defaults(func=lambda args: print_help(parser))
+    dest = f"{name}_command"
+    return parser.add_subparsers(dest=dest, metavar=dest.upper())
+
+
+def print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def add_checkpoint(
+    parser: argparse.ArgumentParser, help: str = CHECKPOINT_HELP, *, required: bool = True, **kwargs: Any
+) -> None:
+    parser.add_argument("--checkpoint", required=required, help=help, **kwargs)
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (PyTorch checkpoints)")
+
+
+def add_batch_size(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument(
+        "--batch-size", type=int, default=default, help=f"images per forward pass (default {default})"
+    )
+
+
+def add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL", help=DATABASE_HELP)
+
+
+def name_value(text: str) -> tuple[str, str]:
+    """Argument type of ``NAME=VALUE`` options (``--list train=FILE``, ``--set KEY=VALUE``)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def print_json_results(results: list[dict], synthetic: bool) -> None:
+    """The ``--json`` output of a command over image files."""
+    payload = {"results": results, "checkpoint_synthetic": synthetic, "disclaimer": DISCLAIMER}
+    print(json.dumps(payload, indent=2))
+
+
+def print_footer(synthetic: bool) -> None:
+    """The end of a command's text output: the synthetic-model note where it applies, then the disclaimer."""
+    if synthetic:
+        print(SYNTHETIC_MODEL_NOTE)
+    print(DISCLAIMER)
+
+
+def write_json(path: str | Path, payload: dict) -> None:
+    """Write a ``--json OUT`` report (its folder is created when missing)."""
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")

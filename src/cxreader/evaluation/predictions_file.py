@@ -8,12 +8,11 @@ and in any order; plain or gzip-compressed. It is the format of the reference Ch
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from cxreader.data.nih_tables import open_text, read_data_entry
+from cxreader.data.nih_tables import read_csv_rows, read_data_entry
 from cxreader.errors import DataError
 from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical_finding
 
@@ -86,18 +85,8 @@ def load_predictions_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
             the wrong number of fields, a value that is not a number in [0, 1], a duplicate image id, or no rows.
     """
     path = Path(path)
-    try:
-        with open_text(path) as handle:
-            rows = [
-                [cell.strip() for cell in row] for row in csv.reader(handle) if any(c.strip() for c in row)
-            ]
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(path, f"cannot read CSV ({exc})") from exc
-    if not rows:
-        raise DataError(path, "empty file")
-    header, body = rows[0], rows[1:]
-    while header and not header[-1]:
-        header.pop()
+    header, rows = read_csv_rows(path)
+    body = [[cell.strip() for cell in row] for row in rows]
     order = _header_order(path, header)
     if not body:
         raise DataError(path, "no prediction rows after the header")

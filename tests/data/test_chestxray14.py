@@ -113,12 +113,12 @@ def test_find_data_entry_lists_what_it_looked_for(tmp_path: Path) -> None:
 
 def test_locator_finds_images_in_the_twelve_archive_layout(nih_root: Path) -> None:
     locator = ImageLocator(nih_root)
-    assert len(locator) == 50
+    assert len(locator.files) == 50
     assert locator.locate("00000003_002.png") == nih_root / "images_001" / "images" / "00000003_002.png"
     assert locator.locate("00000015_000.png") == nih_root / "images_002" / "images" / "00000015_000.png"
     # A directory prefix, as in CheXNet list files, is ignored.
     assert locator.locate("images_009/images/00000015_000.png").name == "00000015_000.png"
-    assert "00000015_000.png" in locator
+    assert "00000015_000.png" in locator.files
 
 
 def test_locator_single_folder_and_flat_archive_layouts(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_locator_single_folder_and_flat_archive_layouts(tmp_path: Path) -> None:
     write_png(tmp_path / "flat" / "images_012" / "00000002_000.png")
     flat = ImageLocator(tmp_path / "flat")
     assert flat.locate("00000002_000.png") == tmp_path / "flat" / "images_012" / "00000002_000.png"
-    assert len(flat) == 2
+    assert len(flat.files) == 2
 
 
 def test_locator_reports_missing_image_named_in_the_csv(nih_root: Path) -> None:
@@ -144,7 +144,7 @@ def test_locator_reports_missing_image_named_in_the_csv(nih_root: Path) -> None:
 
 def test_locator_on_a_root_without_images_is_empty_and_says_so(tmp_path: Path) -> None:
     locator = ImageLocator(tmp_path)
-    assert len(locator) == 0
+    assert len(locator.files) == 0
     with pytest.raises(DataError, match="no images/ or images_NNN/ folder"):
         locator.locate("00000001_000.png")
     with pytest.raises(DataError, match="not a directory"):

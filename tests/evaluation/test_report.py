@@ -70,7 +70,7 @@ def test_thresholds_from_validation():
     from_val = build_report(labels, probs, val_labels=val_labels, val_probs=val_probs, n_bootstrap=0)
     assert from_val.threshold_source == "validation"
     np.testing.assert_array_equal(
-        list(from_val.thresholds.values()), choose_thresholds(val_labels, val_probs, method="youden")
+        list(from_val.thresholds.values()), choose_thresholds(val_labels, val_probs)
     )
     assert from_val.operating_points["Edema"]["threshold"] == from_val.thresholds["Edema"]
 

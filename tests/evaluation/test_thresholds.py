@@ -6,8 +6,8 @@ import pytest
 from cxreader.evaluation.thresholds import FALLBACK_THRESHOLD, choose_thresholds, operating_point_metrics
 
 
-def _brute_force(y: np.ndarray, s: np.ndarray, method: str) -> tuple[float, float]:
-    """Best score over all candidate thresholds, and the highest threshold reaching it (float arithmetic)."""
+def _brute_force(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    """Best Youden's J over all candidate thresholds, and the highest threshold reaching it (float arithmetic)."""
     best_value, best_threshold = -np.inf, np.nan
     for threshold in np.unique(s)[::-1]:
         predicted = s >= threshold
@@ -15,18 +15,17 @@ def _brute_force(y: np.ndarray, s: np.ndarray, method: str) -> tuple[float, floa
         fp = np.sum(predicted & (y == 0))
         fn = np.sum(~predicted & (y == 1))
         tn = np.sum(~predicted & (y == 0))
-        value = tp / (tp + fn) + tn / (tn + fp) - 1 if method == "youden" else 2 * tp / (2 * tp + fp + fn)
+        value = tp / (tp + fn) + tn / (tn + fp) - 1
         if value > best_value + 1e-12:
             best_value, best_threshold = value, threshold
     return best_value, best_threshold
 
 
-@pytest.mark.parametrize("method", ["youden", "f1"])
-def test_separable_data_gives_perfect_operating_point(method: str):
+def test_separable_data_gives_perfect_operating_point():
     rng = np.random.default_rng(0)
     y = (rng.random((200, 2)) < 0.3).astype(float)
     probs = np.where(y == 1, 0.6 + 0.4 * rng.random((200, 2)), 0.4 * rng.random((200, 2)))
-    thresholds = choose_thresholds(y, probs, method=method)
+    thresholds = choose_thresholds(y, probs)
     points = operating_point_metrics(y, probs, thresholds, findings=["A", "B"])
     for k, name in enumerate(["A", "B"]):
         assert points[name]["sensitivity"] == 1.0
@@ -36,16 +35,15 @@ def test_separable_data_gives_perfect_operating_point(method: str):
         assert thresholds[k] == probs[y[:, k] == 1, k].min()
 
 
-@pytest.mark.parametrize("method", ["youden", "f1"])
-def test_choice_matches_brute_force(method: str):
+def test_choice_matches_brute_force():
     rng = np.random.default_rng(1)
     y = (rng.random((400, 3)) < 0.2).astype(float)
     probs = np.round(np.clip(rng.random((400, 3)) * 0.8 + 0.25 * y, 0, 1), 2)
     y[::7, 2] = np.nan
-    thresholds = choose_thresholds(y, probs, method=method)
+    thresholds = choose_thresholds(y, probs)
     for k in range(3):
         known = ~np.isnan(y[:, k])
-        _, expected = _brute_force(y[known, k], probs[known, k], method)
+        _, expected = _brute_force(y[known, k], probs[known, k])
         assert thresholds[k] == expected
 
 
@@ -53,7 +51,7 @@ def test_ties_choose_the_highest_threshold():
     # Thresholds 0.4 and 0.2 both give J = 0.5; 0.4 is the more specific one.
     y = np.array([[0.0], [1.0], [0.0], [1.0]])
     s = np.array([[0.1], [0.2], [0.3], [0.4]])
-    assert choose_thresholds(y, s, method="youden")[0] == 0.4
+    assert choose_thresholds(y, s)[0] == 0.4
 
 
 def test_classes_without_both_labels_fall_back():
@@ -87,8 +85,6 @@ def test_undefined_rates_are_nan():
 
 def test_bad_arguments_raise():
     y = np.zeros((2, 2))
-    with pytest.raises(ValueError, match="unknown threshold method"):
-        choose_thresholds(y, y, method="accuracy")
     with pytest.raises(ValueError, match="thresholds"):
         operating_point_metrics(y, y, np.array([0.5]), findings=["A", "B"])
     with pytest.raises(ValueError, match="finding names"):

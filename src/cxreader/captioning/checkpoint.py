@@ -20,7 +20,7 @@ import torch
 from cxreader import __version__
 from cxreader.captioning.vocab import Vocabulary
 from cxreader.errors import CheckpointError, ConfigError
-from cxreader.files import atomic_write, sha256_file
+from cxreader.files import atomic_write
 from cxreader.models.captioner import CELLS, Captioner, build_captioner
 from cxreader.models.checkpoint import CheckpointContract, check_labels, cpu_state_dict, read_payload
 
@@ -111,8 +111,6 @@ class LoadedCaptioner:
 
     model: Captioner
     contract: CaptionContract
-    path: Path
-    sha256: str
 
 
 def save_caption_checkpoint(path: str | Path, *, model: Captioner, contract: CaptionContract) -> None:
@@ -165,4 +163,4 @@ def load_caption_checkpoint(path: str | Path, *, device: str | torch.device = "c
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path}: weights don't fit {contract.model_name} ({first})") from None
     model.eval().to(device)
-    return LoadedCaptioner(model=model, contract=contract, path=path, sha256=sha256_file(path))
+    return LoadedCaptioner(model=model, contract=contract)

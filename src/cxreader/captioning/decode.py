@@ -50,9 +50,10 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _allowed(log_probs: torch.Tensor) -> torch.Tensor:
-    """Rule out ``<pad>`` and ``<bos>``: never targets in training, their scores mean nothing."""
-    log_probs = log_probs.clone()
+def _next_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of the next token, ``<pad>`` and ``<bos>`` ruled out: never targets in training,
+    their scores mean nothing."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
     log_probs[:, [Vocabulary.pad_id, Vocabulary.bos_id]] = -math.inf
     return log_probs
 
@@ -72,7 +73,7 @@ def _run_prefix(
     state = decoder.init_state(memory)
     for token in prefix:
         logits, state, _ = decoder.step(torch.tensor([token], device=memory.values.device), state, memory)
-    return prefix, _allowed(torch.log_softmax(logits.float(), dim=-1)), state
+    return prefix, _next_log_probs(logits), state
 
 
 @torch.no_grad()
@@ -102,7 +103,7 @@ def greedy_decode(
             return Hypothesis(ids=tuple(checked[1:] + chosen), log_prob=total, score=total, finished=True)
         chosen.append(int(best))
         logits, state, _ = decoder.step(best, state, memory)
-        log_probs = _allowed(torch.log_softmax(logits.float(), dim=-1))
+        log_probs = _next_log_probs(logits)
     return Hypothesis(ids=tuple(checked[1:] + chosen), log_prob=total, score=total, finished=False)
 
 
@@ -133,8 +134,6 @@ def beam_search(
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
-    if max_len < 1:
-        raise ValueError(f"max_len must be at least 1, got {max_len}")
     checked, log_probs, state = _run_prefix(decoder, memory, prefix)
     device = memory.values.device
     alive_ids: list[list[int]] = [[]]
@@ -142,58 +141,48 @@ def beam_search(
     finished: list[Hypothesis] = []
     best_bound_penalty = length_penalty(max_len, length_alpha)
 
+    def make_hypothesis(ids: list[int], log_prob: float, ended: bool) -> Hypothesis:
+        length = len(ids) + 1 if ended else len(ids)  # a finished sequence's length counts its <eos>
+        return Hypothesis(
+            ids=tuple(checked[1:] + ids),
+            log_prob=log_prob,
+            score=log_prob / length_penalty(length, length_alpha),
+            finished=ended,
+        )
+
     for step in range(max_len):
         vocab = log_probs.shape[-1]
         candidates = (alive_scores[:, None] + log_probs.double()).flatten()
         top_scores, top_index = candidates.topk(min(2 * beam_size, candidates.numel()))
-        next_ids: list[list[int]] = []
-        next_rows: list[int] = []
-        next_tokens: list[int] = []
-        next_scores: list[float] = []
+        survivors: list[tuple[int, int, float]] = []  # (row, token, score) of the extended live hypotheses
         for score, index in zip(top_scores.tolist(), top_index.tolist(), strict=True):
             if score == -math.inf:  # only ruled-out tokens are left
                 break
             row, token = divmod(index, vocab)
             if token == eos_id:
-                length = len(alive_ids[row]) + 1
-                finished.append(
-                    Hypothesis(
-                        ids=tuple(checked[1:] + alive_ids[row]),
-                        log_prob=score,
-                        score=score / length_penalty(length, length_alpha),
-                        finished=True,
-                    )
-                )
-            elif len(next_ids) < beam_size:
-                next_ids.append(alive_ids[row] + [token])
-                next_rows.append(row)
-                next_tokens.append(token)
-                next_scores.append(score)
-        alive_ids = next_ids
-        alive_scores = torch.tensor(next_scores, dtype=torch.float64, device=device)
-        if not next_ids or step == max_len - 1:
+                finished.append(make_hypothesis(alive_ids[row], score, ended=True))
+            elif len(survivors) < beam_size:
+                survivors.append((row, token, score))
+        alive_ids = [alive_ids[row] + [token] for row, token, _ in survivors]
+        alive_scores = torch.tensor([score for _, _, score in survivors], dtype=torch.float64, device=device)
+        if not survivors or step == max_len - 1:
             break
         if finished:
             best_finished = max(hypothesis.score for hypothesis in finished)
             if best_finished >= float(alive_scores.max()) / best_bound_penalty:
                 break
-        rows = torch.tensor(next_rows, dtype=torch.long, device=device)
+        rows = torch.tensor([row for row, _, _ in survivors], dtype=torch.long, device=device)
         state = tuple(tensor.index_select(0, rows) for tensor in state)
         # Every live hypothesis reads the same image: one copy of it per hypothesis.
         beam_memory = memory.index_select(torch.zeros(len(rows), dtype=torch.long, device=device))
-        tokens = torch.tensor(next_tokens, dtype=torch.long, device=device)
+        tokens = torch.tensor([token for _, token, _ in survivors], dtype=torch.long, device=device)
         logits, state, _ = decoder.step(tokens, state, beam_memory)
-        log_probs = _allowed(torch.log_softmax(logits.float(), dim=-1))
+        log_probs = _next_log_probs(logits)
 
     ranked = sorted(finished, key=lambda hypothesis: -hypothesis.score)[:beam_size]
     if len(ranked) < beam_size:
         unfinished = [
-            Hypothesis(
-                ids=tuple(checked[1:] + ids),
-                log_prob=float(score),
-                score=float(score) / length_penalty(len(ids), length_alpha),
-                finished=False,
-            )
+            make_hypothesis(ids, float(score), ended=False)
             for ids, score in zip(alive_ids, alive_scores.tolist(), strict=True)
         ]
         ranked += sorted(unfinished, key=lambda hypothesis: -hypothesis.score)[: beam_size - len(ranked)]

@@ -47,15 +47,14 @@ CONTEXT_SLOTS: tuple[str, ...] = ("side", "side_lateral", "zone", "severity")
 SLOTS: tuple[str, ...] = ("finding", *CONTEXT_SLOTS)
 LATERAL_SIDES = frozenset({"right", "left"})
 MAX_ORDER = 4
+#: Decoded groups listed in an evaluation report.
+EXAMPLES = 10
 
 
 def bleu_scores(
-    references: Sequence[Sequence[Sequence[str]]],
-    hypotheses: Sequence[Sequence[str]],
-    *,
-    max_order: int = MAX_ORDER,
+    references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]]
 ) -> dict[str, float]:
-    """Corpus BLEU-1..``max_order`` in [0, 1] with sacreBLEU (see the module docstring).
+    """Corpus BLEU-1..4 in [0, 1] with sacreBLEU (see the module docstring).
 
     Args:
         references: For each hypothesis, one or more reference token sequences.
@@ -68,7 +67,7 @@ def bleu_scores(
     if any(len(refs) == 0 for refs in references):
         raise ValueError("every hypothesis needs at least one reference")
     if not hypotheses:
-        return {f"bleu{n}": 0.0 for n in range(1, max_order + 1)}
+        return {f"bleu{n}": 0.0 for n in range(1, MAX_ORDER + 1)}
     hyps = [" ".join(hypothesis) for hypothesis in hypotheses]
     streams = max(len(refs) for refs in references)
     # sacreBLEU takes one stream per reference position; None marks a missing reference of that position.
@@ -76,7 +75,7 @@ def bleu_scores(
         [" ".join(ref_set[k]) if k < len(ref_set) else None for ref_set in references] for k in range(streams)
     ]
     scores = {}
-    for n in range(1, max_order + 1):
+    for n in range(1, MAX_ORDER + 1):
         metric = BLEU(tokenize="none", smooth_method="none", max_ngram_order=n, effective_order=False)
         scores[f"bleu{n}"] = metric.corpus_score(hyps, refs).score / 100.0
     return scores
@@ -190,7 +189,6 @@ def evaluate_captioner(
     pairs: Sequence[CaptionPair],
     *,
     classifier: LoadedCheckpoint | None = None,
-    examples: int = 10,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Decode every (image, finding) of ``pairs`` and score the captions.
@@ -199,7 +197,6 @@ def evaluate_captioner(
         predictor: The captioner and its decoding settings.
         pairs: The pairs to score (usually the test split).
         classifier: Decides the true positives instead of the captioner's encoder head.
-        examples: How many decoded groups to list in the result.
         progress: Called with a line now and then.
 
     Returns:
@@ -215,10 +212,7 @@ def evaluate_captioner(
     started = time.perf_counter()
     groups = group_pairs(pairs)
     paths = sorted({group.image for group in groups})
-    images, kept, errors = read_images(paths, predictor.contract.encoder.input_size)
-    if not images:
-        raise DataError(paths[0], "none of the pairs' images could be read")
-    row_of = {paths[index]: row for row, index in enumerate(kept)}
+    images, row_of, errors = read_images(paths, predictor.contract.encoder.input_size)
     features = predictor.features(images)
     if classifier is not None:
         probabilities = Predictor(classifier, device="cpu").predict_arrays(images)
@@ -249,16 +243,13 @@ def evaluate_captioner(
     per_image: dict[str, list[tuple[str, ...]]] = defaultdict(list)
     for group in decoded:
         per_image[group.image].extend(group.references)
-    free_refs, free_hyps = [], []
-    for image, refs in per_image.items():
+    free_hyps = []
+    for image in per_image:
         row = row_of[image]
-        free_refs.append(refs)
         free_hyps.append(tuple(predictor.decode(features[row : row + 1], None).tokens(predictor.vocab)))
-    finding_slot = slot_accuracy(free_refs, free_hyps, slots=("finding",))["finding"]
+    finding_slot = slot_accuracy(list(per_image.values()), free_hyps, slots=("finding",))["finding"]
 
-    positives = [group for group in decoded if group.positive]
     all_metrics = corpus_metrics(decoded)
-    tp_metrics = corpus_metrics(positives)
     all_metrics["slots"] = {"finding": finding_slot, **all_metrics["slots"]}
     return {
         "pairs": len(pairs),
@@ -275,7 +266,7 @@ def evaluate_captioner(
         "classifier": classifier_name,
         "bleu_implementation": "sacrebleu corpus BLEU, tokenize=none, no smoothing",
         "all": all_metrics,
-        "true_positives": tp_metrics,
+        "true_positives": corpus_metrics([group for group in decoded if group.positive]),
         "finding_free_decoding": finding_slot,
         "examples": [
             {
@@ -286,7 +277,7 @@ def evaluate_captioner(
                 "probability": group.probability,
                 "positive": group.positive,
             }
-            for group in decoded[:examples]
+            for group in decoded[:EXAMPLES]
         ],
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -16,7 +16,7 @@ import torch
 
 from cxreader.data.io import read_image_uint8
 from cxreader.data.transforms import EvalPreset, load_size_for
-from cxreader.errors import CXReaderError
+from cxreader.errors import CXReaderError, DataError
 from cxreader.models.chexnet import CheXNet
 
 
@@ -31,21 +31,27 @@ def read_encoder_image(path: str | Path, input_size: int) -> np.ndarray:
 
 def read_images(
     paths: Sequence[str | Path], input_size: int
-) -> tuple[list[np.ndarray], list[int], list[str]]:
+) -> tuple[list[np.ndarray], dict[str | Path, int], list[str]]:
     """Read images, keeping going past unreadable ones.
 
     Returns:
-        The images read, the positions in ``paths`` they came from, and one ``file: reason`` per failure.
+        The images read, each readable path's row among them, and one ``file: reason`` per failure.
+
+    Raises:
+        DataError: none of the images could be read.
     """
-    images, kept, errors = [], [], []
-    for index, path in enumerate(paths):
+    images, row_of, errors = [], {}, []
+    for path in paths:
         try:
             images.append(read_encoder_image(path, input_size))
         except CXReaderError as exc:
             errors.append(str(exc))
             continue
-        kept.append(index)
-    return images, kept, errors
+        row_of[path] = len(images) - 1
+    if not images:
+        first = f" (first: {errors[0]})" if errors else ""
+        raise DataError(paths[0] if paths else "pairs", f"none of the pairs' images could be read{first}")
+    return images, row_of, errors
 
 
 @torch.no_grad()
@@ -65,8 +71,6 @@ def encoder_features(
         images: uint8 or float [0, 1] grayscale arrays.
         transform: The encoder checkpoint's evaluation transform.
     """
-    if not images:
-        raise ValueError("no images to encode")
     was_training = encoder.training
     encoder.eval()
     chunks = []

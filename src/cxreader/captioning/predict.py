@@ -93,7 +93,6 @@ class CaptionPredictor:
         device: str = "auto",
         beam_size: int = 3,
         length_alpha: float = 0.7,
-        batch_size: int = 16,
     ):
         if beam_size < 1:
             raise ConfigError(f"beam size must be at least 1, got {beam_size}")
@@ -106,7 +105,6 @@ class CaptionPredictor:
         self.thresholds = np.asarray(self.contract.encoder.thresholds, dtype=np.float32)
         self.beam_size = beam_size
         self.length_alpha = length_alpha
-        self.batch_size = batch_size
 
     def query_token(self, finding: str) -> str:
         """The decoder token that asks for ``finding`` (one of the 14, any accepted spelling, or a MeSH
@@ -130,12 +128,7 @@ class CaptionPredictor:
     def features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Encoder features (N, C, h, w) of grayscale images (uint8, or float in [0, 1])."""
         return encoder_features(
-            self.model.encoder,
-            images,
-            self.transform,
-            device=self.device,
-            batch_size=self.batch_size,
-            dtype=torch.float32,
+            self.model.encoder, images, self.transform, device=self.device, dtype=torch.float32
         )
 
     @torch.no_grad()

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from cxreader.captioning.checkpoint import CaptionContract, save_caption_checkpoint
 from cxreader.captioning.features import encoder_features, read_images
@@ -119,12 +120,8 @@ class CaptionTrainResult:
 
 def encode_sequences(sequences: Sequence[Sequence[str]], vocab: Vocabulary, max_len: int) -> torch.Tensor:
     """Padded id tensor (N, T): ``<bos>``, at most ``max_len - 1`` tokens, ``<eos>``, then ``<pad>`` (0)."""
-    encoded = [vocab.encode(list(sequence)[: max_len - 1]) for sequence in sequences]
-    width = max(len(ids) for ids in encoded)
-    out = torch.full((len(encoded), width), vocab.pad_id, dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return out
+    encoded = [torch.tensor(vocab.encode(list(sequence)[: max_len - 1])) for sequence in sequences]
+    return pad_sequence(encoded, batch_first=True, padding_value=vocab.pad_id)
 
 
 def _teacher_forced_loss(
@@ -146,7 +143,6 @@ class _ImageBank:
         *,
         device: torch.device,
         batch_size: int,
-        cache: bool,
     ):
         self.model = model
         self.transform = transform
@@ -154,7 +150,7 @@ class _ImageBank:
         self.images = images
         self.features = (
             encoder_features(model.encoder, images, transform, device=device, batch_size=batch_size)
-            if cache
+            if model.freeze_encoder
             else None
         )
 
@@ -238,23 +234,14 @@ def train_captioner(
         attention=config.attention,
         dropout=config.dropout,
     ).to(device)
-    transform = encoder.contract.eval_preset()
 
     started = time.perf_counter()
     paths = sorted({pair.image for pair in [*train_pairs, *val_pairs]}, key=str)
-    images, kept, errors = read_images(paths, encoder.contract.input_size)
+    images, position, errors = read_images(paths, encoder.contract.input_size)
     for error in errors[:5]:
         logger.warning("skipped unreadable image: %s", error)
-    if not images:
-        raise DataError(paths[0] if paths else "pairs", "none of the pairs' images could be read")
-    position = {paths[index]: row for row, index in enumerate(kept)}
     bank = _ImageBank(
-        model,
-        images,
-        transform,
-        device=device,
-        batch_size=config.feature_batch_size,
-        cache=not config.finetune_encoder,
+        model, images, encoder.contract.eval_preset(), device=device, batch_size=config.feature_batch_size
     )
     feature_seconds = time.perf_counter() - started
     say(
@@ -279,8 +266,7 @@ def train_captioner(
         f"{0 if text_ids is None else len(text_ids)} text-only sequences (weight {config.text_weight})"
     )
 
-    decoder_params = list(model.decoder.parameters())
-    groups = [{"params": decoder_params, "lr": config.lr}]
+    groups = [{"params": list(model.decoder.parameters()), "lr": config.lr}]
     if config.finetune_encoder:
         groups.append({"params": list(model.encoder.parameters()), "lr": config.encoder_lr})
     optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
@@ -358,8 +344,7 @@ def train_captioner(
             )
             save_caption_checkpoint(checkpoint_path, model=model, contract=contract)
     train_seconds = time.perf_counter() - train_started
-    history_path = out_dir / HISTORY_NAME
-    history_path.write_text(
+    (out_dir / HISTORY_NAME).write_text(
         json.dumps(
             {
                 "history": history,

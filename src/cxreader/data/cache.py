@@ -47,7 +47,7 @@ from PIL import Image
 
 from cxreader import __version__
 from cxreader.data.chestxray14 import ImageLocator, base_name, scan_files
-from cxreader.data.io import REDUCING_GAP, read_image_uint8
+from cxreader.data.io import REDUCING_GAP, gray_uint8, read_image_uint8
 from cxreader.errors import DataError, ImageReadError
 from cxreader.files import write_text_atomic
 
@@ -141,12 +141,7 @@ def _fast_png_uint8(raw: bytes, size: int) -> np.ndarray | None:
     limit = Image.MAX_IMAGE_PIXELS
     if width == 0 or height == 0 or (limit is not None and width * height > limit):
         return None
-    image = Image.fromarray(np.ascontiguousarray(array), mode=mode)
-    if mode != "L":
-        image = image.convert("L")  # ITU-R BT.601 luma, alpha ignored: as read_image_uint8
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
-    return np.asarray(image, dtype=np.uint8).copy()
+    return gray_uint8("", Image.fromarray(np.ascontiguousarray(array), mode=mode), size)
 
 
 def _plain_png_mode(raw: bytes) -> str | None:
@@ -441,13 +436,13 @@ def build_cache(
 
     todo = [row for row, entry in enumerate(index.entries) if entry["status"] == "pending"]
     reused = index.count - len(todo)
-    if todo and index.complete:
-        index.complete = False  # rows are about to change: readers must not trust the cache until the end
-        _write_index(index)
     if todo:
         logger.info(
             "caching %d image(s) at %dx%d in %s (%d already done)", len(todo), size, size, out, reused
         )
+        if index.complete:
+            index.complete = False  # rows are about to change: readers must not trust the cache until the end
+            _write_index(index)
     done = 0
     journal_path = out / JOURNAL_FILE
     with (

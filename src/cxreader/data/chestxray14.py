@@ -13,6 +13,7 @@ images is a valid ``root``. :class:`ImageLocator` finds image files when they ar
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -122,12 +123,6 @@ class ImageLocator:
             inner = self.root / part / "images"
             directories.append(inner if inner.is_dir() else self.root / part)
         return directories
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and base_name(name) in self.files
 
     def locate(self, name: str) -> Path:
         """Path of one image, by name (a directory prefix in ``name`` is ignored).
@@ -473,15 +468,10 @@ def _table(root: str | Path | None, data_entry: str | Path | None) -> ChestXray1
 
 
 def _dataset_or_none(root: str | Path | None, data_entry: str | Path | None) -> ChestXray14 | None:
-    if data_entry is not None:
-        return ChestXray14.from_csv(data_entry)
-    if root is None:
-        return None
-    try:
-        path = find_data_entry(root)
-    except DataError:
-        return None
-    return ChestXray14.from_csv(path)
+    if data_entry is None and root is not None:
+        with contextlib.suppress(DataError):
+            data_entry = find_data_entry(root)
+    return ChestXray14.from_csv(data_entry) if data_entry is not None else None
 
 
 def load_splits(

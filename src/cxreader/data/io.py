@@ -56,6 +56,7 @@ __all__ = [
     "DICOM_METADATA_KEYS",
     "REDUCING_GAP",
     "LoadedImage",
+    "gray_uint8",
     "load_image",
     "read_image_uint8",
     "sniff_format",
@@ -86,16 +87,6 @@ _BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}  # the DIB header variants
 _GIT_LFS_POINTER = b"version https://git-lfs"
 _EXIF_ORIENTATION = 0x0112
 _BYTESIO_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
-
-# Sniffed format -> the one Pillow plugin allowed to open it (so the content decides the decoder).
-_PIL_FORMATS = {
-    "png": "PNG",
-    "jpeg": "JPEG",
-    "tiff": "TIFF",
-    "bmp": "BMP",
-    "jpeg2000": "JPEG2000",
-    "webp": "WEBP",
-}
 
 # Pillow modes with more than 8 bits per sample; every other mode becomes 8-bit luma through convert("L").
 _PIL_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
@@ -176,17 +167,22 @@ def read_image_uint8(source: str | Path, *, size: int | None = None, data: bytes
     name = str(source)
     raw = _read_bytes(source, data)
     fmt = _require_format(name, raw)
-    box: tuple[float, float, float, float] | None = None
     if fmt == "dicom":
-        gray = Image.fromarray(_float_to_uint8(_load_dicom(name, raw).pixels), mode="L")
-    else:
-        draft_size = None if size is None else (math.ceil(REDUCING_GAP * size),) * 2
-        image, _, box = _open_pil(name, raw, fmt, draft_size=draft_size)
-        if image.mode in _PIL_WIDE_MODES:
-            gray = Image.fromarray(_float_to_uint8(_pil_to_float(name, image)), mode="L")
-        else:
-            # 8-bit files stay in Pillow: the same luma image the float path divides by 255.
-            gray = _to_gray8(name, image)
+        image = Image.fromarray(_float_to_uint8(_load_dicom(name, raw).pixels), mode="L")
+        return gray_uint8(name, image, size)
+    draft_size = None if size is None else (math.ceil(REDUCING_GAP * size),) * 2
+    image, _, box = _open_pil(name, raw, fmt, draft_size=draft_size)
+    if image.mode in _PIL_WIDE_MODES:
+        image = Image.fromarray(_float_to_uint8(_pil_to_float(name, image)), mode="L")
+    # 8-bit files stay in Pillow: the same luma image the float path divides by 255.
+    return gray_uint8(name, image, size, box=box)
+
+
+def gray_uint8(
+    name: str, image: Image.Image, size: int | None, *, box: tuple[float, float, float, float] | None = None
+) -> np.ndarray:
+    """The uint8 luma of an 8-bit Pillow image, resized to ``size x size`` by the ``read_image_uint8`` rule."""
+    gray = _to_gray8(name, image)
     if size is not None and (gray.size != (size, size) or box is not None):
         # ``box`` maps the whole original onto the DCT-reduced image, whose last block may be partial.
         gray = gray.resize((size, size), Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP)
@@ -299,7 +295,8 @@ def _open_pil(
         )
     label = fmt.upper() if fmt != "jpeg2000" else "JPEG 2000"
     try:
-        image = Image.open(io.BytesIO(raw), formats=[_PIL_FORMATS[fmt]])
+        # Only the plugin of the sniffed format (its name upper-cased) may open it: the content decides.
+        image = Image.open(io.BytesIO(raw), formats=[fmt.upper()])
     except Image.DecompressionBombError as exc:
         raise ImageReadError(name, f"decompression bomb refused ({exc})") from None
     except Exception as exc:  # any decoder failure on untrusted bytes becomes one clear error

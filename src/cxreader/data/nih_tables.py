@@ -28,33 +28,23 @@ from cxreader.labels import (
     parse_finding_labels,
 )
 
+# The header fields of a Data_Entry table, in file order, and the normalised column name of each.
+_DATA_ENTRY_FIELDS = {
+    "Image Index": "image",
+    "Finding Labels": "finding_labels",
+    "Follow-up #": "follow_up",
+    "Patient ID": "patient_id",
+    "Patient Age": "patient_age",
+    "Patient Gender": "patient_gender",
+    "View Position": "view_position",
+    "OriginalImage[Width": "original_width",
+    "Height]": "original_height",
+    "OriginalImagePixelSpacing[x": "pixel_spacing_x",
+    "y]": "pixel_spacing_y",
+}
+_DATA_ENTRY_HEADER = tuple(_DATA_ENTRY_FIELDS)
 #: Normalised column names of a Data_Entry table, in file order.
-DATA_ENTRY_COLUMNS = (
-    "image",
-    "finding_labels",
-    "follow_up",
-    "patient_id",
-    "patient_age",
-    "patient_gender",
-    "view_position",
-    "original_width",
-    "original_height",
-    "pixel_spacing_x",
-    "pixel_spacing_y",
-)
-_DATA_ENTRY_HEADER = (
-    "Image Index",
-    "Finding Labels",
-    "Follow-up #",
-    "Patient ID",
-    "Patient Age",
-    "Patient Gender",
-    "View Position",
-    "OriginalImage[Width",
-    "Height]",
-    "OriginalImagePixelSpacing[x",
-    "y]",
-)
+DATA_ENTRY_COLUMNS = tuple(_DATA_ENTRY_FIELDS.values())
 BBOX_COLUMNS = ("image", "finding", "x", "y", "w", "h")
 
 
@@ -131,8 +121,7 @@ def read_data_entry(path: str | Path) -> pd.DataFrame:
             labels[row_index] = parse_finding_labels(text)
         except UnknownFindingError as exc:
             raise DataError(path, f"line {row_index + 2}: {exc}") from exc
-    for column_index, name in enumerate(FINDINGS):
-        frame[name] = labels[:, column_index]
+    frame[list(FINDINGS)] = labels
     if frame["image"].duplicated().any():
         duplicate = frame.loc[frame["image"].duplicated(), "image"].iloc[0]
         raise DataError(path, f"image {duplicate!r} appears more than once")

@@ -35,20 +35,27 @@ def _to_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return tensor.float()
 
 
-def _normalise(tensor: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """Normalise ``(C, H, W)`` or ``(B, C, H, W)``; a gray channel (C = 1) broadcasts to the three of ``mean``."""
-    mean_t = torch.tensor(mean, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=tensor.dtype, device=tensor.device).view(-1, 1, 1)
-    return (tensor - mean_t) / std_t
-
-
 @dataclass(frozen=True, kw_only=True)
 class _Preset:
-    """What every preset has: the network's input side and the checkpoint's normalisation."""
+    """What every preset has: the network's input side and the checkpoint's normalisation.
+
+    Calling a preset turns a uint8 (or [0, 1] float) image into a float tensor, applies the subclass's
+    ``_transform``, clamps to [0, 1] and normalises with ``mean`` and ``std``; a gray channel (C = 1)
+    broadcasts to the three channels of ``mean``.
+    """
 
     image_size: int
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+
+    def __call__(
+        self, image: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        tensor = self._transform(_to_float_tensor(image), generator)
+        return TF.normalize(tensor.clamp_(0.0, 1.0), self.mean, self.std)
+
+    def _transform(self, tensor: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,13 +63,10 @@ class EvalPreset(_Preset):
     """Resize the whole image to ``image_size``² (no crop: the costophrenic angles sit at the border),
     replicate the gray channel three times and normalise with the checkpoint's mean and std."""
 
-    def __call__(
-        self, image: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        tensor = _to_float_tensor(image)
+    def _transform(self, tensor: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if tuple(tensor.shape[-2:]) != (self.image_size, self.image_size):
             tensor = TF.resize(tensor, [self.image_size, self.image_size], antialias=True)
-        return _normalise(tensor.clamp_(0.0, 1.0), self.mean, self.std)
+        return tensor
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,13 +100,11 @@ class TrainPreset(_Preset):
         ]
         return torch.stack([torch.as_tensor(value) for value in values]).float()
 
-    def __call__(
-        self, image: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        tensor = _to_float_tensor(image)
+    def _transform(self, tensor: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         height, width = tensor.shape[-2:]
         area, aspect, top_u, left_u, angle, brightness, contrast = self.draw(generator).tolist()
-        crop_h, crop_w = _crop_size(area, aspect, height, width)
+        crop_h = min(height, int(round(math.sqrt(area * height * width / aspect))))
+        crop_w = min(width, int(round(math.sqrt(area * height * width * aspect))))
         top = int(top_u * (height - crop_h + 1)) if height > crop_h else 0
         left = int(left_u * (width - crop_w + 1)) if width > crop_w else 0
         tensor = TF.resized_crop(
@@ -113,14 +115,7 @@ class TrainPreset(_Preset):
         if self.jitter > 0:
             mean = tensor.mean()
             tensor = (tensor - mean) * contrast + mean * brightness
-        return _normalise(tensor.clamp_(0.0, 1.0), self.mean, self.std)
-
-
-def _crop_size(area: float, aspect: float, height: int, width: int) -> tuple[int, int]:
-    pixels = area * height * width
-    crop_h = min(height, int(round(math.sqrt(pixels / aspect))))
-    crop_w = min(width, int(round(math.sqrt(pixels * aspect))))
-    return crop_h, crop_w
+        return tensor
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +160,7 @@ class BatchTrainAugment:
         if preset.jitter > 0:
             mean = tensor.mean(dim=(1, 2, 3), keepdim=True)
             tensor = (tensor - mean) * contrast.view(-1, 1, 1, 1) + mean * brightness.view(-1, 1, 1, 1)
-        return _normalise(tensor.clamp_(0.0, 1.0), preset.mean, preset.std)
+        return TF.normalize(tensor.clamp_(0.0, 1.0), preset.mean, preset.std)
 
     def warp(self, masks: torch.Tensor, params: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
         """Warp masks ``(B, K, s, s)`` given in the frame of the ``image_shape`` (H, W) images exactly as
@@ -211,14 +206,10 @@ class TenCropPreset(_Preset):
     centre crops and their mirror images (torchvision ``TenCrop``); the caller averages the 10 predictions.
     Mirroring only averages probabilities here; nothing that names a side uses it."""
 
-    def __call__(
-        self, image: np.ndarray | torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        tensor = _to_float_tensor(image)
+    def _transform(self, tensor: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         size = load_size_for(self.image_size)
-        tensor = TF.resize(tensor, [size, size], antialias=True).clamp_(0.0, 1.0)
-        crops = TF.ten_crop(tensor, [self.image_size, self.image_size])
-        return torch.stack([_normalise(crop, self.mean, self.std) for crop in crops])
+        tensor = TF.resize(tensor, [size, size], antialias=True)
+        return torch.stack(TF.ten_crop(tensor, [self.image_size, self.image_size]))
 
 
 def resize_map(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

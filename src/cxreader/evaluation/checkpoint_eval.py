@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
 from cxreader.config import config_from_dict
@@ -44,10 +43,9 @@ def predict_split(
     batch_size: int = 32,
     workers: int = 2,
     cache: str = "",
-    device: torch.device | None = None,
 ) -> SplitPredictions:
     """Probabilities of the checkpoint on one split (train/val/test) of ``data``."""
-    device = device or resolve_device("auto")
+    device = resolve_device("auto")
     saved = dict(checkpoint.contract.config)
     saved.update({"data": data or saved.get("data", ""), "cache": cache})
     config = config_from_dict(saved)

@@ -3,7 +3,7 @@
 The metrics follow CheXNet's evaluation (Rajpurkar et al., "CheXNet: Radiologist-Level Pneumonia Detection
 on Chest X-Rays with Deep Learning", 2017): per-finding AUROC and its mean over the 14 findings. Confidence
 intervals are percentile-bootstrap intervals over images (:mod:`cxreader.evaluation.metrics`); operating
-thresholds maximise Youden's J unless stated (:mod:`cxreader.evaluation.thresholds`).
+thresholds maximise Youden's J (:mod:`cxreader.evaluation.thresholds`).
 """
 
 from __future__ import annotations
@@ -152,15 +152,14 @@ def build_report(
     *,
     val_labels: np.ndarray | None = None,
     val_probs: np.ndarray | None = None,
-    threshold_method: str = "youden",
     n_bootstrap: int = 1000,
     seed: int = 0,
     metadata: Mapping[str, Any] | None = None,
 ) -> EvaluationReport:
     """Evaluate ``(N, 14)`` probabilities against labels.
 
-    Thresholds are chosen with ``threshold_method`` (Youden's J by default) on the validation data when given,
-    else on the evaluated data themselves — recorded as ``threshold_source = "same_data"`` because such
+    Thresholds maximise Youden's J (:func:`choose_thresholds`) on the validation data when given, else on the
+    evaluated data themselves — recorded as ``threshold_source = "same_data"`` because such
     operating points are optimistic.
 
     Args:
@@ -168,7 +167,6 @@ def build_report(
         probs: ``(N, 14)`` probabilities.
         val_labels: ``(M, 14)`` validation labels to choose thresholds on.
         val_probs: ``(M, 14)`` validation probabilities.
-        threshold_method: ``"youden"`` or ``"f1"`` (see :func:`choose_thresholds`).
         n_bootstrap: Bootstrap resamples for the CIs; 0 skips them (CIs are NaN / null).
         metadata: Extra facts to carry ("synthetic": bool, "checkpoint", "split", ...).
     """
@@ -184,10 +182,10 @@ def build_report(
         val_labels, val_probs = check_labels_probs(val_labels, val_probs)
         if val_labels.shape[1] != NUM_FINDINGS:
             raise ValueError(f"expected {NUM_FINDINGS} validation columns, got {val_labels.shape[1]}")
-        chosen = choose_thresholds(val_labels, val_probs, method=threshold_method)
+        chosen = choose_thresholds(val_labels, val_probs)
         source = THRESHOLDS_FROM_VALIDATION
     else:
-        chosen = choose_thresholds(labels, probs, method=threshold_method)
+        chosen = choose_thresholds(labels, probs)
         source = THRESHOLDS_FROM_SAME_DATA
 
     if n_bootstrap > 0:
@@ -203,7 +201,7 @@ def build_report(
         "n_bootstrap": n_bootstrap,
         "bootstrap_seed": seed,
         "confidence": CONFIDENCE,
-        "threshold_method": threshold_method,
+        "threshold_method": "youden",
     }
     return EvaluationReport(
         auroc={name: float(aurocs[k]) for k, name in enumerate(FINDINGS)},

@@ -2,13 +2,8 @@
 
 A prediction is *positive* when ``prob >= threshold``. Candidate thresholds are the distinct observed
 scores of the class's known-label images, so the chosen threshold reproduces on the same data exactly the
-confusion counts it was chosen for.
-
-Methods:
-    * ``"youden"``: maximise Youden's J = sensitivity + specificity − 1 (W. J. Youden, "Index for rating
-      diagnostic tests", Cancer 1950).
-    * ``"f1"``: maximise F1 = 2·TP / (2·TP + FP + FN), the harmonic mean of precision and sensitivity
-      (van Rijsbergen, "Information Retrieval", 1979), which favours the positive class when it is rare.
+confusion counts it was chosen for. The chosen one maximises Youden's J = sensitivity + specificity − 1
+(W. J. Youden, "Index for rating diagnostic tests", Cancer 1950).
 
 Tie rule: when several thresholds reach the maximum, the highest one is chosen (fewest positive calls, i.e.
 the most specific of the equally good operating points). Ties are detected in exact integer arithmetic.
@@ -28,7 +23,6 @@ from cxreader.labels import FINDINGS
 
 #: Threshold given to a class without both label values in the data it is chosen on.
 FALLBACK_THRESHOLD = 0.5
-METHODS = ("youden", "f1")
 
 
 def _threshold_sweep(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,28 +37,17 @@ def _threshold_sweep(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return scores[last_of_group], tp, fp
 
 
-def _best_index(numerator: np.ndarray, denominator: np.ndarray) -> int:
-    """Index of the first maximum of ``numerator / denominator`` (int64 arrays, denominators > 0), exactly."""
-    best = int(np.argmax(numerator / denominator))
-    # Float division can split mathematically equal ratios; cross-multiplying in integers cannot.
-    ties = np.flatnonzero(numerator * denominator[best] == numerator[best] * denominator)
-    return int(ties[0])
-
-
-def choose_thresholds(labels: np.ndarray, probs: np.ndarray, *, method: str = "youden") -> np.ndarray:
-    """Choose one operating threshold per class (on validation data).
+def choose_thresholds(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Choose one operating threshold per class (on validation data) by Youden's J.
 
     Args:
         labels: ``(N, K)`` 0/1 labels, NaN for unknown (left out per class).
         probs: ``(N, K)`` probabilities.
-        method: ``"youden"`` (max sensitivity + specificity − 1) or ``"f1"`` (max F1).
 
     Returns:
         ``(K,)`` thresholds; each is an observed score of its class (the highest among equally good ones),
         or :data:`FALLBACK_THRESHOLD` for a class without both label values.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown threshold method {method!r}; expected one of {METHODS}")
     labels, probs = check_labels_probs(labels, probs)
     thresholds = np.full(labels.shape[1], FALLBACK_THRESHOLD)
     for k in range(labels.shape[1]):
@@ -75,14 +58,10 @@ def choose_thresholds(labels: np.ndarray, probs: np.ndarray, *, method: str = "y
         if n_pos == 0 or n_neg == 0:
             continue
         candidates, tp, fp = _threshold_sweep(y, s)
-        if method == "youden":
-            # J = tp/P - fp/N; scaled by P·N it is an integer, so ties compare exactly.
-            scaled_j = tp * n_neg - fp * n_pos
-            best = int(np.flatnonzero(scaled_j == scaled_j.max())[0])
-        else:
-            # F1 = 2tp / (2tp + fp + fn) = 2tp / (tp + fp + P); the denominator is >= P > 0.
-            best = _best_index(2 * tp, tp + fp + n_pos)
-        thresholds[k] = candidates[best]
+        # J = tp/P - fp/N; scaled by P·N it is an integer, so ties compare exactly. argmax takes the first
+        # maximum, the highest of the tied thresholds (candidates decrease).
+        scaled_j = tp * n_neg - fp * n_pos
+        thresholds[k] = candidates[int(np.argmax(scaled_j))]
     return thresholds
 
 

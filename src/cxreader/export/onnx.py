@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from cxreader.errors import ConfigError
+from cxreader.errors import ConfigError, DataError
 from cxreader.files import atomic_write, sha256_file
 from cxreader.inference.backends import OnnxBackend
 from cxreader.inference.onnx_runtime import (
@@ -182,7 +182,6 @@ def export_onnx(
 
 def _calibration_paths(calibration: str | Path | Sequence[str | Path], limit: int) -> list[Path]:
     from cxreader.data.cache import list_image_files
-    from cxreader.errors import DataError
 
     paths = list_image_files(calibration)[: max(1, limit)]
     if not paths:
@@ -206,6 +205,21 @@ def calibration_batches(paths: Sequence[str | Path], contract: Any) -> Iterator[
         yield preset(pixels).unsqueeze(0).numpy().astype(np.float32)
 
 
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantization tools log per-tensor notes on the root logger and print progress notes on
+    stdout; keep both out of the CLI's output."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+@_quiet_quantizer()
 def _quantize(
     source: Path,
     target: Path,
@@ -228,19 +242,13 @@ def _quantize(
 
     # Shape inference and graph optimisation (batch-norm folding) before quantizing, as ONNX Runtime advises.
     prepared = tmp / "model.pre.onnx"
-    with _quiet_quantizer():
-        quant_pre_process(str(source), str(prepared))
+    quant_pre_process(str(source), str(prepared))
     graph = onnx.load(str(prepared))
     head = [node.name for node in graph.graph.node if node.op_type == "Gemm"]
     if mode == "int8-dynamic":
-        with _quiet_quantizer():
-            quantize_dynamic(
-                str(prepared),
-                str(target),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                nodes_to_exclude=head,
-            )
+        quantize_dynamic(
+            str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=head
+        )
         return "int8-dynamic"
     batch_norms_to_depthwise_convs(graph)
     onnx.save(graph, str(prepared))
@@ -253,19 +261,18 @@ def _quantize(
             batch = next(self.batches, None)
             return None if batch is None else {INPUT_NAME: batch}
 
-    with _quiet_quantizer():
-        quantize_static(
-            str(prepared),
-            str(target),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=head,
-            calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibration_method]),
-            calibration_providers=["CPUExecutionProvider"],
-        )
+    quantize_static(
+        str(prepared),
+        str(target),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=head,
+        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibration_method]),
+        calibration_providers=["CPUExecutionProvider"],
+    )
     return f"int8-static ({len(calibration_paths)} calibration images, {calibration_method})"
 
 
@@ -331,20 +338,6 @@ def batch_norms_to_depthwise_convs(model: Any) -> int:
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
     return rewritten
-
-
-@contextlib.contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """ONNX Runtime's quantization tools log per-tensor notes on the root logger and print progress notes on
-    stdout; keep both out of the CLI's output."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
 
 
 def _write_metadata(path: Path, contract: dict[str, Any], quantization: str, source_sha256: str) -> None:

@@ -14,8 +14,7 @@ import json
 from pathlib import Path
 
 from cxreader.errors import CheckpointError
-from cxreader.labels import FINDINGS
-from cxreader.models.checkpoint import CheckpointContract
+from cxreader.models.checkpoint import CheckpointContract, check_labels
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -58,9 +57,5 @@ def read_onnx_contract(path: str | Path) -> tuple[CheckpointContract, dict[str, 
         contract = CheckpointContract.from_dict(json.loads(metadata[META_CONTRACT]))
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: unreadable contract in the metadata ({exc})") from None
-    if tuple(contract.labels) != FINDINGS:
-        raise CheckpointError(
-            f"{path}: the model's labels {list(contract.labels)} differ from cxreader's findings "
-            f"{list(FINDINGS)}; refusing to load it (its outputs would be read as the wrong findings)"
-        )
+    check_labels(path, contract.labels)
     return contract, metadata

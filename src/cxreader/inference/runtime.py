@@ -35,12 +35,9 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
 
 def resolve_amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: ``auto`` → bf16 on CUDA where supported (else fp16) and on HPU; none on CPU."""
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        return torch.float16
+    explicit = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp in explicit:
+        return explicit[amp]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "hpu":

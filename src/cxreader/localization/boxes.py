@@ -23,7 +23,7 @@ taking each image's own size.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +42,7 @@ DEFAULT_BOX_THRESHOLD = BOX_THRESHOLD_BY_POOLING["lse"]
 #: Components whose area is below this fraction of the largest component's are dropped.
 MIN_COMPONENT_FRACTION = 0.1
 
-#: Connectivity of heatmap components (diagonal neighbours connect), shared with :mod:`.foci`.
+#: Connectivity of heatmap components: diagonal neighbours connect.
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -65,23 +65,12 @@ class Box:
     def area(self) -> float:
         return max(self.w, 0.0) * max(self.h, 0.0)
 
-    @classmethod
-    def from_slices(cls, rows: slice, cols: slice, score: float = 1.0) -> Box:
-        """The box of an ``ndimage.find_objects`` pair of slices (rows, columns)."""
-        return cls(
-            float(cols.start),
-            float(rows.start),
-            float(cols.stop - cols.start),
-            float(rows.stop - rows.start),
-            score,
-        )
-
     def scaled(self, sx: float, sy: float) -> Box:
         return Box(self.x * sx, self.y * sy, self.w * sx, self.h * sy, self.score)
 
-    def to_list(self, digits: int = 1) -> list[float]:
-        """``[x, y, w, h]`` rounded, for JSON."""
-        return [round(float(value), digits) for value in (self.x, self.y, self.w, self.h)]
+    def to_list(self) -> list[float]:
+        """``[x, y, w, h]`` rounded to 0.1 pixel, for JSON."""
+        return [round(float(value), 1) for value in (self.x, self.y, self.w, self.h)]
 
 
 def intersection(a: Box, b: Box) -> float:
@@ -125,25 +114,37 @@ def boxes_from_heatmap(
         threshold.
     """
     values = np.asarray(heatmap, dtype=np.float32)
-    if values.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D, got shape {values.shape}")
-    height, width = values.shape
-    labels, count = ndimage.label(values >= threshold, structure=EIGHT_CONNECTED)
-    if count == 0:
+    labels, components = component_boxes(values, threshold)
+    if not components:
         return []
-    indices = np.arange(1, count + 1)
-    areas = ndimage.sum_labels(np.ones_like(values), labels, indices)
-    peaks = ndimage.maximum(values, labels, indices)
-    slices = ndimage.find_objects(labels)
-    keep = areas >= MIN_COMPONENT_FRACTION * areas.max()
+    height, width = values.shape
+    areas = np.bincount(labels.ravel())[1:]
     sx = original_size[0] / width if original_size else 1.0
     sy = original_size[1] / height if original_size else 1.0
-    boxes = []
-    for index in np.flatnonzero(keep):
-        rows, cols = slices[index]
-        boxes.append(Box.from_slices(rows, cols, float(peaks[index])).scaled(sx, sy))
+    boxes = [
+        box.scaled(sx, sy)
+        for box, area in zip(components, areas, strict=True)
+        if area >= MIN_COMPONENT_FRACTION * areas.max()
+    ]
     boxes.sort(key=lambda box: -box.score)
     return boxes[:max_boxes] if max_boxes is not None else boxes
+
+
+def component_boxes(values: np.ndarray, level: float) -> tuple[np.ndarray, list[Box]]:
+    """The 8-connected components of ``values >= level`` (also the foci of :mod:`.foci`).
+
+    Returns:
+        The label image (0 = below the level, ``k`` = component ``k``) and the box of each component in
+        label order, on the map's own grid, scored by the component's peak value.
+    """
+    if values.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D, got shape {values.shape}")
+    labels, count = ndimage.label(values >= level, structure=EIGHT_CONNECTED)
+    peaks = ndimage.maximum(values, labels, np.arange(1, count + 1))
+    boxes = []
+    for (rows, cols), peak in zip(ndimage.find_objects(labels), peaks, strict=True):
+        boxes.append(Box(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start, float(peak)))
+    return labels, boxes
 
 
 @dataclass
@@ -173,7 +174,6 @@ class LocalizationResult:
     """The table: one row per boxed finding present, plus the average over them."""
 
     rows: list[FindingLocalization]
-    thresholds: tuple[float, ...] = IOBB_THRESHOLDS
     box_threshold: float = DEFAULT_BOX_THRESHOLD
     method: str = "cam"
     notes: list[str] = field(default_factory=list)
@@ -191,19 +191,19 @@ class LocalizationResult:
         return {
             "method": self.method,
             "box_threshold": self.box_threshold,
-            "iobb_thresholds": list(self.thresholds),
+            "iobb_thresholds": list(IOBB_THRESHOLDS),
             "findings": {
                 row.finding: {
                     "boxes": row.boxes,
                     "images": row.images,
-                    "accuracy": {str(t): round(row.accuracy[t], 4) for t in self.thresholds},
-                    "afp": {str(t): round(row.afp[t], 4) for t in self.thresholds},
+                    "accuracy": {str(t): round(row.accuracy[t], 4) for t in IOBB_THRESHOLDS},
+                    "afp": {str(t): round(row.afp[t], 4) for t in IOBB_THRESHOLDS},
                     "mean_iou": round(row.mean_iou, 4),
                 }
                 for row in self.rows
             },
             "mean": {
-                "accuracy": {str(t): round(self.mean_accuracy(t), 4) for t in self.thresholds},
+                "accuracy": {str(t): round(self.mean_accuracy(t), 4) for t in IOBB_THRESHOLDS},
                 "mean_iou": round(self.mean_iou(), 4),
             },
             "notes": list(self.notes),
@@ -212,38 +212,32 @@ class LocalizationResult:
     def to_markdown(self) -> str:
         """Wang et al.'s Table 3 layout: Acc. and AFP per T(IoBB), plus mean IoU."""
         head = ["finding", "boxes"]
-        head += (
-            [f"Acc@{t:g}" for t in self.thresholds] + [f"AFP@{t:g}" for t in self.thresholds] + ["mean IoU"]
-        )
+        head += [f"Acc@{t:g}" for t in IOBB_THRESHOLDS]
+        head += [f"AFP@{t:g}" for t in IOBB_THRESHOLDS] + ["mean IoU"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in self.rows:
             cells = [row.finding.replace("_", " "), str(row.boxes)]
-            cells += [f"{row.accuracy[t]:.3f}" for t in self.thresholds]
-            cells += [f"{row.afp[t]:.3f}" for t in self.thresholds]
+            cells += [f"{row.accuracy[t]:.3f}" for t in IOBB_THRESHOLDS]
+            cells += [f"{row.afp[t]:.3f}" for t in IOBB_THRESHOLDS]
             cells.append(f"{row.mean_iou:.3f}")
             lines.append("| " + " | ".join(cells) + " |")
         mean = ["**mean**", str(sum(row.boxes for row in self.rows))]
-        mean += [f"**{self.mean_accuracy(t):.3f}**" for t in self.thresholds]
-        mean += ["" for _ in self.thresholds] + [f"**{self.mean_iou():.3f}**"]
+        mean += [f"**{self.mean_accuracy(t):.3f}**" for t in IOBB_THRESHOLDS]
+        mean += ["" for _ in IOBB_THRESHOLDS] + [f"**{self.mean_iou():.3f}**"]
         lines.append("| " + " | ".join(mean) + " |")
         return "\n".join(lines)
 
 
-def evaluate_cases(
-    cases: Iterable[LocalizationCase],
-    *,
-    thresholds: Sequence[float] = IOBB_THRESHOLDS,
-    findings: Sequence[str] = BOXED_FINDINGS,
-) -> list[FindingLocalization]:
+def evaluate_cases(cases: Iterable[LocalizationCase]) -> list[FindingLocalization]:
     """Per-finding accuracy at each T(IoBB), AFP and mean IoU (see the module docstring)."""
-    by_finding: dict[str, list[LocalizationCase]] = {name: [] for name in findings}
+    by_finding: dict[str, list[LocalizationCase]] = {name: [] for name in BOXED_FINDINGS}
     for case in cases:
         by_finding.setdefault(case.finding, []).append(case)
     rows = []
     for name, group in by_finding.items():
         boxes = sum(len(case.ground_truth) for case in group)
         accuracy, afp = {}, {}
-        for t in thresholds:
+        for t in IOBB_THRESHOLDS:
             hits = 0
             false_positives = 0
             for case in group:

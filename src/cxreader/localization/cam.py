@@ -6,8 +6,8 @@
 * **Grad-CAM** (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
   Localization", ICCV 2017): the feature map weighted by the spatially averaged gradient of the class logit,
   then a ReLU. Computed with captum's ``LayerGradCam`` (captum >= 0.7, pure PyTorch) on the post-ReLU
-  feature map that :meth:`CheXNet.forward_features` returns; a two-module wrapper exposes that map as a
-  layer, because the final ReLU is a function call, not a module, in the model.
+  feature map that :meth:`CheXNet.forward_features` returns; a wrapper passes that map through an identity
+  module to expose it as a layer, because the final ReLU is a function call, not a module, in the model.
 
 For a head made of global average pooling and one linear layer, Grad-CAM's channel weights are
 ``w_k^c / (h * w)``, so Grad-CAM equals ReLU(CAM) up to a constant factor; both are offered because Grad-CAM
@@ -76,26 +76,17 @@ def class_activation_maps(model: nn.Module, images: torch.Tensor, findings: Sequ
         return torch.einsum("bchw,fc->bfhw", features, weights)
 
 
-class _FeatureLayer(nn.Module):
-    """The post-ReLU feature map of a CheXNet as a module, so captum can hook its output."""
+class _SplitForward(nn.Module):
+    """``forward_head(forward_features(x))`` with the post-ReLU feature map passed through a hookable module
+    (an identity), so that captum can hook it."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.feature_layer = nn.Identity()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(images)
-
-
-class _SplitForward(nn.Module):
-    """``forward_head(forward_features(x))`` with the feature step as a hookable submodule."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.feature_layer = _FeatureLayer(model)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.feature_layer.model.forward_head(self.feature_layer(images))
+        return self.model.forward_head(self.feature_layer(self.model.forward_features(images)))
 
 
 def grad_cams(model: nn.Module, images: torch.Tensor, findings: Sequence[str]) -> torch.Tensor:
@@ -189,10 +180,6 @@ def heatmaps(
         )
     finally:
         model.train(was_training)
-    height, width = batch.shape[-2:]
-    b, f, h, w = raw.shape
-    upsampled = resize_map(raw.reshape(b * f, h, w).cpu(), (int(height), int(width))).view(
-        b, f, height, width
-    )
+    upsampled = resize_map(raw.flatten(0, 1).cpu(), tuple(batch.shape[-2:])).unflatten(0, raw.shape[:2])
     result = normalise_maps(upsampled, method).numpy().astype(np.float32)
     return result[0] if single else result

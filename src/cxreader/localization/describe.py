@@ -198,8 +198,6 @@ class FindingDescription:
 def normalise_view(view_position: str | None) -> tuple[str, bool]:
     """The view to use and whether it was assumed: ``("PA", True)`` when unknown (see module docstring)."""
     text = (view_position or "").strip().upper()
-    if not text:
-        return DEFAULT_VIEW, True
     if text in FRONTAL_VIEWS or text in LATERAL_VIEWS:
         return text, False
     return DEFAULT_VIEW, True
@@ -407,10 +405,9 @@ def _side(
     """Patient side and the image halves involved."""
     if name in _FIXED_PLACE:
         return _FIXED_PLACE[name][0], ("left", "right")
-    columns = np.arange(values.shape[1])[None, :]
     weight = np.where(region, values, 0.0)
-    left_mass = float(weight[:, columns[0] < geometry.midline].sum())
-    right_mass = float(weight[:, columns[0] >= geometry.midline].sum())
+    on_left = geometry.half_mask(("left",))
+    left_mass, right_mass = float(weight[on_left].sum()), float(weight[~on_left].sum())
     ratio = rules.diffuse_bilateral_ratio if name in _DIFFUSE_BY_NATURE else rules.bilateral_ratio
     larger, smaller = max(left_mass, right_mass), min(left_mass, right_mass)
     if larger > 0 and smaller >= ratio * larger:
@@ -439,10 +436,8 @@ def _zone(
     covers = []
     lungs = geometry.lung_mask(image_sides)
     for k in range(3):
-        band = lungs.copy()
-        band[: int(round(top + k * third))] = False
-        band[int(round(top + (k + 1) * third)) :] = False
-        covers.append(float((band & region).sum()) / max(1.0, float(band.sum())))
+        band = slice(int(round(top + k * third)), int(round(top + (k + 1) * third)))
+        covers.append(float((lungs[band] & region[band]).sum()) / max(1.0, float(lungs[band].sum())))
     if min(covers) >= rules.diffuse_cover:
         return "diffuse", None
     zone = geometry.zone_of(centre_y, image_sides)

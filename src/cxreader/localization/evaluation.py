@@ -13,8 +13,8 @@ that says so.
 
 Thorax restriction. Before boxes are drawn, each map is restricted to the image's thorax (the lung-field
 estimate of :mod:`~cxreader.localization.geometry` grown by :data:`~cxreader.localization.geometry.THORAX_MARGIN`,
-:func:`~cxreader.localization.cam.restrict_heatmap`, which says why). ``thorax=False`` gives the plain
-Wang et al. 2017 rule on the whole map.
+:func:`~cxreader.localization.cam.restrict_heatmap`, which says why). :func:`case_maps` with
+``thorax=False`` gives the plain Wang et al. 2017 rule on the whole map.
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ from cxreader.data.io import load_image
 from cxreader.data.nih_tables import read_bbox_list
 from cxreader.errors import ConfigError, CXReaderError, DataError
 from cxreader.localization.boxes import (
-    BOXED_FINDINGS,
     DEFAULT_BOX_THRESHOLD,
-    IOBB_THRESHOLDS,
     Box,
     LocalizationCase,
     LocalizationResult,
@@ -51,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 #: How far (fraction of the image side) a ground-truth box may reach beyond its image before it is refused.
 _BOX_TOLERANCE = 0.02
-SPLIT_CHOICES = ("all", "train", "val", "test")
 
 
 @dataclass
@@ -83,8 +80,6 @@ def split_images(checkpoint: LoadedCheckpoint, data_dir: str | Path, split: str)
     """Image names of one split as the checkpoint's training run made it (same method and seed); ``None`` for all."""
     if split == "all":
         return None
-    if split not in SPLIT_CHOICES:
-        raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_CHOICES)}")
     config = checkpoint.contract.config
     method = config.get("split") or "official"
     lists = config.get("lists") or None
@@ -206,15 +201,11 @@ def evaluate_maps(
     box_threshold: float = DEFAULT_BOX_THRESHOLD,
     max_boxes: int | None = None,
     method: str = "cam",
-    thresholds: Sequence[float] = IOBB_THRESHOLDS,
     notes: Sequence[str] = (),
 ) -> LocalizationResult:
     """Wang et al.'s table for already computed maps (lets a benchmark try several box thresholds)."""
-    cases = [item.case(box_threshold, max_boxes) for item in maps]
-    rows = evaluate_cases(cases, thresholds=thresholds, findings=BOXED_FINDINGS)
-    return LocalizationResult(
-        rows=rows, thresholds=tuple(thresholds), box_threshold=box_threshold, method=method, notes=list(notes)
-    )
+    rows = evaluate_cases(item.case(box_threshold, max_boxes) for item in maps)
+    return LocalizationResult(rows=rows, box_threshold=box_threshold, method=method, notes=list(notes))
 
 
 def evaluate_localization(
@@ -229,7 +220,6 @@ def evaluate_localization(
     split: str = "all",
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
-    thorax: bool = True,
 ) -> LocalizationResult:
     """Run the whole evaluation: read the boxes, compute the maps, build the table.
 
@@ -259,7 +249,6 @@ def evaluate_localization(
             batch_size=batch_size,
             notes=notes,
             progress=progress,
-            thorax=thorax,
         )
     )
     if checkpoint.contract.synthetic:

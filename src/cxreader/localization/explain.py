@@ -148,7 +148,6 @@ def explain(
     findings: str | Sequence[str] | None = None,
     method: str = "cam",
     view_position: str | None = None,
-    pixel_spacing_mm: tuple[float, float] | None = None,
     rules: DescriptionRules | None = None,
 ) -> Explanation:
     """Heatmaps and descriptions of one decoded image: :func:`explain_batch` for a batch of one.
@@ -158,7 +157,7 @@ def explain(
         image: The decoded image.
         probabilities: Finding -> probability for this image.
         findings, method, rules: As for :func:`explain_batch`.
-        view_position, pixel_spacing_mm: Override the image's own (e.g. from the Data_Entry CSV).
+        view_position: Overrides the image's own (e.g. from the Data_Entry CSV).
 
     Raises:
         ConfigError: probabilities without all 14 findings; see :func:`explain_batch`.
@@ -171,7 +170,7 @@ def explain(
         pixels=image.pixels,
         original_size=(width, height),
         view_position=view_position or image.view_position,
-        pixel_spacing_mm=pixel_spacing_mm if pixel_spacing_mm is not None else image.pixel_spacing_mm,
+        pixel_spacing_mm=image.pixel_spacing_mm,
     )
     row = np.asarray([[probabilities[name] for name in FINDINGS]], dtype=np.float64)
     tensors = backend.transform(image.pixels)[None]

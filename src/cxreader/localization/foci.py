@@ -3,7 +3,7 @@
 A heatmap of an image with three nodules has three peaks; one side and one zone for all of them (the
 finding-level description) hides two. For the findings that come as discrete round opacities
 (:data:`FOCAL_FINDINGS`), the involved region (the map at the description's region level) is split into its
-8-connected components (the connectivity of :func:`~cxreader.localization.boxes.boxes_from_heatmap`, Wang et
+8-connected components (those of :func:`~cxreader.localization.boxes.boxes_from_heatmap`, Wang et
 al. 2017), and every component holding at least ``share`` of the heaviest one's heatmap mass is a focus.
 Lighter components are the spill-over of one focus onto a neighbouring vessel or rib crossing, not another
 lesion.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cxreader.localization.boxes import EIGHT_CONNECTED, Box
+from cxreader.localization.boxes import Box, component_boxes
 
 #: Findings described focus by focus when their map shows more than one.
 FOCAL_FINDINGS = ("Nodule", "Mass")
@@ -45,22 +45,16 @@ def foci_of(values: np.ndarray, level: float, share: float = FOCUS_SHARE) -> lis
         share: Smallest share of the heaviest component's mass that makes a focus.
     """
     values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D, got shape {values.shape}")
-    labels, count = ndimage.label(values >= level, structure=EIGHT_CONNECTED)
-    if count == 0:
+    labels, boxes = component_boxes(values, level)
+    if not boxes:
         return []
     weights = np.where(labels > 0, values, 0.0)
-    masses = np.bincount(labels.ravel(), weights=weights.ravel(), minlength=count + 1)[1:]
-    indices = np.arange(1, count + 1)
-    centres = ndimage.center_of_mass(weights, labels, indices)
-    peaks = ndimage.maximum(values, labels, indices)
-    slices = ndimage.find_objects(labels)
+    masses = np.bincount(labels.ravel(), weights=weights.ravel())[1:]
+    centres = ndimage.center_of_mass(weights, labels, np.arange(1, len(boxes) + 1))
     foci = []
     for index in np.argsort(-masses, kind="stable"):
         if masses[index] < share * masses.max():
             break
         centre_y, centre_x = centres[index]
-        box = Box.from_slices(*slices[index], float(peaks[index]))
-        foci.append(Focus(float(centre_x) + 0.5, float(centre_y) + 0.5, box))
+        foci.append(Focus(float(centre_x) + 0.5, float(centre_y) + 0.5, boxes[index]))
     return foci

@@ -216,8 +216,7 @@ def estimate_geometry(pixels: np.ndarray) -> ChestGeometry:
     if array.ndim != 2 or min(array.shape) < 8:
         raise ValueError(f"pixels must be a 2-D image of at least 8x8, got shape {array.shape}")
     height, width = array.shape
-    work = _working_copy(array)
-    estimate = _profile_geometry(work)
+    estimate = _profile_geometry(_working_copy(array))
     if estimate is None:
         return fixed_geometry(width, height)
     return estimate.scaled_to(width, height)
@@ -370,6 +369,4 @@ def _lung_rows(work: np.ndarray, x0: int, x1: int, direction: int, sigma: float)
         return None
     # The apex is the lung's highest point; the base is the mean height of the diaphragm under the lung
     # (between the dome and the costophrenic angle), the lower end of the lung height that zones divide.
-    return int(round(float(np.percentile(tops, 10)))), int(
-        round(float(np.percentile(bottoms, _BASE_PERCENTILE)))
-    )
+    return round(float(np.percentile(tops, 10))), round(float(np.percentile(bottoms, _BASE_PERCENTILE)))

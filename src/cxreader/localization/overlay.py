@@ -3,7 +3,7 @@
 Design choices, each for readability:
 
 * the radiograph is shown in its own aspect ratio and gray scale (0 = black, 1 = white, as displayed);
-* the heatmap is drawn with a perceptually uniform colormap (``inferno`` by default; matplotlib's
+* the heatmap is drawn with a perceptually uniform colormap (:data:`COLORMAP`, ``inferno``; matplotlib's
   perceptual maps are monotonic in lightness, so brighter always means more salient) and an opacity that
   grows with the map value: below :data:`TRANSPARENT_BELOW` it is fully transparent, so the anatomy stays
   visible everywhere the model did not look;
@@ -42,7 +42,9 @@ from cxreader.localization.describe import LATERAL_VIEWS
 TRANSPARENT_BELOW = 0.2
 #: Opacity of the most salient pixels.
 MAX_ALPHA = 0.6
-DEFAULT_COLORMAP = "inferno"
+COLORMAP = "inferno"
+_WIDTH_INCHES = 6.0
+_DPI = 110
 _OUTLINE = [patheffects.withStroke(linewidth=3.5, foreground="black")]
 
 
@@ -58,9 +60,6 @@ def render_overlay(
     synthetic: bool = False,
     view: str | None = "PA",
     method: str = "cam",
-    colormap: str = DEFAULT_COLORMAP,
-    width_inches: float = 6.0,
-    dpi: int = 110,
 ) -> bytes:
     """Draw one overlay and return it as PNG bytes.
 
@@ -73,7 +72,6 @@ def render_overlay(
         synthetic: Mark the figure as coming from a SYNTHETIC-trained checkpoint.
         view: View position; frontal views get R/L markers, lateral and unknown (None) get none.
         method: Heatmap method, named in the legend.
-        colormap: A matplotlib colormap name (perceptually uniform ones: inferno, magma, viridis, ...).
     """
     image = np.asarray(pixels, dtype=np.float32)
     if image.ndim != 2:
@@ -81,11 +79,11 @@ def render_overlay(
     if np.asarray(pixels).dtype == np.uint8:
         image = image / 255.0
     height, width = image.shape
-    rgba = heatmap_rgba(heatmap, (width, height), colormap)
+    rgba = heatmap_rgba(heatmap, (width, height))
 
     text_lines = 3 + (1 if sentence else 0) + (1 if synthetic else 0)
-    image_height = width_inches * 0.82 * height / width
-    figure = Figure(figsize=(width_inches, image_height + 0.28 * text_lines + 0.3), dpi=dpi)
+    image_height = _WIDTH_INCHES * 0.82 * height / width
+    figure = Figure(figsize=(_WIDTH_INCHES, image_height + 0.28 * text_lines + 0.3), dpi=_DPI)
     FigureCanvasAgg(figure)
     top = 1.0 - (0.28 * (text_lines - 1)) / figure.get_figheight()
     bottom = 0.3 / figure.get_figheight()
@@ -116,7 +114,7 @@ def render_overlay(
     # Colour bar for the saliency scale, with the transparent band explained by its label.
     bar_axes = figure.add_axes((0.87, bottom + 0.1 * (top - bottom), 0.03, 0.8 * (top - bottom)))
     scale = np.linspace(0.0, 1.0, 256)[:, None]
-    bar_axes.imshow(scale, cmap=colormaps[colormap], aspect="auto", origin="lower", extent=(0, 1, 0, 1))
+    bar_axes.imshow(scale, cmap=colormaps[COLORMAP], aspect="auto", origin="lower", extent=(0, 1, 0, 1))
     bar_axes.set_xticks([])
     bar_axes.yaxis.tick_right()
     bar_axes.set_yticks([0.0, 0.5, 1.0])
@@ -143,19 +141,19 @@ def render_overlay(
     figure.text(0.02, 0.08 / figure.get_figheight(), DISCLAIMER, fontsize=7, color="#444444", va="bottom")
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    figure.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
     return buffer.getvalue()
 
 
-def heatmap_rgba(heatmap: np.ndarray, size: tuple[int, int], colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
-    """A map in [0, 1] as float RGBA at ``size`` = ``(width, height)`` (bilinear), coloured by ``colormap``:
+def heatmap_rgba(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map in [0, 1] as float RGBA at ``size`` = ``(width, height)`` (bilinear), coloured by :data:`COLORMAP`:
     fully transparent below :data:`TRANSPARENT_BELOW`, more opaque the more salient (up to :data:`MAX_ALPHA`).
     """
     width, height = size
     values = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
     if values.shape != (height, width):
         values = np.clip(resize_map(torch.from_numpy(values), (height, width)).numpy(), 0.0, 1.0)
-    rgba = colormaps[colormap](values)
+    rgba = colormaps[COLORMAP](values)
     rgba[..., 3] = MAX_ALPHA * np.clip((values - TRANSPARENT_BELOW) / (1.0 - TRANSPARENT_BELOW), 0.0, 1.0)
     return rgba
 

@@ -213,12 +213,10 @@ class CaptionDecoder(nn.Module):
             context, alpha = memory.pooled, None
         rnn_input = torch.cat([embedded, context], dim=1)
         if self.cell_type == "lstm":
-            h, c = self.rnn(rnn_input, (state[0], state[1]))
-            new_state: State = (h, c)
+            new_state: State = self.rnn(rnn_input, (state[0], state[1]))
         else:
-            h = self.rnn(rnn_input, hidden)
-            new_state = (h,)
-        deep = embedded + self.out_hidden(h) + self.out_context(context)
+            new_state = (self.rnn(rnn_input, hidden),)
+        deep = embedded + self.out_hidden(new_state[0]) + self.out_context(context)
         return self.out(self.dropout(deep)), new_state, alpha
 
     def forward(self, memory: DecoderMemory, inputs: torch.Tensor) -> torch.Tensor:
@@ -274,10 +272,8 @@ class Captioner(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Encoder features (B, C, h, w) of normalised images (B, 3, S, S)."""
-        if self.freeze_encoder:
-            with torch.no_grad():
-                return self.encoder.forward_features(images)
-        return self.encoder.forward_features(images)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            return self.encoder.forward_features(images)
 
     def decoder_features(self, features: torch.Tensor) -> torch.Tensor:
         """What the decoder reads at each location: the features, and with ``evidence_maps`` the head's

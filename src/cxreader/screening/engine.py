@@ -216,11 +216,12 @@ def _modality_names() -> dict[str, str]:
     return {code.value: code.meaning.lower() for code in codes.cid29.concepts.values()}
 
 
-def display_rendition(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
-    """uint8 copy of a ``[0, 1]`` image, shrunk (Lanczos, aspect kept) so its longer side is at most ``max_side``."""
+def display_rendition(pixels: np.ndarray) -> np.ndarray:
+    """uint8 copy of a ``[0, 1]`` image, shrunk (Lanczos, aspect kept) to a longer side of at most
+    :data:`DISPLAY_MAX_SIDE`."""
     gray = Image.fromarray(np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L")
     width, height = gray.size
-    scale = max_side / max(width, height)
+    scale = DISPLAY_MAX_SIDE / max(width, height)
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         gray = gray.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
@@ -298,7 +299,7 @@ def _ordered_map(
 ) -> Iterator[R]:
     """``map`` over a thread pool with at most ``window`` items in flight, results in input order."""
     if pool is None:
-        yield from (function(item) for item in items)
+        yield from map(function, items)
         return
     iterator = iter(items)
     pending: deque[Future[R]] = deque(
@@ -493,20 +494,86 @@ class ScreeningReport:
         return self.screened / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Writer:
-    """Collects a batch of results and failures, counts them in the report, writes them in one transaction."""
+@dataclass
+class _Run:
+    """One run's state: it sorts the files' outcomes, classifies full batches, and writes results and failures
+    one transaction per batch, counting them in the report."""
 
-    def __init__(self, session: Session, report: ScreeningReport):
-        self.session = session
-        self.report = report
-        self.results: list[ImageResult] = []
-        self.failures: list[dict[str, Any]] = []
+    session: Session
+    report: ScreeningReport
+    backend: ModelBackend
+    checkpoint_id: int
+    #: Content hashes stored for the checkpoint, and those taken into a batch by this run.
+    stored: set[str]
+    describe: bool
+    captioner: Any
+    seen: set[str] = field(default_factory=set)
+    batch: list[PreparedImage] = field(default_factory=list)
+    results: list[ImageResult] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     def fail(self, reason: str, **failure: Any) -> None:
         """Count a failure and keep it for the flush (``failure``: the other arguments of ``record_failure``)."""
         self.report.failed += 1
         self.report.failures.append((failure["source_path"], reason))
         self.failures.append({"reason": reason, **failure})
+
+    def take(self, outcome: _Outcome) -> None:
+        """Sort one file's outcome into the batch, the skipped, the duplicates or the failures."""
+        sha256 = outcome.sha256
+        if sha256 in self.seen:
+            self.report.duplicates += 1
+            return
+        if sha256 is not None:
+            self.seen.add(sha256)
+        if outcome.stored:
+            self.report.skipped += 1
+        elif outcome.reason is not None:
+            logger.debug("%s: %s", outcome.path, outcome.reason)
+            self.fail(
+                outcome.reason,
+                source_path=str(outcome.path),
+                content_sha256=sha256,
+                # Reading does not depend on the model: the failure holds for every checkpoint.
+                checkpoint_id=None,
+                synthetic=self.report.synthetic_model or is_synthetic_file(outcome.path),
+            )
+        else:
+            assert outcome.prepared is not None
+            self.stored.add(sha256)  # later copies of the same content are not decoded again
+            self.batch.append(outcome.prepared)
+
+    def run_batch(self) -> None:
+        synthetic_model = self.report.synthetic_model
+        try:
+            readings = classify_batch(
+                self.backend, self.batch, describe=self.describe, captioner=self.captioner
+            )
+        except CXReaderError as exc:
+            for item in self.batch:
+                self.fail(
+                    f"inference failed: {exc}",
+                    source_path=item.path,
+                    content_sha256=item.sha256,
+                    checkpoint_id=self.checkpoint_id,
+                    synthetic=synthetic_model,
+                )
+        else:
+            for item, (probabilities, explanation, captions) in zip(self.batch, readings, strict=True):
+                result = image_result(
+                    item,
+                    probabilities,
+                    self.backend.contract.thresholds,
+                    checkpoint_id=self.checkpoint_id,
+                    source_path=item.path,
+                    synthetic=synthetic_model or is_synthetic_file(item.path),
+                    explanation=explanation,
+                    captions=captions,
+                )
+                self.results.append(result)
+            self.report.screened += len(self.batch)
+        self.batch.clear()
+        self.flush()
 
     def flush(self) -> None:
         for result in self.results:
@@ -579,20 +646,15 @@ def screen(
         described=describe,
         synthetic_model=bool(backend.contract.synthetic),
     )
-    seen: set[str] = set()
     with database.session() as session:
         checkpoint_id = register_backend(session, backend)
         stored = stored_hashes(session=session, checkpoint_id=checkpoint_id)
-        writer = _Writer(session, report)
-        batch: list[PreparedImage] = []
+        run = _Run(session, report, backend, checkpoint_id, stored, describe=describe, captioner=captioner)
         prepare = functools.partial(
             _prepare_file,
             transform=backend.transform,
             keep_display=describe or captioner is not None,
             stored=stored,
-        )
-        run_batch = functools.partial(
-            _run_batch, batch, backend, checkpoint_id, writer, describe=describe, captioner=captioner
         )
         bar = Progress(
             len(discovered.files), desc="screening", unit=" files", stream=progress_file, enabled=progress
@@ -605,91 +667,24 @@ def screen(
             # Enough files in flight to fill the next batch while the model works on this one.
             window = 2 * batch_size + 2 * workers
             for outcome in _ordered_map(pool, prepare, discovered.files, window):
-                _take(outcome, seen, stored, batch, writer)
-                if len(batch) >= batch_size:
-                    run_batch()
-                if len(writer.failures) >= batch_size:
-                    writer.flush()
+                run.take(outcome)
+                if len(run.batch) >= batch_size:
+                    run.run_batch()
+                if len(run.failures) >= batch_size:
+                    run.flush()
                 bar.update(1)
                 if bar.n % batch_size == 0:
                     bar.set_postfix(ok=report.screened, failed=report.failed, skipped=report.skipped)
-            if batch:
-                run_batch()
-            writer.flush()
+            if run.batch:
+                run.run_batch()
+            run.flush()
             bar.set_postfix(ok=report.screened, failed=report.failed, skipped=report.skipped)
         finally:
             bar.close()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         report.triage = triage_from_database(
-            session=session, checkpoint_id=checkpoint_id, content_sha256s=seen
+            session=session, checkpoint_id=checkpoint_id, content_sha256s=run.seen
         )
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _take(
-    outcome: _Outcome, seen: set[str], stored: set[str], batch: list[PreparedImage], writer: _Writer
-) -> None:
-    """Sort one file's outcome into the batch, the skipped, the duplicates or the failures."""
-    sha256 = outcome.sha256
-    if sha256 in seen:
-        writer.report.duplicates += 1
-        return
-    if sha256 is not None:
-        seen.add(sha256)
-    if outcome.stored:
-        writer.report.skipped += 1
-    elif outcome.reason is not None:
-        logger.debug("%s: %s", outcome.path, outcome.reason)
-        writer.fail(
-            outcome.reason,
-            source_path=str(outcome.path),
-            content_sha256=sha256,
-            # Reading does not depend on the model: the failure holds for every checkpoint.
-            checkpoint_id=None,
-            synthetic=writer.report.synthetic_model or is_synthetic_file(outcome.path),
-        )
-    else:
-        assert outcome.prepared is not None
-        stored.add(sha256)  # later copies of the same content are not decoded again
-        batch.append(outcome.prepared)
-
-
-def _run_batch(
-    batch: list[PreparedImage],
-    backend: ModelBackend,
-    checkpoint_id: int,
-    writer: _Writer,
-    *,
-    describe: bool,
-    captioner: Any,
-) -> None:
-    synthetic_model = bool(backend.contract.synthetic)
-    try:
-        readings = classify_batch(backend, batch, describe=describe, captioner=captioner)
-    except CXReaderError as exc:
-        for item in batch:
-            writer.fail(
-                f"inference failed: {exc}",
-                source_path=item.path,
-                content_sha256=item.sha256,
-                checkpoint_id=checkpoint_id,
-                synthetic=synthetic_model,
-            )
-    else:
-        for item, (probabilities, explanation, captions) in zip(batch, readings, strict=True):
-            result = image_result(
-                item,
-                probabilities,
-                backend.contract.thresholds,
-                checkpoint_id=checkpoint_id,
-                source_path=item.path,
-                synthetic=synthetic_model or is_synthetic_file(item.path),
-                explanation=explanation,
-                captions=captions,
-            )
-            writer.results.append(result)
-        writer.report.screened += len(batch)
-    batch.clear()
-    writer.flush()

@@ -27,13 +27,13 @@ from fastapi.staticfiles import StaticFiles
 
 from cxreader import DISCLAIMER, __version__
 from cxreader.errors import CXReaderError
-from cxreader.inference.backends import ModelBackend, load_backend
+from cxreader.inference.backends import load_backend
 from cxreader.screening.engine import register_backend
 from cxreader.service.assets import AssetStore
 from cxreader.service.deps import ServiceState
 from cxreader.service.routes import health, model, pages, studies
 from cxreader.service.settings import Settings
-from cxreader.storage.db import Database, open_database
+from cxreader.storage.db import open_database
 
 logger = logging.getLogger(__name__)
 
@@ -60,26 +60,18 @@ class RedactQueryFilter(logging.Filter):
         return True
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    backend: ModelBackend | None = None,
-    database: Database | None = None,
-) -> FastAPI:
-    """Build the service.
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service: load ``settings.checkpoint``, open ``settings.database_url`` (migrating it).
 
     Args:
         settings: The configuration; default :meth:`Settings.from_env`.
-        backend: An already loaded model (default: load ``settings.checkpoint``).
-        database: An already open database (default: open ``settings.database_url``, migrating it).
 
     Raises:
         ConfigError, CheckpointError: no API key, no model, a database that cannot be opened.
     """
     settings = settings or Settings.from_env()
-    backend = backend or load_backend(settings.checkpoint, device=settings.device)
-    owns_database = database is None
-    database = database or open_database(settings.database_url)
+    backend = load_backend(settings.checkpoint, device=settings.device)
+    database = open_database(settings.database_url)
     with database.session() as session:
         checkpoint_id = register_backend(session, backend)
     captioner = None
@@ -103,8 +95,7 @@ def create_app(
         if not any(isinstance(item, RedactQueryFilter) for item in access.filters):
             access.addFilter(RedactQueryFilter())
         yield
-        if owns_database:
-            database.close()
+        database.close()
 
     app = FastAPI(
         title="cxreader",

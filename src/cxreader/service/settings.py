@@ -117,6 +117,6 @@ def megabytes(text: str | float, name: str = "upload limit") -> int:
         value = float(text)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: expected a number of megabytes, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
+    if not 0 < value < float("inf"):  # NaN fails both comparisons
         raise ConfigError(f"{name}: expected a positive number of megabytes, got {text!r}")
     return int(value * 1024 * 1024)

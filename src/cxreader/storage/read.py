@@ -61,7 +61,11 @@ def stored_hashes(*, session: Session, checkpoint_id: int) -> set[str]:
     A failure recorded without a checkpoint (the file could not be read at all) counts for every checkpoint:
     reading it again would fail again.
     """
-    return set(session.scalars(select(Image.content_sha256).where(_stored_for(checkpoint_id))))
+    stored_for = or_(
+        Image.checkpoint_id == checkpoint_id,
+        and_(Image.status == "failed", Image.checkpoint_id.is_(None)),
+    )
+    return set(session.scalars(select(Image.content_sha256).where(stored_for)))
 
 
 def get_image(*, session: Session, image_id: int) -> ImageRecord | None:
@@ -101,10 +105,3 @@ def read_records(
             **values, pixel_spacing=None if None in spacing else spacing, findings=tuple(ordered)
         )
     return records
-
-
-def _stored_for(checkpoint_id: int) -> Any:
-    return or_(
-        Image.checkpoint_id == checkpoint_id,
-        and_(Image.status == "failed", Image.checkpoint_id.is_(None)),
-    )

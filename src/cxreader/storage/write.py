@@ -42,9 +42,8 @@ def register_checkpoint(
     model_name: str | None = None,
     version: str | None = None,
     path: str | None = None,
-    commit: bool = True,
 ) -> int:
-    """Store a checkpoint (once per file content) and return its id.
+    """Store a checkpoint (once per file content), committed, and return its id.
 
     Args:
         sha256: SHA-256 of the checkpoint file, lower-case hex.
@@ -52,7 +51,6 @@ def register_checkpoint(
         thresholds: Per-class operating thresholds in label order, when the checkpoint carries them.
         model_name: Architecture name (``"densenet121"``).
         version: cxreader version or training run that wrote the checkpoint.
-        commit: Commit the transaction (else the caller does).
 
     Raises:
         CheckpointError: labels other than :data:`FINDINGS`, or thresholds that are not 14 numbers in [0, 1].
@@ -71,7 +69,7 @@ def register_checkpoint(
         thresholds = [float(value) for value in thresholds]
         if len(thresholds) != len(FINDINGS) or not all(is_unit(value) for value in thresholds):
             raise CheckpointError(f"{where}: thresholds must be {len(FINDINGS)} numbers in [0, 1]")
-    with _writing(session, commit=commit):
+    with _writing(session, commit=True):
         statement = (
             _dialect_insert(session, Checkpoint)
             .values(
@@ -86,8 +84,7 @@ def register_checkpoint(
             .on_conflict_do_nothing(index_elements=[Checkpoint.sha256])
         )
         session.execute(statement)
-        checkpoint_id = session.scalars(select(Checkpoint.id).where(Checkpoint.sha256 == sha256)).one()
-    return checkpoint_id
+        return session.scalars(select(Checkpoint.id).where(Checkpoint.sha256 == sha256)).one()
 
 
 def add_image_result(*, session: Session, result: ImageResult, commit: bool = True) -> int:

@@ -71,11 +71,9 @@ class BoxTargets:
         from cxreader.data.nih_tables import read_bbox_list
 
         frame = read_bbox_list(path)
-        wanted = set(train_images)
-        frame = frame[frame["image"].isin(wanted)]
+        frame = frame[frame["image"].isin(train_images)]
         if frame.empty:
             raise ConfigError(f"{path}: none of its boxes is on an image of the training split")
-        index = {name: k for k, name in enumerate(FINDINGS)}
         masks: dict[str, np.ndarray] = {}
         for name, rows in frame.groupby("image"):
             if box_space:
@@ -95,7 +93,7 @@ class BoxTargets:
                 y1 = int(math.ceil((row.y + row.h) / height * MASK_SIZE))
                 x0, y0 = max(0, x0), max(0, y0)
                 x1, y1 = min(MASK_SIZE, max(x1, x0 + 1)), min(MASK_SIZE, max(y1, y0 + 1))
-                mask[index[row.finding], y0:y1, x0:x1] = 1
+                mask[FINDINGS.index(row.finding), y0:y1, x0:x1] = 1
             masks[str(name)] = mask
         return cls(masks, len(frame))
 

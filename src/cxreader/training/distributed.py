@@ -44,7 +44,7 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(requested_device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+def init_distributed(requested_device: str = "auto") -> DistInfo:
     """Initialise DDP when launched by torchrun; otherwise describe a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -56,7 +56,7 @@ def init_distributed(requested_device: str = "auto", timeout_s: float = 1800.0) 
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
     return DistInfo(rank, local_rank, world_size, device, backend)
 
 

@@ -100,22 +100,6 @@ def resolve_augment(augment: str, device: torch.device) -> str:
     return augment
 
 
-def _loader(
-    dataset, *, batch_size: int, sampler: Iterable[int], workers: int, device: torch.device
-) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate_samples,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        drop_last=False,
-    )
-
-
 class Trainer:
     """Holds the state of one run; :meth:`fit` runs it to the end (or to early stopping)."""
 
@@ -164,20 +148,8 @@ class Trainer:
         self.train_sampler = DistributedSampler(
             self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
         )
-        self.train_loader = _loader(
-            self.train_set,
-            batch_size=self.local_batch,
-            sampler=self.train_sampler,
-            workers=config.workers,
-            device=self.device,
-        )
-        self.val_loader = _loader(
-            self.val_set,
-            batch_size=self.local_batch,
-            sampler=range(info.rank, len(self.val_set), info.world_size),
-            workers=config.workers,
-            device=self.device,
-        )
+        self.train_loader = self._loader(self.train_set, self.train_sampler)
+        self.val_loader = self._loader(self.val_set, range(info.rank, len(self.val_set), info.world_size))
 
         self.model_kwargs = {"drop_rate": config.drop_rate}
         if config.pooling != "avg":  # avg checkpoints keep the kwargs of every earlier release
@@ -191,13 +163,12 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        fused = self.device.type == "cuda"
         self.optimizer = torch.optim.Adam(
             model.parameters(),
             lr=config.lr,
             betas=config.betas,
             weight_decay=config.weight_decay,
-            fused=fused,
+            fused=self.device.type == "cuda",
         )
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
@@ -227,6 +198,21 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _loader(self, dataset: ChestXrayDataset, sampler: Iterable[int]) -> DataLoader:
+        """A loader of this process's ``local_batch`` images at a time, in ``sampler``'s order."""
+        workers = self.config.workers
+        return DataLoader(
+            dataset,
+            batch_size=self.local_batch,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_samples,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            drop_last=False,
+        )
 
     def _box_targets(self, train_split: Split) -> BoxTargets | None:
         """The training split's box masks when the config asks for box supervision (Li et al. 2018)."""
@@ -341,8 +327,7 @@ class Trainer:
             self.history.append(record)
             if self.info.is_primary:
                 self._write_epoch(record, val, improved)
-            stop = config.early_stopping_patience and self.bad_epochs >= config.early_stopping_patience
-            if stop:
+            if config.early_stopping_patience and self.bad_epochs >= config.early_stopping_patience:
                 if self.info.is_primary:
                     logger.info(
                         "early stopping: no better validation mean AUROC for %d epochs", self.bad_epochs
@@ -361,11 +346,13 @@ class Trainer:
         total_batches = len(self.train_loader)
         if config.max_train_batches:
             total_batches = min(total_batches, config.max_train_batches)
-        progress = None
-        if self.info.is_primary:
-            progress = Progress(
-                total_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False
-            )
+        progress = Progress(
+            total_batches,
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="batch",
+            leave=False,
+            enabled=self.info.is_primary,
+        )
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         images_seen = 0
         started = time.perf_counter()
@@ -403,13 +390,11 @@ class Trainer:
             self.scaler.update()
             loss_sum += loss.detach().double() * images.shape[0]
             images_seen += images.shape[0]
-            if progress is not None:
-                progress.update(1)
-                if step % max(config.log_every, 1) == 0:
-                    rate = images_seen * self.info.world_size / max(time.perf_counter() - started, 1e-9)
-                    progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
-        if progress is not None:
-            progress.close()
+            progress.update(1)
+            if self.info.is_primary and step % max(config.log_every, 1) == 0:
+                rate = images_seen * self.info.world_size / max(time.perf_counter() - started, 1e-9)
+                progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+        progress.close()
         totals = dist_utils.all_reduce_sum(self.info, [float(loss_sum.item()), float(images_seen)])
         return totals[0] / max(totals[1], 1.0), int(totals[1])
 
@@ -478,13 +463,13 @@ class Trainer:
 
 def merge_shards(shards: list[PredictionOutput]) -> PredictionOutput:
     """Concatenate per-rank predictions in index order, refusing any index scored twice."""
-    indices = np.concatenate([shard.indices for shard in shards]) if shards else np.zeros(0, dtype=np.int64)
-    probs = np.concatenate([shard.probs for shard in shards]) if shards else np.zeros((0, len(FINDINGS)))
+    indices = np.concatenate([shard.indices for shard in shards])
+    probs = np.concatenate([shard.probs for shard in shards])
     order = np.argsort(indices, kind="stable")
     indices, probs = indices[order], probs[order]
-    if len(indices) > 1 and np.any(indices[1:] == indices[:-1]):
-        duplicate = int(indices[1:][indices[1:] == indices[:-1]][0])
-        raise RuntimeError(f"validation scored image index {duplicate} more than once")
+    repeated = indices[1:][indices[1:] == indices[:-1]]
+    if len(repeated):
+        raise RuntimeError(f"validation scored image index {int(repeated[0])} more than once")
     return PredictionOutput(indices, probs)
 
 
@@ -497,7 +482,6 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
     info = dist_utils.init_distributed(config.device)
     try:
         torch.set_float32_matmul_precision("high")
-        trainer = Trainer(config, out_dir, resume=resume, info=info)
-        return trainer.fit()
+        return Trainer(config, out_dir, resume=resume, info=info).fit()
     finally:
         dist_utils.cleanup_distributed()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlencode
@@ -192,17 +193,21 @@ def get_study(study_id: int, state: StateDep) -> StudyOut:
 _PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}, 404: {"model": ErrorOut}}
 
 
+def _png_response(draw: Callable[..., bytes], *args: object) -> Response:
+    """``draw(*args)`` as a PNG response; 404 when the service cannot draw it."""
+    try:
+        data = draw(*args)
+    except analysis.AssetUnavailableError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return Response(content=data, media_type="image/png")
+
+
 @router.get(
     "/{study_id}/image.png", summary="The radiograph as a PNG", response_class=Response, responses=_PNG
 )
 def get_image_png(study_id: int, state: StateDep) -> Response:
     """The display rendition of the radiograph (8-bit, longer side at most 1,024 pixels)."""
-    record = _load(state, study_id)
-    try:
-        data = analysis.display_png(state, record)
-    except analysis.AssetUnavailableError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    return Response(content=data, media_type="image/png")
+    return _png_response(analysis.display_png, state, _load(state, study_id))
 
 
 @router.get(
@@ -231,12 +236,5 @@ def get_heatmap_png(
     record = _load(state, study_id)
     if record.status != "ok":
         raise HTTPException(status.HTTP_404_NOT_FOUND, "this record is a file that could not be read")
-    try:
-        data = (
-            analysis.heatmap_layer_png(state, record, name)
-            if layer
-            else analysis.overlay_png(state, record, name)
-        )
-    except analysis.AssetUnavailableError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    return Response(content=data, media_type="image/png")
+    draw = analysis.heatmap_layer_png if layer else analysis.overlay_png
+    return _png_response(draw, state, record, name)

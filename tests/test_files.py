@@ -33,11 +33,11 @@ def test_keyboard_interrupt_also_cleans_up(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_mode_is_configurable(tmp_path):
-    path = tmp_path / "private"
-    with atomic_write(path, mode=0o600) as handle:
+def test_finished_files_are_readable_by_all(tmp_path):
+    path = tmp_path / "shared"
+    with atomic_write(path) as handle:
         handle.write(b"x")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
 
 
 def test_write_text_and_bytes(tmp_path):

@@ -37,7 +37,7 @@ def test_plain_output_also_comes_by_time_for_slow_jobs(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(progress_module, "monotonic", lambda: now[0])
     stream = io.StringIO()
-    progress = Progress(1000, desc="slow", unit="img", stream=stream, every_s=30.0)
+    progress = Progress(1000, desc="slow", unit="img", stream=stream)
     for _ in range(5):  # 0.5 % of the job per minute: only the clock asks for lines
         now[0] += 60.0
         progress.update(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 
 import pytest
@@ -248,35 +247,16 @@ def test_finding_annotations_round_trip_exactly() -> None:
         assert tokens_to_annotation(annotation_tokens(annotation)) == annotation
 
 
-def test_finding_annotation_cells() -> None:
-    # Table cells as pandas reads them (a sidecar CSV): NaN and "" mean absent, case and aliases are accepted.
-    annotation = finding_annotation("pleural thickening", " Left ", math.nan, "", float("nan"), math.nan)
-    assert annotation == M("Thickening", side="left", finding="Pleural_Thickening")
+def test_finding_annotation_location_words() -> None:
     assert finding_annotation("Nodule", "left", "lingula", "lung", "mild", 0.8).location == ("lingula",)
     assert zone_of(finding_annotation("Nodule", "left", "lingula", "lung", None)) == "middle"
-    with pytest.raises(
-        ValueError, match="unknown side 'up'; expected one of: right, left, bilateral, midline"
-    ):
-        finding_annotation("Nodule", "up", "upper", "lung", "mild")
-    with pytest.raises(ValueError, match="unknown zone"):
-        finding_annotation("Nodule", "left", "north", "lung", "mild")
-    with pytest.raises(ValueError, match="unknown organ"):
-        finding_annotation("Nodule", "left", "upper", "spleen", "mild")
-    with pytest.raises(ValueError, match="unknown severity"):
-        finding_annotation("Nodule", "left", "upper", "lung", "borderline")
-    with pytest.raises(ValueError, match="14 findings"):
-        finding_annotation("No Finding", "left", "upper", "lung", "mild")
-    with pytest.raises(ValueError, match="unknown finding"):
-        finding_annotation("Tumour", "left", "upper", "lung", "mild")
+    assert finding_annotation("Edema", "bilateral", None, "lung", None).location == ()
 
 
 def test_size_word() -> None:
-    assert [size_word(value) for value in (None, math.nan, 0.0, 2.99, 3.0, 12)] == [
-        None, None, "small", "small", "large", "large"
+    assert [size_word(value) for value in (None, 0.0, 2.99, 3.0, 12)] == [
+        None, "small", "small", "large", "large"
     ]  # fmt: skip
-    for bad in (-0.5, math.inf):
-        with pytest.raises(ValueError, match="size_cm"):
-            size_word(bad)
 
 
 def test_report_words_fit_the_mesh_grammar() -> None:

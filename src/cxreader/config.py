@@ -118,15 +118,9 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
+        """The fields as plain YAML/JSON values: tuples (``betas``, ``crop_scale``) become lists."""
+        values = dataclasses.asdict(self)
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:

@@ -20,13 +20,12 @@ _CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     """Open a binary stream whose contents replace ``path`` only when the block ends without an error.
 
     Args:
-        path: The target file; its folder is created when missing.
-        mode: Permission bits of the finished file (``mkstemp`` would leave 0600; results are meant to be
-            shared).
+        path: The target file; its folder is created when missing. The finished file is readable by all
+            (0644, where ``mkstemp`` would leave 0600): results are meant to be shared.
 
     Yields:
         A binary file object to write to (``torch.save``, ``savefig`` and ``onnx.save`` accept it).
@@ -39,7 +38,7 @@ def atomic_write(path: str | Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -52,6 +52,9 @@ ORGAN_OF: dict[str, str] = {
 
 #: Alternative spellings seen in real files, mapped to the canonical name (keys are lower-cased).
 ALIASES: dict[str, str] = {
+    "no finding": NO_FINDING,
+    "no_finding": NO_FINDING,
+    "normal": NO_FINDING,
     "pleural thickening": "Pleural_Thickening",
     "pleural_thickening": "Pleural_Thickening",
     "pleuralthickening": "Pleural_Thickening",
@@ -63,7 +66,7 @@ ALIASES: dict[str, str] = {
     "masses": "Mass",
 }
 
-_CANONICAL_BY_LOWER = {name.lower(): name for name in FINDINGS}
+_CANONICAL_BY_LOWER = {**{name.lower(): name for name in FINDINGS}, **ALIASES}
 
 
 class UnknownFindingError(CXReaderError, ValueError):
@@ -79,24 +82,19 @@ def canonical_finding(name: str) -> str:
     Raises:
         UnknownFindingError: when the name is not one of the 14 findings (nor "No Finding").
     """
-    key = name.strip().lower()
-    if key in _CANONICAL_BY_LOWER:
-        return _CANONICAL_BY_LOWER[key]
-    if key in ALIASES:
-        return ALIASES[key]
-    if key in ("no finding", "no_finding", "normal"):
-        return NO_FINDING
-    raise UnknownFindingError(
-        f"unknown finding {name!r}; expected one of: {', '.join(FINDINGS)} (or {NO_FINDING!r})"
-    )
+    try:
+        return _CANONICAL_BY_LOWER[name.strip().lower()]
+    except KeyError:
+        raise UnknownFindingError(
+            f"unknown finding {name!r}; expected one of: {', '.join(FINDINGS)} (or {NO_FINDING!r})"
+        ) from None
 
 
 def parse_finding_labels(text: str) -> list[int]:
     """Turn a Data_Entry ``Finding Labels`` cell ("Effusion|Infiltration", "No Finding") into 14 binary labels."""
     vector = [0] * NUM_FINDINGS
     for part in str(text).split("|"):
-        part = part.strip()
-        if not part:
+        if not part.strip():
             continue
         canonical = canonical_finding(part)
         if canonical != NO_FINDING:

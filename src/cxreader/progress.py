@@ -2,9 +2,9 @@
 
 On a terminal a live tqdm bar redraws one line in place. Anywhere else (CI, ``nohup``, a log file, ``| cat``)
 each redraw would become one more line, joined by carriage returns into lines thousands of characters long;
-there :class:`Progress` writes a short plain line every ``every_percent`` percent or every ``every_s``
-seconds, whichever comes first, and a final line when it is closed. Both show the same numbers, formatted by
-tqdm (count, percentage, elapsed time, time left, rate and the postfix).
+there :class:`Progress` writes a short plain line every :data:`EVERY_PERCENT` percent or every :data:`EVERY_S`
+seconds (for slow jobs), whichever comes first, and a final line when it is closed. Both show the same
+numbers, formatted by tqdm (count, percentage, elapsed time, time left, rate and the postfix).
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from tqdm import tqdm
 
 #: Plain lines are cut to this many characters (a long description or postfix must not make a log unreadable).
 MAX_LINE = 200
+#: Plain output: a line each time the count crosses another multiple of this percentage of the total, ...
+EVERY_PERCENT = 10
+#: ... or when this many seconds passed since the last line.
+EVERY_S = 30.0
 
 
 def is_terminal(stream: Any) -> bool:
@@ -38,8 +42,6 @@ class Progress:
         stream: Where to write (default ``sys.stderr`` at the time of the call).
         enabled: False counts the steps and writes nothing (``--no-progress``, processes but the primary one).
         leave: Keep the finished bar on a terminal (False clears it); plain lines always stay.
-        every_percent: Plain output: a line each time the count crosses another multiple of this percentage.
-        every_s: Plain output: a line when this many seconds passed since the last one, for slow jobs.
     """
 
     def __init__(
@@ -51,13 +53,9 @@ class Progress:
         stream: TextIO | None = None,
         enabled: bool = True,
         leave: bool = True,
-        every_percent: float = 10.0,
-        every_s: float = 30.0,
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.plain = enabled and not is_terminal(self.stream)
-        self.every_percent = every_percent
-        self.every_s = every_s
         # One tqdm counts in every case. Off a terminal, or disabled, it never draws (tqdm's ``delay``: "don't
         # display until this many seconds have elapsed") and plain lines are formatted from its numbers.
         self._bar = tqdm(
@@ -91,7 +89,7 @@ class Progress:
         self._bar.update(n)
         if self.plain:
             step = self._percent_step()
-            if step > self._last_step or monotonic() - self._last_time >= self.every_s:
+            if step > self._last_step or monotonic() - self._last_time >= EVERY_S:
                 self._last_step = step
                 self._write_line()
 
@@ -123,9 +121,9 @@ class Progress:
 
     def _percent_step(self) -> int:
         total = self._bar.total
-        if not total or self.every_percent <= 0:
+        if not total:
             return 0
-        return int(min(self.n, total) * 100 / (total * self.every_percent))
+        return int(min(self.n, total) * 100 / (total * EVERY_PERCENT))
 
     def _write_line(self) -> None:
         self.stream.write(self.line() + "\n")

@@ -55,12 +55,11 @@ and a mass); ``multiple`` is the number.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cxreader.labels import FINDINGS, canonical_finding
+from cxreader.labels import FINDINGS
 
 #: Sides, in the patient's frame. ``midline`` never occurs in the OpenI terms; the heart and a hiatus hernia
 #: lie there.
@@ -260,10 +259,7 @@ def is_known_modifier(word: str) -> bool:
 
 def heading_finding(heading: str, organ: str | None = None) -> str | None:
     """The ChestX-ray14 finding a heading maps to, given the term's organ; None when none fits."""
-    rule = _HEADING_FINDINGS.get(_clean(heading).lower())
-    if rule is None:
-        return None
-    finding, organs = rule
+    finding, organs = _HEADING_FINDINGS.get(_clean(heading).lower(), (None, None))
     if organs is not None and organ not in organs:
         return None
     return finding
@@ -380,30 +376,10 @@ def zone_of(annotation: MeshAnnotation) -> str | None:
 
 
 def size_word(size_cm: float | None) -> str | None:
-    """``small`` below :data:`SIZE_LARGE_CM`, ``large`` from it; None for a missing (None or NaN) size.
-
-    Raises:
-        ValueError: for a negative or infinite size.
-    """
-    if size_cm is None or (isinstance(size_cm, float) and math.isnan(size_cm)):
+    """``small`` below :data:`SIZE_LARGE_CM`, ``large`` from it; None without a size."""
+    if size_cm is None:
         return None
-    size_cm = float(size_cm)
-    if size_cm < 0 or math.isinf(size_cm):
-        raise ValueError(f"size_cm must be a finite, non-negative number of centimetres, got {size_cm!r}")
     return "large" if size_cm >= SIZE_LARGE_CM else "small"
-
-
-def _optional_word(value: object, field: str, allowed: Iterable[str]) -> str | None:
-    """Normalise one table cell: None, NaN and "" mean absent; anything else must be an allowed word."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    word = _clean(str(value)).lower()
-    if not word:
-        return None
-    allowed = tuple(allowed)
-    if word not in allowed:
-        raise ValueError(f"unknown {field} {value!r}; expected one of: {', '.join(allowed)}")
-    return word
 
 
 def finding_annotation(
@@ -417,31 +393,24 @@ def finding_annotation(
     """One finding described in the report words (side, zone, organ, severity, size), as a MeSH annotation.
 
     The heading is the finding's MeSH heading (:data:`FINDING_HEADINGS`), the zone becomes its location word
-    (:data:`ZONE_LOCATIONS`; a MeSH location word such as ``"lingula"`` is also accepted) and ``size_cm``
-    becomes a size word (:func:`size_word`). None, NaN and empty cells mean the slot is absent.
+    (:data:`ZONE_LOCATIONS`; a MeSH location word such as ``"lingula"`` is kept as it is) and ``size_cm``
+    becomes a size word (:func:`size_word`). None means the slot is absent. The words are checked where they
+    are read (:func:`cxreader.data.sidecars.read_synthetic_findings`), not here.
 
     Args:
-        finding: One of the 14 findings (any spelling :func:`cxreader.labels.canonical_finding` accepts).
+        finding: One of the 14 findings, canonical spelling.
         side: One of :data:`SIDES`.
         zone: upper, middle, lower, apical, basal, perihilar (or a MeSH location word).
         organ: One of :data:`ORGANS`.
         severity: One of :data:`SEVERITIES`.
         size_cm: Diameter in centimetres.
-
-    Raises:
-        ValueError: for a value outside these vocabularies (the message lists the accepted ones).
     """
-    name = canonical_finding(finding)
-    if name not in FINDINGS:
-        raise ValueError(f"an annotation needs one of the 14 findings, got {finding!r}")
-    zone_word = _optional_word(zone, "zone", (*ZONE_LOCATIONS, *LOCATIONS))
-    location = (ZONE_LOCATIONS.get(zone_word, zone_word),) if zone_word else ()
     return MeshAnnotation(
-        heading=FINDING_HEADINGS[name],
-        organ=_optional_word(organ, "organ", ORGANS),
-        location=location,
-        side=_optional_word(side, "side", SIDES),
-        severity=_optional_word(severity, "severity", SEVERITIES),
+        heading=FINDING_HEADINGS[finding],
+        organ=organ,
+        location=(ZONE_LOCATIONS.get(zone, zone),) if zone else (),
+        side=side,
+        severity=severity,
         size=size_word(size_cm),
-        finding=name,
+        finding=finding,
     )

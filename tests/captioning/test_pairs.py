@@ -47,8 +47,6 @@ def test_merge_right_and_left_instances_into_one_bilateral_annotation():
     assert heart.location == () and heart.organ == "heart" and heart.side == "midline"
     with pytest.raises(ValueError, match="no instance"):
         merge_instances("Mass", [])
-    with pytest.raises(ValueError, match="side"):
-        merge_instances("Mass", [_row("upside-down", organ="lung")])
 
 
 def test_synthetic_pairs_follow_the_sidecar_and_the_split_lists(synthetic_dir: Path):
@@ -98,8 +96,6 @@ def test_pairs_file_round_trip(tmp_path: Path, synthetic_dir: Path):
     write_pairs([CaptionPair(inside, "Mass", ("mass", "lung"), "test", "synthetic")], path)
     assert "images/a.png,Mass,mass lung,test,synthetic" in path.read_text()
     assert len(select_split(back, "all")) == len(back)
-    with pytest.raises(ValueError, match="split"):
-        select_split(back, "holdout")
 
 
 @pytest.mark.parametrize(
@@ -169,7 +165,7 @@ def openi_folder(tmp_path: Path) -> tuple[Path, Path]:
 def test_openi_pairs_pair_each_linked_image_with_each_annotation(openi_folder: tuple[Path, Path]):
     source, images = openi_folder
     dataset = load_openi(source, images_dir=images)
-    pairs = openi_pairs(dataset, seed=0, fractions=(0.5, 0.0, 0.5))
+    pairs = openi_pairs(dataset, seed=0)
     by_image = defaultdict(list)
     for pair in pairs:
         by_image[pair.image.name].append((pair.finding, " ".join(pair.tokens)))
@@ -182,12 +178,10 @@ def test_openi_pairs_pair_each_linked_image_with_each_annotation(openi_folder: t
         (None, "normal"),
     ]  # no duplicate
     assert len(by_image) == 3  # report 3's image is not on disk
-    splits = {pair.image.name.split("_")[0]: pair.split for pair in pairs}
-    assert sorted(splits.values()) == ["test", "train"]  # one report each, images of a report together
+    report_splits = {(pair.image.name.split("_")[0], pair.split) for pair in pairs}
+    assert len(report_splits) == 2  # the images of a report stay together in one split
     mapped = openi_pairs(dataset, mapped_only=True)
     assert all(pair.finding is not None for pair in mapped) and len(mapped) == 3
-    with pytest.raises(ValueError, match="fractions"):
-        openi_pairs(dataset, fractions=(0.5, 0.5))
 
 
 def test_mesh_sequences_are_every_major_term(openi_folder: tuple[Path, Path]):

@@ -17,6 +17,7 @@ import pytest
 from cxreader.cli.openi_cmd import register_data
 from cxreader.data.openi import (
     OpenIDataset,
+    OpenIReport,
     caption_views,
     iter_openi_reports,
     load_openi,
@@ -75,6 +76,10 @@ def _write_tgz(path: Path, members: dict[str, str | bytes]) -> Path:
     return path
 
 
+def _report(dataset: OpenIDataset, report_id: str) -> OpenIReport:
+    return next(report for report in dataset if report.report_id == report_id)
+
+
 @pytest.fixture(scope="module")
 def real_openi(shared_data: Path) -> OpenIDataset:
     return load_openi(shared_data / REPORTS)
@@ -107,7 +112,7 @@ def test_real_collection_counts(real_openi: OpenIDataset) -> None:
 @pytest.mark.parametrize("number", CHECKED)
 def test_real_reports_match_their_xml(real_openi: OpenIDataset, shared_data: Path, number: str) -> None:
     root = _independent_read(shared_data / REPORTS, number)
-    report = real_openi.report(root.find("uId").get("id"))
+    report = _report(real_openi, root.find("uId").get("id"))
     assert report.report_id == f"CXR{number}"
     sections = {e.get("Label"): ("".join(e.itertext()).strip() or None) for e in root.iter("AbstractText")}
     assert report.findings == sections["FINDINGS"]
@@ -123,7 +128,7 @@ def test_real_reports_match_their_xml(real_openi: OpenIDataset, shared_data: Pat
 
 def test_real_reports_literal_values(real_openi: OpenIDataset) -> None:
     # Values read by eye from ecgen-radiology/1900.xml, 3.xml, 1068.xml and 1957.xml.
-    r1900 = real_openi.report("CXR1900")
+    r1900 = _report(real_openi, "CXR1900")
     assert r1900.image_ids == ["CXR1900_IM-0584-1001", "CXR1900_IM-0584-2001"]
     assert r1900.views == ["PA", "LATERAL"]
     assert r1900.comparison == "PA and lateral chest XXXX."
@@ -139,17 +144,17 @@ def test_real_reports_literal_values(real_openi: OpenIDataset) -> None:
     ]
     assert r1900.mesh_automatic == ["calcified granuloma", "degenerative change", "sternotomy"]
 
-    r3 = real_openi.report("CXR3")
+    r3 = _report(real_openi, "CXR3")
     assert r3.findings is None and r3.comparison is None
     assert r3.mesh_major == ["normal"] and r3.mesh_automatic == []
     assert r3.image_ids == ["CXR3_IM-1384-1001", "CXR3_IM-1384-2001"]
 
-    r1068 = real_openi.report("CXR1068")
+    r1068 = _report(real_openi, "CXR1068")
     assert r1068.image_ids == [] and r1068.views == [] and r1068.captions == []
     assert r1068.indication == "Chest congestion" and r1068.impression == "No active disease."
     assert any("CXR1068" in example for example in real_openi.warning_examples["no_images"])
 
-    r1957 = real_openi.report("CXR1957")
+    r1957 = _report(real_openi, "CXR1957")
     assert r1957.views == ["AP", "LATERAL"]
     assert r1957.image_ids == ["CXR1957_IM-0624-0001", "CXR1957_IM-0624-4004"]
     assert r1957.mesh_major[-1] == "Technical Quality of Image Unsatisfactory"  # trailing space stripped
@@ -162,7 +167,11 @@ def test_real_reports_literal_values(real_openi: OpenIDataset) -> None:
 
 def test_real_images_link_as_pairs_csv_says(shared_data: Path) -> None:
     dataset = load_openi(shared_data / REPORTS, images_dir=shared_data / "openi" / "images_256")
-    pairs = {(image_id, path.name, report.report_id) for image_id, path, report in dataset.image_pairs()}
+    pairs = {
+        (image_id, path.name, report.report_id)
+        for report in dataset
+        for image_id, path in report.image_paths.items()
+    }
     with (shared_data / "openi" / "pairs.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 5
@@ -230,11 +239,11 @@ def test_bad_reports_are_counted_not_fatal(tmp_path: Path) -> None:
     }
     assert "2.xml" in dataset.warning_examples["malformed_xml"][0]
     assert "'sparkly'" in dataset.warning_examples["unknown_mesh_modifier"][0]
-    assert dataset.report("CXR1").image_ids == [
+    assert _report(dataset, "CXR1").image_ids == [
         "CXR1_1_IM-0001-3001",
         "CXR1_1_IM-0001-4001",
     ]  # the first kept
-    weird = dataset.report("CXR4").annotations[0]
+    weird = _report(dataset, "CXR4").annotations[0]
     assert (weird.heading, weird.organ, weird.side, weird.other_modifiers, weird.finding) == (
         "Wobbly Lung",
         "lung",
@@ -294,15 +303,15 @@ def test_image_files_link_by_id(tmp_path: Path) -> None:
     (images / "notes.txt").write_text("ignored")
 
     dataset = load_openi(tgz, images_dir=images)
-    assert dataset.report("CXR1").image_paths == {
+    assert _report(dataset, "CXR1").image_paths == {
         "CXR1_1_IM-0001-3001": images / "CXR1_1_IM-0001-3001.png",  # the shallower of the two copies
         "CXR1_1_IM-0001-4001": images / "1_IM-0001-4001.dcm",
     }
-    assert dataset.report("CXR2").image_paths == {
+    assert _report(dataset, "CXR2").image_paths == {
         "CXR2_IM-0652-1001": images / "sub" / "CXR2_IM-0652-1001.jpg"
     }
-    assert dataset.report("CXR3").image_paths == {"CXR3_IM-1384-1001": images / "3_IM-1384-1001.dcm"}
-    assert [pair[0] for pair in dataset.image_pairs()] == [
+    assert _report(dataset, "CXR3").image_paths == {"CXR3_IM-1384-1001": images / "3_IM-1384-1001.dcm"}
+    assert [image_id for report in dataset for image_id in report.image_paths] == [
         "CXR1_1_IM-0001-3001",
         "CXR1_1_IM-0001-4001",
         "CXR2_IM-0652-1001",

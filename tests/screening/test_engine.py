@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 from datetime import date
 from pathlib import Path
@@ -106,17 +105,16 @@ def test_dicom_dates():
     )
 
 
-def test_screening_stores_every_good_image_once_and_every_bad_file_with_its_reason(folder, backend, tmp_path):
+def test_screening_stores_every_good_image_once_and_every_bad_file_with_its_reason(
+    folder, backend, tmp_path, capsys
+):
     database = open_database(str(tmp_path / "records.sqlite3"))
-    progress = io.StringIO()
     try:
-        report = screen(
-            [folder], backend=backend, database=database, batch_size=4, workers=2, progress_file=progress
-        )
+        report = screen([folder], backend=backend, database=database, batch_size=4, workers=2)
         good = GOOD_SYNTHETIC + 1  # the synthetic images and the CR DICOM
         assert (report.screened, report.failed, report.duplicates, report.skipped) == (good, 4, 1, 0)
         assert report.ignored >= 3  # notes.txt, .hidden.png, DICOMDIR, the dataset's CSV and text files
-        assert "files/s" in progress.getvalue()
+        assert "files/s" in capsys.readouterr().err
         with database.session() as session:
             assert count(session, Image.status == "ok") == good
             # One row per content: the copy of a synthetic image is not stored twice.

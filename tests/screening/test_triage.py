@@ -12,7 +12,6 @@ from cxreader.labels import FINDINGS
 from cxreader.screening.triage import (
     CSV_COLUMNS,
     URGENCY_ORDER,
-    PositiveFinding,
     build_triage,
     format_triage,
     make_entry,
@@ -27,7 +26,7 @@ from cxreader.storage.write import add_image_result, register_checkpoint
 
 def entry(path: str, *positives: tuple[str, float], **details):
     return make_entry(
-        source_path=path, positives=[PositiveFinding(name, p, 0.5) for name, p in positives], **details
+        source_path=path, positives=[FindingResult(name, p, 0.5) for name, p in positives], **details
     )
 
 
@@ -81,7 +80,13 @@ def test_triage_from_database_reads_the_stored_results_of_the_given_files(tmp_pa
                     session=session, result=_result(name, checkpoint, probabilities, patient="P-7")
                 )
             add_image_result(session=session, result=_result("elsewhere", other, {"Pneumothorax": 0.99}))
-            everything = triage_from_database(session=session, checkpoint_id=checkpoint)
+            everything = triage_from_database(
+                session=session,
+                checkpoint_id=checkpoint,
+                content_sha256s=[
+                    hashlib.sha256(name.encode()).hexdigest() for name in [*stored, "elsewhere"]
+                ],
+            )
             some = triage_from_database(
                 session=session,
                 checkpoint_id=checkpoint,

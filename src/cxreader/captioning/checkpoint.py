@@ -21,7 +21,7 @@ from cxreader import __version__
 from cxreader.captioning.vocab import Vocabulary
 from cxreader.errors import CheckpointError, ConfigError
 from cxreader.files import atomic_write
-from cxreader.models.captioner import CELLS, Captioner, build_captioner
+from cxreader.models.captioner import Captioner, build_captioner
 from cxreader.models.checkpoint import CheckpointContract, check_labels, cpu_state_dict, read_payload
 
 CAPTION_FORMAT = "cxreader-caption-checkpoint"
@@ -91,9 +91,8 @@ class CaptionContract:
             }
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"caption contract: missing or malformed field ({exc})") from None
+        # An unknown cell is refused where the decoder is built (load_caption_checkpoint names the file).
         decoder_config = parts["decoder_config"]
-        if decoder_config.get("cell", "lstm") not in CELLS:
-            raise CheckpointError(f"caption contract: unknown decoder cell {decoder_config.get('cell')!r}")
         if int(decoder_config.get("vocab_size", -1)) != len(parts["vocab"]):
             raise CheckpointError(
                 f"caption contract: decoder vocab_size {decoder_config.get('vocab_size')} differs from the "

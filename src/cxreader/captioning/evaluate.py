@@ -229,9 +229,7 @@ def evaluate_captioner(
     decoded = [group for group in groups if group.image in row_of]
     for number, group in enumerate(decoded, start=1):
         row = row_of[group.image]
-        group.hypothesis = tuple(
-            predictor.decode(features[row : row + 1], group.query).tokens(predictor.vocab)
-        )
+        group.hypothesis = predictor.caption(features[row : row + 1], group.query).tokens
         if group.finding is not None:
             index = FINDINGS.index(group.finding)
             group.probability = float(probabilities[row, index])
@@ -246,7 +244,7 @@ def evaluate_captioner(
     free_hyps = []
     for image in per_image:
         row = row_of[image]
-        free_hyps.append(tuple(predictor.decode(features[row : row + 1], None).tokens(predictor.vocab)))
+        free_hyps.append(predictor.caption(features[row : row + 1], None).tokens)
     finding_slot = slot_accuracy(list(per_image.values()), free_hyps, slots=("finding",))["finding"]
 
     all_metrics = corpus_metrics(decoded)

@@ -15,7 +15,8 @@ Two sources, one token grammar (:mod:`cxreader.vocabulary`):
   ``test_list.txt`` is the test split, validation is carved by patient from ``train_val_list.txt``
   (:func:`cxreader.data.chestxray14.load_splits`, method ``official``).
 * **OpenI** (:func:`openi_pairs`): every linked image of an OpenI report with each ``<major>`` MeSH term of
-  the report (Shin et al., CVPR 2016, trained on exactly these). Splits are by report, seeded.
+  the report (Shin et al., CVPR 2016, trained on exactly these). Splits are 80/10/10 by report (one report
+  is one patient's study), seeded.
 
 PAIRS file (CSV, UTF-8, one row per pair; written by :func:`write_pairs`, read by :func:`read_pairs`):
 
@@ -32,11 +33,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,14 +80,6 @@ class CaptionPair:
         return self.tokens[0]
 
 
-def _cell(value: object) -> str | None:
-    """A sidecar cell as stripped text; None for NaN, None and empty cells."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
 def _finding(name: str, path: Path, number: int) -> str:
     """The canonical name of one of the 14 findings, read on line ``number`` of ``path``.
 
@@ -102,50 +95,30 @@ def _finding(name: str, path: Path, number: int) -> str:
     return finding
 
 
-def merge_instances(finding: str, instances: Sequence[Mapping[str, object]]) -> MeshAnnotation:
+def merge_instances(finding: str, instances: Sequence[Mapping[str, Any]]) -> MeshAnnotation:
     """One annotation for every drawn instance of one finding in one image (rules in the module docstring).
 
     Args:
-        instances: Sidecar rows (side, zone, organ, severity, size_cm) of that finding in that image.
+        instances: Sidecar rows (side, zone, organ, severity, size_cm) of that finding in that image, with the
+            words :func:`~cxreader.data.sidecars.read_synthetic_findings` has checked.
 
     Raises:
-        ValueError: no instance, or a value outside the annotation vocabularies.
+        ValueError: no instance.
     """
     if not instances:
         raise ValueError(f"{finding}: no instance to describe")
-    sides = [_cell(row.get("side")) for row in instances]
-    known_sides = {side.lower() for side in sides if side}
-    if "bilateral" in known_sides or {"right", "left"} <= known_sides:
-        side: str | None = "bilateral"
-    else:
-        side = next((s.lower() for s in sides if s), None)
-    zones = {(_cell(row.get("zone")) or "").lower() for row in instances}
+    sides = {row["side"] for row in instances}
+    side = "bilateral" if "bilateral" in sides or {"right", "left"} <= sides else instances[0]["side"]
+    zones = {row["zone"] for row in instances}
     zone = zones.pop() if len(zones) == 1 else None
-    if not zone or zone in ZONES_WITHOUT_LOCATION:
+    if zone in ZONES_WITHOUT_LOCATION:
         zone = None
-    severities = [(_cell(row.get("severity")) or "").lower() for row in instances]
-    ranked = [s for s in severities if s in SEVERITIES]
-    severity = max(ranked, key=SEVERITIES.index) if ranked else next((s for s in severities if s), None)
-    size_cm = None
-    if finding in DIAMETER_FINDINGS:
-        sizes = [float(v) for v in (row.get("size_cm") for row in instances) if _cell(v) is not None]
-        size_cm = max(sizes) if sizes else None
-    organ = next((_cell(row.get("organ")) for row in instances if _cell(row.get("organ"))), None)
-    annotation = finding_annotation(finding, side, zone, organ, severity, size_cm)
+    severity = max((row["severity"] for row in instances), key=SEVERITIES.index)
+    size_cm = max(row["size_cm"] for row in instances) if finding in DIAMETER_FINDINGS else None
+    annotation = finding_annotation(finding, side, zone, instances[0]["organ"], severity, size_cm)
     if finding in COUNTABLE_FINDINGS and len(instances) > 1:
         annotation = replace(annotation, number="multiple")
     return annotation
-
-
-def _synthetic_split_of(data_dir: Path, seed: int, val_fraction: float) -> dict[str, str]:
-    from cxreader.data.chestxray14 import TEST_LIST, TRAIN_VAL_LIST, load_splits
-
-    method = (
-        "official" if (data_dir / TRAIN_VAL_LIST).is_file() and (data_dir / TEST_LIST).is_file() else "random"
-    )
-    kwargs = {"val_fraction": val_fraction} if method == "official" else {}
-    splits = load_splits(data_dir, split=method, seed=seed, **kwargs)
-    return {image: name for name, split in splits.items() for image in split.images}
 
 
 def synthetic_pairs(data_dir: str | Path, *, seed: int = 0, val_fraction: float = 0.1) -> list[CaptionPair]:
@@ -163,7 +136,7 @@ def synthetic_pairs(data_dir: str | Path, *, seed: int = 0, val_fraction: float 
         DataError: a missing sidecar or table, a sidecar row with an unknown finding or value, or an image
             that is in the sidecar but in no split or not on disk.
     """
-    from cxreader.data.chestxray14 import ImageLocator
+    from cxreader.data.chestxray14 import TEST_LIST, TRAIN_VAL_LIST, ImageLocator, load_splits
     from cxreader.data.sidecars import SIDECAR_NAME, read_synthetic_findings
 
     data_dir = Path(data_dir)
@@ -174,22 +147,21 @@ def synthetic_pairs(data_dir: str | Path, *, seed: int = 0, val_fraction: float 
             "not found: expected a dataset written by the synthetic generator (generate_synthetic_dataset)",
         )
     frame = read_synthetic_findings(sidecar_path)
-    split_of = _synthetic_split_of(data_dir, seed, val_fraction)
+    # The split lists when the dataset has them (the generator writes them), else a seeded random split.
+    official = (data_dir / TRAIN_VAL_LIST).is_file() and (data_dir / TEST_LIST).is_file()
+    splits = load_splits(
+        data_dir, split="official" if official else "random", seed=seed, val_fraction=val_fraction
+    )
+    split_of = {image: name for name, split in splits.items() for image in split.images}
     locator = ImageLocator(data_dir)
-    grouped: dict[tuple[str, str], list[dict[str, object]]] = defaultdict(list)
-    for number, row in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
-        image, name = _cell(row.get("image")), _cell(row.get("finding"))
-        if image is None or name is None:
-            raise DataError(sidecar_path, f"line {number}: empty image or finding")
-        grouped[(image, _finding(name, sidecar_path, number))].append(row)
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in frame.to_dict("records"):
+        grouped[(row["image"], row["finding"])].append(row)
     pairs = []
     for (image, finding), instances in grouped.items():
         if image not in split_of:
             raise DataError(sidecar_path, f"image {image!r} is in no split of {data_dir}")
-        try:
-            annotation = merge_instances(finding, instances)
-        except ValueError as exc:
-            raise DataError(sidecar_path, f"{image} {finding}: {exc}") from None
+        annotation = merge_instances(finding, instances)
         pairs.append(
             CaptionPair(
                 image=locator.locate(image),
@@ -202,55 +174,37 @@ def synthetic_pairs(data_dir: str | Path, *, seed: int = 0, val_fraction: float 
     return pairs
 
 
-def _report_splits(report_ids: Sequence[str], seed: int, fractions: Sequence[float]) -> dict[str, str]:
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
-        raise ValueError(
-            f"fractions must be three non-negative shares of train/val/test summing to 1, got {fractions}"
-        )
+def _report_splits(report_ids: Sequence[str], seed: int) -> dict[str, str]:
     order = np.random.default_rng(seed).permutation(len(report_ids))
-    cut_train = int(round(fractions[0] * len(report_ids)))
-    cut_val = cut_train + int(round(fractions[1] * len(report_ids)))
+    cut_train = int(round(0.8 * len(report_ids)))
+    cut_val = cut_train + int(round(0.1 * len(report_ids)))
     names = {}
     for rank, index in enumerate(order):
         names[report_ids[index]] = "train" if rank < cut_train else "val" if rank < cut_val else "test"
     return names
 
 
-def openi_pairs(
-    dataset: OpenIDataset,
-    *,
-    seed: int = 0,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    mapped_only: bool = False,
-) -> list[CaptionPair]:
+def openi_pairs(dataset: OpenIDataset, *, seed: int = 0, mapped_only: bool = False) -> list[CaptionPair]:
     """Pairs of an OpenI dataset whose images were linked (:func:`cxreader.data.openi.load_openi` with
     ``images_dir``): each linked image with each distinct annotation of its report.
 
     Args:
-        seed: Seed of the report-level split.
-        fractions: train/val/test shares of the reports (one report is one patient's study).
+        seed: Seed of the report-level 80/10/10 train/val/test split.
         mapped_only: Keep only terms whose heading maps to one of the 14 findings.
     """
     report_ids = [report.report_id for report in dataset.reports if report.image_paths]
-    split_of = _report_splits(report_ids, seed, fractions)
+    split_of = _report_splits(report_ids, seed)
     pairs = []
-    for _, path, report in dataset.image_pairs():
-        seen: set[tuple[str, ...]] = set()
+    for report in dataset.reports:
+        findings: dict[tuple[str, ...], str | None] = {}  # distinct token sequences, in term order
         for annotation in report.annotations:
-            if mapped_only and annotation.finding is None:
-                continue
-            tokens = tuple(annotation_tokens(annotation))
-            if tokens in seen:
-                continue
-            seen.add(tokens)
-            pairs.append(
-                CaptionPair(
-                    image=path,
-                    finding=annotation.finding,
-                    tokens=tokens,
-                    split=split_of[report.report_id],
-                    source="openi",
-                )
+            if annotation.finding is not None or not mapped_only:
+                findings.setdefault(tuple(annotation_tokens(annotation)), annotation.finding)
+        split = split_of.get(report.report_id)  # None only for a report without linked images
+        for path in report.image_paths.values():
+            pairs.extend(
+                CaptionPair(image=path, finding=finding, tokens=tokens, split=split, source="openi")
+                for tokens, finding in findings.items()
             )
     return pairs
 
@@ -285,7 +239,6 @@ def _relative_image(path: Path, folder: Path) -> str:
 def write_pairs(pairs: Iterable[CaptionPair], path: str | Path) -> int:
     """Write a PAIRS file atomically and return its row count; image paths under its folder become relative."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PAIRS_COLUMNS)
@@ -362,6 +315,4 @@ def read_pairs(path: str | Path) -> list[CaptionPair]:
 
 def select_split(pairs: Iterable[CaptionPair], split: str) -> list[CaptionPair]:
     """The pairs of one split (``train``, ``val``, ``test``), or all of them for ``all``."""
-    if split not in (*SPLITS, "all"):
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)} or all")
     return [pair for pair in pairs if split == "all" or pair.split == split]

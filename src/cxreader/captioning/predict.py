@@ -30,14 +30,12 @@ class Caption:
     """One learned caption.
 
     Attributes:
-        query: The token that was asked for (a finding's token), or None when the model chose the finding.
         finding: The finding the caption describes (parsed from its first token), or None for a MeSH heading
             that maps to none of the 14.
         text: The annotation as a MeSH-style string.
         log_prob: Log-probability of the decoded tokens.
     """
 
-    query: str | None
     finding: str | None
     tokens: tuple[str, ...]
     text: str
@@ -161,7 +159,6 @@ class CaptionPredictor:
         tokens = tuple(hypothesis.tokens(self.vocab))
         annotation = tokens_to_annotation(tokens) if tokens else None
         return Caption(
-            query=query,
             finding=annotation.finding if annotation is not None else None,
             tokens=tokens,
             text=caption_text(tokens),

@@ -58,6 +58,14 @@ def add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="URL", help=DATABASE_HELP)
 
 
+def positive_int(text: str) -> int:
+    """Argument type of counts that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def name_value(text: str) -> tuple[str, str]:
     """Argument type of ``NAME=VALUE`` options (``--list train=FILE``, ``--set KEY=VALUE``)."""
     name, sep, value = text.partition("=")

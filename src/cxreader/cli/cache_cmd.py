@@ -11,7 +11,6 @@ from pathlib import Path
 
 
 def register_data(data_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``cache`` to the ``cxreader data`` commands."""
     parser = data_subparsers.add_parser(
         "cache",
         help="decode and resize every image once into a uint8 cache for training and evaluation",

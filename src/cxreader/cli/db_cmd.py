@@ -8,7 +8,6 @@ from cxreader.cli import arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``db`` (with its ``upgrade`` command) to the top-level commands."""
     db_subparsers = arguments.add_command_group(
         subparsers, "db", help="the records database: schema migrations"
     )
@@ -20,7 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
-    """Handler of ``cxreader db upgrade``: migrates the database and prints the revision it is at."""
     from cxreader.storage.db import display_url, init_db, resolve_database_url
 
     url = resolve_database_url(args.db)

@@ -112,8 +112,6 @@ def run_demo(args: argparse.Namespace) -> int:
     sample = [data_dir / "images" / name for name in predictions.images[:3]]
     results = predictor.predict_files(sample, keep_images=True)
     describe_predictions(predictor.backend, results)
-    for item in results:
-        item.image = None
     print(format_predictions(results, predictor.thresholds))
 
     elapsed = time.perf_counter() - started

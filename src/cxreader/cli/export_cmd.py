@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--calibration-images",
-        type=int,
+        type=arguments.positive_int,
         default=64,
         metavar="N",
         help="use at most N calibration images (default 64)",
@@ -55,8 +55,6 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out {args.out}: an ONNX model file must end in .onnx")
-    if args.calibration_images <= 0:
-        raise ConfigError(f"--calibration-images must be positive, got {args.calibration_images}")
     summary = export_onnx(
         args.checkpoint,
         args.out,

@@ -6,9 +6,10 @@ import argparse
 import json
 from typing import Any
 
+from cxreader.cli import arguments
+
 
 def register_data(data_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``openi-stats`` to the ``cxreader data`` commands."""
     parser = data_subparsers.add_parser(
         "openi-stats",
         help="OpenI/IU reports: report and image counts, text sections, MeSH terms and their findings",
@@ -21,21 +22,13 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
         "--images", metavar="DIR", help="folder of CXR*.png images to link (searched recursively)"
     )
     parser.add_argument(
-        "--top", type=_positive_int, default=20, metavar="N", help="most common items listed (20)"
+        "--top", type=arguments.positive_int, default=20, metavar="N", help="most common items listed (20)"
     )
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
     parser.set_defaults(func=run_openi_stats)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def run_openi_stats(args: argparse.Namespace) -> int:
-    """Handler of ``cxreader data openi-stats``."""
     from cxreader.data.openi import load_openi, openi_stats
 
     dataset = load_openi(args.reports, images_dir=args.images)

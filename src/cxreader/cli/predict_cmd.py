@@ -55,8 +55,6 @@ def run_predict(args: argparse.Namespace) -> int:
 
         captioner = CaptionPredictor(args.caption, device=args.device, beam_size=args.beam)
         caption_predictions(captioner, results, predictor.thresholds)
-    for result in results:
-        result.image = None  # the pixels are not needed any more
     synthetic = predictor.contract.synthetic
     if args.json:
         arguments.print_json_results([result.to_json_dict() for result in results], synthetic)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from cxreader import DISCLAIMER
 from cxreader.cli import arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``screen`` to the top-level commands."""
     parser = subparsers.add_parser(
         "screen",
         help="screen folders of radiographs, store every result, print a triage list",
@@ -82,20 +80,19 @@ def run_screen(args: argparse.Namespace) -> int:
         )
     finally:
         database.close()
-    out = sys.stdout
-    out.write(
+    print(
         f"Screened {report.screened} image(s) in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s); "
         f"{report.skipped} already stored, {report.failed} failed, {report.duplicates} duplicate(s), "
-        f"{report.ignored} non-image file(s) ignored. Records: {database}\n"
+        f"{report.ignored} non-image file(s) ignored. Records: {database}"
     )
     for path, reason in report.failures[:20]:
-        out.write(f"  failed: {path}: {reason}\n")
+        print(f"  failed: {path}: {reason}")
     if len(report.failures) > 20:
-        out.write(f"  ... and {len(report.failures) - 20} more (cxreader search --status failed)\n")
+        print(f"  ... and {len(report.failures) - 20} more (cxreader search --status failed)")
     if report.synthetic_model:
-        out.write(arguments.SYNTHETIC_MODEL_NOTE + "\n")
-    out.write(format_triage(report.triage, limit=args.triage_limit if args.triage_limit > 0 else None))
+        print(arguments.SYNTHETIC_MODEL_NOTE)
+    print(format_triage(report.triage, limit=args.triage_limit if args.triage_limit > 0 else None), end="")
     if args.triage_csv:
         path = write_triage_csv(report.triage, args.triage_csv)
-        out.write(f"Triage list written to {path} ({len(report.triage)} image(s))\n")
+        print(f"Triage list written to {path} ({len(report.triage)} image(s))")
     return 0

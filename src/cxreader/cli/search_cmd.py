@@ -18,7 +18,6 @@ from cxreader.storage.names import MAX_SEARCH_LIMIT, SEARCH_ORDERS, SEARCH_STATU
 if TYPE_CHECKING:
     from cxreader.storage.records import FindingResult, SearchPage
 
-FORMATS = ("table", "csv", "json")
 #: Columns of ``--format csv``: one line per matched finding of each image.
 CSV_COLUMNS = (
     "image_id",
@@ -46,7 +45,6 @@ _MAX_SOURCE_CHARS = 48
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``search`` to the top-level commands."""
     parser = subparsers.add_parser(
         "search",
         help="search the stored screening records",
@@ -84,7 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--limit", type=int, default=100, help=f"rows per page, at most {MAX_SEARCH_LIMIT}")
     parser.add_argument("--offset", type=int, default=0, help="rows to skip (paging)")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)"
+    )
     arguments.add_db(parser)
     parser.set_defaults(func=run_search)
 
@@ -136,13 +136,11 @@ def run_search(args: argparse.Namespace) -> int:
 def write_json(page: SearchPage, stream: TextIO) -> None:
     """The page as one JSON object: ``total``, ``limit``, ``offset``, ``rows`` (the records, dates in ISO 8601)
     and the disclaimer."""
-    json.dump({**asdict(page), "disclaimer": DISCLAIMER}, stream, indent=2, default=_isoformat)
-    stream.write("\n")
-
-
-def _isoformat(value: date) -> str:
     # json's fallback for what it cannot write itself: in a record, only dates and timestamps.
-    return value.isoformat()
+    json.dump(
+        {**asdict(page), "disclaimer": DISCLAIMER}, stream, indent=2, default=lambda value: value.isoformat()
+    )
+    stream.write("\n")
 
 
 def write_csv(page: SearchPage, stream: TextIO) -> None:
@@ -158,8 +156,6 @@ def write_table(page: SearchPage, stream: TextIO, *, matched_only: bool = True) 
     """A fixed-width table for people: one line per image, its findings last, most probable first.
 
     Args:
-        page: The search results.
-        stream: Where to write.
         matched_only: The search had finding filters, so each row holds just its matching findings: show them
             all. Otherwise rows hold all 14 and only those above threshold are shown.
     """

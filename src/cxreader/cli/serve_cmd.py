@@ -10,7 +10,6 @@ from cxreader.service.settings import API_KEYS_ENV, DATA_DIR_ENV, DEFAULT_MAX_UP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``serve`` to the top-level commands."""
     parser = subparsers.add_parser(
         "serve",
         help="run the REST API and the web page",

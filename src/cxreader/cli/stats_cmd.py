@@ -12,18 +12,13 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cxreader.cli import arguments
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS, display_name
 
-if TYPE_CHECKING:
-    from cxreader.data.chestxray14 import SplitStats
-
 
 def register_data(data_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``stats`` to the ``cxreader data`` commands."""
     parser = data_subparsers.add_parser(
         "stats",
         help="images, patients and finding percentages per split",
@@ -57,7 +52,6 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    """Handler of ``cxreader data stats``."""
     lists: dict[str, Path] = {}
     for name, path in args.lists or []:
         if name in lists:
@@ -78,26 +72,25 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rounded(value: float, decimals: int) -> float | None:
-    return None if math.isnan(value) else round(value, decimals)
+def _rounded(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 1)
 
 
-def stats_json(stats: dict, decimals: int = 1) -> dict:
-    """The JSON form of :func:`~cxreader.data.chestxray14.split_statistics`, percentages rounded.
+def stats_json(stats: dict) -> dict:
+    """The JSON form of :func:`~cxreader.data.chestxray14.split_statistics`, percentages to one decimal.
 
     Returns:
         ``{"splits": {name: {"images", "patients", "percent": {finding: %}}}, "patient_overlap": {...}}``;
         a percentage that cannot be computed (no known label) is ``None``.
     """
-    splits: dict[str, SplitStats] = stats["splits"]
     return {
         "splits": {
             name: {
                 "images": item.images,
                 "patients": item.patients,
-                "percent": {finding: _rounded(item.percent[finding], decimals) for finding in FINDINGS},
+                "percent": {finding: _rounded(item.percent[finding]) for finding in FINDINGS},
             }
-            for name, item in splits.items()
+            for name, item in stats["splits"].items()
         },
         "patient_overlap": dict(stats["patient_overlap"]),
     }
@@ -105,7 +98,7 @@ def stats_json(stats: dict, decimals: int = 1) -> dict:
 
 def format_stats_table(stats: dict) -> str:
     """Plain-text table: findings × splits in percent (one decimal), then counts and the overlap line."""
-    splits: dict[str, SplitStats] = stats["splits"]
+    splits = stats["splits"]
     names = list(splits)
     label_width = max(len("patients"), *(len(display_name(finding)) for finding in FINDINGS))
     width = max(

@@ -7,7 +7,6 @@ from pathlib import Path
 
 
 def register_data(data_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``synth`` to the ``cxreader data`` commands."""
     parser = data_subparsers.add_parser(
         "synth",
         help="write a SYNTHETIC dataset in the NIH ChestX-ray14 layout (phantoms, not patient data)",

@@ -1,1 +1,1 @@
-"""Datasets and image reading: NIH ChestX-ray14, OpenI/IU reports, synthetic data, caches."""
+"""Datasets and image reading: NIH ChestX-ray14, OpenI/IU reports, caches, splits and transforms."""

@@ -439,8 +439,6 @@ def split_from_list_files(
     Raises:
         DataError: a list file without labels and no table to take them from, or a bad list file.
     """
-    if not lists:
-        raise ConfigError("no list files given")
     splits = {}
     for name, path in lists.items():
         images, labels = read_list_file(path)

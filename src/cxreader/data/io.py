@@ -142,9 +142,7 @@ def load_image(source: str | Path, *, data: bytes | None = None) -> LoadedImage:
         ImageReadError: file not found or unreadable, empty, truncated, not an image, unsupported DICOM
             transfer syntax, DICOM without pixel data, multi-frame volume, zero-size or oversized image.
     """
-    name = str(source)
-    raw = _read_bytes(source, data)
-    fmt = _require_format(name, raw)
+    name, raw, fmt = _read_source(source, data)
     if fmt == "dicom":
         return _load_dicom(name, raw)
     image, bits, _ = _open_pil(name, raw, fmt, draft_size=None)
@@ -164,9 +162,7 @@ def read_image_uint8(source: str | Path, *, size: int | None = None, data: bytes
     """
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise ValueError(f"size must be a positive integer or None, got {size!r}")
-    name = str(source)
-    raw = _read_bytes(source, data)
-    fmt = _require_format(name, raw)
+    name, raw, fmt = _read_source(source, data)
     if fmt == "dicom":
         image = Image.fromarray(_float_to_uint8(_load_dicom(name, raw).pixels), mode="L")
         return gray_uint8(name, image, size)
@@ -220,7 +216,9 @@ def sniff_format(data: bytes) -> str | None:
 # Bytes and sniffing
 
 
-def _read_bytes(source: str | Path, data: bytes | None) -> bytes:
+def _read_source(source: str | Path, data: bytes | None) -> tuple[str, bytes, str]:
+    """The name for messages, the bytes and the sniffed format of a file (or of ``data``, an upload)."""
+    name = str(source)
     if data is not None:
         raw = bytes(data)
     else:
@@ -236,13 +234,9 @@ def _read_bytes(source: str | Path, data: bytes | None) -> bytes:
             raise ImageReadError(source, f"cannot read file ({exc.strerror or exc})") from None
     if not raw:
         raise ImageReadError(source, "empty file (0 bytes)")
-    return raw
-
-
-def _require_format(name: str, raw: bytes) -> str:
     fmt = sniff_format(raw)
     if fmt is not None:
-        return fmt
+        return name, raw, fmt
     if raw.startswith(_GIT_LFS_POINTER):
         raise ImageReadError(
             name, "not an image: a Git LFS pointer file (fetch the real file with git lfs pull)"

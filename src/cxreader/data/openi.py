@@ -120,26 +120,6 @@ class OpenIDataset:
     def __iter__(self) -> Iterator[OpenIReport]:
         return iter(self.reports)
 
-    def report(self, report_id: str) -> OpenIReport:
-        """The report with this id.
-
-        Raises:
-            KeyError: when there is none.
-        """
-        for report in self.reports:
-            if report.report_id == report_id:
-                return report
-        raise KeyError(report_id)
-
-    def image_pairs(self) -> list[tuple[str, Path, OpenIReport]]:
-        """``(image id, image file, report)`` for every image whose file was found, in report order."""
-        return [
-            (image_id, report.image_paths[image_id], report)
-            for report in self.reports
-            for image_id in report.image_ids
-            if image_id in report.image_paths
-        ]
-
 
 class _WarningLog:
     """Counts warnings by kind and keeps the first few examples of each."""
@@ -404,7 +384,6 @@ def load_openi(source: str | Path, *, images_dir: str | Path | None = None) -> O
         named: set[str] = set()
         for report in ordered:
             for image_id in report.image_ids:
-                named.add(image_id)
                 found = next((index[key] for key in _image_id_variants(image_id) if key in index), None)
                 if found is not None:
                     named.add(_image_key(found))

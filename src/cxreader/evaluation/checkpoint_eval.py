@@ -46,9 +46,8 @@ def predict_split(
 ) -> SplitPredictions:
     """Probabilities of the checkpoint on one split (train/val/test) of ``data``."""
     device = resolve_device("auto")
-    saved = dict(checkpoint.contract.config)
-    saved.update({"data": data or saved.get("data", ""), "cache": cache})
-    config = config_from_dict(saved)
+    saved = checkpoint.contract.config
+    config = config_from_dict({**saved, "data": data or saved.get("data", ""), "cache": cache})
     splits = build_splits(config)
     if split not in splits:
         raise ConfigError(f"split {split!r} not in this dataset (has: {', '.join(splits)})")

@@ -90,6 +90,7 @@ def load_predictions_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
     order = _header_order(path, header)
     if not body:
         raise DataError(path, "no prediction rows after the header")
+    seen: set[str] = set()
     for line_offset, row in enumerate(body):
         while len(row) > len(header) and not row[-1]:
             row.pop()
@@ -97,6 +98,9 @@ def load_predictions_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
             raise DataError(path, f"line {line_offset + 2}: expected {len(header)} fields, found {len(row)}")
         if not row[0]:
             raise DataError(path, f"line {line_offset + 2}: empty {IMAGE_COLUMN}")
+        if row[0] in seen:
+            raise DataError(path, f"line {line_offset + 2}: image {row[0]!r} appears more than once")
+        seen.add(row[0])
 
     try:
         table = np.array([row[1:] for row in body], dtype=np.float64)
@@ -104,15 +108,7 @@ def load_predictions_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
         raise _first_bad_value(path, body, header) from None
     if not np.all((table >= 0.0) & (table <= 1.0)):  # NaN fails both comparisons
         raise _first_bad_value(path, body, header)
-    probs = table[:, [column - 1 for column in order]]
-
-    image_ids = [row[0] for row in body]
-    seen: set[str] = set()
-    for line_offset, image in enumerate(image_ids):
-        if image in seen:
-            raise DataError(path, f"line {line_offset + 2}: image {image!r} appears more than once")
-        seen.add(image)
-    return image_ids, probs
+    return [row[0] for row in body], table[:, [column - 1 for column in order]]
 
 
 def load_labelled_predictions(
@@ -134,7 +130,6 @@ def load_labelled_predictions(
     Raises:
         DataError: either file is malformed, or predictions lack label rows (count and first few listed).
     """
-    predictions_path, labels_path = Path(predictions_path), Path(labels_path)
     image_ids, probs = load_predictions_csv(predictions_path)
     table = read_data_entry(labels_path).set_index("image")
     known = set(table.index)

@@ -128,21 +128,14 @@ def _fmt_ci(bounds: tuple[float, float]) -> str:
 
 
 def _json_safe(value: Any) -> Any:
-    """Recursively turn numpy scalars into Python ones and non-finite floats into ``None``."""
+    """Recursively turn non-finite floats (an undefined AUROC, CI or rate) into ``None``; the report holds
+    Python scalars only (:func:`build_report` converts every number)."""
     if isinstance(value, Mapping):
         return {str(key): _json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return [_json_safe(item) for item in value.tolist()]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     return value
 
 

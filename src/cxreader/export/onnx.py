@@ -112,6 +112,7 @@ def export_onnx(
     """
     import torch
 
+    from cxreader.data.cache import list_image_files
     from cxreader.models.checkpoint import load_checkpoint
 
     if quantize not in QUANTIZATION_CHOICES:
@@ -130,13 +131,16 @@ def export_onnx(
     loaded = load_checkpoint(checkpoint, device="cpu")
     model = loaded.model.eval()
     contract = loaded.contract
-    size = contract.input_size
-    calibration_paths = _calibration_paths(calibration, calibration_images) if calibration is not None else []
+    calibration_paths = []
+    if calibration is not None:
+        calibration_paths = list_image_files(calibration)[: max(1, calibration_images)]
+        if not calibration_paths:
+            raise DataError(str(calibration), "no calibration images")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".cxreader-export-", dir=out.parent) as tmp:
         fp32_path = Path(tmp) / "model.onnx"
-        example = torch.zeros(1, 3, size, size)
+        example = torch.zeros(1, 3, contract.input_size, contract.input_size)
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of the dynamo one (see the module docstring).
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -178,15 +182,6 @@ def export_onnx(
         seconds=time.perf_counter() - started,
         size_bytes=out.stat().st_size,
     )
-
-
-def _calibration_paths(calibration: str | Path | Sequence[str | Path], limit: int) -> list[Path]:
-    from cxreader.data.cache import list_image_files
-
-    paths = list_image_files(calibration)[: max(1, limit)]
-    if not paths:
-        raise DataError(str(calibration), "no calibration images")
-    return paths
 
 
 def calibration_batches(paths: Sequence[str | Path], contract: Any) -> Iterator[np.ndarray]:

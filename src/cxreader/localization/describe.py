@@ -8,7 +8,7 @@ Radiology 2008) and the synthetic ground truth of :mod:`cxreader.synthetic`.
 
 The rules, in order:
 
-* **Thorax first**: the map is restricted to the thorax of the geometry estimate (``thorax_only``; why:
+* **Thorax first**: the map is restricted to the thorax of the geometry estimate (why:
   :func:`~cxreader.localization.cam.restrict_heatmap`).
 * **Involved region**: the pixels where the heatmap reaches ``region_level`` (``diffuse_level`` for Edema,
   Emphysema and Fibrosis, which involve much of both lungs while the map peaks where they are most
@@ -97,7 +97,6 @@ class DescriptionRules:
         diffuse_cover: Share of every third of the lung the region must cover to be called diffuse.
         severity_extent: Extent limits of the extent grades 0/1/2 of the severity rule.
         box_threshold: Heatmap level of the box.
-        thorax_only: Restrict the map to the thorax before anything else (module docstring).
         focus_share: Share of the heaviest focus's map mass that makes another component of a nodule's or a
             mass's region a focus of its own (:mod:`cxreader.localization.foci`).
     """
@@ -109,7 +108,6 @@ class DescriptionRules:
     diffuse_cover: float = 1.0
     severity_extent: tuple[float, float] = (0.1, 0.25)
     box_threshold: float = DEFAULT_BOX_THRESHOLD
-    thorax_only: bool = True
     focus_share: float = FOCUS_SHARE
 
 
@@ -225,7 +223,6 @@ def describe_findings(
     *,
     view_position: str | None = None,
     pixel_spacing_mm: tuple[float, float] | None = None,
-    geometry: ChestGeometry | None = None,
     original_size: tuple[int, int] | None = None,
     rules: DescriptionRules = DEFAULT_RULES,
 ) -> list[FindingDescription]:
@@ -240,7 +237,6 @@ def describe_findings(
         thresholds: Per-finding operating thresholds (mapping, or 14 values in FINDINGS order).
         view_position: Overrides the image's view position (e.g. from the Data_Entry CSV).
         pixel_spacing_mm: ``(row, column)`` spacing of ``image``'s pixels in mm; overrides the DICOM one.
-        geometry: A precomputed geometry of the image (any grid size); estimated from the pixels otherwise.
         original_size: ``(width, height)`` of the original when ``image`` is a smaller rendition of it (the
             display image of screening): boxes and sizes are then in the original's pixels, and
             ``pixel_spacing_mm`` is the original's. Default: the size of ``image``.
@@ -266,12 +262,11 @@ def describe_findings(
     positives = [name for name in FINDINGS if name in probabilities and probabilities[name] >= limits[name]]
     positives.sort(key=lambda name: -probabilities[name])
     height, width = pixels.shape[:2]
+    geometry = estimate_geometry(pixels) if positives else None  # an image without a positive needs none
     descriptions = []
     for name in positives:
         if name not in maps:
             raise ConfigError(f"no heatmap given for the positive finding {name}")
-        if geometry is None:
-            geometry = estimate_geometry(pixels)
         description = describe_finding(
             name,
             probabilities[name],
@@ -316,8 +311,7 @@ def describe_finding(
     if (geometry.width, geometry.height) != (width, height):
         geometry = geometry.scaled_to(width, height)
     original = original_size or (width, height)
-    if rules.thorax_only:
-        values = restrict_heatmap(values, geometry.thorax_mask(THORAX_MARGIN))
+    values = restrict_heatmap(values, geometry.thorax_mask(THORAX_MARGIN))
     boxes = boxes_from_heatmap(values, rules.box_threshold, original_size=original, max_boxes=1)
     box = boxes[0] if boxes else None
     if not float(values.max()) > 0.0:
@@ -428,8 +422,11 @@ def _zone(
     """Zone and an optional apical/basal qualifier for the sentence."""
     if name in _FIXED_PLACE:
         return _FIXED_PLACE[name][1], None
-    involved = _involved(region, geometry, image_sides)
-    centre_y = _centre_row(values, involved)
+    involved = region & geometry.half_mask(image_sides)
+    if not involved.any():  # none of the region lies in the involved halves: all of it counts
+        involved = region
+    rows, cols = np.nonzero(involved)
+    centre_y = float(np.average(rows + 0.5, weights=values[rows, cols]))
     top, bottom = geometry.zone_bounds(image_sides)
     lung_height = max(bottom - top, 1e-6)
     third = lung_height / 3.0
@@ -445,21 +442,10 @@ def _zone(
         side == "bilateral"
         and zone == "middle"
         and name not in _NEVER_PERIHILAR
-        and _medial(involved, geometry, image_sides)
+        and _medial(cols, geometry, image_sides)
     ):
         return "perihilar", None
     return zone, _qualifier(zone, (centre_y - top) / lung_height)
-
-
-def _involved(region: np.ndarray, geometry: ChestGeometry, image_sides: tuple[str, ...]) -> np.ndarray:
-    """The region within the involved image halves (the whole region if none of it lies there)."""
-    involved = region & geometry.half_mask(image_sides)
-    return involved if involved.any() else region
-
-
-def _centre_row(values: np.ndarray, involved: np.ndarray) -> float:
-    rows, cols = np.nonzero(involved)
-    return float(np.average(rows + 0.5, weights=values[rows, cols]))
 
 
 def _qualifier(zone: str, position: float) -> str | None:
@@ -472,11 +458,9 @@ def _qualifier(zone: str, position: float) -> str | None:
     return None
 
 
-def _medial(involved: np.ndarray, geometry: ChestGeometry, image_sides: tuple[str, ...]) -> bool:
-    """Whether most of the region lies in the medial half of the lung fields (towards the hila)."""
-    _, cols = np.nonzero(involved)
-    if cols.size == 0:
-        return False
+def _medial(cols: np.ndarray, geometry: ChestGeometry, image_sides: tuple[str, ...]) -> bool:
+    """Whether most of the region's pixels (their columns ``cols``, never empty) lie in the medial half of the
+    lung fields (towards the hila)."""
     medial = 0
     for image_side in image_sides:
         lung = geometry.lung(image_side)

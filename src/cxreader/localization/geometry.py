@@ -126,8 +126,6 @@ class ChestGeometry:
 
     def lung(self, image_side: str) -> LungField:
         """The lung field on the image's ``"left"`` or ``"right"``."""
-        if image_side not in ("left", "right"):
-            raise ValueError(f"image_side must be 'left' or 'right', got {image_side!r}")
         return self.image_left if image_side == "left" else self.image_right
 
     def image_side_of(self, x: float) -> str:

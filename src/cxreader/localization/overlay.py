@@ -35,7 +35,6 @@ from PIL import Image
 from cxreader import DISCLAIMER
 from cxreader.data.transforms import resize_map
 from cxreader.labels import display_name
-from cxreader.localization.boxes import Box
 from cxreader.localization.describe import LATERAL_VIEWS
 
 #: Map values below this are not drawn at all.
@@ -55,7 +54,7 @@ def render_overlay(
     finding: str,
     probability: float,
     threshold: float | None = None,
-    box: Box | Sequence[float] | None = None,
+    box: Sequence[float] | None = None,
     sentence: str | None = None,
     synthetic: bool = False,
     view: str | None = "PA",
@@ -67,7 +66,7 @@ def render_overlay(
         pixels: The radiograph, ``(H, W)`` float in [0, 1] (or uint8), at any size.
         heatmap: The finding's map in [0, 1] on any grid (resized to the image).
         threshold: Its operating threshold (shown, and decides the POSITIVE/negative word).
-        box: ``Box`` or ``[x, y, w, h]`` in the pixels of ``pixels``.
+        box: ``[x, y, w, h]`` in the pixels of ``pixels``.
         sentence: A description sentence to print under the title.
         synthetic: Mark the figure as coming from a SYNTHETIC-trained checkpoint.
         view: View position; frontal views get R/L markers, lateral and unknown (None) get none.
@@ -93,7 +92,7 @@ def render_overlay(
     axes.set_axis_off()
 
     if box is not None:
-        x, y, w, h = (box.x, box.y, box.w, box.h) if isinstance(box, Box) else (float(v) for v in box)
+        x, y, w, h = (float(v) for v in box)
         axes.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="black", linewidth=4.0))
         axes.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="#00e5ff", linewidth=2.0))
     if view is not None and view.upper() not in LATERAL_VIEWS:

@@ -47,7 +47,6 @@ class CheXNet(nn.Module):
 
     Args:
         backbone: A ``torchvision.models.DenseNet`` (its classifier is discarded).
-        num_classes: Number of outputs (14 findings).
         drop_rate: Dropout before the head.
         pooling: ``"avg"`` (CheXNet) or ``"lse"`` (Wang et al. 2017; module docstring).
         lse_r: Sharpness of log-sum-exp pooling.
@@ -56,7 +55,6 @@ class CheXNet(nn.Module):
     def __init__(
         self,
         backbone: torchvision.models.DenseNet,
-        num_classes: int = NUM_FINDINGS,
         drop_rate: float = 0.0,
         pooling: str = "avg",
         lse_r: float = DEFAULT_LSE_R,
@@ -71,14 +69,14 @@ class CheXNet(nn.Module):
         self.drop_rate = drop_rate
         self.pooling = pooling
         self.lse_r = float(lse_r)
-        self.classifier = nn.Linear(self.num_features, num_classes)
+        self.classifier = nn.Linear(self.num_features, NUM_FINDINGS)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """The last feature map, (B, C, h, w), after DenseNet's final norm and ReLU."""
         return F.relu(self.features(images), inplace=False)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooling, dropout, linear head: logits (B, num_classes) (pooling rule in the module docstring)."""
+        """Pooling, dropout, linear head: logits (B, 14) (pooling rule in the module docstring)."""
         return self._head(features, with_maps=False)[0]
 
     def _head(self, features: torch.Tensor, *, with_maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -102,7 +100,7 @@ class CheXNet(nn.Module):
     def forward(
         self, images: torch.Tensor, return_maps: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, num_classes); apply ``torch.sigmoid`` for probabilities (multi-label, never softmax).
+        """Logits (B, 14); apply ``torch.sigmoid`` for probabilities (multi-label, never softmax).
 
         With ``return_maps``, also the head's logits at every position of the feature grid, (B, K, h, w)
         (the class activation maps before pooling; box supervision trains them,
@@ -125,16 +123,10 @@ def _imagenet_densenet121() -> torchvision.models.DenseNet:
         ) from None
 
 
-def _chexnet(
-    backbone: torchvision.models.DenseNet,
-    *,
-    weights: str | Path | None = None,
-    drop_rate: float = 0.0,
-    pooling: str = "avg",
-    lse_r: float = DEFAULT_LSE_R,
-) -> CheXNet:
-    """A :class:`CheXNet` on ``backbone``, then loaded from the local ``weights`` file when one is given."""
-    model = CheXNet(backbone, drop_rate=drop_rate, pooling=pooling, lse_r=lse_r)
+def _chexnet(backbone: torchvision.models.DenseNet, weights: str | Path | None, options: dict) -> CheXNet:
+    """A :class:`CheXNet` on ``backbone`` (``options``: its keyword arguments), then loaded from the local
+    ``weights`` file when one is given."""
+    model = CheXNet(backbone, **options)
     if weights is not None:
         load_pretrained_weights(model, weights)
     return model
@@ -157,7 +149,7 @@ def chexnet_densenet121(*, init: str = "imagenet", weights: str | Path | None = 
         backbone = _imagenet_densenet121()
     else:
         raise CheckpointError(f"unknown init {init!r}; use 'imagenet' or 'none'")
-    return _chexnet(backbone, weights=weights, **options)
+    return _chexnet(backbone, weights, options)
 
 
 def _compact_densenet(init: str, weights: str | Path | None, options: dict, *, stride: int) -> CheXNet:
@@ -172,7 +164,7 @@ def _compact_densenet(init: str, weights: str | Path | None, options: dict, *, s
         # The last transition keeps its 1x1 convolution and drops its pooling: the third dense block (and so
         # the class activation map) works at twice the resolution for about 25% more compute.
         backbone.features.transition2.pool = torch.nn.Identity()
-    return _chexnet(backbone, weights=weights, **options)
+    return _chexnet(backbone, weights, options)
 
 
 @register_model

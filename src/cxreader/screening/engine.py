@@ -246,15 +246,13 @@ def prepare_image(
     image = load_image(name, data=data)
     check_modality(name, image)
     height, width = image.pixels.shape
-    tensor = transform(image.pixels)
-    display = display_rendition(image.pixels) if keep_display else None
     return PreparedImage(
         path=name,
         sha256=sha256 or sha256_bytes(data),
         # The full-resolution float pixels are the largest object here; the pipeline holds many images at once.
         image=replace(image, pixels=np.zeros((0, 0), dtype=np.float32)),
-        tensor=tensor,
-        display=display,
+        tensor=transform(image.pixels),
+        display=display_rendition(image.pixels) if keep_display else None,
         width=width,
         height=height,
     )
@@ -447,7 +445,6 @@ def register_backend(session: Session, backend: ModelBackend) -> int:
     return register_checkpoint(
         session=session,
         sha256=backend.sha256,
-        labels=contract.labels,
         thresholds=contract.thresholds,
         model_name=contract.model_name,
         version=contract.cxreader_version or None,
@@ -605,7 +602,6 @@ def screen(
     describe: bool | None = None,
     captioner: Any = None,
     progress: bool = True,
-    progress_file: Any = None,
 ) -> ScreeningReport:
     """Screen every radiograph under ``paths`` and store one record per image (see the module docstring).
 
@@ -619,8 +615,7 @@ def screen(
             PyTorch model.
         captioner: A :class:`~cxreader.captioning.predict.CaptionPredictor` that adds a learned caption to
             each positive finding (:func:`cxreader.screening.captions.learned_captions`); None: no captions.
-        progress: Show progress (files/s, ETA) with :class:`~cxreader.progress.Progress`.
-        progress_file: Stream of the progress (default ``sys.stderr``).
+        progress: Show progress (files/s, ETA) on standard error with :class:`~cxreader.progress.Progress`.
 
     Returns:
         A :class:`ScreeningReport` with the triage list.
@@ -656,9 +651,7 @@ def screen(
             keep_display=describe or captioner is not None,
             stored=stored,
         )
-        bar = Progress(
-            len(discovered.files), desc="screening", unit=" files", stream=progress_file, enabled=progress
-        )
+        bar = Progress(len(discovered.files), desc="screening", unit=" files", enabled=progress)
         pool = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxreader-read") if workers else None
         )

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 from cxreader import DISCLAIMER
 from cxreader.files import write_text_atomic
 from cxreader.labels import canonical_finding, display_name
+from cxreader.storage.records import FindingResult
 from cxreader.storage.tables import Finding, Image, Study
 
 #: The 14 findings, most urgent first (see the module docstring for the reasons).
@@ -95,23 +96,15 @@ def urgency_rank(finding: str) -> int:
 
 
 @dataclass(frozen=True)
-class PositiveFinding:
-    """A finding above its operating threshold."""
-
-    finding: str
-    probability: float
-    threshold: float
-
-
-@dataclass(frozen=True)
 class TriageEntry:
     """One image on the triage list.
 
-    ``positives`` holds the findings above threshold, most urgent first (:func:`make_entry` sorts them).
+    ``positives`` holds the results of the findings above threshold, most urgent first (:func:`make_entry`
+    sorts them).
     """
 
     source_path: str
-    positives: tuple[PositiveFinding, ...]
+    positives: tuple[FindingResult, ...]
     image_id: int | None = None
     content_sha256: str | None = None
     study_date: date | None = None
@@ -120,13 +113,13 @@ class TriageEntry:
     synthetic: bool = False
 
     @property
-    def most_urgent(self) -> PositiveFinding:
+    def most_urgent(self) -> FindingResult:
         """The most urgent finding above threshold."""
         return self.positives[0]
 
 
 def make_entry(
-    *, source_path: str, positives: Iterable[PositiveFinding], **details: object
+    *, source_path: str, positives: Iterable[FindingResult], **details: object
 ) -> TriageEntry | None:
     """A :class:`TriageEntry` with its findings in urgency order, or ``None`` when none is above threshold."""
     ordered = tuple(sorted(positives, key=lambda item: (urgency_rank(item.finding), -item.probability)))
@@ -146,9 +139,9 @@ def build_triage(entries: Iterable[TriageEntry | None]) -> list[TriageEntry]:
 
 
 def triage_from_database(
-    *, session: Session, checkpoint_id: int, content_sha256s: Iterable[str] | None = None
+    *, session: Session, checkpoint_id: int, content_sha256s: Iterable[str]
 ) -> list[TriageEntry]:
-    """The triage list of stored results: one checkpoint, optionally only the files with these hashes.
+    """The triage list of the stored results of one checkpoint for the files with these hashes.
 
     A resumed run passes the hashes of every file it saw, so the images stored by the interrupted run are on
     its list too.
@@ -156,7 +149,7 @@ def triage_from_database(
     Args:
         session: Database session.
         checkpoint_id: The checkpoint whose results are triaged.
-        content_sha256s: Restrict to these files; ``None`` = every image stored for the checkpoint.
+        content_sha256s: The files to triage.
     """
     base = (
         select(
@@ -175,22 +168,14 @@ def triage_from_database(
         .outerjoin(Study, Study.id == Image.study_id)
         .where(Image.checkpoint_id == checkpoint_id, Image.status == "ok", Finding.above_threshold.is_(True))
     )
-    if content_sha256s is None:
-        queries = [base]
-    else:
-        hashes = sorted({value.lower() for value in content_sha256s})
-        queries = [
-            base.where(Image.content_sha256.in_(hashes[start : start + _QUERY_CHUNK]))
-            for start in range(0, len(hashes), _QUERY_CHUNK)
-        ]
+    hashes = sorted({value.lower() for value in content_sha256s})
     details: dict[int, dict[str, Any]] = {}
-    positives: dict[int, list[PositiveFinding]] = defaultdict(list)
-    for query in queries:
-        for row in session.execute(query):
+    positives: dict[int, list[FindingResult]] = defaultdict(list)
+    for start in range(0, len(hashes), _QUERY_CHUNK):
+        chunk = hashes[start : start + _QUERY_CHUNK]
+        for row in session.execute(base.where(Image.content_sha256.in_(chunk))):
             values = row._asdict()
-            finding = PositiveFinding(
-                values.pop("finding"), values.pop("probability"), values.pop("threshold")
-            )
+            finding = FindingResult(values.pop("finding"), values.pop("probability"), values.pop("threshold"))
             positives[row.image_id].append(finding)
             details.setdefault(row.image_id, values)
     return build_triage(

@@ -107,10 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.state.cxreader = state
-    app.include_router(health.router)
-    app.include_router(pages.router)
-    app.include_router(model.router)
-    app.include_router(studies.router)
+    for routes in (health, pages, model, studies):
+        app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 
     @app.exception_handler(CXReaderError)

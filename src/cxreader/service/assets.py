@@ -67,9 +67,7 @@ class AssetStore:
     def resolve(self, relative: str) -> Path | None:
         """A stored relative path as a file inside the data directory; ``None`` when it points elsewhere."""
         candidate = (self.root / relative).resolve()
-        if not candidate.is_relative_to(self.root):
-            return None
-        return candidate
+        return candidate if candidate.is_relative_to(self.root) else None
 
     def write(self, path: Path, data: bytes) -> Path:
         """Write a file of the store atomically."""

@@ -74,8 +74,7 @@ class Settings:
                 f"no API key configured: set {API_KEYS_ENV} to one or more comma-separated keys, e.g. "
                 f"{API_KEYS_ENV}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
-        short = [key for key in self.api_keys if len(key) < MIN_KEY_CHARS]
-        if short:
+        if any(len(key) < MIN_KEY_CHARS for key in self.api_keys):
             raise ConfigError(f"{API_KEYS_ENV}: every API key needs at least {MIN_KEY_CHARS} characters")
         if self.max_upload_bytes <= 0:
             raise ConfigError(f"the upload limit must be positive, got {self.max_upload_bytes} bytes")

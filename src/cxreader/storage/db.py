@@ -66,15 +66,14 @@ def resolve_database_url(url: str | None = None) -> str:
     except ArgumentError as exc:
         raise ConfigError(f"database URL {_redact(raw)!r} cannot be parsed: {exc}") from None
     backend = parsed.get_backend_name()
-    if backend == "postgres":  # the spelling of Heroku-style URLs
-        parsed, backend = parsed.set(drivername="postgresql"), "postgresql"
+    if backend == "postgres" or parsed.drivername == "postgresql":
+        # "postgres" is the spelling of Heroku-style URLs; psycopg 3 is the driver cxreader installs.
+        parsed, backend = parsed.set(drivername="postgresql+psycopg"), "postgresql"
     if backend not in SUPPORTED_BACKENDS:
         raise ConfigError(
             f"database URL {_redact(raw)!r}: backend {backend!r} is not supported "
             f"(use {' or '.join(SUPPORTED_BACKENDS)})"
         )
-    if backend == "postgresql" and parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver cxreader installs
     return parsed.render_as_string(hide_password=False)
 
 

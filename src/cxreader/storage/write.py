@@ -37,7 +37,6 @@ def register_checkpoint(
     *,
     session: Session,
     sha256: str,
-    labels: Sequence[str] = FINDINGS,
     thresholds: Sequence[float] | None = None,
     model_name: str | None = None,
     version: str | None = None,
@@ -45,26 +44,20 @@ def register_checkpoint(
 ) -> int:
     """Store a checkpoint (once per file content), committed, and return its id.
 
+    Its label order is :data:`FINDINGS`: loading a checkpoint refuses any other
+    (:func:`cxreader.models.checkpoint.check_labels`).
+
     Args:
         sha256: SHA-256 of the checkpoint file, lower-case hex.
-        labels: The checkpoint's output order; must be the 14 findings of :data:`FINDINGS`, in that order.
         thresholds: Per-class operating thresholds in label order, when the checkpoint carries them.
         model_name: Architecture name (``"densenet121"``).
         version: cxreader version or training run that wrote the checkpoint.
 
     Raises:
-        CheckpointError: labels other than :data:`FINDINGS`, or thresholds that are not 14 numbers in [0, 1].
+        CheckpointError: thresholds that are not 14 numbers in [0, 1].
     """
     where = path or sha256
     sha256 = _check_sha256(sha256, where)
-    try:
-        canonical = tuple(canonical_finding(name) for name in labels)
-    except UnknownFindingError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
-    if canonical != FINDINGS:
-        raise CheckpointError(
-            f"{where}: labels {list(labels)} differ from the 14 findings in cxreader's order"
-        )
     if thresholds is not None:
         thresholds = [float(value) for value in thresholds]
         if len(thresholds) != len(FINDINGS) or not all(is_unit(value) for value in thresholds):
@@ -150,11 +143,10 @@ def record_failure(
     same_checkpoint = (
         Image.checkpoint_id.is_(None) if checkpoint_id is None else Image.checkpoint_id == checkpoint_id
     )
+    stored = select(Image.id, Image.status).where(Image.content_sha256 == content_sha256, same_checkpoint)
     with _writing(session, commit=commit), session.begin_nested():
         now = utc_now()
-        existing = session.execute(
-            select(Image.id, Image.status).where(Image.content_sha256 == content_sha256, same_checkpoint)
-        ).first()
+        existing = session.execute(stored).first()
         if existing is not None:
             image_id = existing.id
             if existing.status == "failed":
@@ -186,9 +178,7 @@ def record_failure(
             ).returning(Image.id)
             image_id = session.scalar(statement)
             if image_id is None:
-                image_id = session.scalars(
-                    select(Image.id).where(Image.content_sha256 == content_sha256, same_checkpoint)
-                ).one()
+                image_id = session.execute(stored).one().id
     return image_id
 
 

@@ -1,9 +1,8 @@
 """The normal anatomy of a SYNTHETIC chest radiograph phantom: lungs, heart, hila, ribs, exposure.
 
-Part of the phantom of :mod:`cxreader.synthetic` (a test and demo instrument, not a simulation of
-radiography). Each frontal (PA or AP) image has body soft tissue on a dark background, two dark lung fields
-shaped like lungs, mediastinum, heart (two thirds of it left of the midline), hila, diaphragm domes with
-costophrenic angles, spine, ribs, clavicles, a gastric bubble and branching vascular markings in the lungs.
+Each frontal (PA or AP) image has body soft tissue on a dark background, two dark lung fields shaped like
+lungs, mediastinum, heart (two thirds of it left of the midline), hila, diaphragm domes with costophrenic
+angles, spine, ribs, clavicles, a gastric bubble and branching vascular markings in the lungs.
 :func:`sample_anatomy` draws the numbers of one such anatomy; findings may change them
 (:mod:`cxreader.synthetic.findings`), and :mod:`cxreader.synthetic.render` turns them into pixels.
 

@@ -1,9 +1,8 @@
 """A SYNTHETIC dataset in exactly the NIH ChestX-ray14 layout, with precise ground truth for every finding.
 
 The images are phantoms drawn by :func:`cxreader.synthetic.findings.draw_chest`; nothing here comes from a
-patient. The folder
-has the files of the NIH release (Wang et al., "ChestX-ray8", CVPR 2017) with their exact formats, so every
-reader, trainer and evaluator of cxreader runs on it unchanged:
+patient. The folder has the files of the NIH release (Wang et al., "ChestX-ray8", CVPR 2017) with their exact
+formats, so every reader, trainer and evaluator of cxreader runs on it unchanged:
 
 - ``Data_Entry_2017_v2020.csv``: the NIH header (``OriginalImage[Width,Height]`` and
   ``OriginalImagePixelSpacing[x,y]`` each spanning two fields), one row per image, labels joined by ``|``;
@@ -26,6 +25,7 @@ the seed, whatever the number of worker processes: each image has its own seed.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import Counter
@@ -227,9 +227,8 @@ def _split_patients(rng: np.random.Generator, specs: Sequence[_ImageSpec]) -> se
     return test
 
 
-def _render_image(task: tuple[str, int, int, _ImageSpec]) -> list[DrawnFinding]:
+def _render_image(images_dir: Path, size: int, seed: int, spec: _ImageSpec) -> list[DrawnFinding]:
     """Draw one image and write its PNG (whole or not at all); return its finding instances."""
-    images_dir, size, seed, spec = task
     picture = draw_chest(
         (seed, 2, spec.index),
         size=size,
@@ -237,7 +236,7 @@ def _render_image(task: tuple[str, int, int, _ImageSpec]) -> list[DrawnFinding]:
         view=spec.view,
         patient_seed=(seed, 1, spec.patient_id),
     )
-    with atomic_write(Path(images_dir) / spec.name) as handle:
+    with atomic_write(images_dir / spec.name) as handle:
         Image.fromarray(picture.pixels).save(handle, format="PNG")
     return list(picture.findings)
 
@@ -349,27 +348,25 @@ def generate_synthetic_dataset(
     # The README goes first, so that even an interrupted run leaves a folder that says it is synthetic.
     write_text_atomic(out_dir / SYNTHETIC_MARKER, _readme(images, patients, size, seed, positive_rate))
 
-    tasks = [(str(out_dir / IMAGES_DIR), size, seed, spec) for spec in specs]
-    if workers > 1 and len(tasks) > 1:
+    render = functools.partial(_render_image, out_dir / IMAGES_DIR, size, seed)
+    if workers > 1 and len(specs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            chunk = max(1, math.ceil(len(tasks) / (8 * workers)))
-            drawn = list(pool.map(_render_image, tasks, chunksize=chunk))
+            chunk = max(1, math.ceil(len(specs) / (8 * workers)))
+            drawn = list(pool.map(render, specs, chunksize=chunk))
     else:
-        drawn = [_render_image(task) for task in tasks]
+        drawn = [render(spec) for spec in specs]
 
     spacing = _number(FIELD_OF_VIEW_CM * 10.0 / size)
     entry_lines = [DATA_ENTRY_HEADER]
     box_lines = [BBOX_HEADER]
     sidecar_lines = [",".join(SIDECAR_COLUMNS)]
-    counts = dict.fromkeys(FINDINGS, 0)
+    counts = Counter(name for spec in specs for name in spec.findings)
     for spec, instances in zip(specs, drawn, strict=True):
         labels = "|".join(spec.findings) if spec.findings else NO_FINDING
         entry_lines.append(
             f"{spec.name},{labels},{spec.follow_up},{spec.patient_id},{spec.age},{spec.gender},{spec.view},"
             f"{size},{size},{spacing},{spacing}"
         )
-        for name in spec.findings:
-            counts[name] += 1
         for item in instances:
             box = ",".join(_number(value) for value in (item.x, item.y, item.w, item.h))
             if item.finding in BOXED_FINDINGS:
@@ -390,7 +387,7 @@ def generate_synthetic_dataset(
         out_dir=out_dir,
         images=images,
         patients=patients,
-        counts=counts,
+        counts={name: counts[name] for name in FINDINGS},
         seconds=time.perf_counter() - started,
         no_finding=sum(1 for spec in specs if not spec.findings),
         train_val_images=len(train_names),

@@ -1,11 +1,10 @@
 """The 14 ChestX-ray14 findings drawn on the SYNTHETIC chest phantom, with precise records of each.
 
-This is a test and demo instrument, not a simulation of radiography (anatomy:
-:mod:`cxreader.synthetic.anatomy`; pixels: :mod:`cxreader.synthetic.render`). :func:`draw_chest` draws one
-image. Findings are drawn with a look modelled on their textbook radiographic signs (Felson, *Principles of
-Chest Roentgenology*; Hansell et al., "Fleischner Society: Glossary of Terms for Thoracic Imaging", Radiology
-2008) and are kept visually distinct so that a small CNN can separate them. Every drawn instance is recorded
-precisely (:class:`DrawnFinding`): side, zone, organ, bounding box, extent, size and severity.
+:func:`draw_chest` draws one image. Findings are drawn with a look modelled on their textbook radiographic
+signs (Felson, *Principles of Chest Roentgenology*; Hansell et al., "Fleischner Society: Glossary of Terms for
+Thoracic Imaging", Radiology 2008) and are kept visually distinct so that a small CNN can separate them. Every
+drawn instance is recorded precisely (:class:`DrawnFinding`): side, zone, organ, bounding box, extent, size
+and severity.
 
 Vocabulary of the records (:mod:`cxreader.vocabulary`): sides :data:`~cxreader.vocabulary.SIDES`, zones
 :data:`~cxreader.vocabulary.ZONES` plus :data:`~cxreader.vocabulary.SPECIAL_ZONES`, organs
@@ -129,12 +128,16 @@ def _record(
     plan: _Plan,
     footprint: np.ndarray,
     *,
-    side: str,
+    sign: int | None = None,
     zone: str | None = None,
     size_cm: float | None = None,
     diffuse_possible: bool = False,
 ) -> DrawnFinding:
-    """The record of what a drawer drew: box, extent and zone measured on its footprint (a boolean mask)."""
+    """The record of what a drawer drew: box, extent and zone measured on its footprint (a boolean mask).
+
+    The side is ``plan.side``, or the side of ``sign`` for a drawer that draws on each side separately.
+    """
+    side = plan.side if sign is None else _SIDE_OF_SIGN[sign]
     rows = np.flatnonzero(footprint.any(axis=1))
     cols = np.flatnonzero(footprint.any(axis=0))
     if rows.size == 0:
@@ -171,7 +174,6 @@ def _zone_of(scene: Scene, footprint: np.ndarray, signs: Sequence[int], diffuse_
     """The third of the lung height holding the footprint's centre, or "diffuse" when it fills all three."""
     top, base = scene.zone_bounds(signs)
     third = (base - top) / 3.0
-    ya = scene.ya[footprint]
     if diffuse_possible:
         lungs = scene.lung_mask[signs[0]] if len(signs) == 1 else (scene.lung_mask[-1] | scene.lung_mask[1])
         cover = []
@@ -180,7 +182,7 @@ def _zone_of(scene: Scene, footprint: np.ndarray, signs: Sequence[int], diffuse_
             cover.append(float((band & footprint).sum()) / max(1.0, float(band.sum())))
         if min(cover) >= 0.5:
             return "diffuse"
-    centre = float(ya.mean())
+    centre = float(scene.ya[footprint].mean())
     return ZONES[int(np.clip((centre - top) // third, 0, 2))]
 
 
@@ -270,7 +272,7 @@ def _atelectasis(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
     scene.add += np.float32(0.9 * lung.air) * layer
     before = plan.lung_before.distance(scene.d[sign], scene.ya) > 0
     footprint = _footprint(layer) | (before & ~scene.lung_mask[sign])
-    return [_record(scene, plan, footprint, side=plan.side)]
+    return [_record(scene, plan, footprint)]
 
 
 def _triangle(x, y, p0, p1, p2, edge: float):
@@ -289,9 +291,8 @@ def _triangle(x, y, p0, p1, p2, edge: float):
 
 def _cardiomegaly(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
     """The heart itself was enlarged in :func:`_modify_anatomy` (cardiothoracic ratio > 0.55)."""
-    footprint = scene.heart_soft > 0.5
     size_cm = scene.anatomy.heart_width * FIELD_OF_VIEW_CM
-    return [_record(scene, plan, footprint, side="midline", zone="cardiac", size_cm=size_cm)]
+    return [_record(scene, plan, scene.heart_soft > 0.5, zone="cardiac", size_cm=size_cm)]
 
 
 def _effusion(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -310,12 +311,11 @@ def _effusion(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
         )
         depth = scene.ya - (level - rise * lateral * lateral)
         fluid = ramp(depth, 3.0 * scene.px) * scene.lung_air[sign]
-        density = (0.88 + 0.04 * plan.level) * lung.air
         layer = fluid * (0.9 + 0.1 * np.clip(depth * np.float32(1.0 / 0.08), 0.0, 1.0))
-        layer *= np.float32(density)
+        layer *= np.float32((0.88 + 0.04 * plan.level) * lung.air)
         scene.add += layer
         scene.marking_gain *= 1.0 - 0.8 * fluid  # fluid hides the vessels behind it
-        records.append(_record(scene, plan, _footprint(layer), side=_SIDE_OF_SIGN[sign]))
+        records.append(_record(scene, plan, _footprint(layer), sign=sign))
     return records
 
 
@@ -332,9 +332,8 @@ def _infiltration(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
         _, rho = ellipse_distance(scene.d[s], scene.ya, d0, y0, radius, 1.25 * radius, rng.uniform(-0.5, 0.5))
         region = ramp(1.0 - rho, 0.7) * scene.lung_air[s]
         patches = 0.35 + 0.65 * ramp(scene.smooth_noise(rng, 0.012) + 0.3, 2.5)
-        layer = region * patches * np.float32((0.5 + 0.08 * plan.level) * lung.air)
-        scene.add += layer
-        records.append(_record(scene, plan, region > 0.3, side=_SIDE_OF_SIGN[s]))
+        scene.add += region * patches * np.float32((0.5 + 0.08 * plan.level) * lung.air)
+        records.append(_record(scene, plan, region > 0.3, sign=s))
     return records
 
 
@@ -357,7 +356,7 @@ def _round_opacity(
     layer = inside * (0.6 + 0.4 * core)
     layer *= np.float32(density * scene.anatomy.lung(sign).air)
     scene.add += layer
-    return _record(scene, plan, _footprint(layer), side=_SIDE_OF_SIGN[sign], size_cm=diameter)
+    return _record(scene, plan, _footprint(layer), sign=sign, size_cm=diameter)
 
 
 def _mass(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -398,10 +397,8 @@ def _pneumonia(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
     )
     cloud = ramp(0.85 - rho, 0.9) * scene.lung_air[sign]
     patchy = np.clip(0.82 + 0.2 * scene.smooth_noise(rng, 0.016), 0.5, 1.0)
-    density = (0.8 + 0.07 * plan.level) * lung.air
-    layer = np.float32(density) * cloud * patchy
-    scene.add += layer
-    return [_record(scene, plan, cloud > 0.2, side=plan.side)]
+    scene.add += np.float32((0.8 + 0.07 * plan.level) * lung.air) * cloud * patchy
+    return [_record(scene, plan, cloud > 0.2)]
 
 
 def _pneumothorax(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -423,8 +420,7 @@ def _pneumothorax(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
     line *= ramp(scene.lung_f[sign] - 2.5 * scene.px, 2.0 * scene.px)
     scene.marking_gain *= 1.0 - space
     scene.add += np.float32(-0.25 * lung.air) * space + np.float32(0.45 * lung.air) * line
-    footprint = (space > 0.5) | (line > 0.3)
-    return [_record(scene, plan, footprint, side=plan.side)]
+    return [_record(scene, plan, (space > 0.5) | (line > 0.3))]
 
 
 def _consolidation(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -482,7 +478,7 @@ def _consolidation(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
     layer *= np.float32((0.92 + 0.04 * plan.level) * lung.air)
     scene.add += layer
     scene.marking_gain *= 1.0 - 0.7 * region
-    return [_record(scene, plan, footprint, side=plan.side)]
+    return [_record(scene, plan, footprint)]
 
 
 def _edema(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -509,10 +505,8 @@ def _edema(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
         curves.append((xa_, yl, wl))
     texture = 0.85 + 0.15 * scene.smooth_noise(rng, 0.008)
     lines = scene.lines(curves, 0.45 * scene.scale) * (scene.lung_soft[-1] + scene.lung_soft[1])
-    layer = haze_total * texture + np.float32(0.5 * a.right.air) * lines
-    scene.add += layer
-    footprint = _footprint(haze_total, 0.25) | (lines > 0.3)
-    return [_record(scene, plan, footprint, side="bilateral", zone="perihilar")]
+    scene.add += haze_total * texture + np.float32(0.5 * a.right.air) * lines
+    return [_record(scene, plan, _footprint(haze_total, 0.25) | (lines > 0.3), zone="perihilar")]
 
 
 def _emphysema(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -537,7 +531,7 @@ def _emphysema(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
             scene.add += (
                 np.float32(-0.18 * a.lung(sign).air) * inside + np.float32(0.25 * a.lung(sign).air) * wall
             )
-    return [_record(scene, plan, weight > 0.5, side="bilateral", diffuse_possible=True)]
+    return [_record(scene, plan, weight > 0.5, diffuse_possible=True)]
 
 
 def _fibrosis(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -558,9 +552,8 @@ def _fibrosis(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
             1.0 - scene.lung_f[sign] * np.float32(1.0 / (0.07 + 0.02 * plan.level)), 0.0, 1.0
         )
         weight += ramp(scene.ya - cut, 0.12) * peripheral * scene.lung_air[sign]
-    layer = net * weight * np.float32((0.75 + 0.1 * plan.level) * a.right.air)
-    scene.add += layer
-    return [_record(scene, plan, weight > 0.35, side="bilateral", diffuse_possible=True)]
+    scene.add += net * weight * np.float32((0.75 + 0.1 * plan.level) * a.right.air)
+    return [_record(scene, plan, weight > 0.35, diffuse_possible=True)]
 
 
 def _pleural_thickening(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
@@ -590,7 +583,7 @@ def _pleural_thickening(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
         layer = band * window * np.float32(1.05 * lung.air)
         scene.add += layer
         scene.marking_gain *= 1.0 - band * window
-        records.append(_record(scene, plan, _footprint(layer, 0.3), side=_SIDE_OF_SIGN[s]))
+        records.append(_record(scene, plan, _footprint(layer, 0.3), sign=s))
     return records
 
 
@@ -608,18 +601,13 @@ def _hernia(scene: Scene, plan: _Plan) -> list[DrawnFinding]:
     air = inside * ramp(fluid_level - scene.ya, 1.0 * scene.px)
     fluid = inside - air
     lung_air = a.left.air
-    layer = (
+    scene.add += (
         np.float32(0.2 * lung_air) * wall
         + np.float32(0.2 * lung_air) * fluid
         - np.float32(0.6 * lung_air) * air
     )
-    scene.add += layer
     footprint = (inside > 0.5) | (wall > 0.3)
-    return [
-        _record(
-            scene, plan, footprint, side="midline", zone="retrocardiac", size_cm=2 * radius * FIELD_OF_VIEW_CM
-        )
-    ]
+    return [_record(scene, plan, footprint, zone="retrocardiac", size_cm=2 * radius * FIELD_OF_VIEW_CM)]
 
 
 _DRAWERS = {

@@ -23,8 +23,7 @@ from cxreader.synthetic.anatomy import EPS, Anatomy
 @functools.lru_cache(maxsize=4)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     centres = (np.arange(size, dtype=np.float32) + 0.5) / size
-    x = np.broadcast_to(centres[None, :], (size, size)).copy()
-    y = np.ascontiguousarray(x.T)
+    x, y = np.meshgrid(centres, centres)
     x.flags.writeable = False
     y.flags.writeable = False
     return x, y
@@ -61,10 +60,10 @@ class Canvas:
     def smooth_noise(self, rng: np.random.Generator, sigma: float) -> np.ndarray:
         """Gaussian noise low-passed at ``sigma`` (normalised units), rescaled to unit standard deviation."""
         sigma_px = sigma * self.size
-        field_ = gaussian_filter(
-            rng.standard_normal((self.size, self.size), dtype=np.float32), sigma_px, truncate=3.0
+        noise = rng.standard_normal((self.size, self.size), dtype=np.float32)
+        return gaussian_filter(noise, sigma_px, truncate=3.0) * np.float32(
+            2.0 * math.sqrt(math.pi) * sigma_px
         )
-        return field_ * np.float32(2.0 * math.sqrt(math.pi) * sigma_px)
 
     def lines(self, curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sigma_px: float) -> np.ndarray:
         """Render polylines given in the anatomy frame as blurred lines; a weight-1 line peaks near 1.
@@ -110,14 +109,9 @@ class Canvas:
         t = np.linspace(0.0, 1.0, n)[None, :]
         heading = angle[:, None] + curvature[:, None] * (t * length[:, None])
         step = length[:, None] / (n - 1)
-        d = np.cos(heading) * step
-        y = np.sin(heading) * step
-        d[:, 1:] = d[:, :-1]
-        y[:, 1:] = y[:, :-1]
-        d[:, 0] = d0
-        y[:, 0] = y0
-        d = d.cumsum(axis=1)
-        y = y.cumsum(axis=1)
+        # Each point is the previous one moved one step along the heading there.
+        d = np.concatenate([d0[:, None], np.cos(heading[:, :-1]) * step], axis=1).cumsum(axis=1)
+        y = np.concatenate([y0[:, None], np.sin(heading[:, :-1]) * step], axis=1).cumsum(axis=1)
         start = np.asarray(weight_start, np.float64).reshape(-1, 1)
         weight = start + (np.asarray(weight_end, np.float64).reshape(-1, 1) - start) * t
         return self.xa_of(sign, d), y, np.broadcast_to(weight, d.shape), d, heading
@@ -169,15 +163,9 @@ class Scene(Canvas):
         )
 
     def sample_point(
-        self,
-        rng: np.random.Generator,
-        sign: int,
-        *,
-        height: tuple[float, float],
-        margin: float,
-        avoid_heart: bool = True,
+        self, rng: np.random.Generator, sign: int, *, height: tuple[float, float], margin: float
     ) -> tuple[float, float]:
-        """A point (d, y) well inside one lung, between fractions ``height`` of the lung height."""
+        """A point (d, y) well inside one lung and clear of the heart, in fractions ``height`` of its height."""
         lung = self.anatomy.lung(sign)
         top, base = lung.apex_y, lung.base_y
         hx, hy, ha, hb, tilt = self.anatomy.heart_ellipse()
@@ -185,10 +173,8 @@ class Scene(Canvas):
             shrink = 0.8**attempt  # relax the margin if the lung is too crowded for it
             d = rng.uniform(lung.medial_d, lung.lateral_d, 64)
             y = top + (base - top) * rng.uniform(height[0], height[1], 64)
-            ok = lung.distance(d, y) >= margin * shrink
-            if avoid_heart:
-                heart_f, _ = ellipse_distance(self.xa_of(sign, d), y, hx, hy, ha, hb, tilt)
-                ok &= heart_f < -0.5 * margin * shrink
+            heart_f, _ = ellipse_distance(self.xa_of(sign, d), y, hx, hy, ha, hb, tilt)
+            ok = (lung.distance(d, y) >= margin * shrink) & (heart_f < -0.5 * margin * shrink)
             hits = np.flatnonzero(ok)
             if hits.size:
                 return float(d[hits[0]]), float(y[hits[0]])
@@ -295,11 +281,10 @@ class Scene(Canvas):
         for sign in (-1, 1):
             stamp = library[int(rng.integers(len(library)))]
             hx, hy = self.to_image(a.midline + sign * a.hilum_d, a.hilum_y(sign))
+            ref_x = _LIBRARY_HILUM[0]
             if sign > 0:
                 stamp = stamp[:, ::-1]  # the left tree is a mirrored right tree
-                ref_x = 1.0 - _LIBRARY_HILUM[0]
-            else:
-                ref_x = _LIBRARY_HILUM[0]
+                ref_x = 1.0 - ref_x
             shift_x = int(round((hx - ref_x) * self.size))
             shift_y = int(round((hy - _LIBRARY_HILUM[1]) * self.size))
             _add_shifted(out, stamp, shift_y, shift_x, a.marking_strength)
@@ -395,8 +380,6 @@ def hairline(value, width: float):
 
 def _fill_rows(mask: np.ndarray) -> np.ndarray:
     """Fill each row between its first and last set pixel (the thorax between the lungs' outer borders)."""
-    any_row = mask.any(axis=1)
-    first = np.argmax(mask, axis=1)
-    last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
-    cols = np.arange(mask.shape[1])[None, :]
-    return any_row[:, None] & (cols >= first[:, None]) & (cols <= last[:, None])
+    from_left = np.logical_or.accumulate(mask, axis=1)
+    from_right = np.logical_or.accumulate(mask[:, ::-1], axis=1)[:, ::-1]
+    return from_left & from_right

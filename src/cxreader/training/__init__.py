@@ -1,1 +1,1 @@
-"""Training: one loop for a single process or torchrun DDP, checkpoints that carry their contract."""
+"""Training: one loop for a single process or torchrun DDP (gloo on CPUs, NCCL on GPUs)."""

@@ -93,13 +93,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resolve_augment(augment: str, device: torch.device) -> str:
-    """``sample`` or ``batch`` for a config's ``augment`` (``auto``: ``batch`` on accelerators)."""
-    if augment == "auto":
-        return "sample" if device.type == "cpu" else "batch"
-    return augment
-
-
 class Trainer:
     """Holds the state of one run; :meth:`fit` runs it to the end (or to early stopping)."""
 
@@ -132,9 +125,10 @@ class Trainer:
             crop_scale=config.crop_scale,
             max_rotation_deg=config.max_rotation_deg,
         )
-        self.batch_augment = (
-            BatchTrainAugment(preset) if resolve_augment(config.augment, self.device) == "batch" else None
-        )
+        augment = config.augment
+        if augment == "auto":  # on accelerators the batch is augmented there; on a CPU, in loader workers
+            augment = "sample" if self.device.type == "cpu" else "batch"
+        self.batch_augment = BatchTrainAugment(preset) if augment == "batch" else None
         self.train_set = ChestXrayDataset(
             image_source(config, train_split),
             train_split.labels,
@@ -278,19 +272,6 @@ class Trainer:
                 self.best_epoch,
             )
 
-    def _contract(self, thresholds: np.ndarray, metrics: dict[str, Any]) -> CheckpointContract:
-        return CheckpointContract(
-            model_name=self.config.model,
-            model_kwargs=self.model_kwargs,
-            labels=FINDINGS,
-            input_size=self.config.image_size,
-            thresholds=tuple(float(t) for t in thresholds),
-            synthetic=self.config.synthetic,
-            config=self.config.to_dict(),
-            metrics=metrics,
-            epoch=self.epoch,
-        )
-
     # ------------------------------------------------------------------------------------------------ loop
     def fit(self) -> TrainResult:
         config = self.config
@@ -315,7 +296,10 @@ class Trainer:
                 "train_loss": train_loss,
                 "val_loss": val["loss"],
                 "val_mean_auroc": val_mean,
-                "val_auroc": {name: _finite_or_none(v) for name, v in zip(FINDINGS, val_auroc, strict=True)},
+                "val_auroc": {
+                    name: float(v) if math.isfinite(v) else None
+                    for name, v in zip(FINDINGS, val_auroc, strict=True)
+                },
                 "val_images_scored": int(len(val["indices"])),
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "train_images": train_images,
@@ -434,13 +418,17 @@ class Trainer:
                 if value is not None:
                     self.writer.add_scalar(f"val_auroc/{name}", value, record["epoch"])
             self.writer.flush()
-        thresholds = choose_thresholds(val["labels"], val["probs"])
-        metrics = {
-            "val_mean_auroc": record["val_mean_auroc"],
-            "val_loss": record["val_loss"],
-            "val_auroc": record["val_auroc"],
-        }
-        contract = self._contract(thresholds, metrics)
+        contract = CheckpointContract(
+            model_name=self.config.model,
+            model_kwargs=self.model_kwargs,
+            labels=FINDINGS,
+            input_size=self.config.image_size,
+            thresholds=tuple(float(t) for t in choose_thresholds(val["labels"], val["probs"])),
+            synthetic=self.config.synthetic,
+            config=self.config.to_dict(),
+            metrics={key: record[key] for key in ("val_mean_auroc", "val_loss", "val_auroc")},
+            epoch=self.epoch,
+        )
         if improved:
             save_checkpoint(self.out_dir / "best.pt", model=self.model, contract=contract)
         # last.pt goes last: once it says epoch E, best.pt already reflects epoch E.
@@ -471,10 +459,6 @@ def merge_shards(shards: list[PredictionOutput]) -> PredictionOutput:
     if len(repeated):
         raise RuntimeError(f"validation scored image index {int(repeated[0])} more than once")
     return PredictionOutput(indices, probs)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> TrainResult:

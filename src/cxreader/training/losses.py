@@ -11,14 +11,10 @@ import torch
 import torch.nn.functional as F
 
 
-def masked_bce_with_logits(
-    logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None
-) -> torch.Tensor:
+def masked_bce_with_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean BCE over the known (non-NaN) labels of the batch; 0 when none is known."""
     known = ~torch.isnan(labels)
     targets = torch.where(known, labels, torch.zeros_like(labels))
-    losses = F.binary_cross_entropy_with_logits(
-        logits.float(), targets.float(), reduction="none", pos_weight=pos_weight
-    )
+    losses = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
     losses = losses * known
     return losses.sum() / known.sum().clamp_min(1)

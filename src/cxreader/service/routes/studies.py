@@ -164,16 +164,15 @@ def search_studies(
     def link(start: int) -> str:
         return f"{STUDIES_PATH}?" + urlencode({**query, "offset": start})
 
-    links = PageLinks(
-        next=link(offset + limit) if limit and offset + limit < page.total else None,
-        previous=link(max(0, offset - limit)) if limit and offset > 0 else None,
-    )
     return StudyPage(
         total=page.total,
         limit=page.limit,
         offset=page.offset,
         items=[study_view(state, StudySummary, record) for record in page.rows],
-        links=links,
+        links=PageLinks(
+            next=link(offset + limit) if limit and offset + limit < page.total else None,
+            previous=link(max(0, offset - limit)) if limit and offset > 0 else None,
+        ),
         disclaimer=DISCLAIMER,
     )
 
@@ -233,8 +232,5 @@ def get_heatmap_png(
         name = NO_FINDING
     if name == NO_FINDING:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finding named {finding!r}")
-    record = _load(state, study_id)
-    if record.status != "ok":
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "this record is a file that could not be read")
     draw = analysis.heatmap_layer_png if layer else analysis.overlay_png
-    return _png_response(draw, state, record, name)
+    return _png_response(draw, state, _load(state, study_id), name)

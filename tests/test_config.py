@@ -41,3 +41,8 @@ def test_saved_config_round_trips(tmp_path):
     save_config(config, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == config
     assert yaml.safe_load((tmp_path / "c.yaml").read_text())["lists"] == {"train": "a.txt"}
+
+
+@pytest.mark.parametrize("seed", [2**60 + 1, str(2**60 + 1)])
+def test_large_integers_are_kept_exactly(seed):
+    assert load_config(None, {"seed": seed}).seed == 2**60 + 1

@@ -152,6 +152,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
                 raise ValueError(value)
             return {str(k): str(v) for k, v in value.items()}
         if isinstance(default, int):  # bool is handled above
+            if isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()):
+                return int(value)  # exactly, also beyond 2**53 where a float would round
             number = float(value)
             if number != int(number):
                 raise ValueError(value)

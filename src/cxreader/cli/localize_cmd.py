@@ -90,6 +90,7 @@ def _safe_stem(path: str) -> str:
 
 def run_heatmap(args: argparse.Namespace) -> int:
     from cxreader.errors import ConfigError
+    from cxreader.files import write_bytes_atomic
     from cxreader.inference.predict import Predictor
     from cxreader.labels import FINDINGS
     from cxreader.localization.boxes import boxes_from_heatmap
@@ -149,7 +150,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
                 method=args.method,
             )
             target = out / f"{_safe_stem(result.path)}_{finding}_{args.method}.png"
-            target.write_bytes(png)
+            write_bytes_atomic(target, png)
             written.append(str(target))
         report.append(
             {

@@ -42,7 +42,6 @@ import numpy as np
 
 from cxreader.errors import ConfigError, DataError
 from cxreader.files import atomic_write, sha256_file
-from cxreader.inference.backends import OnnxBackend
 from cxreader.inference.onnx_runtime import (
     FORMAT,
     FORMAT_VERSION,
@@ -113,6 +112,7 @@ def export_onnx(
     import torch
 
     from cxreader.data.cache import list_image_files
+    from cxreader.inference.backends import OnnxBackend
     from cxreader.models.checkpoint import load_checkpoint
 
     if quantize not in QUANTIZATION_CHOICES:
@@ -346,7 +346,9 @@ def _write_metadata(path: Path, contract: dict[str, Any], quantization: str, sou
         META_QUANTIZATION: quantization,
         META_SOURCE: source_sha256,
     }
-    onnx.helper.set_model_props(model, values)
+    # set_model_props replaces every entry: keep the ones ONNX Runtime's tools wrote (onnx.quant.pre_process ...)
+    kept = {prop.key: prop.value for prop in model.metadata_props}
+    onnx.helper.set_model_props(model, {**kept, **values})
     model.producer_name = "cxreader"
     onnx.save(model, str(path))
 

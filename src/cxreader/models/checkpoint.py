@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ class CheckpointContract:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **{item.name: getattr(self, item.name) for item in fields(self)},
+            **asdict(self),  # copies: the stored dicts never alias the contract's
             "labels": list(self.labels),
             "mean": list(self.mean),
             "std": list(self.std),
@@ -168,7 +168,7 @@ def check_labels(path: Path, labels: Sequence[str]) -> None:
     """Refuse a checkpoint whose label order is not :data:`FINDINGS`: its outputs would be misread."""
     if tuple(labels) != FINDINGS:
         raise CheckpointError(
-            f"{path}: the checkpoint's labels {list(labels)} differ from cxreader's findings {list(FINDINGS)}; "
+            f"{path}: the model's labels {list(labels)} differ from cxreader's findings {list(FINDINGS)}; "
             "refusing to load it (its outputs would be read as the wrong findings)"
         )
 

@@ -20,12 +20,13 @@ _CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_write(path: str | Path, *, durable: bool = True) -> Iterator[BinaryIO]:
     """Open a binary stream whose contents replace ``path`` only when the block ends without an error.
 
     Args:
         path: The target file; its folder is created when missing. The finished file is readable by all
             (0644, where ``mkstemp`` would leave 0600): results are meant to be shared.
+        durable: fsync before the rename; False only for bulk files that can be made again (synthetic images).
 
     Yields:
         A binary file object to write to (``torch.save``, ``savefig`` and ``onnx.save`` accept it).
@@ -37,7 +38,8 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -236,7 +236,7 @@ def _render_image(images_dir: Path, size: int, seed: int, spec: _ImageSpec) -> l
         view=spec.view,
         patient_seed=(seed, 1, spec.patient_id),
     )
-    with atomic_write(images_dir / spec.name) as handle:
+    with atomic_write(images_dir / spec.name, durable=False) as handle:
         Image.fromarray(picture.pixels).save(handle, format="PNG")
     return list(picture.findings)
 

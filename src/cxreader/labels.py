@@ -6,6 +6,8 @@ every tensor, checkpoint, CSV and table in cxreader uses it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cxreader.errors import CXReaderError
 
 FINDINGS: tuple[str, ...] = (
@@ -105,3 +107,8 @@ def parse_finding_labels(text: str) -> list[int]:
 def display_name(name: str) -> str:
     """Human-readable name: ``Pleural_Thickening`` -> ``Pleural Thickening``."""
     return canonical_finding(name).replace("_", " ")
+
+
+def positive_findings(probabilities: Sequence[float], thresholds: Sequence[float]) -> list[str]:
+    """The findings whose probability reaches its operating threshold; both arguments in FINDINGS order."""
+    return [name for name, p, t in zip(FINDINGS, probabilities, thresholds, strict=True) if p >= t]

@@ -54,7 +54,7 @@ def run_predict(args: argparse.Namespace) -> int:
         from cxreader.screening.captions import caption_predictions
 
         captioner = CaptionPredictor(args.caption, device=args.device, beam_size=args.beam)
-        caption_predictions(captioner, results, predictor.thresholds)
+        caption_predictions(captioner, results)
     synthetic = predictor.contract.synthetic
     if args.json:
         arguments.print_json_results([result.to_json_dict() for result in results], synthetic)

@@ -18,7 +18,7 @@ import torch
 from cxreader.data.io import LoadedImage, load_image
 from cxreader.errors import CXReaderError
 from cxreader.inference.backends import ModelBackend, load_backend
-from cxreader.labels import FINDINGS, display_name
+from cxreader.labels import FINDINGS, display_name, positive_findings
 from cxreader.models.checkpoint import LoadedCheckpoint
 
 
@@ -98,9 +98,7 @@ class Predictor:
         for (index, image), row in zip(readable, probs, strict=True):
             result = results[index]
             result.probabilities = {name: float(p) for name, p in zip(FINDINGS, row, strict=True)}
-            result.positive = [
-                name for name, p, t in zip(FINDINGS, row, self.thresholds, strict=True) if p >= t
-            ]
+            result.positive = positive_findings(row, self.thresholds)
             if keep_images:
                 result.image = image
         return results

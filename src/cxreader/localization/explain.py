@@ -20,7 +20,7 @@ from cxreader.data.io import LoadedImage
 from cxreader.errors import ConfigError
 from cxreader.inference.backends import ModelBackend
 from cxreader.inference.predict import FilePrediction
-from cxreader.labels import FINDINGS
+from cxreader.labels import FINDINGS, positive_findings
 from cxreader.localization.cam import heatmaps, resolve_findings
 from cxreader.localization.describe import DescriptionRules, FindingDescription, describe_findings, rules_for
 
@@ -100,13 +100,10 @@ def explain_batch(
             "heatmaps and descriptions need a PyTorch checkpoint: they read the model's feature map "
             f"(this backend: {backend.kind})"
         )
-    thresholds = dict(zip(FINDINGS, (float(t) for t in backend.contract.thresholds), strict=True))
+    thresholds = backend.contract.thresholds
     rules = rules if rules is not None else rules_for(model)
     requested = set(resolve_findings(findings)) if findings is not None else None
-    positives = [
-        [name for name, p in zip(FINDINGS, row, strict=True) if p >= thresholds[name]]
-        for row in probabilities
-    ]
+    positives = [positive_findings(row, thresholds) for row in probabilities]
     kept = [
         [name for name in FINDINGS if name in requested] if requested is not None else names
         for names in positives

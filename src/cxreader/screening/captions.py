@@ -13,34 +13,26 @@ from collections.abc import Sequence
 import numpy as np
 
 from cxreader.inference.predict import FilePrediction
-from cxreader.labels import FINDINGS
 
 
-def learned_captions(
-    captioner, image: np.ndarray, probabilities: Sequence[float], thresholds: Sequence[float]
-) -> dict[str, str]:
-    """``{finding: caption}`` for the findings at or above their thresholds that the captioner knows.
+def learned_captions(captioner, image: np.ndarray, positive: Sequence[str]) -> dict[str, str]:
+    """``{finding: caption}`` for the positive findings that the captioner knows.
 
     Args:
         captioner: A loaded :class:`~cxreader.captioning.predict.CaptionPredictor`.
         image: The grayscale image (uint8, or float in [0, 1]); the captioner applies its own transform.
-        probabilities: The screening model's 14 probabilities, in :data:`~cxreader.labels.FINDINGS` order.
-        thresholds: The screening model's operating thresholds, in the same order.
+        positive: The findings the screening model calls positive (:func:`~cxreader.labels.positive_findings`).
     """
     from cxreader.vocabulary import to_token
 
-    positive = [
-        name
-        for name, probability, threshold in zip(FINDINGS, probabilities, thresholds, strict=True)
-        if probability >= threshold and to_token(name) in captioner.vocab
-    ]
+    positive = [name for name in positive if to_token(name) in captioner.vocab]
     if not positive:
         return {}
     captions = captioner.describe(image, positive)
     return {name: caption.text for name, caption in zip(positive, captions, strict=True) if caption.text}
 
 
-def caption_predictions(captioner, results: Sequence[FilePrediction], thresholds: Sequence[float]) -> None:
+def caption_predictions(captioner, results: Sequence[FilePrediction]) -> None:
     """Attach the learned caption of each positive finding to each readable result (``predict --caption``).
 
     The findings are the classifier's positives, as in screening (:func:`learned_captions`); a finding the
@@ -49,10 +41,8 @@ def caption_predictions(captioner, results: Sequence[FilePrediction], thresholds
     Args:
         captioner: A loaded :class:`~cxreader.captioning.predict.CaptionPredictor` (``--caption``).
         results: Predictions that kept their images (``Predictor.predict_files(..., keep_images=True)``).
-        thresholds: The classifier's 14 operating thresholds.
     """
     for result in results:
         if result.error is None:
-            probabilities = [result.probabilities[name] for name in FINDINGS]
-            captions = learned_captions(captioner, result.image.pixels, probabilities, thresholds)
+            captions = learned_captions(captioner, result.image.pixels, result.positive)
             result.captions = [{"finding": name, "text": captions.get(name)} for name in result.positive]

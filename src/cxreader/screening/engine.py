@@ -67,7 +67,7 @@ from cxreader.data.transforms import EvalPreset
 from cxreader.errors import ConfigError, CXReaderError, ImageReadError
 from cxreader.files import sha256_bytes
 from cxreader.inference.backends import ModelBackend
-from cxreader.labels import FINDINGS
+from cxreader.labels import FINDINGS, positive_findings
 from cxreader.localization.describe import FindingDescription
 from cxreader.localization.explain import Explanation, ImageView, explain_batch
 from cxreader.progress import Progress
@@ -263,7 +263,7 @@ class _Outcome:
     """What the pool hands back for one file: prepared, already stored, or failed."""
 
     path: Path
-    sha256: str | None
+    sha256: str
     prepared: PreparedImage | None = None
     stored: bool = False
     reason: str | None = None
@@ -433,7 +433,9 @@ def classify_batch(
         )
     thresholds = backend.contract.thresholds
     captions = [
-        learned_captions(captioner, item.display, row, thresholds) if captioner is not None else None
+        learned_captions(captioner, item.display, positive_findings(row, thresholds))
+        if captioner is not None
+        else None
         for item, row in zip(batch, probabilities, strict=True)
     ]
     return list(zip(probabilities, explanations, captions, strict=True))
@@ -521,8 +523,7 @@ class _Run:
         if sha256 in self.seen:
             self.report.duplicates += 1
             return
-        if sha256 is not None:
-            self.seen.add(sha256)
+        self.seen.add(sha256)
         if outcome.stored:
             self.report.skipped += 1
         elif outcome.reason is not None:

@@ -161,7 +161,7 @@ class CaptionPredictor:
         return Caption(
             finding=annotation.finding if annotation is not None else None,
             tokens=tokens,
-            text=caption_text(tokens),
+            text=to_mesh_string(annotation) if annotation is not None else "",
             log_prob=hypothesis.log_prob,
         )
 

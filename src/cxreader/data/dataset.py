@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cxreader.config import TrainConfig
+from cxreader.data.cache import CacheImageSource
 from cxreader.data.chestxray14 import ImageLocator, Split, load_splits
 from cxreader.data.transforms import load_size_for
 from cxreader.errors import ConfigError, CXReaderError, DataError
@@ -140,8 +141,6 @@ def image_source(config: TrainConfig, split: Split) -> ImageSource:
     or read a preprocessing cache when the config names one."""
     load_size = load_size_for(config.image_size)
     if config.cache:
-        from cxreader.data.cache import CacheImageSource
-
         return CacheImageSource(config.cache, split.images, expected_size=load_size)
     locator = ImageLocator(config.data)
     missing = locator.missing(split.images)

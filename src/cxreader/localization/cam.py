@@ -65,6 +65,7 @@ def class_activation_maps(model: nn.Module, images: torch.Tensor, findings: Sequ
         model: A :class:`~cxreader.models.chexnet.CheXNet` (anything with ``forward_features`` and a linear
             ``classifier``).
         images: Normalised input batch ``(B, 3, H, W)``.
+        findings: Canonical finding names (see :func:`resolve_findings` for any spelling).
 
     Returns:
         ``(B, F, h, w)`` float32: ``sum_k w_k^c f_k(x, y)`` per finding (the bias is a constant and omitted).

@@ -165,8 +165,10 @@ def heatmap_values(state: ServiceState, image: ImageRecord, finding: str) -> np.
     """The finding's heatmap in [0, 1] at the model's input size: stored, or computed now for own records.
 
     Raises:
-        AssetUnavailableError: no stored map and the service's model did not produce this record.
+        AssetUnavailableError: a failed record, or no stored map and the service's model did not produce it.
     """
+    if image.status != "ok":
+        raise AssetUnavailableError("this record is a file that could not be read; it has no heatmap")
     row = next((item for item in image.findings if item.finding == finding), None)
     if row is None:
         raise AssetUnavailableError(f"the record has no result for {finding}")

@@ -4,8 +4,9 @@
 DATABASE_URL_ENV = "CXREADER_DATABASE_URL"
 #: Orders :func:`cxreader.storage.search.search_records` accepts.
 SEARCH_ORDERS = ("probability_desc", "date_desc")
-#: Image statuses :func:`cxreader.storage.search.search_records` filters on ("any": both).
-SEARCH_STATUSES = ("ok", "failed", "any")
+#: Statuses of a stored image, and those :func:`cxreader.storage.search.search_records` filters on.
+IMAGE_STATUSES = ("ok", "failed")
+SEARCH_STATUSES = (*IMAGE_STATUSES, "any")
 #: Largest page :func:`cxreader.storage.search.search_records` returns.
 MAX_SEARCH_LIMIT = 10_000
 #: Help of the commands' ``--db`` option.

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cxreader.labels import FINDINGS
+from cxreader.storage.names import IMAGE_STATUSES
 
 #: Constraint and index names follow one convention so that migrations name them the same on every backend.
 NAMING_CONVENTION = {
@@ -44,7 +45,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-IMAGE_STATUSES = ("ok", "failed")
 #: The columns of a finding's box, in the order of :attr:`cxreader.storage.records.FindingResult.box`.
 BOX_COLUMNS = ("box_x", "box_y", "box_width", "box_height")
 

@@ -437,8 +437,11 @@ def split_from_list_files(
     without one, patient ids are parsed from the NIH image names and metadata is unknown.
 
     Raises:
+        ConfigError: no list files.
         DataError: a list file without labels and no table to take them from, or a bad list file.
     """
+    if not lists:
+        raise ConfigError("no list files given")
     splits = {}
     for name, path in lists.items():
         images, labels = read_list_file(path)

@@ -1,2 +1,2 @@
 """Running a trained model: the device and AMP path (``runtime``), one backend for PyTorch and ONNX Runtime
-(``backends``), data-loader batches (``batches``) and image files (``predict``)."""
+(``backends``, the ONNX file's contract in ``onnx_runtime``), data-loader batches and image files."""

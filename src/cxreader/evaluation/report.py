@@ -47,7 +47,7 @@ class EvaluationReport:
         threshold_source: ``"validation"`` or ``"same_data"``.
         operating_points: Per finding: threshold, sensitivity, specificity, precision, f1, tp, fp, tn, fn.
         positives: Number of positive labels per finding.
-        metadata: Facts about the run as JSON scalars ("synthetic", checkpoint path, split name, ...), plus the
+        metadata: Facts about the run as JSON scalars ("synthetic", checkpoint path, split, ...), plus the
             threshold source and bootstrap settings added by :func:`build_report`.
     """
 

@@ -1,9 +1,18 @@
 import hashlib
+import os
 import stat
 
 import pytest
 
-from cxreader.files import atomic_write, sha256_bytes, sha256_file, write_bytes_atomic, write_text_atomic
+from cxreader.files import (
+    atomic_write,
+    printable_path,
+    sha256_bytes,
+    sha256_file,
+    spreadsheet_safe,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 
 
 def test_atomic_write_replaces_the_file_with_shared_permissions(tmp_path):
@@ -55,3 +64,21 @@ def test_sha256_of_a_known_string(tmp_path):
     assert sha256_file(path) == known
     big = bytes(range(256)) * 9000  # over one 1 MiB read chunk
     assert sha256_file(write_bytes_atomic(tmp_path / "big", big)) == hashlib.sha256(big).hexdigest()
+
+
+@pytest.mark.parametrize("cell", ['=HYPERLINK("http://x","y")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+def test_formula_cells_are_neutralised(cell: str) -> None:
+    assert spreadsheet_safe(cell) == "'" + cell
+
+
+@pytest.mark.parametrize("cell", ["P001", "", "0.5", 3, None, "a=b"])
+def test_other_cells_are_left_alone(cell: object) -> None:
+    assert spreadsheet_safe(cell) == cell
+
+
+def test_a_path_that_is_not_utf8_becomes_printable_text() -> None:
+    path = os.fsdecode(b"/data/caf\xe9.png")
+    text = printable_path(path)
+    assert text == "/data/caf\\xe9.png"
+    text.encode("utf-8")  # no surrogates left
+    assert printable_path("/data/ok.png") == "/data/ok.png"

@@ -71,3 +71,24 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def printable_path(path: str | Path) -> str:
+    """A path as text that every database, log and terminal accepts.
+
+    File names are bytes on POSIX; one that is not valid UTF-8 reaches Python with surrogate escapes, which no
+    UTF-8 encoder (PostgreSQL, SQLite, a terminal) accepts. Such bytes are written as ``\\xNN`` escapes.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell that a spreadsheet shows as text: a string beginning with ``= + - @``, tab or carriage return
+    gets a leading single quote (OWASP's rule against CSV injection); other values are returned unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value

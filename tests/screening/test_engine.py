@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import date
 from pathlib import Path
@@ -309,3 +310,51 @@ def test_an_onnx_backend_screens_without_descriptions(tmp_path):
         database.close()
     assert report.screened == 5 and not report.described
     assert len(report.triage) == 5  # Pneumothorax is above its threshold of 0 whatever the backend
+
+
+def _screen_once(paths, backend, database) -> object:
+    return screen(
+        paths, backend=backend, database=database, batch_size=4, workers=1, describe=False, progress=False
+    )
+
+
+def test_awkward_paths_are_stored_absolute_printable_and_links_that_fail_are_recorded(
+    backend, tmp_path, monkeypatch
+):
+    root = tmp_path / "archive"
+    [image] = synthetic_images(tmp_path / "source", 1)
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(image, root / os.fsdecode(b"caf\xe9.png"))  # a file name that is not UTF-8
+    (root / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (root / "sub" / "up").symlink_to(root)  # a loop back to the top
+    (root / "ring1").symlink_to(root / "ring2")
+    (root / "ring2").symlink_to(root / "ring1")
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    monkeypatch.chdir(tmp_path)
+    try:
+        report = _screen_once(["archive"], backend, database)  # relative to the working folder
+        with database.session() as session:
+            rows = dict(session.execute(select(Image.source_path, Image.failure_reason)).all())
+    finally:
+        database.close()
+    assert report.screened == 1 and report.failed == 4
+    assert rows[f"{root}/caf\\xe9.png"] is None
+    assert rows[f"{root}/dangling.png"].startswith("dangling symbolic link")
+    assert rows[f"{root}/sub/up"].startswith("symbolic link loop")
+    assert rows[f"{root}/ring1"].startswith("symbolic link loop")
+
+
+def test_a_file_fixed_since_its_failure_loses_the_failure_record(backend, tmp_path):
+    root = tmp_path / "archive"
+    root.mkdir()
+    [image] = synthetic_images(tmp_path / "source", 1)
+    (root / "x.png").write_bytes(truncated_png(image))
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    try:
+        assert _screen_once([root], backend, database).failed == 1
+        shutil.copy(image, root / "x.png")
+        assert _screen_once([root], backend, database).screened == 1
+        with database.session() as session:
+            assert session.execute(select(Image.status)).scalars().all() == ["ok"]
+    finally:
+        database.close()

@@ -134,3 +134,32 @@ def test_a_run_killed_half_way_resumes_without_duplicates(checkpoint, tmp_path):
     assert f"{rows_at_kill} already stored" in resumed.stdout
     rows, distinct = _stored(db)
     assert rows == distinct == KILL_IMAGES
+
+
+def test_a_locked_database_is_one_line_not_a_traceback(checkpoint, tmp_path, capsys, monkeypatch):
+    import cxreader.storage.db as db_module
+    from cxreader.storage.db import open_database
+
+    synthetic_images(tmp_path / "data", 2)
+    db = tmp_path / "records.sqlite3"
+    open_database(str(db)).close()
+    monkeypatch.setattr(db_module, "_SQLITE_BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the busy timeout
+    try:
+        argv = [
+            "screen",
+            str(tmp_path / "data"),
+            "--checkpoint",
+            str(checkpoint),
+            "--db",
+            str(db),
+            "--no-progress",
+        ]
+        assert run_cli(argv) == 1
+    finally:
+        holder.rollback()
+        holder.close()
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("cxreader: error: database error: database is locked")
+    assert "Traceback" not in err

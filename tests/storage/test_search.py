@@ -10,13 +10,14 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS
 from cxreader.storage.db import Database, open_database
 from cxreader.storage.records import FindingResult, ImageResult, StudyInfo
 from cxreader.storage.search import search_records
+from cxreader.storage.tables import Checkpoint
 from cxreader.storage.write import add_image_result, record_failure, register_checkpoint
 
 PHRASES = (
@@ -31,7 +32,19 @@ PHRASES = (
     None,
     None,
 )
-TEXT_QUERIES = ("right lower", "LEFT", "lower zone", "50%", "%", "_", "small_", "hilum", "nothing like this")
+TEXT_QUERIES = (
+    "right lower",
+    "lower right",
+    "zone LEFT",
+    "LEFT",
+    "lower zone",
+    "50%",
+    "%",
+    "_",
+    "small_",
+    "hilum",
+    "nothing like this",
+)
 PATIENTS = tuple(f"P{n:03d}" for n in range(12))
 
 
@@ -43,6 +56,10 @@ class Stored:
     status: str
     study: StudyInfo | None
     findings: dict[str, FindingResult]
+    content: str
+    checkpoint_id: int | None
+    #: Order of the last write: the newest result of a content is its largest.
+    written: int
 
 
 def _sha(name: str) -> str:
@@ -88,17 +105,23 @@ def _populate(database: Database, seed: int) -> dict[int, Stored]:
             image_id = add_image_result(session=session, result=image, commit=False)
             if study.study_instance_uid is None and image_id in stored:
                 study = stored[image_id].study or StudyInfo()  # stored again without details: keeps its study
-            stored[image_id] = Stored(image_id, "ok", study, findings)
+            stored[image_id] = Stored(
+                image_id, "ok", study, findings, image.content_sha256, image.checkpoint_id, len(stored) + n
+            )
         for n in range(20):
+            # Some failures are of contents also read successfully by the other checkpoint.
+            name = f"bad{n}" if n % 4 else f"img{n}"
+            checkpoint_id = rng.choice(checkpoints) if n % 4 == 0 else rng.choice((None, *checkpoints))
             image_id = record_failure(
                 session=session,
                 source_path=f"/screen/bad{n}.png",
-                content_sha256=_sha(f"bad{n}"),
+                content_sha256=_sha(name),
                 reason="not an image",
-                checkpoint_id=rng.choice((None, *checkpoints)),
+                checkpoint_id=checkpoint_id,
                 commit=False,
             )
-            stored[image_id] = Stored(image_id, "failed", None, {})
+            if image_id not in stored:
+                stored[image_id] = Stored(image_id, "failed", None, {}, _sha(name), checkpoint_id, 1000 + n)
         session.commit()
     return stored
 
@@ -108,6 +131,18 @@ def _brute_force(stored: dict[int, Stored], query: dict) -> tuple[int, list[tupl
     finding, min_prob, above = query.get("finding"), query.get("min_prob"), query.get("above_threshold")
     words = query.get("text")
     finding_filtered = any(value is not None for value in (finding, min_prob, above, words))
+    status, models = query.get("status", "ok"), query.get("model_ids")
+    admitted = [
+        record
+        for record in stored.values()
+        if (status == "any" or record.status == status) and (models is None or record.checkpoint_id in models)
+    ]
+    if query.get("latest_only", True):
+        newest: dict[str, Stored] = {}
+        for record in admitted:
+            if record.content not in newest or record.written > newest[record.content].written:
+                newest[record.content] = record
+        admitted = list(newest.values())
 
     def finding_matches(item: FindingResult) -> bool:
         return (
@@ -116,15 +151,15 @@ def _brute_force(stored: dict[int, Stored], query: dict) -> tuple[int, list[tupl
             and (above is None or (item.probability >= item.threshold) == above)
             and (
                 words is None
-                or any(words.lower() in (value or "").lower() for value in (item.description, item.caption))
+                or all(
+                    any(word.lower() in (value or "").lower() for value in (item.description, item.caption))
+                    for word in words.split()
+                )
             )
         )
 
     matches = []
-    for record in stored.values():
-        status = query.get("status", "ok")
-        if status != "any" and record.status != status:
-            continue
+    for record in admitted:
         study = record.study or StudyInfo()
         if query.get("patient") is not None and study.patient_id != query["patient"]:
             continue
@@ -165,6 +200,10 @@ def _random_query(rng: random.Random) -> dict:
         query["until"] = query.get("since", date(2024, 1, 1)) + timedelta(days=rng.randrange(200))
     if rng.random() < 0.15:
         query["status"] = rng.choice(("any", "failed"))
+    if rng.random() < 0.3:
+        query["latest_only"] = False
+    if rng.random() < 0.3:
+        query["model"] = rng.choice((_sha("ckpt0")[:8], _sha("ckpt1")))
     query["order"] = rng.choice(("probability_desc", "date_desc"))
     query["limit"] = rng.choice((0, 1, 7, 50, 400))
     query["offset"] = rng.choice((0, 0, 3, 40))
@@ -187,9 +226,12 @@ def test_search_matches_a_brute_force_filter(populated) -> None:
     queries = [_random_query(rng) for _ in range(160)]
     nonempty = 0
     with database.session() as session:
+        ids = {value.sha256: value.id for value in session.scalars(select(Checkpoint))}
         for query in queries:
             page = search_records(session=session, **query)
-            expected_total, expected_rows = _brute_force(stored, query)
+            model = query.get("model")
+            model_ids = None if model is None else {ids[sha] for sha in ids if sha.startswith(model)}
+            expected_total, expected_rows = _brute_force(stored, {**query, "model_ids": model_ids})
             got = [
                 (row.image_id, row.score, [(h.finding, h.probability) for h in row.findings])
                 for row in page.rows

@@ -41,7 +41,7 @@ def records_url(database_url: str) -> str:
     database = open_database(database_url, upgrade=False)
     effusion = {"a": 0.91, "b": 0.62, "c": 0.10}
     with database.session() as session:
-        checkpoint_id = register_checkpoint(session=session, sha256=_sha("ckpt"))
+        checkpoint_id = register_checkpoint(session=session, sha256=_sha("ckpt"), model_name="densenet121")
         for name, probability in effusion.items():
             findings = [
                 FindingResult(
@@ -81,7 +81,8 @@ def test_db_upgrade_reports_the_revision(database_url: str, capsys: pytest.Captu
 def test_table_output(records_url: str, capsys: pytest.CaptureFixture) -> None:
     assert run(["search", "--finding", "effusion", "--min-prob", "0.5", "--db", records_url]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["image", "study", "date", "patient", "view", "source", "findings"]
+    assert out[0].split() == ["image", "study", "date", "patient", "view", "model", "source", "findings"]
+    assert f"densenet121 {_sha('ckpt')[:8]}" in out[1]
     assert (
         "/screen/a.dcm" in out[1]
         and "Effusion 0.91 (>= 0.40): Effusion, right lower zone, moderate" in out[1]
@@ -143,3 +144,49 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFi
         run(["search", "--finding", "Tumour", "--db", url])
     with pytest.raises(ConfigError, match="min_prob"):
         run(["search", "--min-prob", "7", "--db", url])
+
+
+def test_a_second_model_does_not_double_the_images(records_url: str, capsys: pytest.CaptureFixture) -> None:
+    """Search shows each image's newest result unless asked for all, and filters by model."""
+    database = open_database(records_url, upgrade=False)
+    with database.session() as session:
+        second = register_checkpoint(
+            session=session, sha256=_sha("ckpt2"), model_name="resnet50", synthetic=True
+        )
+        for name in ("a", "b", "c"):
+            findings = [FindingResult(finding, 0.3, 0.5) for finding in FINDINGS]
+            add_image_result(
+                session=session, result=ImageResult(f"/screen/{name}.dcm", _sha(name), second, findings)
+            )
+    database.close()
+
+    def csv_rows(*argv: str) -> list[dict]:
+        assert run(["search", "--format", "csv", "--finding", "Effusion", *argv, "--db", records_url]) == 0
+        return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+
+    newest = csv_rows()
+    assert len(newest) == 3 and {row["model_name"] for row in newest} == {"resnet50"}
+    assert {row["model_synthetic"] for row in newest} == {"True"}
+    assert len(csv_rows("--all-results")) == 6
+    first = csv_rows("--model", _sha("ckpt")[:8])
+    assert [row["checkpoint_sha256"] for row in first] == [_sha("ckpt")] * 3
+    assert len(csv_rows("--model", "RESNET50")) == 3
+    with pytest.raises(ConfigError, match="no stored model matches 'vgg'.*resnet50"):
+        run(["search", "--model", "vgg", "--db", records_url])
+    assert run(["search", "--db", records_url]) == 0
+    assert "resnet50" in capsys.readouterr().out
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(database_url: str, capsys) -> None:
+    database = open_database(database_url)
+    with database.session() as session:
+        checkpoint_id = register_checkpoint(session=session, sha256=_sha("ckpt"))
+        findings = [FindingResult(finding, 0.9, 0.5) for finding in FINDINGS]
+        study = StudyInfo(patient_id='=HYPERLINK("http://evil","x")', study_instance_uid="1.2")
+        add_image_result(
+            session=session, result=ImageResult("/s/a.png", _sha("a"), checkpoint_id, findings, study=study)
+        )
+    database.close()
+    assert run(["search", "--format", "csv", "--db", database_url]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {row["patient_id"] for row in rows} == {'\'=HYPERLINK("http://evil","x")'}

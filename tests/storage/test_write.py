@@ -300,3 +300,78 @@ def test_concurrent_writers_all_succeed(database: Database, checkpoint_id: int) 
         assert count(session, Image) == 4 * 10 + 5
         assert count(session, Finding) == 14 * (4 * 10 + 5)
         assert count(session, Study) == 4
+
+
+def test_concurrent_model_free_failures_of_one_content_leave_one_row(database: Database) -> None:
+    """NULLs never conflict in a unique constraint: a partial unique index keeps one model-free failure."""
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            with database.session() as session:
+                for index in range(10):
+                    record_failure(
+                        session=session,
+                        source_path=f"/w{worker}/bad{index}.png",
+                        content_sha256=sha(f"bad{index}"),
+                        reason="not an image",
+                    )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with database.session() as session:
+        assert count(session, Image) == 10
+
+
+def test_a_success_removes_the_failures_it_supersedes(database: Database, checkpoint_id: int) -> None:
+    with database.session() as session:
+        # A corrupt file later replaced by a good one at the same path (other content).
+        record_failure(
+            session=session, source_path="/data/a.png", content_sha256=sha("corrupt"), reason="bad"
+        )
+        # A content unreadable for every model, later read (e.g. by a newer decoder).
+        record_failure(session=session, source_path="/old/b.png", content_sha256=sha("b"), reason="bad")
+        # A failure of another model at an unrelated path stays.
+        other = register_checkpoint(session=session, sha256=sha("other"))
+        record_failure(
+            session=session,
+            source_path="/data/c.png",
+            content_sha256=sha("c"),
+            reason="x",
+            checkpoint_id=other,
+        )
+        add_image_result(session=session, result=result("a", checkpoint_id))
+        add_image_result(session=session, result=result("b", checkpoint_id))
+        rows = session.execute(select(Image.source_path, Image.status).order_by(Image.source_path)).all()
+    assert [tuple(row) for row in rows] == [
+        ("/data/a.png", "ok"),
+        ("/data/b.png", "ok"),
+        ("/data/c.png", "failed"),
+    ]
+
+
+def test_a_study_left_without_images_is_removed(database: Database, checkpoint_id: int) -> None:
+    with database.session() as session:
+        add_image_result(
+            session=session, result=result("a", checkpoint_id, study=StudyInfo(study_instance_uid="1.2"))
+        )
+        add_image_result(
+            session=session, result=result("a", checkpoint_id, study=StudyInfo(study_instance_uid="1.3"))
+        )
+        assert session.scalars(select(Study.study_instance_uid)).all() == ["1.3"]
+
+
+def test_checkpoints_keep_their_synthetic_flag(database: Database) -> None:
+    with database.session() as session:
+        first = register_checkpoint(session=session, sha256=sha("s"))
+        again = register_checkpoint(session=session, sha256=sha("s"), synthetic=True)
+        add_image_result(session=session, result=result("a", first))
+        record = get_image(session=session, image_id=session.scalar(select(Image.id)))
+    assert first == again
+    assert (record.checkpoint_sha256, record.model_synthetic) == (sha("s"), True)

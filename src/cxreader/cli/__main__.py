@@ -80,6 +80,27 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except Exception as exc:
+        reason = _environment_error(exc)
+        if reason is None or args.verbose:
+            raise  # a bug (or --verbose): the traceback is what a report needs
+        print(f"cxreader: error: {reason}", file=sys.stderr)
+        return 1
+
+
+def _environment_error(exc: Exception) -> str | None:
+    """One line for an error of the surroundings rather than of cxreader (a database that is locked, gone or
+    full; a full disk), or ``None`` for anything else."""
+    if "sqlalchemy" in sys.modules:
+        from cxreader.storage.db import database_error_reason
+
+        reason = database_error_reason(exc)
+        if reason is not None:
+            return reason
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return None
 
 
 if __name__ == "__main__":

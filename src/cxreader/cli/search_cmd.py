@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, TextIO
 
 from cxreader import DISCLAIMER
 from cxreader.cli import arguments
+from cxreader.files import spreadsheet_safe
 from cxreader.labels import FINDINGS
 from cxreader.storage.names import MAX_SEARCH_LIMIT, SEARCH_ORDERS, SEARCH_STATUSES
 
 if TYPE_CHECKING:
-    from cxreader.storage.records import FindingResult, SearchPage
+    from cxreader.storage.records import FindingResult, ImageRecord, SearchPage
 
 #: Columns of ``--format csv``: one line per matched finding of each image.
 CSV_COLUMNS = (
@@ -32,6 +33,9 @@ CSV_COLUMNS = (
     "failure_reason",
     "synthetic",
     "checkpoint_id",
+    "checkpoint_sha256",
+    "model_name",
+    "model_synthetic",
     "source_path",
     "finding",
     "probability",
@@ -75,6 +79,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="images read successfully (default), those that failed, or both",
     )
     parser.add_argument(
+        "--model",
+        metavar="SHA|NAME",
+        help="only results of this model: its checkpoint's SHA-256 (or at least its first 8 hex digits), or "
+        "a model name such as densenet121",
+    )
+    parser.add_argument(
+        "--all-results",
+        dest="latest_only",
+        action="store_false",
+        help="every model's result for an image (default: each image once, its newest result)",
+    )
+    parser.add_argument(
         "--order",
         choices=SEARCH_ORDERS,
         default="probability_desc",
@@ -114,6 +130,8 @@ def run_search(args: argparse.Namespace) -> int:
                 text=args.text,
                 above_threshold=args.above_threshold,
                 status=args.status,
+                model=args.model,
+                latest_only=args.latest_only,
                 limit=args.limit,
                 offset=args.offset,
                 order=args.order,
@@ -144,12 +162,13 @@ def write_json(page: SearchPage, stream: TextIO) -> None:
 
 
 def write_csv(page: SearchPage, stream: TextIO) -> None:
-    """The page as CSV, one line per matched finding of each image (one line for an image without any)."""
+    """The page as CSV, one line per matched finding of each image (one line for an image without any); text
+    cells a spreadsheet would run as a formula are neutralised (:func:`~cxreader.files.spreadsheet_safe`)."""
     writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for record in map(asdict, page.rows):
         for finding in record["findings"] or [{}]:
-            writer.writerow({**record, **finding})
+            writer.writerow({key: spreadsheet_safe(value) for key, value in {**record, **finding}.items()})
 
 
 def write_table(page: SearchPage, stream: TextIO, *, matched_only: bool = True) -> None:
@@ -159,7 +178,7 @@ def write_table(page: SearchPage, stream: TextIO, *, matched_only: bool = True) 
         matched_only: The search had finding filters, so each row holds just its matching findings: show them
             all. Otherwise rows hold all 14 and only those above threshold are shown.
     """
-    header = ("image", "study date", "patient", "view", "source", "findings")
+    header = ("image", "study date", "patient", "view", "model", "source", "findings")
     lines = []
     for row in page.rows:
         if row.status == "failed":
@@ -173,6 +192,7 @@ def write_table(page: SearchPage, stream: TextIO, *, matched_only: bool = True) 
                 row.study_date.isoformat() if row.study_date else "-",
                 row.patient_id or "-",
                 row.view_position or "-",
+                _model_label(row),
                 _fit_left(row.source_path, _MAX_SOURCE_CHARS) + (" [synthetic]" if row.synthetic else ""),
                 findings,
             )
@@ -188,6 +208,14 @@ def write_table(page: SearchPage, stream: TextIO, *, matched_only: bool = True) 
     else:
         stream.write(f"no records past offset {page.offset} ({page.total} in all)\n")
     stream.write(DISCLAIMER + "\n")
+
+
+def _model_label(row: ImageRecord) -> str:
+    """The model of a result, short: its architecture and the first 8 hex digits of its checkpoint's SHA-256."""
+    if row.checkpoint_sha256 is None:
+        return "-"
+    synthetic = " SYNTHETIC" if row.model_synthetic else ""
+    return f"{row.model_name or 'model'} {row.checkpoint_sha256[:8]}{synthetic}"
 
 
 def _describe_hit(hit: FindingResult) -> str:

@@ -11,17 +11,18 @@ The pipeline of :func:`screen`:
 2. **Prepare**, in a small thread pool that works ahead of the model (decoding in Pillow, zlib and pydicom's
    pixel handlers releases the GIL): read the bytes, hash them (SHA-256), and skip the file when that
    content is already stored for this checkpoint (so a run killed at file 40,000 of 100,000 resumes there);
-   else decode (:func:`cxreader.data.io.load_image`), refuse modalities that are not projection
-   radiographs, and apply the checkpoint's evaluation preset.
+   else claim it in the database (:mod:`cxreader.storage.claims`: skipped when another worker holds it), decode
+   it (:func:`cxreader.data.io.load_image`), refuse modalities that are not projection radiographs, and apply
+   the checkpoint's evaluation preset.
 3. **Infer** in batches on the main thread (:func:`classify_batch`, which the service's uploads use too;
    PyTorch, or ONNX Runtime for an exported model) while the pool decodes the next files; with a PyTorch
    model, the images with a finding above threshold also get class activation maps and a grounded
    description of each positive finding (:func:`cxreader.localization.explain.explain_batch`), and with a
    captioner a learned caption.
 4. **Store** every image atomically (:func:`cxreader.storage.write.add_image_result`, one SAVEPOINT per image,
-   one commit per batch: a kill loses at most the batch in flight, never half an image). A file that cannot be
-   read is recorded as failed with its reason (:func:`cxreader.storage.write.record_failure`) and the run goes
-   on.
+   one short write transaction per batch that also releases the batch's claims: a kill loses at most the batch
+   in flight, never half an image). A file that cannot be read, a dangling symbolic link or a loop of links is
+   recorded as failed with its reason (:func:`cxreader.storage.write.record_failure`) and the run goes on.
 5. **Triage**: the images of this run with findings above threshold, most urgent first
    (:mod:`cxreader.screening.triage`), including those stored by an earlier, interrupted run.
 
@@ -30,6 +31,10 @@ DR (written by some digital radiography systems though not a DICOM defined term)
 imaging), and files that name no modality (PNG, JPEG, DICOM without the attribute). Anything else, such as
 CT, MR, US, MG or NM, is recorded as failed with the reason: a CheXNet model was trained on projection
 chest radiographs and its outputs on other images mean nothing.
+
+Many workers: any number of ``screen`` processes, on one machine or many, may screen the same folders into
+one database (each claims what it reads), and under ``torchrun`` each rank takes every ``world_size``-th file
+(``share``); paths are stored absolute, and file names that are not UTF-8 are stored with ``\\xNN`` escapes.
 
 Synthetic data: an image under a folder holding the synthetic generator's ``SYNTHETIC_README.txt`` is
 marked synthetic, and so is every result of a checkpoint trained on synthetic data (its contract says so):
@@ -41,6 +46,7 @@ the printed triage list never show them.
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import logging
@@ -58,6 +64,7 @@ import numpy as np
 import torch
 from PIL import Image
 from pydicom.valuerep import DA
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cxreader.data.cache import IMAGE_SUFFIXES
@@ -65,7 +72,7 @@ from cxreader.data.io import REDUCING_GAP, LoadedImage, load_image, sniff_format
 from cxreader.data.sidecars import SYNTHETIC_MARKER
 from cxreader.data.transforms import EvalPreset
 from cxreader.errors import ConfigError, CXReaderError, ImageReadError
-from cxreader.files import sha256_bytes
+from cxreader.files import printable_path, sha256_bytes
 from cxreader.inference.backends import ModelBackend
 from cxreader.labels import FINDINGS, positive_findings
 from cxreader.localization.describe import FindingDescription
@@ -73,7 +80,9 @@ from cxreader.localization.explain import Explanation, ImageView, explain_batch
 from cxreader.progress import Progress
 from cxreader.screening.captions import learned_captions
 from cxreader.screening.triage import TriageEntry, triage_from_database
-from cxreader.storage.db import Database
+from cxreader.storage.claims import ClaimOutcome, Worker, claim, release, release_all, renew
+from cxreader.storage.db import Database, begin_write
+from cxreader.storage.names import DEFAULT_LEASE_S
 from cxreader.storage.read import stored_hashes
 from cxreader.storage.records import FindingResult, ImageResult, StudyInfo
 from cxreader.storage.write import add_image_result, record_failure, register_checkpoint
@@ -97,10 +106,16 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class DiscoveredFiles:
-    """The candidate files of a run, in processing order, and how many other files were passed over."""
+    """The candidate files of a run, in processing order, the paths that cannot be followed, and how many other
+    files were passed over.
+
+    Paths are absolute (the same image keeps one path whatever folder a run starts in); symbolic links are
+    followed, and those that cannot be (dangling, or a loop) are listed in ``problems`` with the reason.
+    """
 
     files: list[Path]
     ignored: int
+    problems: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def discover_files(paths: Iterable[str | Path]) -> DiscoveredFiles:
@@ -110,23 +125,69 @@ def discover_files(paths: Iterable[str | Path]) -> DiscoveredFiles:
         ConfigError: a path that does not exist.
     """
     files: dict[Path, None] = {}  # ordered and without repeats
+    problems: dict[Path, str] = {}
     ignored = 0
     for raw in paths:
-        path = Path(raw)
+        path = Path(os.path.abspath(raw))
         if path.is_dir():
-            for directory, subdirectories, names in os.walk(path):
-                subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
+            walked: set[tuple[int, int] | None] = set()
+
+            def unlistable(error: OSError) -> None:
+                problems[Path(error.filename)] = (
+                    f"cannot list the folder ({error.strerror or 'unknown error'})"
+                )
+
+            for directory, subdirectories, names in os.walk(path, onerror=unlistable, followlinks=True):
+                here = Path(directory)
+                walked.add(_identity(here))
+                kept = []
+                for name in sorted(subdirectories):
+                    if name.startswith("."):
+                        continue
+                    if (here / name).is_symlink() and _identity(here / name) in walked:
+                        problems[here / name] = "symbolic link loop: it leads back to a folder already walked"
+                    else:
+                        kept.append(name)
+                subdirectories[:] = kept
                 for name in sorted(names):
-                    candidate = Path(directory) / name
-                    if name.startswith(".") or not _is_candidate(candidate):
+                    candidate = here / name
+                    problem = _link_problem(candidate)
+                    if problem is not None:
+                        problems[candidate] = problem
+                    elif name.startswith(".") or not _is_candidate(candidate):
                         ignored += 1
                     else:
                         files[candidate] = None
         elif path.exists():
             files[path] = None
+        elif path.is_symlink():
+            problems[path] = _link_problem(path) or "symbolic link that cannot be followed"
         else:
-            raise ConfigError(f"{path}: no such file or folder")
-    return DiscoveredFiles(files=list(files), ignored=ignored)
+            raise ConfigError(f"{printable_path(path)}: no such file or folder")
+    return DiscoveredFiles(files=list(files), ignored=ignored, problems=list(problems.items()))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _link_problem(path: Path) -> str | None:
+    """Why a symbolic link cannot be followed (dangling, or a loop of links); ``None`` for anything else."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return "dangling symbolic link: its target does not exist"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop: the links point at each other"
+        return f"symbolic link cannot be followed ({exc.strerror or type(exc).__name__})"
+    return None
 
 
 def _is_candidate(path: Path) -> bool:
@@ -260,36 +321,55 @@ def prepare_image(
 
 @dataclass(frozen=True)
 class _Outcome:
-    """What the pool hands back for one file: prepared, already stored, or failed."""
+    """What the pool hands back for one file: prepared, already stored, claimed by another worker, or failed."""
 
     path: Path
     sha256: str
     prepared: PreparedImage | None = None
     stored: bool = False
+    elsewhere: bool = False
     reason: str | None = None
+    #: This worker holds a claim on the content (released when its result or failure is stored).
+    claimed: bool = False
+
+
+def _stand_in_hash(path: Path) -> str:
+    """A key for a file without readable content: the next run tries the file again under the same key."""
+    return sha256_bytes(b"unreadable:" + os.fsencode(path))
 
 
 def _prepare_file(
-    path: Path, *, transform: EvalPreset, keep_display: bool, stored: set[str] | frozenset[str]
+    path: Path,
+    *,
+    transform: EvalPreset,
+    keep_display: bool,
+    stored: set[str] | frozenset[str],
+    claim_content: Callable[[str], ClaimOutcome] | None = None,
 ) -> _Outcome:
     try:
         data = path.read_bytes()
     except OSError as exc:
         # No content, so no content hash: the path stands in for it, and the next run tries the file again.
-        stand_in = sha256_bytes(b"unreadable:" + str(path).encode("utf-8", "surrogateescape"))
-        return _Outcome(path, stand_in, reason=f"cannot read the file ({exc.strerror or type(exc).__name__})")
+        reason = f"cannot read the file ({exc.strerror or type(exc).__name__})"
+        return _Outcome(path, _stand_in_hash(path), reason=reason)
     sha256 = sha256_bytes(data)
     if sha256 in stored:
         return _Outcome(path, sha256, stored=True)
+    claimed = False
+    if claim_content is not None:
+        outcome = claim_content(sha256)
+        if outcome != "claimed":
+            return _Outcome(path, sha256, stored=outcome == "stored", elsewhere=outcome == "elsewhere")
+        claimed = True
+    name = printable_path(path)
     try:
-        prepared = prepare_image(
-            str(path), data, transform=transform, keep_display=keep_display, sha256=sha256
-        )
+        prepared = prepare_image(name, data, transform=transform, keep_display=keep_display, sha256=sha256)
     except ImageReadError as exc:
-        return _Outcome(path, sha256, reason=exc.reason)
+        return _Outcome(path, sha256, reason=exc.reason, claimed=claimed)
     except Exception as exc:  # a decoder bug on one file must not end a run over 100,000
-        return _Outcome(path, sha256, reason=f"unexpected error while reading: {type(exc).__name__}: {exc}")
-    return _Outcome(path, sha256, prepared=prepared)
+        reason = f"unexpected error while reading: {type(exc).__name__}: {exc}"
+        return _Outcome(path, sha256, reason=reason, claimed=claimed)
+    return _Outcome(path, sha256, prepared=prepared, claimed=claimed)
 
 
 def _ordered_map(
@@ -450,7 +530,8 @@ def register_backend(session: Session, backend: ModelBackend) -> int:
         thresholds=contract.thresholds,
         model_name=contract.model_name,
         version=contract.cxreader_version or None,
-        path=str(backend.path),
+        path=printable_path(backend.path),
+        synthetic=bool(contract.synthetic),
     )
 
 
@@ -459,44 +540,95 @@ def register_backend(session: Session, backend: ModelBackend) -> int:
 
 @dataclass
 class ScreeningReport:
-    """What a screening run did.
+    """What a screening run did (one worker's share, or all ranks' merged by :func:`merge_reports`).
 
     Attributes:
-        files: Candidate files found.
-        screened: Images read, classified and stored by this run.
-        skipped: Files already stored for this checkpoint (by an earlier run), not read again.
+        files: Candidate files of this run's share (and paths that could not be followed).
+        screened: Images read, classified and stored by this run (the summary's ``inferred``).
+        skipped: Files already stored for this checkpoint, not read again (``already_stored``).
+        claimed_elsewhere: Files another worker had claimed when this one came to them (``claimed_elsewhere``).
         failed: Files recorded as failed by this run.
         duplicates: Files whose content another file of this run has already.
         ignored: Files passed over as not being images.
         seconds: Wall time of the run.
         described: Whether results carry heatmap-grounded descriptions.
         synthetic_model: The checkpoint was trained on synthetic data.
+        checkpoint_id: The checkpoint's id in the records database.
         triage: Images of this run with findings above threshold, most urgent first.
         failures: ``(path, reason)`` of the files that failed in this run.
+        contents: Content hashes of the files this run came across (what its triage list covers).
+        ranks: Processes whose shares the report covers.
     """
 
     files: int = 0
     screened: int = 0
     skipped: int = 0
+    claimed_elsewhere: int = 0
     failed: int = 0
     duplicates: int = 0
     ignored: int = 0
     seconds: float = 0.0
     described: bool = False
     synthetic_model: bool = False
+    checkpoint_id: int | None = None
     triage: list[TriageEntry] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    contents: set[str] = field(default_factory=set, repr=False)
+    ranks: int = 1
 
     @property
     def images_per_second(self) -> float:
         """Images screened (read, classified and stored) per second of the run."""
         return self.screened / self.seconds if self.seconds > 0 else 0.0
 
+    def summary(self) -> dict[str, Any]:
+        """The run's counts for ``screen --summary-json``."""
+        return {
+            "inferred": self.screened,
+            "already_stored": self.skipped,
+            "claimed_elsewhere": self.claimed_elsewhere,
+            "failed": self.failed,
+            "duplicates": self.duplicates,
+            "ignored": self.ignored,
+            "files": self.files,
+            "ranks": self.ranks,
+            "seconds": round(self.seconds, 3),
+            "synthetic_model": self.synthetic_model,
+        }
+
+
+def merge_reports(reports: Sequence[ScreeningReport]) -> ScreeningReport:
+    """One report of several workers' shares (torchrun ranks): counts added, the longest wall time."""
+    first = reports[0]
+    merged = ScreeningReport(
+        described=first.described,
+        synthetic_model=first.synthetic_model,
+        checkpoint_id=first.checkpoint_id,
+        ranks=sum(report.ranks for report in reports),
+    )
+    for report in reports:
+        for name in ("files", "screened", "skipped", "claimed_elsewhere", "failed", "duplicates", "ignored"):
+            setattr(merged, name, getattr(merged, name) + getattr(report, name))
+        merged.seconds = max(merged.seconds, report.seconds)
+        merged.failures.extend(report.failures)
+        merged.contents |= report.contents
+    return merged
+
+
+def add_triage(report: ScreeningReport, database: Database) -> ScreeningReport:
+    """Fill in the report's triage list from the stored results of the files it came across."""
+    if report.checkpoint_id is not None:
+        with database.session() as session:
+            report.triage = triage_from_database(
+                session=session, checkpoint_id=report.checkpoint_id, content_sha256s=report.contents
+            )
+    return report
+
 
 @dataclass
 class _Run:
     """One run's state: it sorts the files' outcomes, classifies full batches, and writes results and failures
-    one transaction per batch, counting them in the report."""
+    one short write transaction per batch (which also releases their claims), counting them in the report."""
 
     session: Session
     report: ScreeningReport
@@ -506,10 +638,13 @@ class _Run:
     stored: set[str]
     describe: bool
     captioner: Any
-    seen: set[str] = field(default_factory=set)
+    worker: Worker
+    lease_s: float
     batch: list[PreparedImage] = field(default_factory=list)
     results: list[ImageResult] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: Contents this worker has claimed and not yet stored.
+    held: set[str] = field(default_factory=set)
 
     def fail(self, reason: str, **failure: Any) -> None:
         """Count a failure and keep it for the flush (``failure``: the other arguments of ``record_failure``)."""
@@ -520,17 +655,21 @@ class _Run:
     def take(self, outcome: _Outcome) -> None:
         """Sort one file's outcome into the batch, the skipped, the duplicates or the failures."""
         sha256 = outcome.sha256
-        if sha256 in self.seen:
+        if outcome.claimed:
+            self.held.add(sha256)
+        if sha256 in self.report.contents:
             self.report.duplicates += 1
             return
-        self.seen.add(sha256)
+        self.report.contents.add(sha256)
         if outcome.stored:
             self.report.skipped += 1
+        elif outcome.elsewhere:
+            self.report.claimed_elsewhere += 1
         elif outcome.reason is not None:
-            logger.debug("%s: %s", outcome.path, outcome.reason)
+            logger.debug("%s: %s", printable_path(outcome.path), outcome.reason)
             self.fail(
                 outcome.reason,
-                source_path=str(outcome.path),
+                source_path=printable_path(outcome.path),
                 content_sha256=sha256,
                 # Reading does not depend on the model: the failure holds for every checkpoint.
                 checkpoint_id=None,
@@ -574,6 +713,10 @@ class _Run:
         self.flush()
 
     def flush(self) -> None:
+        """Store the pending results and failures, release their claims and renew the others, in one short
+        write transaction (on SQLite it waits for the write lock, never fails at once)."""
+        begin_write(self.session)
+        written: list[str] = []
         for result in self.results:
             try:
                 add_image_result(session=self.session, result=result, commit=False)
@@ -586,8 +729,21 @@ class _Run:
                     checkpoint_id=result.checkpoint_id,
                     synthetic=result.synthetic,
                 )
+            written.append(result.content_sha256)
         for failure in self.failures:
             record_failure(session=self.session, commit=False, **failure)
+            written.append(failure["content_sha256"])
+        done = self.held.intersection(written)
+        if done:
+            release(
+                session=self.session,
+                content_sha256s=done,
+                checkpoint_id=self.checkpoint_id,
+                worker=self.worker,
+            )
+            self.held -= done
+        if self.held:
+            renew(session=self.session, worker=self.worker, lease_s=self.lease_s)
         self.session.commit()  # on an error, closing the session rolls the batch back
         self.results.clear()
         self.failures.clear()
@@ -603,8 +759,14 @@ def screen(
     describe: bool | None = None,
     captioner: Any = None,
     progress: bool = True,
+    share: tuple[int, int] = (0, 1),
+    lease_s: float = DEFAULT_LEASE_S,
+    triage: bool = True,
 ) -> ScreeningReport:
     """Screen every radiograph under ``paths`` and store one record per image (see the module docstring).
+
+    Any number of processes may screen the same paths into the same database at once: each claims an image
+    before reading it (:mod:`cxreader.storage.claims`), so none infers an image another has taken.
 
     Args:
         paths: Files and folders.
@@ -617,17 +779,26 @@ def screen(
         captioner: A :class:`~cxreader.captioning.predict.CaptionPredictor` that adds a learned caption to
             each positive finding (:func:`cxreader.screening.captions.learned_captions`); None: no captions.
         progress: Show progress (files/s, ETA) on standard error with :class:`~cxreader.progress.Progress`.
+        share: ``(rank, world_size)``: screen every ``world_size``-th file of the sorted list, from the
+            ``rank``-th (torchrun ranks split the inputs so; the claims keep them apart in any case).
+        lease_s: Seconds a claim lasts without renewal (renewed after every stored batch).
+        triage: Build the triage list (a torchrun rank leaves it to the merged report).
 
     Returns:
         A :class:`ScreeningReport` with the triage list.
 
     Raises:
-        ConfigError: a path that does not exist, or a batch size or worker count out of range.
+        ConfigError: a path that does not exist, or a batch size, worker count or share out of range.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more, got {workers}")
+    rank, world_size = share
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"share {rank} of {world_size} is out of range")
+    if not lease_s > 0:
+        raise ConfigError(f"the claim lease must be positive, got {lease_s} s")
     started = time.perf_counter()
     can_describe = backend.model is not None
     if describe and not can_describe:
@@ -636,31 +807,55 @@ def screen(
         )
     describe = can_describe if describe is None else describe
     discovered = discover_files(paths)
+    files = discovered.files[rank::world_size]
+    problems = discovered.problems[rank::world_size]
     report = ScreeningReport(
-        files=len(discovered.files),
-        ignored=discovered.ignored,
+        files=len(files) + len(problems),
+        ignored=discovered.ignored if rank == 0 else 0,
         described=describe,
         synthetic_model=bool(backend.contract.synthetic),
     )
+    worker = Worker()
     with database.session() as session:
-        checkpoint_id = register_backend(session, backend)
+        checkpoint_id = report.checkpoint_id = register_backend(session, backend)
         stored = stored_hashes(session=session, checkpoint_id=checkpoint_id)
-        run = _Run(session, report, backend, checkpoint_id, stored, describe=describe, captioner=captioner)
+        session.commit()  # no read transaction left open: the next one is a write (see Run.flush)
+        run = _Run(
+            session,
+            report,
+            backend,
+            checkpoint_id,
+            stored,
+            describe,
+            captioner,
+            worker=worker,
+            lease_s=lease_s,
+        )
+        for path, reason in problems:
+            run.fail(
+                reason,
+                source_path=printable_path(path),
+                content_sha256=_stand_in_hash(path),
+                checkpoint_id=None,
+                synthetic=report.synthetic_model,
+            )
         prepare = functools.partial(
             _prepare_file,
             transform=backend.transform,
             keep_display=describe or captioner is not None,
             stored=stored,
+            claim_content=functools.partial(_claim, database, checkpoint_id, worker, lease_s),
         )
-        bar = Progress(len(discovered.files), desc="screening", unit=" files", enabled=progress)
+        bar = Progress(len(files), desc="screening", unit=" files", enabled=progress)
         pool = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxreader-read") if workers else None
         )
-        # An interrupt or an error keeps the committed batches; closing the session drops the one in flight.
+        # An interrupt or an error keeps the committed batches; closing the session drops the one in flight,
+        # and this worker's claims are released (a killed worker's lapse with their lease).
         try:
             # Enough files in flight to fill the next batch while the model works on this one.
             window = 2 * batch_size + 2 * workers
-            for outcome in _ordered_map(pool, prepare, discovered.files, window):
+            for outcome in _ordered_map(pool, prepare, files, window):
                 run.take(outcome)
                 if len(run.batch) >= batch_size:
                     run.run_batch()
@@ -677,8 +872,30 @@ def screen(
             bar.close()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-        report.triage = triage_from_database(
-            session=session, checkpoint_id=checkpoint_id, content_sha256s=run.seen
-        )
+            session.rollback()
+            _release_claims(database, worker)
     report.seconds = time.perf_counter() - started
-    return report
+    return add_triage(report, database) if triage else report
+
+
+def _claim(
+    database: Database, checkpoint_id: int, worker: Worker, lease_s: float, sha256: str
+) -> ClaimOutcome:
+    """Claim one content in a session of its own (called from the reading threads)."""
+    with database.session() as session:
+        return claim(
+            session=session,
+            content_sha256=sha256,
+            checkpoint_id=checkpoint_id,
+            worker=worker,
+            lease_s=lease_s,
+        )
+
+
+def _release_claims(database: Database, worker: Worker) -> None:
+    """Release what this worker still holds; a database that cannot be reached leaves them to their lease."""
+    try:
+        with database.session() as session:
+            release_all(session=session, worker=worker)
+    except SQLAlchemyError as exc:
+        logger.warning("could not release this worker's claims (they lapse with their lease): %s", exc)

@@ -47,7 +47,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cxreader import DISCLAIMER
-from cxreader.files import write_text_atomic
+from cxreader.files import spreadsheet_safe, write_text_atomic
 from cxreader.labels import canonical_finding, display_name
 from cxreader.storage.records import FindingResult
 from cxreader.storage.tables import Finding, Image, Study
@@ -219,6 +219,9 @@ def format_triage(entries: Sequence[TriageEntry], *, limit: int | None = 50) -> 
 def write_triage_csv(entries: Sequence[TriageEntry], path: str | Path) -> Path:
     """Write the whole triage list as CSV (:data:`CSV_COLUMNS`) with :func:`~cxreader.files.write_text_atomic`.
 
+    Text cells that a spreadsheet would run as a formula (a PatientID ``=HYPERLINK(...)``) are neutralised
+    (:func:`~cxreader.files.spreadsheet_safe`).
+
     Returns:
         The path written.
     """
@@ -227,19 +230,18 @@ def write_triage_csv(entries: Sequence[TriageEntry], path: str | Path) -> Path:
     writer.writeheader()
     for rank, entry in enumerate(entries, start=1):
         first = entry.most_urgent
-        writer.writerow(
-            {
-                "rank": rank,
-                "image_id": entry.image_id,
-                "most_urgent_finding": first.finding,
-                "probability": f"{first.probability:.4f}",
-                "threshold": f"{first.threshold:.4f}",
-                "findings_above_threshold": "|".join(item.finding for item in entry.positives),
-                "source_path": entry.source_path,
-                "study_date": entry.study_date.isoformat() if entry.study_date else "",
-                "patient_id": entry.patient_id or "",
-                "view_position": entry.view_position or "",
-                "synthetic": str(entry.synthetic).lower(),
-            }
-        )
+        row = {
+            "rank": rank,
+            "image_id": entry.image_id,
+            "most_urgent_finding": first.finding,
+            "probability": f"{first.probability:.4f}",
+            "threshold": f"{first.threshold:.4f}",
+            "findings_above_threshold": "|".join(item.finding for item in entry.positives),
+            "source_path": entry.source_path,
+            "study_date": entry.study_date.isoformat() if entry.study_date else "",
+            "patient_id": entry.patient_id or "",
+            "view_position": entry.view_position or "",
+            "synthetic": str(entry.synthetic).lower(),
+        }
+        writer.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
     return write_text_atomic(path, buffer.getvalue())

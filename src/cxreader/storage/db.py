@@ -147,6 +147,22 @@ def begin_write(session: Session) -> None:
         session.connection(execution_options={WRITE_OPTION: True})
 
 
+def database_error_reason(exc: BaseException) -> str | None:
+    """One line for a database error (locked, unreachable, disk full, ...); ``None`` when ``exc`` is not one.
+
+    The driver's first line says what happened; the SQL statement and its parameters (which may hold patient
+    identifiers) are left out.
+    """
+    if not isinstance(exc, SQLAlchemyError):
+        return None
+    original = getattr(exc, "orig", None) or exc
+    first = (str(original).strip().splitlines() or [type(original).__name__])[0]
+    hint = ""
+    if "database is locked" in first:
+        hint = f" (another process held the write lock longer than {_SQLITE_BUSY_TIMEOUT_S:g} s)"
+    return f"database error: {first}{hint}"
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic configuration pointing at cxreader's migrations, optionally bound to a connection."""
     config = Config()

@@ -13,3 +13,5 @@ MAX_SEARCH_LIMIT = 10_000
 DATABASE_HELP = (
     f"database URL or SQLite file (default: ${DATABASE_URL_ENV}, else records.sqlite3 in the user data dir)"
 )
+#: Default seconds a worker's claim on an image lasts without renewal (see :mod:`cxreader.storage.claims`).
+DEFAULT_LEASE_S = 300.0

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from cxreader.labels import FINDINGS
 from cxreader.storage.records import FindingResult, ImageRecord
-from cxreader.storage.tables import BOX_COLUMNS, Finding, Image, Study
+from cxreader.storage.tables import BOX_COLUMNS, Checkpoint, Finding, Image, Study
 
 # What an ImageRecord reads: columns named as its fields, except the two of the pixel spacing.
 _IMAGE_COLUMNS = (
@@ -39,6 +39,9 @@ _IMAGE_COLUMNS = (
     Image.height,
     Image.pixel_spacing_x,
     Image.pixel_spacing_y,
+    Checkpoint.sha256.label("checkpoint_sha256"),
+    Checkpoint.model_name,
+    Checkpoint.synthetic.label("model_synthetic"),
 )
 # What a FindingResult reads, with the image it belongs to and the four columns of its box.
 _FINDING_COLUMNS = (
@@ -94,7 +97,10 @@ def read_records(
         findings[image_id].append(FindingResult(**values, box=None if None in box else box))
     records = {}
     for row in session.execute(
-        select(*_IMAGE_COLUMNS).outerjoin(Study, Study.id == Image.study_id).where(Image.id.in_(image_ids))
+        select(*_IMAGE_COLUMNS)
+        .outerjoin(Study, Study.id == Image.study_id)
+        .outerjoin(Checkpoint, Checkpoint.id == Image.checkpoint_id)
+        .where(Image.id.in_(image_ids))
     ):
         values = row._asdict()
         spacing = (values.pop("pixel_spacing_x"), values.pop("pixel_spacing_y"))

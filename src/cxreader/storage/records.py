@@ -104,6 +104,11 @@ class ImageRecord:
     height: int | None
     #: Millimetres per pixel as (x, y), as in :class:`ImageResult`.
     pixel_spacing: tuple[float, float] | None
+    #: The model that produced the result: its checkpoint file's SHA-256, architecture name, and whether it
+    #: was trained on synthetic data (``None`` when unknown); all ``None`` for a failure no model was run on.
+    checkpoint_sha256: str | None
+    model_name: str | None
+    model_synthetic: bool | None
     findings: tuple[FindingResult, ...]
     score: float | None = field(init=False)
 

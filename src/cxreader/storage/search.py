@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from cxreader.errors import ConfigError
 from cxreader.labels import NO_FINDING, UnknownFindingError, canonical_finding
 from cxreader.storage.names import MAX_SEARCH_LIMIT, SEARCH_ORDERS, SEARCH_STATUSES
 from cxreader.storage.read import read_records
 from cxreader.storage.records import SearchPage, as_date, is_unit
-from cxreader.storage.tables import Finding, Image, Study
+from cxreader.storage.tables import Checkpoint, Finding, Image, Study
+
+#: Fewest hex digits of a checkpoint's SHA-256 that name it in a search.
+MIN_SHA_PREFIX = 8
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 def search_records(
@@ -27,6 +32,8 @@ def search_records(
     text: str | None = None,
     above_threshold: bool | None = None,
     status: str = "ok",
+    model: str | None = None,
+    latest_only: bool = True,
     limit: int = 100,
     offset: int = 0,
     order: str = "probability_desc",
@@ -44,9 +51,15 @@ def search_records(
         since: First study date, inclusive. Images whose study has no date never match a date filter.
         until: Last study date, inclusive.
         patient: Patient ID, exact.
-        text: Words that the grounded description or the learned caption contains (case-insensitive).
+        text: Words that the grounded description or the learned caption of one finding contains, each of
+            them, anywhere and in any order (case-insensitive): "right lower" finds "lower zone of the right
+            lung".
         above_threshold: Only findings above (``True``) or below (``False``) their operating threshold.
         status: ``"ok"`` (default), ``"failed"``, or ``"any"`` for both.
+        model: Only results of this model: a checkpoint's SHA-256 or a prefix of it (at least
+            :data:`MIN_SHA_PREFIX` hex digits), or a model name (``densenet121``), which may match several.
+        latest_only: Each image (content) once, with its newest result among those the status and model
+            filters admit (default); ``False``: every model's result.
         limit: Page size (0 counts only), at most :data:`MAX_SEARCH_LIMIT`.
         offset: Matches to skip.
         order: ``"probability_desc"`` (largest matching probability first) or ``"date_desc"`` (newest study
@@ -69,15 +82,14 @@ def search_records(
     since, until = as_date(since), as_date(until)
     if since is not None and until is not None and since > until:
         raise ConfigError(f"since ({since.isoformat()}) is after until ({until.isoformat()})")
-    text = text.strip() if text else None
+    words = text.split() if text else []
     patient = patient.strip() if patient else None
+    checkpoint_ids = _model_checkpoints(session, model) if model is not None and model.strip() else None
 
-    finding_filters = _finding_filters(finding, min_prob, above_threshold, text)
+    finding_filters = _finding_filters(finding, min_prob, above_threshold, words)
     matched, image_id, score, ordered_by_index = _matched_images(finding, finding_filters)
     images_joined = not finding_filters
-    # Finding rows exist only for images read successfully, so with finding filters status "ok" (or any
-    # status) holds already and needs no join with images.
-    status_filter = status != "any" and (images_joined or status != "ok")
+    image_filters = _image_filters(status, checkpoint_ids, latest_only, images_joined)
     study_filters = []
     if patient is not None:
         study_filters.append(Study.patient_id == patient)
@@ -86,10 +98,10 @@ def search_records(
     if until is not None:
         study_filters.append(Study.study_date <= until)
     need_study = bool(study_filters) or order == "date_desc"
-    if (status_filter or need_study) and not images_joined:
+    if (image_filters or need_study) and not images_joined:
         matched = matched.join(Image, Image.id == image_id)
-    if status_filter:
-        matched = matched.where(Image.status == status)
+    if image_filters:
+        matched = matched.where(*image_filters)
     if need_study:
         matched = (
             matched.join(Study, Study.id == Image.study_id).where(*study_filters)
@@ -126,8 +138,67 @@ def _search_finding(finding: str | None) -> str | None:
     return name
 
 
+def _model_checkpoints(session: Session, model: str) -> list[int]:
+    """The ids of the checkpoints ``model`` names (see :func:`search_records`).
+
+    Raises:
+        ConfigError: a name or hash prefix no stored checkpoint has, with the ones there are.
+    """
+    model = model.strip()
+    prefix = model.lower()
+    if _HEX.fullmatch(prefix) and len(prefix) >= MIN_SHA_PREFIX:
+        condition = Checkpoint.sha256.startswith(prefix, autoescape=True)
+    else:
+        condition = func.lower(Checkpoint.model_name) == model.lower()
+    ids = list(session.scalars(select(Checkpoint.id).where(condition)))
+    if not ids:
+        known = session.execute(
+            select(Checkpoint.sha256, Checkpoint.model_name).order_by(Checkpoint.id)
+        ).all()
+        listed = ", ".join(f"{row.sha256[:12]} ({row.model_name or 'unnamed'})" for row in known[:10])
+        raise ConfigError(
+            f"no stored model matches {model!r} (a checkpoint SHA-256, at least {MIN_SHA_PREFIX} hex digits of "
+            f"it, or a model name); stored: {listed or 'none'}"
+        )
+    return ids
+
+
+def _image_filters(
+    status: str, checkpoint_ids: list[int] | None, latest_only: bool, images_joined: bool
+) -> list[Any]:
+    """Conditions on the image row: its status, its model, and being its content's newest admitted result."""
+
+    def admitted(image: Any) -> list[Any]:
+        conditions = []
+        # Finding rows exist only for images read successfully, so with finding filters status "ok" holds
+        # already (and the model filter alone needs the image row).
+        if status != "any" and (images_joined or status != "ok" or image is not Image):
+            conditions.append(image.status == status)
+        if checkpoint_ids is not None:
+            conditions.append(image.checkpoint_id.in_(checkpoint_ids))
+        return conditions
+
+    filters = admitted(Image)
+    if latest_only:
+        newer = aliased(Image)
+        filters.append(
+            ~select(newer.id)
+            .where(
+                newer.content_sha256 == Image.content_sha256,
+                newer.id != Image.id,
+                *admitted(newer),
+                or_(
+                    newer.updated_at > Image.updated_at,
+                    and_(newer.updated_at == Image.updated_at, newer.id > Image.id),
+                ),
+            )
+            .exists()
+        )
+    return filters
+
+
 def _finding_filters(
-    finding: str | None, min_prob: float | None, above_threshold: bool | None, text: str | None
+    finding: str | None, min_prob: float | None, above_threshold: bool | None, words: list[str]
 ) -> list[Any]:
     filters: list[Any] = []
     if finding is not None:
@@ -136,11 +207,11 @@ def _finding_filters(
         filters.append(Finding.probability >= float(min_prob))
     if above_threshold is not None:
         filters.append(Finding.above_threshold == bool(above_threshold))
-    if text:
+    for word in words:
         filters.append(
             or_(
-                Finding.description.icontains(text, autoescape=True),
-                Finding.caption.icontains(text, autoescape=True),
+                Finding.description.icontains(word, autoescape=True),
+                Finding.caption.icontains(word, autoescape=True),
             )
         )
     return filters

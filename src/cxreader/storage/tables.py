@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -98,6 +99,8 @@ class Checkpoint(Base):
     model_name: Mapped[str | None] = mapped_column(String(64))
     version: Mapped[str | None] = mapped_column(String(64))
     path: Mapped[str | None] = mapped_column(Text)
+    #: Trained on synthetic data (its contract says so); ``None`` for checkpoints registered before this was kept.
+    synthetic: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
@@ -127,7 +130,9 @@ class Image(Base):
     """One image file read (or refused) for one checkpoint.
 
     ``(content_sha256, checkpoint_id)`` is unique: a screening run skips the images already stored, and storing
-    the same image again replaces its result instead of adding a second one.
+    the same image again replaces its result instead of adding a second one. A failure that holds for every
+    model (``checkpoint_id`` NULL: the file could not be read) is unique per content by a partial index, since
+    SQL's unique constraints treat NULLs as distinct.
     """
 
     __tablename__ = "images"
@@ -139,6 +144,22 @@ class Image(Base):
             name="failure_reason",
         ),
         Index("ix_images_study_id", "study_id"),
+        Index(
+            "uq_images_content_sha256_unread",
+            "content_sha256",
+            unique=True,
+            sqlite_where=text("checkpoint_id IS NULL"),
+            postgresql_where=text("checkpoint_id IS NULL"),
+        ),
+        # Failures are looked up by path when the file is later read successfully. A hash index on PostgreSQL:
+        # a B-tree entry cannot hold a path of several kilobytes.
+        Index(
+            "ix_images_failed_source_path",
+            "source_path",
+            postgresql_using="hash",
+            sqlite_where=text("status = 'failed'"),
+            postgresql_where=text("status = 'failed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -195,3 +216,24 @@ class Finding(Base):
     box_y: Mapped[int | None] = mapped_column(Integer)
     box_width: Mapped[int | None] = mapped_column(Integer)
     box_height: Mapped[int | None] = mapped_column(Integer)
+
+
+class Claim(Base):
+    """A worker's claim on one image content for one checkpoint, held while the worker reads and infers it.
+
+    Independent screening workers (on one machine or many) claim an image before decoding it, so no two of them
+    infer the same image; the claim is removed in the transaction that stores the result. A claim whose lease
+    has expired (its worker was killed) may be taken over by any other worker
+    (:mod:`cxreader.storage.claims`).
+    """
+
+    __tablename__ = "claims"
+
+    content_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("checkpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: ``host:pid:token`` of the worker holding it (no patient data).
+    worker: Mapped[str] = mapped_column(String(255))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

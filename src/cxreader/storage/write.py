@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -41,6 +41,7 @@ def register_checkpoint(
     model_name: str | None = None,
     version: str | None = None,
     path: str | None = None,
+    synthetic: bool | None = None,
 ) -> int:
     """Store a checkpoint (once per file content), committed, and return its id.
 
@@ -52,6 +53,7 @@ def register_checkpoint(
         thresholds: Per-class operating thresholds in label order, when the checkpoint carries them.
         model_name: Architecture name (``"densenet121"``).
         version: cxreader version or training run that wrote the checkpoint.
+        synthetic: The checkpoint was trained on synthetic data (kept where an earlier registration lacked it).
 
     Raises:
         CheckpointError: thresholds that are not 14 numbers in [0, 1].
@@ -63,18 +65,19 @@ def register_checkpoint(
         if len(thresholds) != len(FINDINGS) or not all(is_unit(value) for value in thresholds):
             raise CheckpointError(f"{where}: thresholds must be {len(FINDINGS)} numbers in [0, 1]")
     with _writing(session, commit=True):
-        statement = (
-            _dialect_insert(session, Checkpoint)
-            .values(
-                sha256=sha256,
-                labels=list(FINDINGS),
-                thresholds=thresholds,
-                model_name=model_name,
-                version=version,
-                path=path,
-                created_at=utc_now(),
-            )
-            .on_conflict_do_nothing(index_elements=[Checkpoint.sha256])
+        statement = _dialect_insert(session, Checkpoint).values(
+            sha256=sha256,
+            labels=list(FINDINGS),
+            thresholds=thresholds,
+            model_name=model_name,
+            version=version,
+            path=path,
+            synthetic=synthetic,
+            created_at=utc_now(),
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[Checkpoint.sha256],
+            set_={"synthetic": func.coalesce(Checkpoint.__table__.c.synthetic, statement.excluded.synthetic)},
         )
         session.execute(statement)
         return session.scalars(select(Checkpoint.id).where(Checkpoint.sha256 == sha256)).one()
@@ -105,11 +108,37 @@ def add_image_result(*, session: Session, result: ImageResult, commit: bool = Tr
                 Image.checkpoint_id == result.checkpoint_id,
             )
         )
-        image_values["study_id"] = _upsert_study(session, result.study, existing_study_id)
+        study_id = image_values["study_id"] = _upsert_study(session, result.study, existing_study_id)
         image_id = _upsert_image(session, image_values)
         session.execute(delete(Finding).where(Finding.image_id == image_id))
         session.execute(insert(Finding), [{**row, "image_id": image_id} for row in finding_rows])
+        _drop_superseded_failures(session, result, image_id)
+        if existing_study_id is not None and existing_study_id != study_id:
+            _drop_if_empty(session, existing_study_id)
     return image_id
+
+
+def _drop_superseded_failures(session: Session, result: ImageResult, image_id: int) -> None:
+    """Remove the failure records this success supersedes: the same file read before (same path, e.g. a
+    corrupt copy since replaced) or the same content found unreadable for every model."""
+    same_model = or_(Image.checkpoint_id.is_(None), Image.checkpoint_id == result.checkpoint_id)
+    same_file = or_(
+        Image.source_path == str(result.source_path),
+        and_(Image.content_sha256 == result.content_sha256.strip().lower(), Image.checkpoint_id.is_(None)),
+    )
+    session.execute(
+        delete(Image)
+        .where(Image.status == "failed", Image.id != image_id, same_model, same_file)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _drop_if_empty(session: Session, study_id: int) -> None:
+    """Remove a study none of whose images is left (the only image moved to another study)."""
+    remaining = select(Image.id).where(Image.study_id == study_id).exists()
+    session.execute(
+        delete(Study).where(Study.id == study_id, ~remaining).execution_options(synchronize_session=False)
+    )
 
 
 def record_failure(
@@ -172,10 +201,17 @@ def record_failure(
                 created_at=now,
                 updated_at=now,
             )
-            # Another writer may have stored the same file since the SELECT (PostgreSQL, read committed).
-            statement = statement.on_conflict_do_nothing(
-                index_elements=[Image.content_sha256, Image.checkpoint_id]
-            ).returning(Image.id)
+            # Another writer may have stored the same file since the SELECT (PostgreSQL, read committed). A
+            # model-free failure conflicts on the partial unique index (NULLs never conflict in the other).
+            if checkpoint_id is None:
+                statement = statement.on_conflict_do_nothing(
+                    index_elements=[Image.content_sha256], index_where=Image.checkpoint_id.is_(None)
+                )
+            else:
+                statement = statement.on_conflict_do_nothing(
+                    index_elements=[Image.content_sha256, Image.checkpoint_id]
+                )
+            statement = statement.returning(Image.id)
             image_id = session.scalar(statement)
             if image_id is None:
                 image_id = session.execute(stored).one().id

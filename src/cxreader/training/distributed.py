@@ -44,19 +44,31 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(requested_device: str = "auto") -> DistInfo:
-    """Initialise DDP when launched by torchrun; otherwise describe a single process."""
+def init_distributed(
+    requested_device: str = "auto",
+    *,
+    backend: str | None = None,
+    timeout: datetime.timedelta = datetime.timedelta(minutes=30),
+) -> DistInfo:
+    """Initialise the process group when launched by torchrun; otherwise describe a single process.
+
+    Args:
+        requested_device: ``auto``, ``cpu``, ``cuda``...; under torchrun each rank gets its local accelerator.
+        backend: The collective backend; default NCCL on CUDA, HCCL on HPU, gloo otherwise. Jobs that only
+            exchange a few Python objects at the end (screening) ask for gloo.
+        timeout: How long a collective waits for the slowest rank.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(requested_device, local_rank)
     if world_size <= 1:
         return DistInfo(0, 0, 1, device, None)
-    backend = {"cuda": "nccl", "hpu": "hccl"}.get(device.type, "gloo")
+    backend = backend or {"cuda": "nccl", "hpu": "hccl"}.get(device.type, "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group(backend=backend, timeout=timeout)
     return DistInfo(rank, local_rank, world_size, device, backend)
 
 

@@ -375,3 +375,19 @@ def test_checkpoints_keep_their_synthetic_flag(database: Database) -> None:
         record = get_image(session=session, image_id=session.scalar(select(Image.id)))
     assert first == again
     assert (record.checkpoint_sha256, record.model_synthetic) == (sha("s"), True)
+
+
+def test_stored_models_count_their_images(database: Database, checkpoint_id: int) -> None:
+    from cxreader.storage.read import stored_models
+
+    with database.session() as session:
+        other = register_checkpoint(session=session, sha256=sha("other"), model_name="resnet", synthetic=True)
+        add_image_result(session=session, result=result("a", checkpoint_id))
+        add_image_result(session=session, result=result("b", checkpoint_id))
+        add_image_result(session=session, result=result("a", other))
+        record_failure(
+            session=session, source_path="/x", content_sha256=sha("x"), reason="r", checkpoint_id=other
+        )
+        models = stored_models(session=session)
+    assert [(model.checkpoint_id, model.images) for model in models] == [(other, 1), (checkpoint_id, 2)]
+    assert (models[0].model_name, models[0].synthetic, models[0].sha256) == ("resnet", True, sha("other"))

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cxreader.labels import FINDINGS
-from cxreader.storage.records import FindingResult, ImageRecord
+from cxreader.storage.records import FindingResult, ImageRecord, ModelRecord
 from cxreader.storage.tables import BOX_COLUMNS, Checkpoint, Finding, Image, Study
 
 # What an ImageRecord reads: columns named as its fields, except the two of the pixel spacing.
@@ -111,3 +111,27 @@ def read_records(
             **values, pixel_spacing=None if None in spacing else spacing, findings=tuple(ordered)
         )
     return records
+
+
+def stored_models(*, session: Session) -> list[ModelRecord]:
+    """Every registered checkpoint with the number of images it has results for, newest first."""
+    images = (
+        select(Image.checkpoint_id, func.count().label("images"))
+        .where(Image.status == "ok")
+        .group_by(Image.checkpoint_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            Checkpoint.id.label("checkpoint_id"),
+            Checkpoint.sha256,
+            Checkpoint.model_name,
+            Checkpoint.version,
+            Checkpoint.synthetic,
+            Checkpoint.created_at,
+            func.coalesce(images.c.images, 0).label("images"),
+        )
+        .outerjoin(images, images.c.checkpoint_id == Checkpoint.id)
+        .order_by(Checkpoint.created_at.desc(), Checkpoint.id.desc())
+    )
+    return [ModelRecord(**row._asdict()) for row in rows]

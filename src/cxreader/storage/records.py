@@ -118,6 +118,19 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class ModelRecord:
+    """A model whose results are stored: its checkpoint and how many images it has results for."""
+
+    checkpoint_id: int
+    sha256: str
+    model_name: str | None
+    version: str | None
+    synthetic: bool | None
+    created_at: datetime
+    images: int
+
+
+@dataclass(frozen=True)
 class SearchPage:
     """One page of search results and the number of matches over all pages."""
 

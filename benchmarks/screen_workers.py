@@ -44,7 +44,10 @@ def random_checkpoint(path: Path, input_size: int) -> Path:
     """A DenseNet-121 with random weights (SYNTHETIC), thresholds 0.5."""
     model = create_model("chexnet_densenet121", init="none")
     contract = CheckpointContract(
-        model_name="chexnet_densenet121", input_size=input_size, thresholds=(0.5,) * len(FINDINGS), synthetic=True
+        model_name="chexnet_densenet121",
+        input_size=input_size,
+        thresholds=(0.5,) * len(FINDINGS),
+        synthetic=True,
     )
     save_checkpoint(path, model=model, contract=contract)
     return path

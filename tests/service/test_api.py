@@ -332,3 +332,53 @@ def test_responses_are_not_cached_and_logs_hold_no_patient_ids(server):
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "PAT-SECRET-99" not in server.log.read_text()
+
+
+# --- integers beyond the databases' range ---------------------------------------------------------------------
+
+
+def _integer_parameters(server: Server) -> list[tuple[str, str, str]]:
+    """Every (path, location, name) of an integer parameter of a GET route in the OpenAPI document."""
+    with server.client(headers=server.headers) as client:
+        document = client.get("/openapi.json").json()
+    found = []
+    for path, operations in document["paths"].items():
+        for parameter in operations.get("get", {}).get("parameters", []):
+            schema = parameter.get("schema", {})
+            types = {schema.get("type")} | {item.get("type") for item in schema.get("anyOf", [])}
+            if "integer" in types:
+                found.append((path, parameter["in"], parameter["name"]))
+    return found
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64])
+def test_integers_beyond_64_bits_are_a_clear_404_or_422_never_a_500(server, value):
+    parameters = _integer_parameters(server)
+    assert {(path, name) for path, _, name in parameters} >= {
+        ("/api/studies", "limit"),
+        ("/api/studies", "offset"),
+        ("/api/studies/{study_id}", "study_id"),
+        ("/api/studies/{study_id}/image.png", "study_id"),
+        ("/api/studies/{study_id}/heatmap/{finding}.png", "study_id"),
+    }
+    with server.client(headers=server.headers) as client:
+        for path, location, name in parameters:
+            url = path.replace("{finding}", "Effusion").replace("{study_id}", "1")
+            if location == "path":
+                url = path.replace("{finding}", "Effusion").replace(f"{{{name}}}", str(value))
+            response = client.get(url, params={name: value} if location == "query" else None)
+            assert response.status_code in (404, 422), (path, name, response.status_code, response.text)
+            detail = response.json()["detail"]
+            if response.status_code == 404:
+                assert detail == f"no study with id {value}"
+            else:
+                assert any(item["loc"][-1] == name and "less than or equal" in item["msg"] for item in detail)
+
+
+def test_the_largest_offset_still_answers(server):
+    from cxreader.service.routes.studies import MAX_OFFSET
+
+    with server.client(headers=server.headers) as client:
+        response = client.get("/api/studies", params={"offset": MAX_OFFSET, "limit": 100})
+    assert response.status_code == 200, response.text
+    assert response.json()["items"] == [] and response.json()["links"]["previous"]

@@ -38,18 +38,24 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": 1440, "height": 1000})
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.errors = errors
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    yield page
+    context.close()
 
 
 def test_upload_see_findings_and_heatmap_then_search_and_find_it(server, page, artifacts, tmp_path):
@@ -111,6 +117,8 @@ def test_upload_see_findings_and_heatmap_then_search_and_find_it(server, page, a
         page.wait_for_timeout(300)
     assert row.count() == 1
     assert ALWAYS_POSITIVE in row.inner_text()
+    assert "densenet_small" in row.inner_text()  # the model that produced the result
+    assert page.locator("#search-model option").count() >= 2  # "newest" and the stored model(s)
     assert "matching record" in page.inner_text("#search-status-line")
     page.screenshot(path=str(artifacts / "02-search.png"), full_page=True)
 
@@ -120,3 +128,78 @@ def test_upload_see_findings_and_heatmap_then_search_and_find_it(server, page, a
     )
     assert page.is_visible("#panel-read")
     assert page.errors == []
+
+
+def _open_with_key(page, server) -> None:
+    """The page, with the API key entered (this tab may hold it already)."""
+    page.goto(server.url)
+    page.wait_for_function(
+        "() => document.getElementById('model-name').textContent !== 'model: not loaded' "
+        "|| !document.getElementById('key-panel').classList.contains('hidden')"
+    )
+    if page.is_visible("#key-panel"):
+        page.fill("#api-key", API_KEY)
+        page.click("#save-key")
+    page.wait_for_function(
+        "() => document.getElementById('model-name').textContent.includes('densenet_small')"
+    )
+
+
+def test_a_failed_upload_clears_the_previous_study(server, page, artifacts, tmp_path):
+    _open_with_key(page, server)
+    image = synthetic_images(tmp_path / "synthetic", 1, seed=33)[0]
+    page.set_input_files("#file-input", str(image))
+    page.click("#analyse")
+    page.wait_for_selector("#upload-status.ok", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('viewer-image').naturalWidth > 0")
+    assert page.locator("#findings-body tr").count() == 14 and page.is_visible("#result")
+
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("a page of notes, not a radiograph")
+    page.set_input_files("#file-input", str(not_an_image))
+    page.click("#analyse")
+    page.wait_for_selector("#upload-status.error", timeout=60_000)
+    assert "not an image" in page.inner_text("#upload-status")
+    page.screenshot(path=str(artifacts / "03-failed-upload.png"), full_page=True)
+    # Nothing of the previous patient's study stays on screen under the error.
+    assert page.is_hidden("#result")
+    assert page.locator("#findings-body tr").count() == 0
+    assert page.locator("#positives li").count() == 0
+    assert page.locator("#study-meta dd").count() == 0
+    assert page.get_attribute("#viewer-image", "src") is None
+    assert page.get_attribute("#heatmap-layer", "src") is None
+    assert page.errors == []
+
+
+def test_the_api_docs_work_offline_under_the_page_csp(server, browser, artifacts):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    elsewhere: list[str] = []
+
+    def only_this_server(route):
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:  # the network: nothing may be fetched from it
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    try:
+        context.route("**/*", only_this_server)
+        context.add_init_script(f"sessionStorage.setItem('cxreader.apiKey', '{API_KEY}')")
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{server.url}/docs")
+        page.wait_for_selector(".opblock", timeout=30_000)
+        page.screenshot(path=str(artifacts / "04-api-docs.png"), full_page=True)
+        operations = page.locator(".opblock-summary-path").all_inner_texts()
+        assert "cxreader" in page.inner_text(".info .title")
+        page.locator(".opblock-get .opblock-summary").first.click()  # an operation opens, still offline
+        page.wait_for_selector(".opblock.is-open .parameters-container, .opblock.is-open .opblock-body")
+    finally:
+        context.close()
+    assert "/api/studies" in operations and len(operations) >= 6, operations
+    assert elsewhere == []
+    assert not [line for line in console if "Content Security Policy" in line], console
+    assert errors == []

@@ -32,6 +32,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help=f"largest upload in MB (default: ${MAX_UPLOAD_MB_ENV}, else {DEFAULT_MAX_UPLOAD_MB:g})",
     )
+    parser.add_argument(
+        "--max-concurrent-decodes",
+        type=int,
+        metavar="N",
+        help="uploads decoded and read by the model at once; others wait "
+        "(default: $CXREADER_MAX_CONCURRENT_DECODES, else the CPU cores)",
+    )
+    parser.add_argument(
+        "--max-upload-megapixels",
+        type=float,
+        metavar="MP",
+        help="largest image an upload may declare in its header, refused with 413 before decoding "
+        "(default: $CXREADER_MAX_UPLOAD_MEGAPIXELS, else 36)",
+    )
     parser.add_argument("--device", help="auto, cpu or cuda (default: $CXREADER_DEVICE, else auto)")
     parser.add_argument(
         "--caption",
@@ -49,7 +63,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cxreader.service.app import create_app
-    from cxreader.service.settings import Settings, megabytes
+    from cxreader.service.settings import Settings, megabytes, megapixels
 
     settings = Settings.from_env(
         checkpoint=args.checkpoint,
@@ -58,6 +72,10 @@ def run_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=megabytes(args.max_upload_mb, "--max-upload-mb") if args.max_upload_mb else None,
         device=args.device,
         caption_checkpoint=args.caption,
+        max_concurrent_decodes=args.max_concurrent_decodes,
+        max_upload_pixels=megapixels(args.max_upload_megapixels, "--max-upload-megapixels")
+        if args.max_upload_megapixels
+        else None,
     )
     app = create_app(settings)
     print(

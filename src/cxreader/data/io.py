@@ -40,6 +40,7 @@ import contextlib
 import io
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,8 +48,17 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageFile, ImageOps
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.tag import BaseTag
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from cxreader.errors import ImageReadError
 
@@ -56,6 +66,7 @@ __all__ = [
     "DICOM_METADATA_KEYS",
     "REDUCING_GAP",
     "LoadedImage",
+    "declared_pixel_count",
     "gray_uint8",
     "load_image",
     "read_image_uint8",
@@ -74,6 +85,10 @@ DICOM_METADATA_KEYS: tuple[str, ...] = (
     "ViewPosition",
     "PhotometricInterpretation",
 )
+
+#: Inflated bytes of a Deflated DICOM dataset that :func:`declared_pixel_count` reads to find the image size
+#: (the header precedes the pixel data; the whole dataset may inflate to a thousand times the file's size).
+DEFLATED_HEADER_BYTES = 8 * 1024 * 1024
 
 #: The last resampling step shrinks by at least this factor (Pillow's ``reducing_gap``); see the module rule.
 REDUCING_GAP = 2.0
@@ -210,6 +225,93 @@ def sniff_format(data: bytes) -> str | None:
     if _looks_like_raw_dicom(head):
         return "dicom"
     return None
+
+
+def declared_pixel_count(data: bytes) -> int | None:
+    """The number of pixels an image file declares in its header, read without decoding the image.
+
+    For a memory budget checked before decoding (decoding costs memory in proportion to this number):
+
+    * Pillow formats (PNG, JPEG, TIFF, BMP, JPEG 2000, WebP): the header is parsed by the format's plugin
+      class, as ``Image.open`` does lazily, and the count is width x height. (``Image.open`` itself would
+      refuse a very large size before reporting it: its decompression-bomb check.)
+    * DICOM: the header up to the pixel data (``stop_before_pixels``): Rows x Columns x NumberOfFrames x
+      SamplesPerPixel, every sample being decoded. A Deflated Explicit VR dataset, which pydicom inflates
+      whole even to read its header, is inflated here only up to :data:`DEFLATED_HEADER_BYTES`.
+
+    Returns:
+        The declared count, or ``None`` when ``data`` is not one of our formats or its header cannot be read
+        (the decoder then reports why).
+    """
+    fmt = sniff_format(data)
+    if fmt is None:
+        return None
+    if fmt == "dicom":
+        return _dicom_declared_pixels(bytes(data))
+    return _pillow_declared_pixels(bytes(data), fmt)
+
+
+def _pillow_declared_pixels(raw: bytes, fmt: str) -> int | None:
+    """width x height from the header of a Pillow-readable file (no pixel is decoded)."""
+    Image.init()
+    registered = Image.OPEN.get(fmt.upper())
+    if registered is None:
+        return None
+    try:
+        with registered[0](io.BytesIO(raw)) as image:
+            width, height = image.size
+    except Exception:  # any header the plugin cannot parse: the decoder names the problem
+        return None
+    return width * height
+
+
+def _dicom_declared_pixels(raw: bytes) -> int | None:
+    """Rows x Columns x NumberOfFrames x SamplesPerPixel from a DICOM header, or ``None``."""
+    try:
+        header = _dicom_header(raw)
+    except Exception:  # any unreadable header: the decoder names the problem
+        return None
+    rows, columns = _int_attr(header, "Rows", 0), _int_attr(header, "Columns", 0)
+    if rows <= 0 or columns <= 0:
+        return None
+    frames = max(1, _int_attr(header, "NumberOfFrames", 1))
+    return rows * columns * frames * max(1, _int_attr(header, "SamplesPerPixel", 1))
+
+
+def _dicom_header(raw: bytes) -> Dataset:
+    """The DICOM dataset before its pixel data; a deflated dataset inflated only as far as needed."""
+    has_preamble = len(raw) >= 132 and raw[128:132] == b"DICM"
+    stream = DicomBytesIO(raw)
+    stream.seek(132 if has_preamble else 0)
+    if _meta_syntax(stream) != DeflatedExplicitVRLittleEndian:
+        return pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True, force=not has_preamble)
+    # PS3.5 A.5: everything after the file meta group is one raw deflate stream of an explicit VR dataset.
+    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(raw[stream.tell() :], DEFLATED_HEADER_BYTES)
+    return read_dataset(
+        DicomBytesIO(inflated), is_implicit_VR=False, is_little_endian=True, stop_when=_at_pixel_data
+    )
+
+
+def _meta_syntax(stream: DicomBytesIO) -> str | None:
+    """The TransferSyntaxUID of the file meta group at the stream's position (left at the dataset's start);
+    ``None`` without one (a bare dataset: pydicom then works the encoding out)."""
+    try:
+        # The file meta group (0002) is always explicit VR little endian (PS3.10 7.1).
+        meta = read_dataset(
+            stream,
+            is_implicit_VR=False,
+            is_little_endian=True,
+            stop_when=lambda tag, _vr, _len: tag.group != 2,
+        )
+    except Exception:  # a bare implicit VR dataset does not parse as explicit VR
+        return None
+    syntax = meta.get("TransferSyntaxUID")
+    return str(syntax) if syntax else None
+
+
+def _at_pixel_data(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    """Whether a data element is the pixel data (integer, float or double float): the header ends there."""
+    return tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -280,7 +280,12 @@ def _modality_names() -> dict[str, str]:
 def display_rendition(pixels: np.ndarray) -> np.ndarray:
     """uint8 copy of a ``[0, 1]`` image, shrunk (Lanczos, aspect kept) to a longer side of at most
     :data:`DISPLAY_MAX_SIDE`."""
-    gray = Image.fromarray(np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L")
+    # In place on one scratch copy: a full-resolution float temporary per step would triple the peak memory.
+    scaled = np.clip(pixels, 0.0, 1.0)
+    np.multiply(scaled, 255.0, out=scaled)
+    np.rint(scaled, out=scaled)
+    gray = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    del scaled
     width, height = gray.size
     scale = DISPLAY_MAX_SIDE / max(width, height)
     if scale < 1.0:

@@ -3,13 +3,16 @@
 The same core functions as ``cxreader screen`` (:mod:`cxreader.screening.engine`): content sniffing and
 decoding, the modality check, the checkpoint's evaluation preset, batched inference, class activation maps
 and grounded descriptions, one atomic record per image. These functions block (decoding, inference,
-database); the routes run them in the thread pool so that the event loop keeps serving other requests.
+database); the routes run them in worker threads so that the event loop keeps serving other requests, and
+whatever decodes an image only in one of the service's decode slots (``ServiceState.decode_limiter``; the
+memory bound is stated in :mod:`cxreader.service`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import select
 
+from cxreader.data.io import declared_pixel_count
 from cxreader.errors import ImageReadError
 from cxreader.files import sha256_bytes
 from cxreader.labels import FINDINGS
@@ -24,6 +28,7 @@ from cxreader.localization import overlay
 from cxreader.localization.cam import heatmaps
 from cxreader.localization.overlay import map_from_png, map_to_png, render_overlay
 from cxreader.screening.engine import PreparedImage, classify_batch, image_result, prepare_image
+from cxreader.service.assets import AssetStore
 from cxreader.service.deps import ServiceState
 from cxreader.storage.records import ImageRecord
 from cxreader.storage.tables import Image
@@ -34,6 +39,14 @@ class AssetUnavailableError(Exception):
     """A display image or heatmap the service cannot produce for a record (the reason is the message)."""
 
 
+class ImageTooLargeError(Exception):
+    """An upload whose header declares more pixels than the service's budget (the message says both)."""
+
+
+class DecodeNeededError(Exception):
+    """Drawing a stored record's image needs its original decoded again, and the caller did not allow it."""
+
+
 @dataclass(frozen=True)
 class UploadOutcome:
     """The stored image's id, and whether this upload created it (``False``: the same content was stored)."""
@@ -42,56 +55,136 @@ class UploadOutcome:
     created: bool
 
 
-def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
-    """Decode, classify, explain and store one uploaded image (or find it already stored).
+def check_pixel_budget(state: ServiceState, data: bytes) -> None:
+    """Refuse an upload whose header declares more pixels than ``settings.max_upload_pixels``.
 
-    The upload is kept under its content hash (never under a client-given name), with its display rendition
-    and the heatmaps of all 14 findings, before the record that points at them is committed.
+    Only the header is read (:func:`~cxreader.data.io.declared_pixel_count`): a file that inflates to a huge
+    image is refused before a byte of it is decoded. A header that cannot be read passes; the decoder then
+    names the problem.
 
     Raises:
-        ImageReadError: not an image the reader can decode, or not a radiograph modality.
+        ImageTooLargeError: naming the declared size and the budget.
     """
-    sha256 = sha256_bytes(data)
+    declared = declared_pixel_count(data)
+    budget = state.settings.max_upload_pixels
+    if declared is not None and declared > budget:
+        raise ImageTooLargeError(
+            f"image too large: its header declares {declared:,} pixels ({declared / 1e6:.1f} megapixels); "
+            f"this server reads at most {budget / 1e6:g} megapixels per upload"
+        )
+
+
+def _stored_id(state: ServiceState, sha256: str) -> int | None:
+    """The id of this content's readable record under the service's checkpoint, if stored."""
     with state.database.session() as session:
-        existing = session.scalar(
+        return session.scalar(
             select(Image.id).where(
                 Image.content_sha256 == sha256,
                 Image.checkpoint_id == state.checkpoint_id,
                 Image.status == "ok",
             )
         )
+
+
+def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
+    """Decode, classify, explain and store one uploaded image (or find it already stored).
+
+    Each content is analysed once per server process: uploads of the same bytes wait on the lock of its hash
+    (:class:`~cxreader.service.locks.ContentLocks`) and then find the record the first one stored. The files
+    (the upload under its content hash, never a client-given name; its display rendition; the heatmaps of all
+    14 findings) are written together with the record: when storing the record fails, the files this upload
+    created are removed again.
+
+    Raises:
+        ImageReadError: not an image the reader can decode, or not a radiograph modality.
+    """
+    sha256 = sha256_bytes(data)
+    existing = _stored_id(state, sha256)
     if existing is not None:
         return UploadOutcome(existing, created=False)
-    backend, assets = state.backend, state.assets
+    with state.content_locks.hold(sha256):
+        existing = _stored_id(state, sha256)  # stored by the upload this one waited for
+        if existing is not None:
+            return UploadOutcome(existing, created=False)
+        return UploadOutcome(_analyse_and_store(state, sha256, data), created=True)
+
+
+def _analyse_and_store(state: ServiceState, sha256: str, data: bytes) -> int:
+    """Read a new image, write its files, store its record; returns the record's id."""
+    backend = state.backend
     prepared = prepare_image("upload", data, transform=backend.transform, keep_display=True, sha256=sha256)
     # The maps of all 14 findings: the page lets a clinician look at any.
     [(probabilities, explanation, captions)] = classify_batch(
         backend, [prepared], describe=backend.model is not None, captioner=state.captioner, findings="all"
     )
-    upload_path = assets.write(assets.upload_path(sha256), data)
-    assets.write(assets.display_path(sha256), _png(prepared.display))
-    result = image_result(
-        prepared,
-        probabilities,
-        backend.contract.thresholds,
-        checkpoint_id=state.checkpoint_id,
-        source_path=str(upload_path),
-        synthetic=bool(backend.contract.synthetic),
-        explanation=explanation,
-        heatmap_paths=_write_heatmaps(state, sha256, explanation.maps if explanation is not None else {}),
-        captions=captions,
-    )
-    with state.database.session() as session:
-        image_id = add_image_result(session=session, result=result)
-    return UploadOutcome(image_id, created=True)
+    files = NewFiles(state.assets, sha256)
+    try:
+        upload_path = files.write(state.assets.upload_path(sha256), data)
+        files.write(state.assets.display_path(sha256), _png(prepared.display))
+        maps = explanation.maps if explanation is not None else {}
+        result = image_result(
+            prepared,
+            probabilities,
+            backend.contract.thresholds,
+            checkpoint_id=state.checkpoint_id,
+            source_path=str(upload_path),
+            synthetic=bool(backend.contract.synthetic),
+            explanation=explanation,
+            heatmap_paths=_write_heatmaps(state, sha256, maps, write=files.write),
+            captions=captions,
+        )
+        with state.database.session() as session:
+            return add_image_result(session=session, result=result)
+    except BaseException:
+        files.remove()
+        raise
 
 
-def _write_heatmaps(state: ServiceState, sha256: str, maps: Mapping[str, np.ndarray]) -> dict[str, str]:
-    """Store maps of the service's checkpoint; returns their paths (relative to the asset root) by finding."""
+class NewFiles:
+    """The files one upload adds to the store, so that they can be taken back when its record is not stored.
+
+    A file that exists already is left as it is, neither rewritten nor removed: its name is made from the
+    content hash (and the checkpoint), so it holds the same thing, and a record of the same content under
+    another checkpoint uses the same upload and display files.
+    """
+
+    def __init__(self, assets: AssetStore, sha256: str):
+        self.assets = assets
+        self.sha256 = sha256
+        self.created: list[Path] = []
+
+    def write(self, path: Path, data: bytes) -> Path:
+        """Write a new file of the store atomically and remember it; an existing one is kept."""
+        if path.exists():
+            return path
+        written = self.assets.write(path, data)
+        self.created.append(path)
+        return written
+
+    def remove(self) -> None:
+        """Remove the files this upload created, and its content's heatmap folder when left empty."""
+        for path in reversed(self.created):
+            path.unlink(missing_ok=True)
+        for folder in {path.parent for path in self.created if path.parent.name == self.sha256}:
+            with contextlib.suppress(OSError):  # not empty: files of a stored record are in it
+                folder.rmdir()
+        self.created.clear()
+
+
+def _write_heatmaps(
+    state: ServiceState,
+    sha256: str,
+    maps: Mapping[str, np.ndarray],
+    *,
+    write: Callable[[Path, bytes], Path] | None = None,
+) -> dict[str, str]:
+    """Store maps of the service's checkpoint (with ``write``, default the store's); returns their paths
+    (relative to the asset root) by finding."""
+    write = write or state.assets.write
     paths = {}
     for finding, values in maps.items():
         paths[finding] = state.assets.heatmap_relpath(state.checkpoint_id, sha256, finding)
-        state.assets.write(state.assets.root / paths[finding], map_to_png(values))
+        write(state.assets.root / paths[finding], map_to_png(values))
     return paths
 
 
@@ -120,7 +213,10 @@ def _original_bytes(state: ServiceState, image: ImageRecord) -> bytes:
     raise AssetUnavailableError("the original image file is no longer available to the server")
 
 
-def _prepare_stored(state: ServiceState, image: ImageRecord) -> PreparedImage:
+def _prepare_stored(state: ServiceState, image: ImageRecord, *, decode: bool) -> PreparedImage:
+    """The stored record's original, decoded again (``decode=False``: :class:`DecodeNeededError` instead)."""
+    if not decode:
+        raise DecodeNeededError(f"record {image.id}: the original must be decoded again")
     data = _original_bytes(state, image)
     try:
         return prepare_image(
@@ -134,8 +230,12 @@ def _prepare_stored(state: ServiceState, image: ImageRecord) -> PreparedImage:
         raise AssetUnavailableError(f"the original image cannot be read: {exc.reason}") from None
 
 
-def display_png(state: ServiceState, image: ImageRecord) -> bytes:
+def display_png(state: ServiceState, image: ImageRecord, *, decode: bool = True) -> bytes:
     """The display rendition of a stored image (made from the original file when not kept yet).
+
+    With ``decode=False`` only what is kept is used: drawing that needs the original decoded again raises
+    :class:`DecodeNeededError`, so that the caller can do it where decoding is bounded (the same holds for
+    the other drawing functions below).
 
     Raises:
         AssetUnavailableError: a failed record, or the original file is gone or changed.
@@ -145,7 +245,7 @@ def display_png(state: ServiceState, image: ImageRecord) -> bytes:
     path = state.assets.display_path(image.content_sha256)
     if path.is_file():
         return path.read_bytes()
-    prepared = _prepare_stored(state, image)
+    prepared = _prepare_stored(state, image, decode=decode)
     assert prepared.display is not None
     data = _png(prepared.display)
     state.assets.write(path, data)
@@ -161,7 +261,9 @@ def heatmap_available(state: ServiceState, image: ImageRecord) -> bool:
     return image.checkpoint_id == state.checkpoint_id and state.backend.model is not None
 
 
-def heatmap_values(state: ServiceState, image: ImageRecord, finding: str) -> np.ndarray:
+def heatmap_values(
+    state: ServiceState, image: ImageRecord, finding: str, *, decode: bool = True
+) -> np.ndarray:
     """The finding's heatmap in [0, 1] at the model's input size: stored, or computed now for own records.
 
     Raises:
@@ -186,14 +288,14 @@ def heatmap_values(state: ServiceState, image: ImageRecord, finding: str) -> np.
     )
     if cached.is_file():
         return map_from_png(cached)
-    prepared = _prepare_stored(state, image)
+    prepared = _prepare_stored(state, image, decode=decode)
     with state.backend.lock:  # the maps of all 14 findings, as an upload stores them
         maps = heatmaps(state.backend.model, prepared.tensor, None, "cam")
     _write_heatmaps(state, image.content_sha256, dict(zip(FINDINGS, maps, strict=True)))
     return maps[FINDINGS.index(finding)]
 
 
-def overlay_png(state: ServiceState, image: ImageRecord, finding: str) -> bytes:
+def overlay_png(state: ServiceState, image: ImageRecord, finding: str, *, decode: bool = True) -> bytes:
     """The overlay figure of one finding: the radiograph, the heatmap, the box, the sentence (a cached PNG).
 
     Raises:
@@ -202,8 +304,8 @@ def overlay_png(state: ServiceState, image: ImageRecord, finding: str) -> bytes:
     path = state.assets.overlay_path(image.checkpoint_id or 0, image.content_sha256, finding)
     if path.is_file():
         return path.read_bytes()
-    values = heatmap_values(state, image, finding)
-    display = np.asarray(PILImage.open(io.BytesIO(display_png(state, image))).convert("L"))
+    values = heatmap_values(state, image, finding, decode=decode)
+    display = np.asarray(PILImage.open(io.BytesIO(display_png(state, image, decode=decode))).convert("L"))
     row = next(item for item in image.findings if item.finding == finding)
     box = None
     if row.box is not None and image.width and image.height:
@@ -226,11 +328,11 @@ def overlay_png(state: ServiceState, image: ImageRecord, finding: str) -> bytes:
     return data
 
 
-def heatmap_layer_png(state: ServiceState, image: ImageRecord, finding: str) -> bytes:
+def heatmap_layer_png(state: ServiceState, image: ImageRecord, finding: str, *, decode: bool = True) -> bytes:
     """The heatmap alone as a transparent colour layer at the display image's size, for the web page to lay
     over the radiograph. Same colours and transparency rule as the overlay figure (``inferno``; fully
     transparent below the overlay's threshold, opacity growing with the map value).
     """
-    values = heatmap_values(state, image, finding)
-    with PILImage.open(io.BytesIO(display_png(state, image))) as display:
+    values = heatmap_values(state, image, finding, decode=decode)
+    with PILImage.open(io.BytesIO(display_png(state, image, decode=decode))) as display:
         return overlay.heatmap_layer_png(values, display.size)

@@ -8,11 +8,14 @@ Security, in one place:
 
 * every ``/api/`` route and the OpenAPI document need ``Authorization: Bearer KEY`` with a key from
   ``CXREADER_API_KEYS`` (401 otherwise); ``/health``, the page and its static files answer without one;
-* uploads are limited in size while they stream (413), sniffed by content (415 when not an image), and kept
-  only under server-made names in the data directory;
+* uploads are limited in size while they stream (413), sniffed by content (415 when not an image), refused
+  when their header declares more pixels than the budget (413, before decoding), decoded a bounded number at
+  a time (the memory bound is in :mod:`cxreader.service`), and kept only under server-made names in the data
+  directory, their files only together with their record;
 * responses carry ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer``; API responses are
-  ``Cache-Control: no-store`` (they may hold patient identifiers); the page has a strict Content Security
-  Policy (no inline script).
+  ``Cache-Control: no-store`` (they may hold patient identifiers); every response, the page, the docs and
+  their static files included, has one strict Content Security Policy (this server's own scripts, styles and
+  images only; no inline script).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -85,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database=database,
         checkpoint_id=checkpoint_id,
         assets=AssetStore(settings.data_dir),
+        decode_limiter=anyio.CapacityLimiter(settings.max_concurrent_decodes),
         captioner=captioner,
     )
 
@@ -110,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for routes in (health, pages, model, studies):
         app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    app.mount(pages.DOCS_ASSETS_PATH, pages.docs_assets(), name="docs-assets")
 
     @app.exception_handler(CXReaderError)
     async def _project_error(_request: Request, exc: CXReaderError) -> JSONResponse:
@@ -123,6 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        # Every response, static files included: /static/index.html is the page too.
+        response.headers.setdefault("Content-Security-Policy", pages.PAGE_CSP)
         if request.url.path.startswith("/api/") or request.url.path == "/openapi.json":
             response.headers["Cache-Control"] = "no-store"
         return response

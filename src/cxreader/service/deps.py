@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from cxreader.inference.backends import ModelBackend
 from cxreader.service.assets import AssetStore
+from cxreader.service.locks import ContentLocks
 from cxreader.service.settings import Settings
 from cxreader.storage.db import Database
 
@@ -25,6 +27,9 @@ class ServiceState:
 
     Attributes:
         checkpoint_id: The model's id in the records database (results are stored under it).
+        decode_limiter: The slots for decoding and model work (``settings.max_concurrent_decodes``); a
+            request waits for a free slot without holding a thread.
+        content_locks: One lock per content hash: each new image is read and stored once.
         captioner: The learned captioner (:class:`~cxreader.captioning.predict.CaptionPredictor`), or None.
     """
 
@@ -33,6 +38,8 @@ class ServiceState:
     database: Database
     checkpoint_id: int
     assets: AssetStore
+    decode_limiter: anyio.CapacityLimiter
+    content_locks: ContentLocks = field(default_factory=ContentLocks)
     captioner: Any = None
 
 

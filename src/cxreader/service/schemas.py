@@ -85,6 +85,26 @@ class StudyLinks(BaseModel):
     image: str | None = Field(None, description="display rendition of the radiograph (PNG)")
 
 
+class ResultModelOut(BaseModel):
+    """The checkpoint a stored result came from."""
+
+    sha256: str = Field(description="SHA-256 of the checkpoint file")
+    name: str | None = Field(None, description="architecture, e.g. chexnet_densenet121")
+    synthetic: bool | None = Field(None, description="trained on SYNTHETIC data (null: not recorded)")
+
+
+class StoredModelOut(ResultModelOut):
+    """A model with stored results, for filtering a search by model."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    checkpoint_id: int
+    version: str | None = None
+    created_at: datetime
+    images: int = Field(description="images it has results for")
+    name: str | None = Field(None, validation_alias="model_name")
+
+
 class StudyBase(BaseModel):
     """What a study's full view and its search result share, read from a stored image's record.
 
@@ -99,12 +119,26 @@ class StudyBase(BaseModel):
     failure_reason: str | None = None
     synthetic: bool = Field(description="SYNTHETIC image or model: not a result for a real patient")
     checkpoint_id: int | None
+    # Read from the record, shown as ``model`` below.
+    checkpoint_sha256: str | None = Field(None, exclude=True)
+    model_name: str | None = Field(None, exclude=True)
+    model_synthetic: bool | None = Field(None, exclude=True)
     patient_id: str | None = None
     study_date: date | None = None
     view_position: str | None = None
     modality: str | None = None
     created_at: datetime
     findings: list[FindingOut]
+
+    @computed_field(description="the model that produced the result (null for a file no model read)")
+    @property
+    def model(self) -> ResultModelOut | None:
+        """The stored record's three model columns, as one object."""
+        if self.checkpoint_sha256 is None:
+            return None
+        return ResultModelOut(
+            sha256=self.checkpoint_sha256, name=self.model_name, synthetic=self.model_synthetic
+        )
 
     @computed_field
     @property

@@ -106,13 +106,14 @@ def create_db_engine(url: str) -> Engine:
     emits ``BEGIN`` itself, as its SQLite dialect documentation recommends.
     """
     parsed = make_url(url)
+    # hide_parameters: an error message never carries a statement's values (they may identify a patient).
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
 
     path = sqlite_path(parsed)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S})
+    engine = create_engine(parsed, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_S}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

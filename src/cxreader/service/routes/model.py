@@ -1,4 +1,5 @@
-"""``GET /api/model``: the model that reads uploads (thresholds, SYNTHETIC flag, ...)."""
+"""``GET /api/model``: the model that reads uploads (thresholds, SYNTHETIC flag, ...); ``GET /api/models``: every
+model with stored results."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from fastapi import APIRouter
 
 from cxreader import DISCLAIMER
 from cxreader.inference.backends import model_summary
-from cxreader.service.deps import ApiKeyDep, StateDep
-from cxreader.service.schemas import ErrorOut, ModelOut
+from cxreader.service.deps import ApiKeyDep, SessionDep, StateDep
+from cxreader.service.schemas import ErrorOut, ModelOut, StoredModelOut
+from cxreader.storage.read import stored_models
 
 router = APIRouter(
     prefix="/api", tags=["model"], dependencies=[ApiKeyDep], responses={401: {"model": ErrorOut}}
@@ -18,3 +20,9 @@ router = APIRouter(
 def get_model(state: StateDep) -> ModelOut:
     """What the page shows about the model, and whether it was trained on SYNTHETIC data."""
     return ModelOut(**model_summary(state.backend), disclaimer=DISCLAIMER)
+
+
+@router.get("/models", summary="Every model with stored results, newest first")
+def list_models(session: SessionDep) -> list[StoredModelOut]:
+    """The checkpoints whose results are stored (SHA-256, name, SYNTHETIC flag, images), for ``?model=``."""
+    return [StoredModelOut.model_validate(record) for record in stored_models(session=session)]

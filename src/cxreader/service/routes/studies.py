@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlencode
 
+import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from cxreader import DISCLAIMER
 from cxreader.data.io import sniff_format
@@ -34,6 +38,13 @@ from cxreader.storage.search import search_records
 
 #: Largest page the API serves (the storage layer allows more; a browser needs no more).
 MAX_PAGE = min(100, MAX_SEARCH_LIMIT)
+#: Largest integer the databases store (a signed 64-bit INTEGER/BIGINT): ids and offsets above it cannot exist
+#: and would overflow the query (an HTTP 500) instead of answering 404 or 422.
+MAX_INT64 = 2**63 - 1
+#: Largest offset: with a page added it still fits the databases' integers.
+MAX_OFFSET = MAX_INT64 - MAX_PAGE
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix=STUDIES_PATH,
@@ -68,8 +79,11 @@ def study_view(state: ServiceState, schema: type[ViewT], record: ImageRecord) ->
 
 
 def _load(state: ServiceState, image_id: int) -> ImageRecord:
-    with state.database.session() as session:
-        record = get_image(session=session, image_id=image_id)
+    """The stored study; 404 when there is none (ids outside the databases' integers cannot exist)."""
+    record = None
+    if 0 < image_id <= MAX_INT64:
+        with state.database.session() as session:
+            record = get_image(session=session, image_id=image_id)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study with id {image_id}")
     return record
@@ -83,7 +97,7 @@ def _load(state: ServiceState, image_id: int) -> ImageRecord:
     responses={
         200: {"model": StudyOut, "description": "the same image was already stored: its stored result"},
         400: {"model": ErrorOut, "description": "malformed upload"},
-        413: {"model": ErrorOut, "description": "larger than the upload limit"},
+        413: {"model": ErrorOut, "description": "larger than the upload limit or the pixel budget"},
         415: {"model": ErrorOut, "description": "not an image"},
         422: {"model": ErrorOut, "description": "an image that cannot be read, or not a radiograph"},
     },
@@ -92,12 +106,11 @@ async def upload_study(request: Request, response: Response, state: StateDep) ->
     """Read one radiograph, classify it, draw its heatmaps, describe its positive findings and store it.
 
     Send the file as ``multipart/form-data`` in the field ``file``, or as the raw request body. The upload
-    limit is enforced while the body streams in; the format is decided by the file's content.
+    limit is enforced while the body streams in; the format is decided by the file's content; an image whose
+    header declares more pixels than the server's budget is refused before it is decoded. Uploads beyond the
+    server's number of concurrent reads wait for their turn.
     """
-    try:
-        data = await read_upload(request, max_bytes=state.settings.max_upload_bytes)
-    except UploadError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+    data = await _receive(request, state)
     if sniff_format(data) is None:
         first = data[:8].hex(" ")
         raise HTTPException(
@@ -106,7 +119,13 @@ async def upload_study(request: Request, response: Response, state: StateDep) ->
             "(TIFF, BMP, JPEG 2000 and WebP are read too)",
         )
     try:
-        outcome = await run_in_threadpool(analysis.analyse_upload, state, data)
+        await run_in_threadpool(analysis.check_pixel_budget, state, data)
+        # A free decode slot first (waiting holds no thread), then decoding and the model in a thread.
+        outcome = await anyio.to_thread.run_sync(
+            analysis.analyse_upload, state, data, limiter=state.decode_limiter
+        )
+    except analysis.ImageTooLargeError as exc:
+        raise HTTPException(413, str(exc)) from None
     except ImageReadError as exc:
         raise HTTPException(422, f"the file cannot be read as a radiograph: {exc.reason}") from None
     study = study_view(state, StudyOut, await run_in_threadpool(_load, state, outcome.image_id))
@@ -115,6 +134,20 @@ async def upload_study(request: Request, response: Response, state: StateDep) ->
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = study_url(outcome.image_id)
     return study
+
+
+async def _receive(request: Request, state: ServiceState) -> bytes:
+    """The uploaded bytes; a refused upload as its HTTP error, a client that went away as one log line."""
+    try:
+        return await read_upload(request, max_bytes=state.settings.max_upload_bytes)
+    except UploadError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    except ClientDisconnect:
+        # Nobody is left to answer: one line, no traceback, nothing about the upload's content.
+        logger.info("upload abandoned: the client disconnected before the body was complete")
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "the client disconnected during the upload"
+        ) from None
 
 
 @router.get(
@@ -133,14 +166,24 @@ def search_studies(
     text: Annotated[str | None, Query(max_length=200, description="words of the description")] = None,
     above_threshold: Annotated[bool | None, Query(description="only findings above threshold")] = None,
     status_filter: Annotated[Literal["ok", "failed", "any"], Query(alias="status")] = "ok",
+    model: Annotated[
+        str | None,
+        Query(
+            max_length=64, description="a checkpoint's SHA-256 (at least 8 hex digits of it) or model name"
+        ),
+    ] = None,
+    all_results: Annotated[
+        bool, Query(description="every model's result for an image (default: each image's newest result)")
+    ] = False,
     order: Annotated[Literal["probability_desc", "date_desc"], Query()] = "probability_desc",
     limit: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> StudyPage:
     """Every study with a finding at or above a probability, in a date range, of a patient, ...
 
     The finding filters hold for one and the same finding of a study; the study's matching findings are
-    returned, most probable first (all 14 when there is no finding filter).
+    returned, most probable first (all 14 when there is no finding filter). Each image appears once, with its
+    newest result among the models admitted (``model``), unless ``all_results`` asks for every model's.
     """
     filters = {
         "finding": finding,
@@ -151,11 +194,14 @@ def search_studies(
         "text": text,
         "above_threshold": above_threshold,
         "status": status_filter,
+        "model": model,
+        "all_results": all_results or None,
         "order": order,
         "limit": limit,
     }
     try:
-        page = search_records(session=session, **filters, offset=offset)
+        arguments = {key: value for key, value in filters.items() if key != "all_results"}
+        page = search_records(session=session, **arguments, latest_only=not all_results, offset=offset)
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
     # The neighbouring pages repeat the filters that were given, spelled as query parameters.
@@ -192,10 +238,22 @@ def get_study(study_id: int, state: StateDep) -> StudyOut:
 _PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}, 404: {"model": ErrorOut}}
 
 
-def _png_response(draw: Callable[..., bytes], *args: object) -> Response:
-    """``draw(*args)`` as a PNG response; 404 when the service cannot draw it."""
+async def _png_response(
+    state: ServiceState, draw: Callable[..., bytes], study_id: int, *args: object
+) -> Response:
+    """``draw(state, record, *args)`` as a PNG response; 404 when the service cannot draw it.
+
+    Kept files are read at once; drawing that must decode the original again waits for a decode slot, as
+    uploads do.
+    """
+    record = await run_in_threadpool(_load, state, study_id)
     try:
-        data = draw(*args)
+        try:
+            data = await run_in_threadpool(functools.partial(draw, state, record, *args, decode=False))
+        except analysis.DecodeNeededError:
+            data = await anyio.to_thread.run_sync(
+                functools.partial(draw, state, record, *args, decode=True), limiter=state.decode_limiter
+            )
     except analysis.AssetUnavailableError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     return Response(content=data, media_type="image/png")
@@ -204,9 +262,9 @@ def _png_response(draw: Callable[..., bytes], *args: object) -> Response:
 @router.get(
     "/{study_id}/image.png", summary="The radiograph as a PNG", response_class=Response, responses=_PNG
 )
-def get_image_png(study_id: int, state: StateDep) -> Response:
+async def get_image_png(study_id: int, state: StateDep) -> Response:
     """The display rendition of the radiograph (8-bit, longer side at most 1,024 pixels)."""
-    return _png_response(analysis.display_png, state, _load(state, study_id))
+    return await _png_response(state, analysis.display_png, study_id)
 
 
 @router.get(
@@ -215,7 +273,7 @@ def get_image_png(study_id: int, state: StateDep) -> Response:
     response_class=Response,
     responses=_PNG,
 )
-def get_heatmap_png(
+async def get_heatmap_png(
     study_id: int,
     finding: str,
     state: StateDep,
@@ -233,4 +291,4 @@ def get_heatmap_png(
     if name == NO_FINDING:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finding named {finding!r}")
     draw = analysis.heatmap_layer_png if layer else analysis.overlay_png
-    return _png_response(draw, state, _load(state, study_id), name)
+    return await _png_response(state, draw, study_id, name)

@@ -112,6 +112,7 @@ async function loadModel() {
     show($("synthetic-banner"), model.synthetic);
     $("disclaimer").textContent = model.disclaimer;
     fillFindingSelect(model.labels);
+    await fillModelSelect();
     return true;
   } catch (error) {
     if (error.status !== 401) setStatus($("upload-status"), `Cannot load the model: ${error.message}`, "error");
@@ -126,6 +127,26 @@ function fillFindingSelect(labels) {
     const option = element("option", { text: label.replace(/_/g, " ") });
     option.value = label;
     select.append(option);
+  }
+}
+
+function modelLabel(model) {
+  if (!model) return "—";
+  return `${model.name || "model"} ${model.sha256.slice(0, 8)}${model.synthetic ? " SYNTHETIC" : ""}`;
+}
+
+async function fillModelSelect() {
+  const select = $("search-model");
+  try {
+    const models = await apiJson("/api/models");
+    select.replaceChildren(select.options[0]);
+    for (const model of models) {
+      const option = element("option", { text: `${modelLabel(model)} (${model.images} images)` });
+      option.value = model.sha256;
+      select.append(option);
+    }
+  } catch (error) {
+    // The search still works without the list (every model's newest result).
   }
 }
 
@@ -157,6 +178,7 @@ async function uploadStudy(event) {
     setStatus(status, `${verb} study #${study.id}.`, "ok");
     await showStudy(study);
   } catch (error) {
+    clearStudy();  // the previous study's findings must not stand under this file's error
     setStatus(status, `Not read: ${error.message}`, "error");
   } finally {
     $("analyse").disabled = false;
@@ -172,8 +194,29 @@ async function openStudy(id) {
     setStatus(status, `Study #${study.id} from the records.`, "ok");
     await showStudy(study);
   } catch (error) {
+    clearStudy();
     setStatus(status, `Cannot open study #${id}: ${error.message}`, "error");
   }
+}
+
+// Empty and hide the result panel: findings, descriptions, image, heatmap and box.
+function clearStudy() {
+  releaseObjectUrls();
+  state.study = null;
+  state.selected = null;
+  show($("result"), false);
+  $("study-title").textContent = "Study";
+  show($("study-synthetic"), false);
+  for (const id of ["study-meta", "positives", "findings-body"]) $(id).replaceChildren();
+  for (const id of ["viewer-image", "heatmap-layer"]) $(id).removeAttribute("src");
+  show($("heatmap-layer"), false);
+  const box = $("finding-box");
+  box.dataset.present = "";
+  show(box, false);
+  show($("marker-r"), false);
+  show($("marker-l"), false);
+  $("heatmap-name").textContent = "no finding selected";
+  $("open-overlay").disabled = true;
 }
 
 function metaRow(list, label, value) {
@@ -194,6 +237,7 @@ async function showStudy(study) {
   metaRow(meta, "Study date", study.study_date);
   metaRow(meta, "View", study.view_position ? study.view_position : "not stated (PA assumed)");
   metaRow(meta, "Modality", study.modality);
+  metaRow(meta, "Model", study.model ? `${modelLabel(study.model)} · sha256 ${study.model.sha256}` : null);
   metaRow(meta, "Image size", study.width ? `${study.width} × ${study.height} px` : null);
   if (study.pixel_spacing_mm) metaRow(meta, "Pixel spacing", `${fmt(study.pixel_spacing_mm[0], 3)} mm`);
   metaRow(meta, "Stored", new Date(study.created_at).toLocaleString());
@@ -211,7 +255,8 @@ async function showStudy(study) {
   show($("marker-l"), frontal && study.status === "ok");
   if (study.links.image) {
     try {
-      image.src = await apiObjectUrl(study.links.image);
+      const url = await apiObjectUrl(study.links.image);
+      if (state.study === study) image.src = url;  // not after a later upload failed and cleared the panel
     } catch (error) {
       setStatus($("upload-status"), `The image cannot be shown: ${error.message}`, "error");
     }
@@ -393,6 +438,8 @@ function searchParams() {
   add("text", $("search-text").value.trim());
   if ($("search-above").checked) params.set("above_threshold", "true");
   add("status", $("search-status").value);
+  add("model", $("search-model").value);
+  if ($("search-all-results").checked) params.set("all_results", "true");
   add("order", $("search-order").value);
   return params;
 }
@@ -459,6 +506,7 @@ function renderResults(page) {
       element("td", { text: item.study_date ?? "—" }),
       patient,
       element("td", { text: item.view_position ?? "—" }),
+      element("td", { text: modelLabel(item.model), className: "muted" }),
       findingChips(item, filtered),
       element("td", { text: described ? described.description : "", className: "sentence-cell" }),
       element("td", { text: new Date(item.created_at).toLocaleDateString(), className: "muted" }),

@@ -1,5 +1,6 @@
 // Swagger UI over the key-protected OpenAPI document: the key comes from the page's tab (sessionStorage) or
-// is asked for, and is sent as "Authorization: Bearer <key>" with every request the docs make.
+// is asked for, and is sent as "Authorization: Bearer <key>" with every request the docs make. Swagger UI's
+// files come from this server (/docs/assets), and nothing is fetched from elsewhere: no online validator.
 "use strict";
 
 (function () {
@@ -13,6 +14,7 @@
     url: "/openapi.json",
     dom_id: "#swagger-ui",
     deepLinking: true,
+    validatorUrl: null,
     requestInterceptor: (request) => {
       if (key) request.headers.Authorization = `Bearer ${key}`;
       return request;

@@ -1,0 +1,48 @@
+"""Results that name their model: the study's ``model``, ``GET /api/models``, and search by model or newest."""
+
+from __future__ import annotations
+
+import hashlib
+
+from tests.screening.factories import png_bytes
+
+from cxreader.labels import FINDINGS
+from cxreader.storage.db import open_database
+from cxreader.storage.records import FindingResult, ImageResult
+from cxreader.storage.write import add_image_result, register_checkpoint
+
+
+def test_search_shows_the_newest_result_per_image_and_filters_by_model(make_service, tmp_path) -> None:
+    service = make_service()
+    first = service.client.post("/api/studies", files={"file": ("a.png", png_bytes(7), "image/png")}).json()
+    served = first["model"]
+    assert served["sha256"] and served["name"] == "densenet_small" and served["synthetic"] is True
+
+    # A second model reads the same image later (e.g. a screening run with a newer checkpoint).
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    other_sha = hashlib.sha256(b"other model").hexdigest()
+    with database.session() as session:
+        other = register_checkpoint(session=session, sha256=other_sha, model_name="resnet50", synthetic=False)
+        findings = [FindingResult(name, 0.2, 0.5) for name in FINDINGS]
+        add_image_result(
+            session=session, result=ImageResult("/archive/a.png", first["content_sha256"], other, findings)
+        )
+    database.close()
+
+    def items(**params) -> list[dict]:
+        response = service.client.get("/api/studies", params=params)
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+
+    newest = items()
+    assert [item["model"]["sha256"] for item in newest] == [other_sha]
+    assert {item["model"]["sha256"] for item in items(all_results="true")} == {served["sha256"], other_sha}
+    assert [item["id"] for item in items(model=served["sha256"][:8])] == [first["id"]]
+    assert [item["model"]["name"] for item in items(model="resnet50")] == ["resnet50"]
+    unknown = service.client.get("/api/studies", params={"model": "vgg16"})
+    assert unknown.status_code == 422 and "no stored model matches" in unknown.json()["detail"]
+    models = service.client.get("/api/models").json()
+    assert [(model["sha256"], model["name"], model["images"]) for model in models] == [
+        (other_sha, "resnet50", 1),
+        (served["sha256"], "densenet_small", 1),
+    ]

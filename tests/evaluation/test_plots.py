@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxreader.evaluation.plots import plot_roc_curves
+from cxreader.evaluation.plots import plot_reliability, plot_roc_curves
 from cxreader.labels import NUM_FINDINGS
 
 
@@ -41,3 +41,16 @@ def test_rejects_wrong_shapes(tmp_path):
     with pytest.raises(ValueError, match="expected the 14 findings"):
         plot_roc_curves(labels[:, :3], probs[:, :3], tmp_path / "roc.png", title="t")
     assert not any(tmp_path.iterdir())
+
+
+def test_reliability_diagram_is_one_png_even_with_a_finding_without_labels(tmp_path):
+    labels, probs = _data(seed=2)
+    labels[:, 13] = np.nan  # no known label: an empty panel, not a crash
+    labels[:, 12] = 0.0
+    out = tmp_path / "plots" / "reliability.png"
+    assert plot_reliability(labels, probs, out, title="Reliability (synthetic)") == out
+    with Image.open(out) as image:
+        assert image.format == "PNG" and min(image.size) > 800
+    assert [path.name for path in out.parent.iterdir()] == ["reliability.png"]
+    with pytest.raises(ValueError, match="expected the 14 findings"):
+        plot_reliability(labels[:, :3], probs[:, :3], tmp_path / "r.png", title="t")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cxreader import DISCLAIMER
+from cxreader.evaluation.calibration_metrics import calibration_metrics
 from cxreader.evaluation.metrics import per_class_auroc
 from cxreader.evaluation.report import build_report
 from cxreader.evaluation.thresholds import choose_thresholds
@@ -107,3 +108,32 @@ def test_markdown_table():
 def test_rejects_wrong_width():
     with pytest.raises(ValueError, match="14 columns"):
         build_report(np.zeros((4, 3)), np.zeros((4, 3)))
+
+
+def test_calibration_in_json_and_markdown():
+    labels, probs = _data(250, 5)
+    labels[:7, 2] = np.nan
+    report = build_report(labels, probs, n_bootstrap=25, seed=4)
+    expected = calibration_metrics(labels, probs, n_bootstrap=25, seed=4)
+    data = json.loads(json.dumps(report.to_json_dict(), allow_nan=False))["calibration"]
+    assert data["ece_bins"] == 15
+    assert list(data["ece"]) == list(FINDINGS)
+    effusion = FINDINGS.index("Effusion")
+    assert data["ece"]["Effusion"] == {
+        "value": expected.ece[effusion],
+        "low": expected.ece_low[effusion],
+        "high": expected.ece_high[effusion],
+    }
+    assert data["brier"]["Effusion"]["value"] == expected.brier[effusion]
+    assert data["mean_ece"] == {
+        "value": expected.mean_ece,
+        "low": expected.mean_ece_ci[0],
+        "high": expected.mean_ece_ci[1],
+    }
+    assert data["mean_brier"]["value"] == expected.mean_brier
+
+    lines = report.to_markdown().splitlines()
+    start = lines.index("| Finding | ECE | 95% CI | Brier | 95% CI |")
+    mean_row = lines[start + 2 + NUM_FINDINGS]
+    assert mean_row.startswith("| **Mean** |") and f"{expected.mean_ece:.4f}" in mean_row
+    assert lines[-1] == DISCLAIMER

@@ -12,7 +12,8 @@ from cxreader.errors import ConfigError
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="per-finding AUROC with 95%% bootstrap CIs, thresholds, sensitivity/specificity/F1, ROC plot",
+        help="per-finding AUROC with 95%% bootstrap CIs, thresholds, sensitivity/specificity/F1, calibration "
+        "(ECE, Brier), subgroups, ROC and reliability plots",
         description="Either --checkpoint CKPT --data DIR [--split test] (thresholds chosen on the validation "
         "split), or --predictions PREDS.csv --labels Data_Entry.csv (no model needed).",
     )
@@ -31,8 +32,14 @@ def register(subparsers) -> None:
     parser.add_argument("--labels", help="Data_Entry_2017[_v2020].csv(.gz) with the true labels")
     parser.add_argument("--json", dest="json_out", metavar="OUT", help="write the report as JSON here")
     parser.add_argument(
+        "--by",
+        metavar="ATTRS",
+        help="also report AUROC by subgroup, from the Data_Entry table: a comma-separated list of sex "
+        "(M/F), age (<40, 40-59, >=60) and view (PA/AP), e.g. --by sex,age,view",
+    )
+    parser.add_argument(
         "--out",
-        help="folder for report.md, report.json and roc.png (checkpoint mode: "
+        help="folder for report.md, report.json, roc.png and reliability.png (checkpoint mode: "
         "default next to the checkpoint, eval-SPLIT/)",
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
@@ -44,20 +51,25 @@ def register(subparsers) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from cxreader.evaluation.folder import FOLDER_FILES, write_evaluation_folder
+    from cxreader.evaluation.subgroups import parse_attributes
 
+    by = parse_attributes(args.by) if args.by else ()
     if args.predictions:
         if not args.labels:
             raise ConfigError("--predictions needs --labels Data_Entry_2017_v2020.csv")
-        from cxreader.evaluation.predictions_file import load_labelled_predictions
+        from cxreader.evaluation.predictions_file import read_labelled_predictions
         from cxreader.evaluation.report import build_report
+        from cxreader.evaluation.subgroups import subgroup_columns
 
-        _, labels, probs = load_labelled_predictions(args.predictions, args.labels)
+        joined = read_labelled_predictions(args.predictions, args.labels)
+        labels, probs = joined.labels, joined.probs
         report = build_report(
             labels,
             probs,
             n_bootstrap=args.bootstrap,
             seed=args.seed,
             metadata={"predictions": str(args.predictions), "labels": str(args.labels)},
+            groups=subgroup_columns(joined.table, by) if by else None,
         )
         out_dir = Path(args.out) if args.out else None
         title = f"ROC: {Path(args.predictions).name}"
@@ -74,6 +86,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             cache=args.cache,
             n_bootstrap=args.bootstrap,
             seed=args.seed,
+            by=by,
         )
         out_dir = (
             Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"

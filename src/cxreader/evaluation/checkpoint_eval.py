@@ -1,22 +1,28 @@
 """Evaluate a trained checkpoint on a split of its dataset, with thresholds chosen on the validation split.
 
 The split is rebuilt exactly as training built it (the split method, seed and list files are read from the
-checkpoint's saved configuration), so the test images are the ones training never saw.
+checkpoint's saved configuration), so the test images are the ones training never saw. Subgroup attributes
+(sex, age, view) come from the dataset's Data_Entry table.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from torch.utils.data import DataLoader, SequentialSampler
 
 from cxreader.config import config_from_dict
+from cxreader.data.chestxray14 import find_data_entry
 from cxreader.data.dataset import ChestXrayDataset, build_splits, collate_samples, image_source
+from cxreader.data.nih_tables import read_data_entry
 from cxreader.errors import ConfigError
 from cxreader.evaluation.report import EvaluationReport, build_report
+from cxreader.evaluation.subgroups import subgroup_columns_for_images
 from cxreader.inference.batches import predict_batches
 from cxreader.inference.runtime import resolve_amp_dtype, resolve_device
 from cxreader.models.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -85,9 +91,14 @@ def evaluate_checkpoint(
     cache: str = "",
     n_bootstrap: int = 1000,
     seed: int = 0,
+    by: Sequence[str] = (),
 ) -> tuple[EvaluationReport, SplitPredictions]:
-    """AUROC with bootstrap CIs on ``split``; operating thresholds chosen on the validation split."""
+    """AUROC with bootstrap CIs and calibration on ``split``; operating thresholds chosen on the validation
+    split; AUROC by subgroup for each attribute in ``by`` (``sex``, ``age``, ``view``; see
+    :mod:`cxreader.evaluation.subgroups`), read from the dataset's Data_Entry table."""
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
+    # The table is read first, so a missing one stops the run before any inference.
+    table = _data_entry_table(loaded, data) if by else None
     kwargs = dict(data=data, tencrop=tencrop, batch_size=batch_size, workers=workers, cache=cache)
     evaluated = predict_split(loaded, split=split, **kwargs)
     val = predict_split(loaded, split="val", **kwargs) if split != "val" else None
@@ -107,5 +118,14 @@ def evaluate_checkpoint(
         n_bootstrap=n_bootstrap,
         seed=seed,
         metadata=metadata,
+        groups=subgroup_columns_for_images(table, evaluated.images, by) if table is not None else None,
     )
     return report, evaluated
+
+
+def _data_entry_table(checkpoint: LoadedCheckpoint, data: str) -> pd.DataFrame:
+    """The Data_Entry table of the dataset root (``data``, else the one the checkpoint was trained on)."""
+    root = data or checkpoint.contract.config.get("data", "")
+    if not root:
+        raise ConfigError("--by needs the dataset's Data_Entry table: pass --data DIR")
+    return read_data_entry(find_data_entry(root))

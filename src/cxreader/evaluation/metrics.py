@@ -111,10 +111,11 @@ def per_class_auroc(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 def mean_auroc(aurocs: np.ndarray) -> float:
     """Mean of the defined per-class AUROCs (NaN classes are skipped); NaN when none is defined."""
-    return float(_nanmean_rows(np.asarray(aurocs, dtype=np.float64).reshape(1, -1))[0])
+    return float(nanmean_rows(np.asarray(aurocs, dtype=np.float64).reshape(1, -1))[0])
 
 
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+def nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Mean of the finite entries of each row of a 2-D array; NaN for a row with none."""
     # np.nanmean warns on all-NaN rows; an undefined mean is an expected outcome here, not a warning.
     finite = np.isfinite(values)
     counts = finite.sum(axis=1)
@@ -151,6 +152,18 @@ def _counts_from_indices(indices: np.ndarray, n_images: int) -> np.ndarray:
     return counts.reshape(n_images, n_resamples).astype(np.float64)
 
 
+def bootstrap_weights(n_images: int, n_bootstrap: int, *, seed: int = 0) -> Iterator[np.ndarray]:
+    """The resamples of :func:`bootstrap_indices` as draw counts, in chunks of shape ``(n_images, B_chunk)``.
+
+    Column ``b`` says how many times each image was drawn in resample ``b``: a statistic that is a weighted
+    sum over images (AUROC's Mann–Whitney sum, a binned calibration error, a Brier score) is then one
+    matrix product per chunk. Every bootstrap of this package reads this stream, so intervals computed
+    with the same ``(n_images, n_bootstrap, seed)`` come from the same resamples.
+    """
+    for indices in bootstrap_indices(n_images, n_bootstrap, seed=seed):
+        yield _counts_from_indices(indices, n_images)
+
+
 @dataclass(frozen=True)
 class BootstrapResult:
     """Point estimates and percentile-bootstrap confidence intervals of per-class and mean AUROC.
@@ -173,7 +186,9 @@ class BootstrapResult:
     mean_samples: np.ndarray
 
 
-def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The two-sided percentile interval of the finite ``values`` (Efron & Tibshirani 1993, ch. 13);
+    ``(nan, nan)`` when none is finite."""
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan")
@@ -215,21 +230,20 @@ def bootstrap_auroc_ci(
 
     samples = np.empty((n_bootstrap, n_classes))
     done = 0
-    for indices in bootstrap_indices(n_images, n_bootstrap, seed=seed):
-        counts = _counts_from_indices(indices, n_images)
+    for counts in bootstrap_weights(n_images, n_bootstrap, seed=seed):
         chunk = slice(done, done + counts.shape[1])
         for k, sorted_class in enumerate(classes):
             samples[chunk, k] = sorted_class.auroc(counts) if defined[k] else np.nan
         done += counts.shape[1]
 
-    intervals = [_percentile_interval(samples[:, k], confidence) for k in range(n_classes)]
-    mean_samples = _nanmean_rows(np.where(defined, samples, np.nan))
+    intervals = [percentile_interval(samples[:, k], confidence) for k in range(n_classes)]
+    mean_samples = nanmean_rows(np.where(defined, samples, np.nan))
     return BootstrapResult(
         auroc=point,
         ci_low=np.array([low for low, _ in intervals]),
         ci_high=np.array([high for _, high in intervals]),
         mean_auroc=mean_auroc(point),
-        mean_ci=_percentile_interval(mean_samples, confidence),
+        mean_ci=percentile_interval(mean_samples, confidence),
         samples=samples,
         mean_samples=mean_samples,
     )

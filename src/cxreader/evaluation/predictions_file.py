@@ -8,9 +8,11 @@ and in any order; plain or gzip-compressed. It is the format of the reference Ch
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cxreader.data.nih_tables import read_csv_rows, read_data_entry
 from cxreader.errors import DataError
@@ -111,10 +113,25 @@ def load_predictions_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
     return [row[0] for row in body], table[:, [column - 1 for column in order]]
 
 
-def load_labelled_predictions(
-    predictions_path: str | Path, labels_path: str | Path
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Join a predictions CSV with the labels of a ``Data_Entry_2017*.csv`` table on the image file name.
+@dataclass
+class LabelledPredictions:
+    """A predictions file joined with its Data_Entry label rows.
+
+    Attributes:
+        images: Image ids in prediction-file order.
+        labels: ``(N, 14)`` float64 0/1 labels in :data:`FINDINGS` order.
+        probs: ``(N, 14)`` float64 probabilities in the same order.
+        table: The Data_Entry rows of these images, in the same order (age, sex, view, ... for subgroups).
+    """
+
+    images: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
+    table: pd.DataFrame
+
+
+def read_labelled_predictions(predictions_path: str | Path, labels_path: str | Path) -> LabelledPredictions:
+    """Join a predictions CSV with the rows of a ``Data_Entry_2017*.csv`` table on the image file name.
 
     Every predicted image must have a label row; labels without a prediction are ignored, since a
     predictions file usually covers one split.
@@ -123,6 +140,29 @@ def load_labelled_predictions(
         predictions_path: Predictions CSV (see :func:`load_predictions_csv`).
         labels_path: ``Data_Entry_2017_v2020.csv`` or ``Data_Entry_2017.csv`` (plain or .gz).
 
+    Raises:
+        DataError: either file is malformed, or predictions lack label rows (count and first few listed).
+    """
+    image_ids, probs = load_predictions_csv(predictions_path)
+    table = read_data_entry(labels_path).set_index("image")
+    positions = table.index.get_indexer(image_ids)
+    if (positions < 0).any():
+        missing = [image_ids[i] for i in np.flatnonzero(positions < 0)]
+        raise DataError(
+            predictions_path,
+            f"{len(missing)} of {len(image_ids)} predicted images have no label row in {labels_path} "
+            f"(first: {', '.join(missing[:_SHOW])})",
+        )
+    rows = table.iloc[positions].reset_index()
+    labels = rows[list(FINDINGS)].to_numpy(dtype=np.float64)
+    return LabelledPredictions(images=image_ids, labels=labels, probs=probs, table=rows)
+
+
+def load_labelled_predictions(
+    predictions_path: str | Path, labels_path: str | Path
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """:func:`read_labelled_predictions` as ``(image_ids, labels, probs)``.
+
     Returns:
         ``(image_ids, labels, probs)``: ids in prediction-file order, ``(N, 14)`` 0/1 labels and ``(N, 14)``
         probabilities, both float64 in :data:`FINDINGS` order.
@@ -130,15 +170,5 @@ def load_labelled_predictions(
     Raises:
         DataError: either file is malformed, or predictions lack label rows (count and first few listed).
     """
-    image_ids, probs = load_predictions_csv(predictions_path)
-    table = read_data_entry(labels_path).set_index("image")
-    known = set(table.index)
-    missing = [image for image in image_ids if image not in known]
-    if missing:
-        raise DataError(
-            predictions_path,
-            f"{len(missing)} of {len(image_ids)} predicted images have no label row in {labels_path} "
-            f"(first: {', '.join(missing[:_SHOW])})",
-        )
-    labels = table.loc[image_ids, list(FINDINGS)].to_numpy(dtype=np.float64)
-    return image_ids, labels, probs
+    joined = read_labelled_predictions(predictions_path, labels_path)
+    return joined.images, joined.labels, joined.probs

@@ -1,9 +1,14 @@
-"""The evaluation report of a classifier on one labelled set: AUROC with CIs, thresholds, operating points.
+"""The evaluation report of a classifier on one labelled set: AUROC with CIs, thresholds, operating points,
+calibration and, on request, AUROC by subgroup.
 
 The metrics follow CheXNet's evaluation (Rajpurkar et al., "CheXNet: Radiologist-Level Pneumonia Detection
 on Chest X-Rays with Deep Learning", 2017): per-finding AUROC and its mean over the 14 findings. Confidence
 intervals are percentile-bootstrap intervals over images (:mod:`cxreader.evaluation.metrics`); operating
-thresholds maximise Youden's J (:mod:`cxreader.evaluation.thresholds`).
+thresholds maximise Youden's J (:mod:`cxreader.evaluation.thresholds`). Calibration is measured by the
+expected calibration error of Guo et al. 2017 and the Brier score
+(:mod:`cxreader.evaluation.calibration_metrics`), subgroups by :mod:`cxreader.evaluation.subgroups`. The
+AUROC and calibration intervals of one report come from the same bootstrap resamples; a subgroup's intervals
+resample that subgroup's images.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from cxreader import DISCLAIMER
+from cxreader.evaluation.calibration_metrics import ECE_BINS, CalibrationMetrics, calibration_metrics
 from cxreader.evaluation.metrics import bootstrap_auroc_ci, check_labels_probs, mean_auroc, per_class_auroc
+from cxreader.evaluation.subgroups import SubgroupReport, evaluate_subgroups
 from cxreader.evaluation.thresholds import choose_thresholds, operating_point_metrics
 from cxreader.files import write_text_atomic
 from cxreader.labels import FINDINGS, NUM_FINDINGS
@@ -49,6 +56,8 @@ class EvaluationReport:
         positives: Number of positive labels per finding.
         metadata: Facts about the run as JSON scalars ("synthetic", checkpoint path, split, ...), plus the
             threshold source and bootstrap settings added by :func:`build_report`.
+        calibration: ECE and Brier score per finding and their means, with intervals.
+        subgroups: AUROC by subgroup and the gaps, when subgroups were asked for.
     """
 
     auroc: dict[str, float]
@@ -61,9 +70,21 @@ class EvaluationReport:
     n_images: int
     positives: dict[str, int]
     metadata: dict[str, Any] = field(default_factory=dict)
+    calibration: CalibrationMetrics | None = None
+    subgroups: SubgroupReport | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; NaN and infinities become ``null`` so the output is strict JSON."""
+        """A JSON-ready dict; NaN and infinities become ``null`` so the output is strict JSON.
+
+        ``calibration`` holds ``ece``, ``brier`` (finding → ``{"value", "low", "high"}``), ``mean_ece`` and
+        ``mean_brier`` (``{"value", "low", "high"}``); ``subgroups`` and ``subgroup_gaps``, present when
+        subgroups were evaluated, have the shape documented in :mod:`cxreader.evaluation.subgroups`.
+        """
+        extra: dict[str, Any] = {}
+        if self.calibration is not None:
+            extra["calibration"] = _calibration_json(self.calibration)
+        if self.subgroups is not None:
+            extra.update(self.subgroups.to_json_dict())
         return _json_safe(
             {
                 "auroc": self.auroc,
@@ -75,6 +96,7 @@ class EvaluationReport:
                 "n_images": self.n_images,
                 "positives": self.positives,
                 "metadata": {**self.metadata, "threshold_source": self.threshold_source},
+                **extra,
                 "disclaimer": DISCLAIMER,
             }
         )
@@ -112,19 +134,66 @@ class EvaluationReport:
             f"| **Mean** | **{_fmt(self.mean_auroc)}** | {_fmt_ci(self.mean_auroc_ci95)} |  |  |  |  "
             f"| {sum(self.positives.values())} |"
         )
-        lines += ["", DISCLAIMER, ""]
+        lines.append("")
+        if self.calibration is not None:
+            lines += _calibration_markdown(self.calibration)
+        if self.subgroups is not None:
+            lines += self.subgroups.to_markdown()
+        lines += [DISCLAIMER, ""]
         return "\n".join(lines)
+
+
+def _interval(value: float, low: float, high: float) -> dict[str, float]:
+    return {"value": float(value), "low": float(low), "high": float(high)}
+
+
+def _calibration_json(metrics: CalibrationMetrics) -> dict[str, Any]:
+    return {
+        "ece_bins": metrics.n_bins,
+        "ece": {
+            name: _interval(metrics.ece[k], metrics.ece_low[k], metrics.ece_high[k])
+            for k, name in enumerate(FINDINGS)
+        },
+        "brier": {
+            name: _interval(metrics.brier[k], metrics.brier_low[k], metrics.brier_high[k])
+            for k, name in enumerate(FINDINGS)
+        },
+        "mean_ece": _interval(metrics.mean_ece, *metrics.mean_ece_ci),
+        "mean_brier": _interval(metrics.mean_brier, *metrics.mean_brier_ci),
+    }
+
+
+def _calibration_markdown(metrics: CalibrationMetrics) -> list[str]:
+    lines = [
+        f"Calibration: expected calibration error ({metrics.n_bins} equal-width bins, Guo et al. 2017) and "
+        "Brier score; lower is better.",
+        "",
+        "| Finding | ECE | 95% CI | Brier | 95% CI |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for k, name in enumerate(FINDINGS):
+        lines.append(
+            f"| {name.replace('_', ' ')} | {_fmt(metrics.ece[k], 4)} "
+            f"| {_fmt_ci((metrics.ece_low[k], metrics.ece_high[k]), 4)} | {_fmt(metrics.brier[k], 4)} "
+            f"| {_fmt_ci((metrics.brier_low[k], metrics.brier_high[k]), 4)} |"
+        )
+    lines += [
+        f"| **Mean** | **{_fmt(metrics.mean_ece, 4)}** | {_fmt_ci(metrics.mean_ece_ci, 4)} "
+        f"| **{_fmt(metrics.mean_brier, 4)}** | {_fmt_ci(metrics.mean_brier_ci, 4)} |",
+        "",
+    ]
+    return lines
 
 
 def _fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "n/a"
 
 
-def _fmt_ci(bounds: tuple[float, float]) -> str:
+def _fmt_ci(bounds: tuple[float, float], digits: int = 3) -> str:
     low, high = bounds
     if not (math.isfinite(low) and math.isfinite(high)):
         return "n/a"
-    return f"{low:.3f}–{high:.3f}"
+    return f"{low:.{digits}f}–{high:.{digits}f}"
 
 
 def _json_safe(value: Any) -> Any:
@@ -148,8 +217,9 @@ def build_report(
     n_bootstrap: int = 1000,
     seed: int = 0,
     metadata: Mapping[str, Any] | None = None,
+    groups: Mapping[str, np.ndarray] | None = None,
 ) -> EvaluationReport:
-    """Evaluate ``(N, 14)`` probabilities against labels.
+    """Evaluate ``(N, 14)`` probabilities against labels: AUROC, thresholds, calibration, subgroups.
 
     Thresholds maximise Youden's J (:func:`choose_thresholds`) on the validation data when given, else on the
     evaluated data themselves — recorded as ``threshold_source = "same_data"`` because such
@@ -162,6 +232,9 @@ def build_report(
         val_probs: ``(M, 14)`` validation probabilities.
         n_bootstrap: Bootstrap resamples for the CIs; 0 skips them (CIs are NaN / null).
         metadata: Extra facts to carry ("synthetic": bool, "checkpoint", "split", ...).
+        groups: attribute → ``(N,)`` subgroup value per image (``sex``, ``age``, ``view``; see
+            :func:`~cxreader.evaluation.subgroups.subgroup_columns`); when given, AUROC is also reported per
+            subgroup.
     """
     labels, probs = check_labels_probs(labels, probs)
     if labels.shape[1] != NUM_FINDINGS:
@@ -190,12 +263,23 @@ def build_report(
         low = high = np.full(NUM_FINDINGS, np.nan)
         mean_value, mean_ci = mean_auroc(aurocs), (float("nan"), float("nan"))
 
-    run_facts = {
+    calibration = calibration_metrics(
+        labels, probs, n_bins=ECE_BINS, n_bootstrap=n_bootstrap, confidence=CONFIDENCE, seed=seed
+    )
+    subgroups = (
+        evaluate_subgroups(labels, probs, groups, n_bootstrap=n_bootstrap, confidence=CONFIDENCE, seed=seed)
+        if groups
+        else None
+    )
+    run_facts: dict[str, Any] = {
         "n_bootstrap": n_bootstrap,
         "bootstrap_seed": seed,
         "confidence": CONFIDENCE,
         "threshold_method": "youden",
+        "ece_bins": ECE_BINS,
     }
+    if subgroups is not None:
+        run_facts["subgroups_by"] = ",".join(groups)
     return EvaluationReport(
         auroc={name: float(aurocs[k]) for k, name in enumerate(FINDINGS)},
         ci95={name: (float(low[k]), float(high[k])) for k, name in enumerate(FINDINGS)},
@@ -207,4 +291,6 @@ def build_report(
         n_images=int(labels.shape[0]),
         positives={name: int(np.sum(labels[:, k] == 1)) for k, name in enumerate(FINDINGS)},
         metadata={**(dict(metadata) if metadata else {}), **run_facts},
+        calibration=calibration,
+        subgroups=subgroups,
     )

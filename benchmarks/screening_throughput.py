@@ -36,7 +36,6 @@ from cxreader.models import create_model
 from cxreader.models.checkpoint import CheckpointContract, save_checkpoint
 from cxreader.screening.engine import (
     PreparedImage,
-    check_modality,
     discover_files,
     image_result,
     register_backend,
@@ -82,7 +81,8 @@ def naive_loop(files: list[Path], backend: ModelBackend, database: Database) -> 
             data = path.read_bytes()
             sha256 = hashlib.sha256(data).hexdigest()
             image = load_image(path, data=data)
-            check_modality(str(path), image)
+            if backend.gate.rules(image, image.pixels):
+                continue  # refused by the input gate: the model never runs on it
             tensor = backend.transform(image.pixels)
             probabilities = backend.predict(tensor[None])[0]
             prepared = PreparedImage(

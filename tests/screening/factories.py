@@ -132,3 +132,24 @@ def write_caption_checkpoint(out: Path, encoder: Path, images: list[Path]) -> Pa
         epochs=1, batch_size=8, embed_dim=8, hidden_dim=16, attention_dim=8, device="cpu"
     )
     return train_captioner(pairs, encoder, out, config=config).checkpoint
+
+
+def refused_inputs(folder: Path) -> dict[str, str]:
+    """Files the input gate must refuse, written into ``folder``: name -> the start of the expected reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    (folder / "ct.dcm").write_bytes(dicom_bytes(modality="CT", seed=11))
+    (folder / "lateral.dcm").write_bytes(dicom_bytes(view="LL", seed=12))
+    Image.fromarray(np.full((1, 1), 128, dtype=np.uint8)).save(folder / "tiny.png")
+    # A photograph: smooth colour gradients, nothing grey about it.
+    y, x = np.mgrid[0:96, 0:96] / 96.0
+    photo = np.stack([x, y, 1.0 - x * y], axis=-1) * 255 + rng.normal(0, 8, (96, 96, 3))
+    Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8), mode="RGB").save(
+        folder / "photo.jpg", quality=90
+    )
+    return {
+        "ct.dcm": "modality CT",
+        "lateral.dcm": "lateral view",
+        "tiny.png": "image too small",
+        "photo.jpg": "a colour image",
+    }

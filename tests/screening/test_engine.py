@@ -19,15 +19,12 @@ from tests.screening.factories import (
     write_checkpoint,
 )
 
-from cxreader.data.io import load_image
-from cxreader.errors import ConfigError, ImageReadError
+from cxreader.errors import ConfigError
 from cxreader.inference.backends import load_backend
 from cxreader.labels import FINDINGS
 from cxreader.localization.describe import FindingDescription
 from cxreader.localization.explain import Explanation
 from cxreader.screening.engine import (
-    RADIOGRAPH_MODALITIES,
-    check_modality,
     discover_files,
     display_rendition,
     image_result,
@@ -86,16 +83,6 @@ def test_discover_files_sniffs_content_and_skips_what_is_no_image(folder):
         discover_files([folder / "missing"])
 
 
-def test_modality_check_accepts_radiographs_and_refuses_ct(tmp_path):
-    assert {"CR", "DX", "DR", "RG"} == RADIOGRAPH_MODALITIES
-    for modality in ("CR", "DX"):
-        check_modality("x", load_image("x", data=dicom_bytes(modality=modality)))
-    with pytest.raises(
-        ImageReadError, match=r"modality CT \(computed tomography\) is not a chest radiograph"
-    ):
-        check_modality("ct.dcm", load_image("ct.dcm", data=dicom_bytes(modality="CT")))
-
-
 def test_dicom_dates():
     assert parse_dicom_date("20240314") == date(2024, 3, 14)
     assert parse_dicom_date("2024.03.14") == date(2024, 3, 14)
@@ -113,7 +100,9 @@ def test_screening_stores_every_good_image_once_and_every_bad_file_with_its_reas
     try:
         report = screen([folder], backend=backend, database=database, batch_size=4, workers=2)
         good = GOOD_SYNTHETIC + 1  # the synthetic images and the CR DICOM
-        assert (report.screened, report.failed, report.duplicates, report.skipped) == (good, 4, 1, 0)
+        assert (report.screened, report.failed, report.duplicates, report.skipped) == (good, 3, 1, 0)
+        # The CT is decoded, then refused by the input gate: stored as "not read", with no findings.
+        assert report.refused == 1 and "modality CT" in report.refusals[0][1]
         assert report.ignored >= 3  # notes.txt, .hidden.png, DICOMDIR, the dataset's CSV and text files
         assert "files/s" in capsys.readouterr().err
         with database.session() as session:
@@ -123,9 +112,12 @@ def test_screening_stores_every_good_image_once_and_every_bad_file_with_its_reas
             assert session.scalar(select(func.count()).select_from(Finding)) == 14 * good
             reasons = dict(
                 session.execute(
-                    select(Image.source_path, Image.failure_reason).where(Image.status == "failed")
+                    select(Image.source_path, Image.failure_reason).where(Image.status != "ok")
                 ).all()
             )
+            refused = session.execute(
+                select(Image.gate_reasons, Image.modality).where(Image.status == "refused")
+            ).one()
             dicom = session.execute(
                 select(Image, Study)
                 .join(Study, Study.id == Image.study_id)
@@ -139,7 +131,8 @@ def test_screening_stores_every_good_image_once_and_every_bad_file_with_its_reas
     assert "truncated" in by_name["truncated.png"]
     assert "not an image" in by_name["garbage"]
     assert "empty file" in by_name["empty.jpg"]
-    assert "modality CT" in by_name["IM0002"]
+    assert "modality CT is not a projection radiograph" in by_name["IM0002"]
+    assert refused.modality == "CT" and refused.gate_reasons[0].startswith("modality CT")
     image, study = dicom
     assert (study.patient_id, study.study_date, image.modality, image.view_position) == (
         "PAT-0001",
@@ -210,7 +203,7 @@ def test_rerun_skips_everything_already_stored(folder, backend, tmp_path):
         database.close()
     assert first.screened == GOOD_SYNTHETIC + 1 and not first.described
     assert (again.screened, again.failed) == (0, 0)
-    assert again.skipped == first.screened + first.failed
+    assert again.skipped == first.screened + first.failed + first.refused
     # The triage list of a resumed run still lists what the earlier run stored.
     assert len(again.triage) == len(first.triage) == first.screened
 
@@ -358,3 +351,27 @@ def test_a_file_fixed_since_its_failure_loses_the_failure_record(backend, tmp_pa
             assert session.execute(select(Image.status)).scalars().all() == ["ok"]
     finally:
         database.close()
+
+
+def test_the_gate_refuses_what_it_must_and_keeps_it_off_the_triage_list(backend, tmp_path):
+    from tests.screening.factories import png_bytes, refused_inputs
+
+    expected = refused_inputs(tmp_path / "inbox")
+    (tmp_path / "inbox" / "good.png").write_bytes(png_bytes(9))
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    try:
+        report = _screen_once([tmp_path / "inbox"], backend, database)
+        with database.session() as session:
+            rows = session.execute(select(Image.source_path, Image.status, Image.gate_reasons)).all()
+            refused_findings = session.scalar(
+                select(func.count()).select_from(Finding).join(Image).where(Image.status == "refused")
+            )
+    finally:
+        database.close()
+    assert (report.screened, report.refused, report.failed) == (1, len(expected), 0)
+    assert [Path(entry.source_path).name for entry in report.triage] == ["good.png"]
+    stored = {Path(path).name: (status, reasons) for path, status, reasons in rows}
+    for name, reason in expected.items():
+        assert stored[name][0] == "refused" and stored[name][1][0].startswith(reason), stored[name]
+    assert stored["good.png"] == ("ok", [])
+    assert refused_findings == 0

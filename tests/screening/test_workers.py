@@ -152,7 +152,8 @@ def test_torchrun_ranks_split_the_files_and_print_the_triage_once(
         *_screen_command(archive, checkpoint, db_url, summary)[3:],
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "cxreader: error" in line or "Error" in line]
+    assert done.returncode == 0, "\n".join(errors[:20]) or done.stderr[-3000:]
     assert done.stdout.count("Triage:") == 1
     assert f"Screened {IMAGES} image(s) on 2 ranks" in done.stdout
     counts = json.loads(summary.read_text())

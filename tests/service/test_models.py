@@ -46,3 +46,24 @@ def test_search_shows_the_newest_result_per_image_and_filters_by_model(make_serv
         (other_sha, "resnet50", 1),
         (served["sha256"], "densenet_small", 1),
     ]
+
+
+def test_uploads_the_gate_refuses_are_stored_as_not_read(make_service, tmp_path) -> None:
+    from tests.screening.factories import refused_inputs
+
+    service = make_service()
+    expected = refused_inputs(tmp_path / "bad")
+    for name, reason in expected.items():
+        data = (tmp_path / "bad" / name).read_bytes()
+        response = service.client.post(
+            "/api/studies", files={"file": (name, data, "application/octet-stream")}
+        )
+        assert response.status_code == 201, response.text
+        study = response.json()
+        assert study["status"] == "refused" and study["findings"] == [] and study["positive_findings"] == []
+        assert study["gate"]["accepted"] is False and study["gate"]["reasons"][0].startswith(reason)
+        again = service.client.post("/api/studies", files={"file": (name, data, "application/octet-stream")})
+        assert again.status_code == 200 and again.json()["id"] == study["id"]
+    listed = service.client.get("/api/studies", params={"status": "refused"}).json()
+    assert listed["total"] == len(expected)
+    assert service.client.get("/api/studies").json()["total"] == 0  # not among the studies read

@@ -69,9 +69,9 @@ def test_a_failed_insert_keeps_the_files_another_record_of_the_content_uses(make
     assert all(path.read_bytes() == content for path, content in kept.items())
 
 
-def test_a_refused_upload_writes_no_files(make_service):
+def test_an_undecodable_upload_writes_no_files(make_service):
     service = make_service()
-    response = _post(service.client, dicom_bytes(modality="CT", seed=3), name="ct.dcm")
+    response = _post(service.client, dicom_bytes(seed=3)[:400], name="cut.dcm")  # cut off before its pixels
     assert response.status_code == 422
     assert _files(service.data_dir) == []
 

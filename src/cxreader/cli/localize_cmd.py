@@ -115,6 +115,9 @@ def run_heatmap(args: argparse.Namespace) -> int:
         if result.error:
             report.append({"path": result.path, "error": result.error})
             continue
+        if not result.read:  # the input gate refused it: no probabilities, so no heatmap either
+            report.append(result.to_json_dict())
+            continue
         image = result.image
         view_position = args.view or image.view_position
         explanation = explain(
@@ -165,6 +168,9 @@ def run_heatmap(args: argparse.Namespace) -> int:
         for entry in report:
             if "error" in entry:
                 print(f"{entry['path']}: ERROR {entry['error']}")
+                continue
+            if "overlays" not in entry:
+                print(f"{entry['path']}: NOT READ: {'; '.join(entry['gate']['reasons'])}")
                 continue
             print(f"{entry['path']}:")
             if not entry["descriptions"]:

@@ -100,7 +100,11 @@ def run_screen(args: argparse.Namespace) -> int:
             from cxreader.captioning.predict import CaptionPredictor
 
             captioner = CaptionPredictor(args.caption, device=device)
+        if info.is_distributed and not info.is_primary:
+            distributed.barrier(info)  # rank 0 creates or upgrades the schema first
         database = open_database(args.db)
+        if info.is_distributed and info.is_primary:
+            distributed.barrier(info)
         try:
             report = screen(
                 args.paths,
@@ -136,13 +140,20 @@ def _print_report(report: ScreeningReport, args: argparse.Namespace, database: s
     print(
         f"Screened {report.screened} image(s){ranks} in {report.seconds:.1f} s "
         f"({report.images_per_second:.1f} images/s); {report.skipped} already stored, "
-        f"{report.claimed_elsewhere} claimed by other workers, {report.failed} failed, "
+        f"{report.claimed_elsewhere} claimed by other workers, {report.refused} not read (input gate), "
+        f"{report.failed} failed, "
         f"{report.duplicates} duplicate(s), {report.ignored} non-image file(s) ignored. Records: {database}"
     )
     for path, reason in report.failures[:20]:
         print(f"  failed: {path}: {reason}")
     if len(report.failures) > 20:
         print(f"  ... and {len(report.failures) - 20} more (cxreader search --status failed)")
+    if report.refusals:
+        print(f"Not read ({report.refused}): the input gate refused them; they are not on the triage list")
+    for path, reasons in report.refusals[:20]:
+        print(f"  not read: {path}: {reasons}")
+    if len(report.refusals) > 20:
+        print(f"  ... and {len(report.refusals) - 20} more (cxreader search --status refused)")
     if report.synthetic_model:
         print(arguments.SYNTHETIC_MODEL_NOTE)
     print(format_triage(report.triage, limit=args.triage_limit if args.triage_limit > 0 else None), end="")

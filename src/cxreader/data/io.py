@@ -135,6 +135,9 @@ class LoadedImage:
         view_position: DICOM ViewPosition (``"PA"``, ``"AP"``, ``"LL"``, ...), ``None`` when absent.
         metadata: the :data:`DICOM_METADATA_KEYS` present in a DICOM file, as strings; empty otherwise.
             Holds patient identifiers: store it in the records database, never in logs.
+        colour_spread: how coloured the file's pixels are: the mean over pixels (a subsample of at most
+            :data:`_COLOUR_SAMPLE` of them) of the largest difference between two colour channels, in
+            ``[0, 1]``; 0 for a grayscale file and for colour files with R = G = B (NIH's RGBA PNGs).
     """
 
     pixels: np.ndarray
@@ -144,6 +147,7 @@ class LoadedImage:
     pixel_spacing_mm: tuple[float, float] | None = None
     view_position: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    colour_spread: float = 0.0
 
 
 def load_image(source: str | Path, *, data: bytes | None = None) -> LoadedImage:
@@ -161,7 +165,49 @@ def load_image(source: str | Path, *, data: bytes | None = None) -> LoadedImage:
     if fmt == "dicom":
         return _load_dicom(name, raw)
     image, bits, _ = _open_pil(name, raw, fmt, draft_size=None)
-    return LoadedImage(pixels=_pil_to_float(name, image), path=name, format=fmt, bits_stored=bits)
+    return LoadedImage(
+        pixels=_pil_to_float(name, image),
+        path=name,
+        format=fmt,
+        bits_stored=bits,
+        colour_spread=_jpeg_colour_spread(raw) if fmt == "jpeg" else _pil_colour_spread(image),
+    )
+
+
+#: Most pixels looked at to measure how coloured an image is (:attr:`LoadedImage.colour_spread`).
+_COLOUR_SAMPLE = 1 << 18
+_COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBX", "YCbCr", "CMYK", "P", "PA", "LAB", "HSV"})
+
+
+def _pil_colour_spread(image: Image.Image) -> float:
+    """:attr:`LoadedImage.colour_spread` of a decoded Pillow image."""
+    if image.mode not in _COLOUR_MODES:
+        return 0.0
+    samples = np.asarray(image) if image.mode in ("RGB", "RGBA", "RGBX") else np.asarray(image.convert("RGB"))
+    return _channel_spread(samples, 255.0)
+
+
+def _jpeg_colour_spread(raw: bytes) -> float:
+    """:attr:`LoadedImage.colour_spread` of a JPEG, probed at 1/8 scale (the decoder's DCT scaling): its grey
+    values come from the luma channel, so the colour is looked at separately. A failure reads as grayscale;
+    decoding the file proper reports what is wrong with it."""
+    try:
+        probe = Image.open(io.BytesIO(raw), formats=["JPEG"])
+        if probe.mode == "L":
+            return 0.0
+        probe.draft("RGB", (max(1, probe.width // 8), max(1, probe.height // 8)))
+        return _channel_spread(np.asarray(probe.convert("RGB")), 255.0)
+    except Exception:
+        return 0.0
+
+
+def _channel_spread(rgb: np.ndarray, full_scale: float) -> float:
+    """Mean largest difference between the channels of ``(H, W, C)`` samples, on a regular subsample."""
+    step = max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / _COLOUR_SAMPLE))))
+    sample = rgb[::step, ::step, :3].astype(np.float32)  # alpha is not a colour
+    if sample.size == 0:
+        return 0.0
+    return float((sample.max(axis=2) - sample.min(axis=2)).mean() / full_scale)
 
 
 def read_image_uint8(source: str | Path, *, size: int | None = None, data: bytes | None = None) -> np.ndarray:
@@ -573,6 +619,9 @@ def _load_dicom(name: str, raw: bytes) -> LoadedImage:
         pixel_spacing_mm=_pixel_spacing(ds),
         view_position=_string_attr(ds, "ViewPosition"),
         metadata=_dicom_metadata(ds),
+        colour_spread=_channel_spread(stored, float(2 ** _int_attr(ds, "BitsStored", 8) - 1))
+        if is_colour
+        else 0.0,
     )
 
 

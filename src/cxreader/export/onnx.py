@@ -163,7 +163,8 @@ def export_onnx(
             label = _quantize(
                 fp32_path, final_path, quantize, contract, calibration_paths, calibration_method, Path(tmp)
             )
-        _write_metadata(final_path, contract.to_dict(), label, sha256_file(checkpoint))
+        # The ONNX graph gives no pooled features, so its gate has the rules only: the detector stays behind.
+        _write_metadata(final_path, {**contract.to_dict(), "ood": None}, label, sha256_file(checkpoint))
         with atomic_write(out) as handle, open(final_path, "rb") as data:
             shutil.copyfileobj(data, handle)
 

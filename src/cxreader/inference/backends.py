@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from cxreader.errors import CheckpointError, ConfigError, CXReaderError
 from cxreader.files import sha256_file
+from cxreader.inference.gate import InputGate, OutOfDistribution
 from cxreader.inference.onnx_runtime import INPUT_NAME, META_QUANTIZATION, OUTPUT_NAME, read_onnx_contract
 from cxreader.inference.runtime import forward_probabilities, resolve_amp_dtype, resolve_device
 from cxreader.labels import FINDINGS
@@ -43,6 +44,8 @@ class ModelBackend(abc.ABC):
         contract: Labels, input size, normalisation and thresholds.
         transform: The contract's evaluation preset, which makes the batches :meth:`predict` takes.
         model: The PyTorch model for heatmaps, ``None`` when the backend cannot draw them.
+        gate: The input gate: the rules, and the checkpoint's out-of-distribution detector when it has one
+            (:mod:`cxreader.inference.gate`; an ONNX export has the rules only).
     """
 
     kind: str
@@ -54,6 +57,8 @@ class ModelBackend(abc.ABC):
         self.sha256 = sha256
         self.transform = contract.eval_preset()
         self.lock = threading.Lock()
+        detector = OutOfDistribution.from_state(contract.ood) if contract.ood else None
+        self.gate = InputGate(input_size=contract.input_size, detector=detector, name=self.path.name)
 
     @abc.abstractmethod
     def predict(self, batch: torch.Tensor) -> np.ndarray:

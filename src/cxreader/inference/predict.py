@@ -1,6 +1,8 @@
 """Predict the 14 finding probabilities for image files (PNG, JPEG, DICOM), and print them.
 
-A file that cannot be read gets a per-file error and the others still get results. The model runs through
+A file that cannot be read gets a per-file error and the others still get results; a file the input gate
+refuses (:mod:`cxreader.inference.gate`: a CT, a lateral view, a photograph, ...) gets "not read" and the
+reasons instead of probabilities. The model runs through
 a :class:`~cxreader.inference.backends.ModelBackend` (a PyTorch checkpoint or an ONNX export); its evaluation
 transform comes from the checkpoint's contract (input size, normalisation), never re-typed.
 """
@@ -18,6 +20,7 @@ import torch
 from cxreader.data.io import LoadedImage, load_image
 from cxreader.errors import CXReaderError
 from cxreader.inference.backends import ModelBackend, load_backend
+from cxreader.inference.gate import GateVerdict
 from cxreader.labels import FINDINGS, display_name, positive_findings
 from cxreader.models.checkpoint import LoadedCheckpoint
 
@@ -35,11 +38,26 @@ class FilePrediction:
     descriptions: list[dict[str, Any]] | None = None
     #: Learned captions of the positive findings (``predict --caption``), as JSON dicts; None = not asked.
     captions: list[dict[str, Any]] | None = None
+    #: The input gate's verdict (:mod:`cxreader.inference.gate`); a refused image has no probabilities.
+    gate: GateVerdict | None = None
+
+    @property
+    def read(self) -> bool:
+        """The file was decoded and the gate let the model read it: it has probabilities."""
+        return self.error is None and (self.gate is None or self.gate.accepted)
 
     def to_json_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        payload = {"path": self.path, "probabilities": self.probabilities, "positive": self.positive}
+        gate = self.gate.to_json() if self.gate is not None else None
+        if not self.read:
+            return {"path": self.path, "gate": gate}
+        payload = {
+            "path": self.path,
+            "gate": gate,
+            "probabilities": self.probabilities,
+            "positive": self.positive,
+        }
         if self.descriptions is not None:
             payload["descriptions"] = self.descriptions
         if self.captions is not None:
@@ -86,21 +104,35 @@ class Predictor:
     def predict_files(
         self, paths: Sequence[str | Path], *, keep_images: bool = False
     ) -> list[FilePrediction]:
-        """One :class:`FilePrediction` per path, in order; unreadable files carry their error."""
+        """One :class:`FilePrediction` per path, in order; unreadable files carry their error, and files the
+        input gate refuses carry its verdict instead of probabilities."""
+        gate = self.backend.gate
         results = [FilePrediction(path=str(path)) for path in paths]
         readable: list[tuple[int, LoadedImage]] = []
         for index, path in enumerate(paths):
             try:
-                readable.append((index, load_image(path)))
+                image = load_image(path)
             except CXReaderError as exc:
                 results[index].error = str(exc)
-        probs = self.predict_arrays([image.pixels for _, image in readable])
-        for (index, image), row in zip(readable, probs, strict=True):
-            result = results[index]
-            result.probabilities = {name: float(p) for name, p in zip(FINDINGS, row, strict=True)}
-            result.positive = positive_findings(row, self.thresholds)
+                continue
             if keep_images:
-                result.image = image
+                results[index].image = image
+            broken = gate.rules(image, image.pixels)
+            if broken:  # refused before the model runs
+                results[index].gate = GateVerdict(accepted=False, reasons=tuple(broken))
+            else:
+                readable.append((index, image))
+        for start in range(0, len(readable), self.batch_size):
+            chunk = readable[start : start + self.batch_size]
+            batch = torch.stack([self.backend.transform(image.pixels) for _, image in chunk])
+            probabilities, features = self.backend.predict_features(batch)
+            verdicts = gate.verdicts([()] * len(chunk), features)
+            for (index, _image), row, verdict in zip(chunk, probabilities, verdicts, strict=True):
+                result = results[index]
+                result.gate = verdict
+                if verdict.accepted:
+                    result.probabilities = {name: float(p) for name, p in zip(FINDINGS, row, strict=True)}
+                    result.positive = positive_findings(row, self.thresholds)
         return results
 
 
@@ -110,6 +142,10 @@ def format_predictions(results: Sequence[FilePrediction], thresholds: Sequence[f
     for result in results:
         if result.error:
             lines.append(f"{result.path}: ERROR {result.error}")
+            continue
+        if not result.read:
+            assert result.gate is not None
+            lines.append(f"{result.path}: NOT READ: {'; '.join(result.gate.reasons)}")
             continue
         lines.append(f"{result.path}:")
         order = sorted(FINDINGS, key=lambda name: -result.probabilities[name])

@@ -188,7 +188,7 @@ def describe_predictions(backend: ModelBackend, results: Sequence[FilePrediction
         ConfigError: a backend without a PyTorch model.
     """
     for result in results:
-        if result.error is None:
+        if result.read:
             explanation = explain(backend, result.image, result.probabilities)
             result.descriptions = [item.to_json_dict() for item in explanation.descriptions]
 

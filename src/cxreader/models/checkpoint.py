@@ -53,6 +53,9 @@ class CheckpointContract:
     epoch: int = 0
     cxreader_version: str = __version__
     created: str = ""
+    #: The input gate's out-of-distribution detector (:class:`cxreader.inference.gate.OutOfDistribution` state:
+    #: tensors and numbers), fitted at the end of training; ``None`` for checkpoints without one.
+    ood: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,7 @@ class CheckpointContract:
             epoch=int(values.get("epoch", 0)),
             cxreader_version=str(values.get("cxreader_version", "")),
             created=str(values.get("created", "")),
+            ood=dict(values["ood"]) if values.get("ood") else None,
         )
 
     def eval_preset(self) -> EvalPreset:

@@ -43,6 +43,6 @@ def caption_predictions(captioner, results: Sequence[FilePrediction]) -> None:
         results: Predictions that kept their images (``Predictor.predict_files(..., keep_images=True)``).
     """
     for result in results:
-        if result.error is None:
+        if result.read:
             captions = learned_captions(captioner, result.image.pixels, result.positive)
             result.captions = [{"finding": name, "text": captions.get(name)} for name in result.positive]

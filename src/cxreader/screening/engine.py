@@ -12,8 +12,9 @@ The pipeline of :func:`screen`:
    pixel handlers releases the GIL): read the bytes, hash them (SHA-256), and skip the file when that
    content is already stored for this checkpoint (so a run killed at file 40,000 of 100,000 resumes there);
    else claim it in the database (:mod:`cxreader.storage.claims`: skipped when another worker holds it), decode
-   it (:func:`cxreader.data.io.load_image`), refuse modalities that are not projection radiographs, and apply
-   the checkpoint's evaluation preset.
+   it (:func:`cxreader.data.io.load_image`), ask the input gate's rules about it
+   (:mod:`cxreader.inference.gate`: modality, body part, view, size, colour, contrast), and apply the
+   checkpoint's evaluation preset.
 3. **Infer** in batches on the main thread (:func:`classify_batch`, which the service's uploads use too;
    PyTorch, or ONNX Runtime for an exported model) while the pool decodes the next files; with a PyTorch
    model, the images with a finding above threshold also get class activation maps and a grounded
@@ -26,11 +27,10 @@ The pipeline of :func:`screen`:
 5. **Triage**: the images of this run with findings above threshold, most urgent first
    (:mod:`cxreader.screening.triage`), including those stored by an earlier, interrupted run.
 
-Accepted modalities (:data:`RADIOGRAPH_MODALITIES`): CR (computed radiography), DX (digital radiography),
-DR (written by some digital radiography systems though not a DICOM defined term) and RG (radiographic
-imaging), and files that name no modality (PNG, JPEG, DICOM without the attribute). Anything else, such as
-CT, MR, US, MG or NM, is recorded as failed with the reason: a CheXNet model was trained on projection
-chest radiographs and its outputs on other images mean nothing.
+The input gate: an image the gate refuses (a CT or MR, a lateral view, a photograph, a tiny or nearly blank
+image, or one the checkpoint's out-of-distribution detector finds unlike its training images) is stored with
+status ``refused`` and the reasons, with no findings, and listed apart from the triage list: a CheXNet model's
+outputs on such images mean nothing.
 
 Many workers: any number of ``screen`` processes, on one machine or many, may screen the same folders into
 one database (each claims what it reads), and under ``torchrun`` each rank takes every ``world_size``-th file
@@ -74,6 +74,7 @@ from cxreader.data.transforms import EvalPreset
 from cxreader.errors import ConfigError, CXReaderError, ImageReadError
 from cxreader.files import printable_path, sha256_bytes
 from cxreader.inference.backends import ModelBackend
+from cxreader.inference.gate import GateVerdict, InputGate
 from cxreader.labels import FINDINGS, positive_findings
 from cxreader.localization.describe import FindingDescription
 from cxreader.localization.explain import Explanation, ImageView, explain_batch
@@ -89,8 +90,6 @@ from cxreader.storage.write import add_image_result, record_failure, register_ch
 
 logger = logging.getLogger(__name__)
 
-#: DICOM Modality values screening accepts (see the module docstring); a file without one is accepted too.
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
 #: Longer side of the display rendition kept for descriptions and for the web page.
 DISPLAY_MAX_SIDE = 1024
 # DICOMDIR is the index of a DICOM medium (PS3.10), never an image.
@@ -231,15 +230,18 @@ class PreparedImage:
         tensor: The model input ``(3, S, S)`` from the checkpoint's evaluation preset.
         display: uint8 rendition, longer side at most :data:`DISPLAY_MAX_SIDE`, or ``None`` when not kept.
         width, height: Size of the original image in pixels.
+        refused: The input gate's rules the image breaks (:mod:`cxreader.inference.gate`); a refused image has
+            no model input and is stored as "not read" with these reasons.
     """
 
     path: str
     sha256: str
     image: LoadedImage
-    tensor: torch.Tensor
+    tensor: torch.Tensor | None
     display: np.ndarray | None
     width: int
     height: int
+    refused: tuple[str, ...] = ()
 
     def view(self) -> ImageView:
         """What a description needs (the display rendition must have been kept)."""
@@ -251,30 +253,6 @@ class PreparedImage:
             view_position=self.image.view_position,
             pixel_spacing_mm=self.image.pixel_spacing_mm,
         )
-
-
-def check_modality(name: str, image: LoadedImage) -> None:
-    """Refuse an image whose DICOM Modality is not a projection radiograph (see the module docstring).
-
-    Raises:
-        ImageReadError: naming the modality and what is accepted.
-    """
-    modality = (image.metadata.get("Modality") or "").strip().upper()
-    if modality and modality not in RADIOGRAPH_MODALITIES:
-        label = _modality_names().get(modality)
-        spelled = f"{modality} ({label})" if label else modality
-        accepted = ", ".join(sorted(RADIOGRAPH_MODALITIES))
-        raise ImageReadError(
-            name, f"modality {spelled} is not a chest radiograph; screening accepts {accepted} images only"
-        )
-
-
-@functools.cache
-def _modality_names() -> dict[str, str]:
-    """DICOM's acquisition modalities (CID 29) by code, for readable refusals."""
-    from pydicom.sr.codedict import codes  # pydicom's code tables load in ~60 ms: only when a file is refused
-
-    return {code.value: code.meaning.lower() for code in codes.cid29.concepts.values()}
 
 
 def display_rendition(pixels: np.ndarray) -> np.ndarray:
@@ -295,9 +273,15 @@ def display_rendition(pixels: np.ndarray) -> np.ndarray:
 
 
 def prepare_image(
-    name: str, data: bytes, *, transform: EvalPreset, keep_display: bool, sha256: str | None = None
+    name: str,
+    data: bytes,
+    *,
+    transform: EvalPreset,
+    keep_display: bool,
+    sha256: str | None = None,
+    gate: InputGate | None = None,
 ) -> PreparedImage:
-    """Decode and check one image and make its model input.
+    """Decode one image, ask the input gate's rules about it, and make its model input.
 
     Args:
         name: The file name used in error messages (and stored as the image's source).
@@ -305,22 +289,24 @@ def prepare_image(
         transform: The checkpoint's evaluation preset.
         keep_display: Keep a display rendition (for descriptions and the web page).
         sha256: The bytes' SHA-256 when already computed.
+        gate: The model's input gate; an image that breaks its rules gets no model input (``refused``).
 
     Raises:
-        ImageReadError: not an image, corrupt, truncated, or not a radiograph modality.
+        ImageReadError: not an image, corrupt or truncated.
     """
     image = load_image(name, data=data)
-    check_modality(name, image)
+    refused = tuple(gate.rules(image, image.pixels)) if gate is not None else ()
     height, width = image.pixels.shape
     return PreparedImage(
         path=name,
         sha256=sha256 or sha256_bytes(data),
         # The full-resolution float pixels are the largest object here; the pipeline holds many images at once.
         image=replace(image, pixels=np.zeros((0, 0), dtype=np.float32)),
-        tensor=transform(image.pixels),
+        tensor=None if refused else transform(image.pixels),
         display=display_rendition(image.pixels) if keep_display else None,
         width=width,
         height=height,
+        refused=refused,
     )
 
 
@@ -350,6 +336,7 @@ def _prepare_file(
     keep_display: bool,
     stored: set[str] | frozenset[str],
     claim_content: Callable[[str], ClaimOutcome] | None = None,
+    gate: InputGate | None = None,
 ) -> _Outcome:
     try:
         data = path.read_bytes()
@@ -368,7 +355,9 @@ def _prepare_file(
         claimed = True
     name = printable_path(path)
     try:
-        prepared = prepare_image(name, data, transform=transform, keep_display=keep_display, sha256=sha256)
+        prepared = prepare_image(
+            name, data, transform=transform, keep_display=keep_display, sha256=sha256, gate=gate
+        )
     except ImageReadError as exc:
         return _Outcome(path, sha256, reason=exc.reason, claimed=claimed)
     except Exception as exc:  # a decoder bug on one file must not end a run over 100,000
@@ -414,7 +403,7 @@ def parse_dicom_date(value: str | None) -> date | None:
 
 def image_result(
     prepared: PreparedImage,
-    probabilities: np.ndarray,
+    probabilities: np.ndarray | None,
     thresholds: Sequence[float],
     *,
     checkpoint_id: int,
@@ -423,27 +412,19 @@ def image_result(
     explanation: Explanation | None = None,
     heatmap_paths: dict[str, str] | None = None,
     captions: dict[str, str] | None = None,
+    verdict: GateVerdict | None = None,
 ) -> ImageResult:
-    """The storage record of one screened image (``captions``: learned captions by finding, where written)."""
-    described = {item.finding: item for item in explanation.descriptions} if explanation is not None else {}
-    heatmap_paths = heatmap_paths or {}
-    captions = captions or {}
-    findings = []
-    for name, probability, threshold in zip(FINDINGS, probabilities, thresholds, strict=True):
-        description = described.get(name)
-        data, box = _stored_description(description) if description is not None else (None, None)
-        findings.append(
-            FindingResult(
-                finding=name,
-                probability=float(probability),
-                threshold=float(threshold),
-                description=description.sentence if description is not None else None,
-                description_data=data,
-                caption=captions.get(name),
-                heatmap_path=heatmap_paths.get(name),
-                box=box,
-            )
-        )
+    """The storage record of one screened image (``captions``: learned captions by finding, where written).
+
+    An image the input gate refused (by its rules when prepared, or by the ``verdict`` of the forward pass) is
+    stored with the reasons and no findings.
+    """
+    refused = prepared.refused or (verdict.reasons if verdict is not None and not verdict.accepted else ())
+    findings = (
+        []
+        if refused or probabilities is None
+        else _finding_results(probabilities, thresholds, explanation, heatmap_paths or {}, captions or {})
+    )
     spacing = prepared.image.pixel_spacing_mm
     metadata = prepared.image.metadata
     return ImageResult(
@@ -465,7 +446,37 @@ def image_result(
         # LoadedImage gives (row, column) spacing; the records store (x, y) = (column, row).
         pixel_spacing=(spacing[1], spacing[0]) if spacing else None,
         synthetic=synthetic,
+        refused=tuple(refused),
+        gate_score=verdict.score if verdict is not None else None,
+        gate_threshold=verdict.threshold if verdict is not None else None,
     )
+
+
+def _finding_results(
+    probabilities: np.ndarray,
+    thresholds: Sequence[float],
+    explanation: Explanation | None,
+    heatmap_paths: dict[str, str],
+    captions: dict[str, str],
+) -> list[FindingResult]:
+    described = {item.finding: item for item in explanation.descriptions} if explanation is not None else {}
+    findings = []
+    for name, probability, threshold in zip(FINDINGS, probabilities, thresholds, strict=True):
+        description = described.get(name)
+        data, box = _stored_description(description) if description is not None else (None, None)
+        findings.append(
+            FindingResult(
+                finding=name,
+                probability=float(probability),
+                threshold=float(threshold),
+                description=description.sentence if description is not None else None,
+                description_data=data,
+                caption=captions.get(name),
+                heatmap_path=heatmap_paths.get(name),
+                box=box,
+            )
+        )
+    return findings
 
 
 def _stored_description(
@@ -488,6 +499,17 @@ def _whole_pixels(box: Sequence[float]) -> tuple[int, int, int, int]:
     return max(0, round(x)), max(0, round(y)), max(1, round(w)), max(1, round(h))
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What the model made of one image: probabilities, the gate's verdict, and (for accepted images) the
+    explanation and learned captions where asked for."""
+
+    probabilities: np.ndarray
+    verdict: GateVerdict
+    explanation: Explanation | None = None
+    captions: dict[str, str] | None = None
+
+
 def classify_batch(
     backend: ModelBackend,
     batch: Sequence[PreparedImage],
@@ -495,35 +517,40 @@ def classify_batch(
     describe: bool,
     captioner: Any = None,
     findings: str | None = None,
-) -> list[tuple[np.ndarray, Explanation | None, dict[str, str] | None]]:
-    """Classify prepared images in one forward pass, then explain and caption them (screening and uploads).
+) -> list[Reading]:
+    """Classify prepared images in one forward pass, gate them, then explain and caption those the gate accepts
+    (screening and uploads).
 
     Args:
         backend: The model.
-        batch: Images from :func:`prepare_image`, with the display rendition ``describe`` and ``captioner`` need.
+        batch: Images from :func:`prepare_image` that passed the gate's rules, with the display rendition
+            ``describe`` and ``captioner`` need.
         describe: Add class activation maps and grounded descriptions (PyTorch models only).
         captioner: A :class:`~cxreader.captioning.predict.CaptionPredictor` for learned captions, or ``None``.
         findings: Whose maps to keep, as in :func:`~cxreader.localization.explain.explain_batch`.
-
-    Returns:
-        ``(probabilities, explanation or None, learned captions or None)`` per image.
     """
-    tensors = torch.stack([item.tensor for item in batch])
+    tensors = torch.stack([item.tensor for item in batch if item.tensor is not None])
+    if len(tensors) != len(batch):
+        raise ValueError("classify_batch takes images that passed the gate's rules only")
     probabilities, features = backend.predict_features(tensors)
-    explanations: list[Explanation | None] = [None] * len(batch)
-    if describe:
-        views = [item.view() for item in batch]
-        explanations = list(
-            explain_batch(backend, tensors, probabilities, views, findings=findings, features=features)
+    verdicts = backend.gate.verdicts([item.refused for item in batch], features)
+    accepted = [index for index, verdict in enumerate(verdicts) if verdict.accepted]
+    explanations: dict[int, Explanation] = {}
+    if describe and accepted:
+        views = [batch[index].view() for index in accepted]
+        chosen = features[accepted] if features is not None else None
+        explained = explain_batch(
+            backend, tensors[accepted], probabilities[accepted], views, findings=findings, features=chosen
         )
+        explanations = dict(zip(accepted, explained, strict=True))
     thresholds = backend.contract.thresholds
-    captions = [
-        learned_captions(captioner, item.display, positive_findings(row, thresholds))
-        if captioner is not None
-        else None
-        for item, row in zip(batch, probabilities, strict=True)
-    ]
-    return list(zip(probabilities, explanations, captions, strict=True))
+    readings = []
+    for index, (item, row, verdict) in enumerate(zip(batch, probabilities, verdicts, strict=True)):
+        captions = None
+        if captioner is not None and verdict.accepted:
+            captions = learned_captions(captioner, item.display, positive_findings(row, thresholds))
+        readings.append(Reading(row, verdict, explanations.get(index), captions))
+    return readings
 
 
 def register_backend(session: Session, backend: ModelBackend) -> int:
@@ -552,6 +579,7 @@ class ScreeningReport:
         screened: Images read, classified and stored by this run (the summary's ``inferred``).
         skipped: Files already stored for this checkpoint, not read again (``already_stored``).
         claimed_elsewhere: Files another worker had claimed when this one came to them (``claimed_elsewhere``).
+        refused: Images the input gate refused, stored as "not read" with the reasons (``refused``).
         failed: Files recorded as failed by this run.
         duplicates: Files whose content another file of this run has already.
         ignored: Files passed over as not being images.
@@ -561,6 +589,7 @@ class ScreeningReport:
         checkpoint_id: The checkpoint's id in the records database.
         triage: Images of this run with findings above threshold, most urgent first.
         failures: ``(path, reason)`` of the files that failed in this run.
+        refusals: ``(path, reasons)`` of the images the gate refused in this run.
         contents: Content hashes of the files this run came across (what its triage list covers).
         ranks: Processes whose shares the report covers.
     """
@@ -569,6 +598,7 @@ class ScreeningReport:
     screened: int = 0
     skipped: int = 0
     claimed_elsewhere: int = 0
+    refused: int = 0
     failed: int = 0
     duplicates: int = 0
     ignored: int = 0
@@ -578,6 +608,7 @@ class ScreeningReport:
     checkpoint_id: int | None = None
     triage: list[TriageEntry] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    refusals: list[tuple[str, str]] = field(default_factory=list)
     contents: set[str] = field(default_factory=set, repr=False)
     ranks: int = 1
 
@@ -592,6 +623,7 @@ class ScreeningReport:
             "inferred": self.screened,
             "already_stored": self.skipped,
             "claimed_elsewhere": self.claimed_elsewhere,
+            "refused": self.refused,
             "failed": self.failed,
             "duplicates": self.duplicates,
             "ignored": self.ignored,
@@ -612,10 +644,20 @@ def merge_reports(reports: Sequence[ScreeningReport]) -> ScreeningReport:
         ranks=sum(report.ranks for report in reports),
     )
     for report in reports:
-        for name in ("files", "screened", "skipped", "claimed_elsewhere", "failed", "duplicates", "ignored"):
+        for name in (
+            "files",
+            "screened",
+            "skipped",
+            "claimed_elsewhere",
+            "refused",
+            "failed",
+            "duplicates",
+            "ignored",
+        ):
             setattr(merged, name, getattr(merged, name) + getattr(report, name))
         merged.seconds = max(merged.seconds, report.seconds)
         merged.failures.extend(report.failures)
+        merged.refusals.extend(report.refusals)
         merged.contents |= report.contents
     return merged
 
@@ -683,7 +725,30 @@ class _Run:
         else:
             assert outcome.prepared is not None
             self.stored.add(sha256)  # later copies of the same content are not decoded again
-            self.batch.append(outcome.prepared)
+            if outcome.prepared.refused:  # by the gate's rules: stored as "not read", the model never runs
+                self.keep(outcome.prepared, None)
+            else:
+                self.batch.append(outcome.prepared)
+
+    def keep(self, item: PreparedImage, reading: Reading | None) -> None:
+        """Queue the record of one image (read, or refused by the gate) for the next flush."""
+        result = image_result(
+            item,
+            reading.probabilities if reading is not None else None,
+            self.backend.contract.thresholds,
+            checkpoint_id=self.checkpoint_id,
+            source_path=item.path,
+            synthetic=self.report.synthetic_model or is_synthetic_file(item.path),
+            explanation=reading.explanation if reading is not None else None,
+            captions=reading.captions if reading is not None else None,
+            verdict=reading.verdict if reading is not None else None,
+        )
+        if result.refused:
+            self.report.refused += 1
+            self.report.refusals.append((item.path, "; ".join(result.refused)))
+        else:
+            self.report.screened += 1
+        self.results.append(result)
 
     def run_batch(self) -> None:
         synthetic_model = self.report.synthetic_model
@@ -701,19 +766,8 @@ class _Run:
                     synthetic=synthetic_model,
                 )
         else:
-            for item, (probabilities, explanation, captions) in zip(self.batch, readings, strict=True):
-                result = image_result(
-                    item,
-                    probabilities,
-                    self.backend.contract.thresholds,
-                    checkpoint_id=self.checkpoint_id,
-                    source_path=item.path,
-                    synthetic=synthetic_model or is_synthetic_file(item.path),
-                    explanation=explanation,
-                    captions=captions,
-                )
-                self.results.append(result)
-            self.report.screened += len(self.batch)
+            for item, reading in zip(self.batch, readings, strict=True):
+                self.keep(item, reading)
         self.batch.clear()
         self.flush()
 
@@ -726,7 +780,10 @@ class _Run:
             try:
                 add_image_result(session=self.session, result=result, commit=False)
             except CXReaderError as exc:  # a malformed record (e.g. an over-long DICOM UID): record why
-                self.report.screened -= 1
+                if result.refused:
+                    self.report.refused -= 1
+                else:
+                    self.report.screened -= 1
                 self.fail(
                     getattr(exc, "reason", str(exc)),
                     source_path=result.source_path,
@@ -747,8 +804,8 @@ class _Run:
                 worker=self.worker,
             )
             self.held -= done
-        if self.held:
-            renew(session=self.session, worker=self.worker, lease_s=self.lease_s)
+        # Also the claims the reading threads took since (not in `held` yet): one UPDATE per batch.
+        renew(session=self.session, worker=self.worker, lease_s=self.lease_s)
         self.session.commit()  # on an error, closing the session rolls the batch back
         self.results.clear()
         self.failures.clear()
@@ -850,6 +907,7 @@ def screen(
             keep_display=describe or captioner is not None,
             stored=stored,
             claim_content=functools.partial(_claim, database, checkpoint_id, worker, lease_s),
+            gate=backend.gate,
         )
         bar = Progress(len(files), desc="screening", unit=" files", enabled=progress)
         pool = (

@@ -75,13 +75,13 @@ def check_pixel_budget(state: ServiceState, data: bytes) -> None:
 
 
 def _stored_id(state: ServiceState, sha256: str) -> int | None:
-    """The id of this content's readable record under the service's checkpoint, if stored."""
+    """The id of this content's record under the service's checkpoint (read or refused), if stored."""
     with state.database.session() as session:
         return session.scalar(
             select(Image.id).where(
                 Image.content_sha256 == sha256,
                 Image.checkpoint_id == state.checkpoint_id,
-                Image.status == "ok",
+                Image.status.in_(("ok", "refused")),  # a refusal stands as the record, like a result
             )
         )
 
@@ -96,7 +96,8 @@ def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
     created are removed again.
 
     Raises:
-        ImageReadError: not an image the reader can decode, or not a radiograph modality.
+        ImageReadError: not an image the reader can decode. An image the input gate refuses (a CT, a lateral
+            view, a photograph, ...) is stored as refused, with the reasons and no findings.
     """
     sha256 = sha256_bytes(data)
     existing = _stored_id(state, sha256)
@@ -112,26 +113,32 @@ def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
 def _analyse_and_store(state: ServiceState, sha256: str, data: bytes) -> int:
     """Read a new image, write its files, store its record; returns the record's id."""
     backend = state.backend
-    prepared = prepare_image("upload", data, transform=backend.transform, keep_display=True, sha256=sha256)
-    # The maps of all 14 findings: the page lets a clinician look at any.
-    [(probabilities, explanation, captions)] = classify_batch(
-        backend, [prepared], describe=backend.model is not None, captioner=state.captioner, findings="all"
+    prepared = prepare_image(
+        "upload", data, transform=backend.transform, keep_display=True, sha256=sha256, gate=backend.gate
     )
+    reading = None
+    if not prepared.refused:  # an image the gate's rules refuse is stored as "not read", the model never runs
+        # The maps of all 14 findings: the page lets a clinician look at any.
+        [reading] = classify_batch(
+            backend, [prepared], describe=backend.model is not None, captioner=state.captioner, findings="all"
+        )
     files = NewFiles(state.assets, sha256)
     try:
         upload_path = files.write(state.assets.upload_path(sha256), data)
         files.write(state.assets.display_path(sha256), _png(prepared.display))
+        explanation = reading.explanation if reading is not None else None
         maps = explanation.maps if explanation is not None else {}
         result = image_result(
             prepared,
-            probabilities,
+            reading.probabilities if reading is not None else None,
             backend.contract.thresholds,
             checkpoint_id=state.checkpoint_id,
             source_path=str(upload_path),
             synthetic=bool(backend.contract.synthetic),
             explanation=explanation,
             heatmap_paths=_write_heatmaps(state, sha256, maps, write=files.write),
-            captions=captions,
+            captions=reading.captions if reading is not None else None,
+            verdict=reading.verdict if reading is not None else None,
         )
         with state.database.session() as session:
             return add_image_result(session=session, result=result)
@@ -240,7 +247,7 @@ def display_png(state: ServiceState, image: ImageRecord, *, decode: bool = True)
     Raises:
         AssetUnavailableError: a failed record, or the original file is gone or changed.
     """
-    if image.status != "ok":
+    if image.status == "failed":
         raise AssetUnavailableError("this record is a file that could not be read; it has no image")
     path = state.assets.display_path(image.content_sha256)
     if path.is_file():

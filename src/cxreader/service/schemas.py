@@ -85,6 +85,17 @@ class StudyLinks(BaseModel):
     image: str | None = Field(None, description="display rendition of the radiograph (PNG)")
 
 
+class GateOut(BaseModel):
+    """The input gate's verdict on an image: a refused image was not read and has no findings."""
+
+    accepted: bool
+    reasons: list[str] = Field(description="why it was refused (empty when accepted)")
+    score: float | None = Field(
+        None, description="out-of-distribution score, where the model has the detector"
+    )
+    threshold: float | None = Field(None, description="scores above it are refused")
+
+
 class ResultModelOut(BaseModel):
     """The checkpoint a stored result came from."""
 
@@ -115,7 +126,10 @@ class StudyBase(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int = Field(validation_alias="image_id")
-    status: str = Field(description="ok, or failed (then failure_reason says why)")
+    status: str = Field(
+        description="ok; refused (the input gate did not let the model read it: gate.reasons, no findings); or "
+        "failed (the file could not be decoded: failure_reason)"
+    )
     failure_reason: str | None = None
     synthetic: bool = Field(description="SYNTHETIC image or model: not a result for a real patient")
     checkpoint_id: int | None
@@ -123,6 +137,9 @@ class StudyBase(BaseModel):
     checkpoint_sha256: str | None = Field(None, exclude=True)
     model_name: str | None = Field(None, exclude=True)
     model_synthetic: bool | None = Field(None, exclude=True)
+    gate_reasons: list[str] | None = Field(None, exclude=True)
+    gate_score: float | None = Field(None, exclude=True)
+    gate_threshold: float | None = Field(None, exclude=True)
     patient_id: str | None = None
     study_date: date | None = None
     view_position: str | None = None
@@ -140,12 +157,25 @@ class StudyBase(BaseModel):
             sha256=self.checkpoint_sha256, name=self.model_name, synthetic=self.model_synthetic
         )
 
+    @computed_field(description="the input gate's verdict (null for a file that could not be decoded)")
+    @property
+    def gate(self) -> GateOut | None:
+        """Whether the model read the image, and if not why ("not read: REASON")."""
+        if self.status == "failed":
+            return None
+        return GateOut(
+            accepted=self.status == "ok",
+            reasons=list(self.gate_reasons or []),
+            score=self.gate_score,
+            threshold=self.gate_threshold,
+        )
+
     @computed_field
     @property
     def links(self) -> StudyLinks:
         """The study's own URL and its image's."""
         url = study_url(self.id)
-        return StudyLinks(self=url, image=f"{url}/image.png" if self.status == "ok" else None)
+        return StudyLinks(self=url, image=f"{url}/image.png" if self.status != "failed" else None)
 
     @model_validator(mode="after")
     def _link_heatmaps(self, info: ValidationInfo) -> StudyBase:

@@ -11,6 +11,7 @@ upgrade it.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 # Seconds a SQLite connection waits for another writer's lock before giving up.
 _SQLITE_BUSY_TIMEOUT_S = 30.0
+# Alembic announces each of its plugins at INFO on every migration: noise on a user's terminal.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 # Any constant: the key of the PostgreSQL advisory lock that serialises concurrent migrations.
 _MIGRATION_LOCK_KEY = 0x6378_7264
 

@@ -4,8 +4,8 @@
 DATABASE_URL_ENV = "CXREADER_DATABASE_URL"
 #: Orders :func:`cxreader.storage.search.search_records` accepts.
 SEARCH_ORDERS = ("probability_desc", "date_desc")
-#: Statuses of a stored image, and those :func:`cxreader.storage.search.search_records` filters on.
-IMAGE_STATUSES = ("ok", "failed")
+#: Statuses of a stored image (read, could not be read, refused by the input gate), and those :func:`cxreader.storage.search.search_records` filters on.
+IMAGE_STATUSES = ("ok", "failed", "refused")
 SEARCH_STATUSES = (*IMAGE_STATUSES, "any")
 #: Largest page :func:`cxreader.storage.search.search_records` returns.
 MAX_SEARCH_LIMIT = 10_000

@@ -42,6 +42,9 @@ _IMAGE_COLUMNS = (
     Checkpoint.sha256.label("checkpoint_sha256"),
     Checkpoint.model_name,
     Checkpoint.synthetic.label("model_synthetic"),
+    Image.gate_reasons,
+    Image.gate_score,
+    Image.gate_threshold,
 )
 # What a FindingResult reads, with the image it belongs to and the four columns of its box.
 _FINDING_COLUMNS = (
@@ -104,11 +107,15 @@ def read_records(
     ):
         values = row._asdict()
         spacing = (values.pop("pixel_spacing_x"), values.pop("pixel_spacing_y"))
+        reasons = values.pop("gate_reasons")
         ordered = sorted(
             findings[row.image_id], key=lambda item: (-item.probability, _FINDING_ORDER[item.finding])
         )
         records[row.image_id] = ImageRecord(
-            **values, pixel_spacing=None if None in spacing else spacing, findings=tuple(ordered)
+            **values,
+            pixel_spacing=None if None in spacing else spacing,
+            gate_reasons=tuple(reasons) if reasons is not None else None,
+            findings=tuple(ordered),
         )
     return records
 

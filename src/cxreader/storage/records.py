@@ -58,7 +58,8 @@ class FindingResult:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """Everything stored for one successfully read image: metadata and the results of all 14 findings."""
+    """Everything stored for one image the model read (metadata and the results of all 14 findings) or the
+    input gate refused (metadata and the reasons, no findings)."""
 
     source_path: str
     content_sha256: str
@@ -73,6 +74,11 @@ class ImageResult:
     #: Millimetres per pixel as (x, y), i.e. (column spacing, row spacing).
     pixel_spacing: tuple[float, float] | None = None
     synthetic: bool = False
+    #: Why the input gate refused the image (then ``findings`` is empty and the image is stored as refused).
+    refused: tuple[str, ...] = ()
+    #: The gate's out-of-distribution score and threshold, where the model has the detector.
+    gate_score: float | None = None
+    gate_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,11 @@ class ImageRecord:
     checkpoint_sha256: str | None
     model_name: str | None
     model_synthetic: bool | None
+    #: The input gate's verdict where one was stored: the reasons it refused the image (empty: accepted), its
+    #: out-of-distribution score and threshold.
+    gate_reasons: tuple[str, ...] | None
+    gate_score: float | None
+    gate_threshold: float | None
     findings: tuple[FindingResult, ...]
     score: float | None = field(init=False)
 

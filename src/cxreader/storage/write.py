@@ -111,7 +111,8 @@ def add_image_result(*, session: Session, result: ImageResult, commit: bool = Tr
         study_id = image_values["study_id"] = _upsert_study(session, result.study, existing_study_id)
         image_id = _upsert_image(session, image_values)
         session.execute(delete(Finding).where(Finding.image_id == image_id))
-        session.execute(insert(Finding), [{**row, "image_id": image_id} for row in finding_rows])
+        if finding_rows:
+            session.execute(insert(Finding), [{**row, "image_id": image_id} for row in finding_rows])
         _drop_superseded_failures(session, result, image_id)
         if existing_study_id is not None and existing_study_id != study_id:
             _drop_if_empty(session, existing_study_id)
@@ -168,7 +169,7 @@ def record_failure(
         The id of the image row holding the failure (or the stored success).
     """
     content_sha256 = _check_sha256(content_sha256, source_path)
-    reason = " ".join(str(reason).split())[:MAX_REASON_CHARS] or "unknown reason"
+    reason = _one_line(reason)
     same_checkpoint = (
         Image.checkpoint_id.is_(None) if checkpoint_id is None else Image.checkpoint_id == checkpoint_id
     )
@@ -252,6 +253,10 @@ def _check_identifier(value: str | None, name: str, where: str) -> str | None:
 
 def _finding_rows(result: ImageResult) -> list[dict[str, Any]]:
     where = result.source_path
+    if result.refused:
+        if result.findings:
+            raise DataError(where, "an image the input gate refused has no findings")
+        return []
     rows: dict[str, dict[str, Any]] = {}
     for item in result.findings:
         try:
@@ -303,8 +308,11 @@ def _image_values(result: ImageResult) -> dict[str, Any]:
         "checkpoint_id": result.checkpoint_id,
         "source_path": str(result.source_path),
         "content_sha256": _check_sha256(result.content_sha256, where),
-        "status": "ok",
-        "failure_reason": None,
+        "status": "refused" if result.refused else "ok",
+        "failure_reason": _one_line("; ".join(result.refused)) if result.refused else None,
+        "gate_reasons": [str(reason) for reason in result.refused],
+        "gate_score": _finite(result.gate_score, "gate score", where),
+        "gate_threshold": _finite(result.gate_threshold, "gate threshold", where),
         "sop_instance_uid": _check_identifier(result.sop_instance_uid, "SOPInstanceUID", where),
         "view_position": _check_identifier(result.view_position, "ViewPosition", where),
         "modality": _check_identifier(result.modality, "Modality", where),
@@ -314,6 +322,19 @@ def _image_values(result: ImageResult) -> dict[str, Any]:
         "pixel_spacing_y": float(spacing[1]) if spacing else None,
         "synthetic": bool(result.synthetic),
     }
+
+
+def _one_line(reason: str) -> str:
+    """A reason as one line of at most :data:`MAX_REASON_CHARS` characters."""
+    return " ".join(str(reason).split())[:MAX_REASON_CHARS] or "unknown reason"
+
+
+def _finite(value: float | None, name: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if not math.isfinite(float(value)):
+        raise DataError(where, f"{name} {value!r} is not a finite number")
+    return float(value)
 
 
 def _dialect_insert(session: Session, entity: Any) -> Any:

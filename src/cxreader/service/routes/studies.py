@@ -165,7 +165,7 @@ def search_studies(
     patient: Annotated[str | None, Query(max_length=64, description="patient ID, exact")] = None,
     text: Annotated[str | None, Query(max_length=200, description="words of the description")] = None,
     above_threshold: Annotated[bool | None, Query(description="only findings above threshold")] = None,
-    status_filter: Annotated[Literal["ok", "failed", "any"], Query(alias="status")] = "ok",
+    status_filter: Annotated[Literal["ok", "refused", "failed", "any"], Query(alias="status")] = "ok",
     model: Annotated[
         str | None,
         Query(

@@ -241,7 +241,8 @@ async function showStudy(study) {
   metaRow(meta, "Image size", study.width ? `${study.width} × ${study.height} px` : null);
   if (study.pixel_spacing_mm) metaRow(meta, "Pixel spacing", `${fmt(study.pixel_spacing_mm[0], 3)} mm`);
   metaRow(meta, "Stored", new Date(study.created_at).toLocaleString());
-  if (study.status !== "ok") metaRow(meta, "Could not be read", study.failure_reason);
+  if (study.status === "refused") metaRow(meta, "Not read", (study.gate && study.gate.reasons.join("; ")) || study.failure_reason);
+  else if (study.status !== "ok") metaRow(meta, "Could not be read", study.failure_reason);
 
   renderPositives(study);
   renderFindings(study);
@@ -273,6 +274,11 @@ function findingOf(name) {
 function renderPositives(study) {
   const list = $("positives");
   list.replaceChildren();
+  if (study.status === "refused") {
+    const reasons = (study.gate && study.gate.reasons.join("; ")) || study.failure_reason;
+    list.append(element("li", { text: `Not read: ${reasons}. The model gives no findings for this image.`, className: "none" }));
+    return;
+  }
   if (study.status !== "ok") {
     list.append(element("li", { text: "No result: the file could not be read.", className: "none" }));
     return;
@@ -465,7 +471,8 @@ function findingChips(item, filtered) {
   const cell = element("div", { className: "chips" });
   td.append(cell);
   if (item.status !== "ok") {
-    cell.append(element("span", { text: `could not be read: ${item.failure_reason}`, className: "failed" }));
+    const prefix = item.status === "refused" ? "not read" : "could not be read";
+    cell.append(element("span", { text: `${prefix}: ${item.failure_reason}`, className: "failed" }));
     return td;
   }
   const shown = filtered ? item.findings : item.findings.filter((finding) => finding.above_threshold);

@@ -11,10 +11,13 @@ import pytest
 from cxreader.labels import FINDINGS
 from cxreader.screening.triage import (
     CSV_COLUMNS,
+    TIER_WEIGHTS,
     URGENCY_ORDER,
+    URGENCY_TIERS,
     build_triage,
     format_triage,
     make_entry,
+    priority,
     triage_from_database,
     urgency_rank,
     write_triage_csv,
@@ -37,7 +40,7 @@ def test_urgency_order_holds_each_finding_once_with_pneumothorax_first_and_nodul
     assert urgency_rank("pleural thickening") == urgency_rank("Pleural_Thickening") == 13
 
 
-def test_most_urgent_finding_decides_then_its_probability_then_more_findings():
+def test_the_leading_finding_decides_then_urgency_then_more_findings():
     nodule = entry("a.png", ("Nodule", 0.99))
     pneumothorax = entry("b.png", ("Pneumothorax", 0.55), ("Nodule", 0.9))
     effusion_high = entry("c.png", ("Effusion", 0.95))
@@ -47,7 +50,7 @@ def test_most_urgent_finding_decides_then_its_probability_then_more_findings():
     ordered = build_triage([nodule, effusion_low, nothing, effusion_high, pneumothorax, effusion_low_more])
     assert [item.source_path for item in ordered] == ["b.png", "c.png", "e.png", "d.png", "a.png"]
     assert nothing is None
-    # Within an entry the findings are listed most urgent first.
+    # Within an entry the findings are listed by priority (Pneumothorax 0.55 x 4 before Nodule 0.9 x 1).
     assert [item.finding for item in pneumothorax.positives] == ["Pneumothorax", "Nodule"]
 
 
@@ -132,3 +135,19 @@ def test_empty_triage_says_so():
 def test_urgency_rank_rejects_what_is_not_a_finding(name):
     with pytest.raises((KeyError, ValueError)):
         urgency_rank(name)
+
+
+def test_a_faint_finding_never_outranks_a_near_certain_one_of_its_tier():
+    """The issue's case: Consolidation at 0.01 ranked above Mass at 0.99 under the old urgency-first rule."""
+    faint_consolidation = entry("c.png", ("Consolidation", 0.01))
+    certain_mass = entry("m.png", ("Mass", 0.99))
+    certain_pneumonia = entry("p.png", ("Pneumonia", 0.99))
+    faint_pneumothorax = entry("t.png", ("Pneumothorax", 0.2))
+    likely_pneumothorax = entry("u.png", ("Pneumothorax", 0.3))
+    ordered = build_triage(
+        [faint_consolidation, certain_mass, certain_pneumonia, faint_pneumothorax, likely_pneumothorax]
+    )
+    assert [item.source_path for item in ordered] == ["p.png", "u.png", "m.png", "t.png", "c.png"]
+    assert {tier for tier in TIER_WEIGHTS} == set(URGENCY_TIERS)
+    assert sorted(name for names in URGENCY_TIERS.values() for name in names) == sorted(FINDINGS)
+    assert priority(FindingResult("Mass", 0.99, 0.5)) == pytest.approx(0.99)

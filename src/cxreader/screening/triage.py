@@ -23,10 +23,20 @@ Edema) and places the other six where their clinical course puts them:
 12. **Emphysema**, 13. **Fibrosis**, 14. **Pleural Thickening**: chronic conditions, important for the
     patient's care but not for the order of a worklist.
 
-Sorting rule (:func:`build_triage`): an image ranks by its most urgent finding above threshold; among images
-whose most urgent finding is the same, the higher probability of that finding comes first; then the image
-with more findings above threshold; then the source path (a stable order). Images with no finding above
-threshold are not on the list.
+Sorting rule (:func:`build_triage`). A finding's *priority* combines its urgency and its probability: the
+probability (calibrated, where the checkpoint carries a calibration) times the weight of its urgency tier
+(:data:`TIER_WEIGHTS`):
+
+* **critical**, weight 4: Pneumothorax (Annarumma's "critical");
+* **urgent**, weight 2: Effusion, Pneumonia, Consolidation, Infiltration, Edema (acted upon the same day);
+* **non-urgent**, weight 1: Atelectasis, Cardiomegaly, Mass, Nodule, Hernia (work-up within days to months);
+* **chronic**, weight 0.5: Emphysema, Fibrosis, Pleural Thickening.
+
+An image ranks by its highest-priority finding above threshold (the *leading* finding); ties go to the more
+urgent finding (:data:`URGENCY_ORDER`), then to more findings above threshold, then to the source path (a stable
+order). So a finding at 0.01 never outranks one at 0.99 of the same tier, whatever their order inside it, and a
+critical finding outranks a non-urgent one only when it is at least a quarter as probable (0.25 x 4 = 0.99 x 1
+at the margin). Images with no finding above threshold are not on the list.
 
 The printed list never shows patient identifiers (progress output and logs must not); the CSV, an export for
 the clinical team, carries the PatientID the records database holds.
@@ -85,7 +95,17 @@ CSV_COLUMNS = (
     "synthetic",
 )
 
+#: Urgency tiers and their weights in a finding's priority (see the module docstring).
+URGENCY_TIERS: dict[str, tuple[str, ...]] = {
+    "critical": ("Pneumothorax",),
+    "urgent": ("Effusion", "Pneumonia", "Consolidation", "Infiltration", "Edema"),
+    "non-urgent": ("Atelectasis", "Cardiomegaly", "Mass", "Nodule", "Hernia"),
+    "chronic": ("Emphysema", "Fibrosis", "Pleural_Thickening"),
+}
+TIER_WEIGHTS = {"critical": 4.0, "urgent": 2.0, "non-urgent": 1.0, "chronic": 0.5}
+
 _RANK = {name: index for index, name in enumerate(URGENCY_ORDER)}
+_WEIGHT = {name: TIER_WEIGHTS[tier] for tier, names in URGENCY_TIERS.items() for name in names}
 # Hashes per query when reading a run's results back: well below SQLite's and PostgreSQL's parameter limits.
 _QUERY_CHUNK = 500
 
@@ -95,11 +115,16 @@ def urgency_rank(finding: str) -> int:
     return _RANK[canonical_finding(finding)]
 
 
+def priority(finding: FindingResult) -> float:
+    """A finding's triage priority: its probability times its urgency tier's weight (module docstring)."""
+    return _WEIGHT[canonical_finding(finding.finding)] * float(finding.probability)
+
+
 @dataclass(frozen=True)
 class TriageEntry:
     """One image on the triage list.
 
-    ``positives`` holds the results of the findings above threshold, most urgent first (:func:`make_entry`
+    ``positives`` holds the results of the findings above threshold, highest priority first (:func:`make_entry`
     sorts them).
     """
 
@@ -114,26 +139,26 @@ class TriageEntry:
 
     @property
     def most_urgent(self) -> FindingResult:
-        """The most urgent finding above threshold."""
+        """The leading finding: the one above threshold with the highest :func:`priority`."""
         return self.positives[0]
 
 
 def make_entry(
     *, source_path: str, positives: Iterable[FindingResult], **details: object
 ) -> TriageEntry | None:
-    """A :class:`TriageEntry` with its findings in urgency order, or ``None`` when none is above threshold."""
-    ordered = tuple(sorted(positives, key=lambda item: (urgency_rank(item.finding), -item.probability)))
+    """A :class:`TriageEntry` with its findings by priority, or ``None`` when none is above threshold."""
+    ordered = tuple(sorted(positives, key=lambda item: (-priority(item), urgency_rank(item.finding))))
     if not ordered:
         return None
     return TriageEntry(source_path=source_path, positives=ordered, **details)  # type: ignore[arg-type]
 
 
 def build_triage(entries: Iterable[TriageEntry | None]) -> list[TriageEntry]:
-    """The entries that have a finding above threshold, most urgent first (the rule in the module docstring)."""
+    """The entries that have a finding above threshold, highest priority first (the module docstring's rule)."""
 
-    def urgency(entry: TriageEntry) -> tuple[int, float, int, str]:
+    def urgency(entry: TriageEntry) -> tuple[float, int, int, str]:
         first = entry.most_urgent
-        return (urgency_rank(first.finding), -first.probability, -len(entry.positives), entry.source_path)
+        return (-priority(first), urgency_rank(first.finding), -len(entry.positives), entry.source_path)
 
     return sorted((entry for entry in entries if entry is not None and entry.positives), key=urgency)
 

@@ -120,7 +120,7 @@ def run_demo(args: argparse.Namespace) -> int:
         f"  data:        {data_dir}  (synthetic, NIH layout)\n"
         f"  checkpoints: {run_dir / 'best.pt'}, {run_dir / 'last.pt'}\n"
         f"  metrics:     {run_dir / 'metrics.jsonl'}, TensorBoard logs in {run_dir / 'tensorboard'}\n"
-        f"  evaluation:  {eval_dir / 'report.md'}, {eval_dir / 'report.json'}, {eval_dir / 'roc.png'}\n"
+        f"  evaluation:  {eval_dir / 'report.md'}, {eval_dir / 'report.json'}, {eval_dir / 'roc.png'}, {eval_dir / 'reliability.png'}\n"
         "Everything above was computed on SYNTHETIC images. " + DISCLAIMER
     )
     return 0

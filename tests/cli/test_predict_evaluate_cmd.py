@@ -8,6 +8,7 @@ import pytest
 from tests.training.tiny_run import TINY_TRAIN_ARGS
 
 from cxreader.cli.__main__ import main
+from cxreader.labels import FINDINGS
 
 TRAIN = [*TINY_TRAIN_ARGS, "--epochs", "2"]
 
@@ -99,3 +100,30 @@ def test_missing_checkpoint_is_one_line(capsys, tmp_path):
     assert main(["predict", "--checkpoint", str(tmp_path / "nope.pt"), "x.png"]) == 2
     err = capsys.readouterr().err
     assert "nope.pt" in err and "Traceback" not in err
+
+
+def test_predict_shows_the_operating_point_its_thresholds_come_from(tmp_path, capsys) -> None:
+    import torch
+    from tests.screening.factories import png_bytes
+
+    from cxreader.models import create_model
+    from cxreader.models.checkpoint import CheckpointContract, save_checkpoint
+
+    points = {name: {"threshold": 0.4, "sensitivity": 0.81, "specificity": 0.77} for name in FINDINGS}
+    contract = CheckpointContract(
+        model_name="densenet_small",
+        input_size=64,
+        thresholds=(0.4,) * len(FINDINGS),
+        synthetic=True,
+        operating_point={"rule": "youden", "split": "val", "findings": points},
+    )
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", model=create_model("densenet_small", init="none"), contract=contract)
+    image = tmp_path / "x.png"
+    image.write_bytes(png_bytes(3))
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.pt"), str(image)]) == 0
+    out = capsys.readouterr().out
+    assert "operating point: youden" in out and "(threshold 0.400; sens 0.81, spec 0.77)" in out
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.pt"), "--json", str(image)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["operating_point"]["rule"] == "youden"

@@ -74,9 +74,9 @@ def name_value(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def print_json_results(results: list[dict], synthetic: bool) -> None:
-    """The ``--json`` output of a command over image files."""
-    payload = {"results": results, "checkpoint_synthetic": synthetic, "disclaimer": DISCLAIMER}
+def print_json_results(results: list[dict], synthetic: bool, **extra: object) -> None:
+    """The ``--json`` output of a command over image files (``extra``: more top-level keys)."""
+    payload = {"results": results, "checkpoint_synthetic": synthetic, **extra, "disclaimer": DISCLAIMER}
     print(json.dumps(payload, indent=2))
 
 

@@ -56,9 +56,12 @@ def run_predict(args: argparse.Namespace) -> int:
         captioner = CaptionPredictor(args.caption, device=args.device, beam_size=args.beam)
         caption_predictions(captioner, results)
     synthetic = predictor.contract.synthetic
+    operating_point = predictor.contract.operating_point
     if args.json:
-        arguments.print_json_results([result.to_json_dict() for result in results], synthetic)
+        arguments.print_json_results(
+            [result.to_json_dict() for result in results], synthetic, operating_point=operating_point
+        )
     else:
-        print(format_predictions(results, predictor.thresholds))
+        print(format_predictions(results, predictor.thresholds, operating_point))
         arguments.print_footer(synthetic)
     return 1 if any(result.error for result in results) else 0

@@ -136,9 +136,25 @@ class Predictor:
         return results
 
 
-def format_predictions(results: Sequence[FilePrediction], thresholds: Sequence[float]) -> str:
-    """A readable block per file: findings sorted by probability, '*' where the threshold is crossed."""
+def format_predictions(
+    results: Sequence[FilePrediction],
+    thresholds: Sequence[float],
+    operating_point: dict[str, Any] | None = None,
+) -> str:
+    """A readable block per file: findings sorted by probability, '*' where the threshold is crossed.
+
+    Args:
+        operating_point: The checkpoint's record of how its thresholds were chosen
+            (:attr:`~cxreader.models.checkpoint.CheckpointContract.operating_point`): its rule heads the output
+            and each finding shows the sensitivity and specificity its threshold achieved on validation.
+    """
     lines = []
+    achieved = (operating_point or {}).get("findings", {})
+    if operating_point:
+        lines.append(
+            f"operating point: {operating_point.get('rule', '?')} (thresholds chosen on the "
+            f"{operating_point.get('split', 'validation')} split; their sensitivity and specificity there)"
+        )
     for result in results:
         if result.error:
             lines.append(f"{result.path}: ERROR {result.error}")
@@ -152,7 +168,15 @@ def format_predictions(results: Sequence[FilePrediction], thresholds: Sequence[f
         for name in order:
             probability, threshold = result.probabilities[name], thresholds[FINDINGS.index(name)]
             mark = "*" if name in result.positive else " "
-            lines.append(f"  {mark} {display_name(name):<20} {probability:.3f}  (threshold {threshold:.3f})")
+            point = achieved.get(name) or {}
+            there = (
+                f"; sens {point['sensitivity']:.2f}, spec {point['specificity']:.2f}"
+                if point.get("sensitivity") is not None and point.get("specificity") is not None
+                else ""
+            )
+            lines.append(
+                f"  {mark} {display_name(name):<20} {probability:.3f}  (threshold {threshold:.3f}{there})"
+            )
         if result.descriptions is not None:
             empty = "" if result.descriptions else " no finding above its threshold"
             lines.append(f"  description:{empty}")

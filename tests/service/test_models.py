@@ -67,3 +67,10 @@ def test_uploads_the_gate_refuses_are_stored_as_not_read(make_service, tmp_path)
     listed = service.client.get("/api/studies", params={"status": "refused"}).json()
     assert listed["total"] == len(expected)
     assert service.client.get("/api/studies").json()["total"] == 0  # not among the studies read
+
+
+def test_the_model_says_how_it_gates_and_where_its_thresholds_come_from(make_service) -> None:
+    model = make_service().client.get("/api/model").json()
+    # The tiny test checkpoint predates calibration, operating points and the detector: rules only.
+    assert model["gate"] == {"rules": True, "out_of_distribution": False}
+    assert model["operating_point"] is None and model["calibrated"] is False

@@ -51,6 +51,16 @@ class ModelOut(BaseModel):
     synthetic: bool = Field(description="trained on SYNTHETIC data: its outputs mean nothing for patients")
     heatmaps: bool = Field(description="whether the model can draw heatmaps")
     cxreader_version: str
+    operating_point: dict[str, Any] | None = Field(
+        None,
+        description="how the thresholds were chosen: the rule, and per finding the threshold, sensitivity and "
+        "specificity it achieved on validation (null for checkpoints that do not record it)",
+    )
+    calibrated: bool = Field(False, description="probabilities are calibrated on validation data")
+    gate: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the input gate: rules only, or with an out-of-distribution detector",
+    )
     disclaimer: str
 
 

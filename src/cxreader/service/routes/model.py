@@ -19,7 +19,18 @@ router = APIRouter(
 @router.get("/model", summary="The model: findings, operating thresholds, synthetic flag")
 def get_model(state: StateDep) -> ModelOut:
     """What the page shows about the model, and whether it was trained on SYNTHETIC data."""
-    return ModelOut(**model_summary(state.backend), disclaimer=DISCLAIMER)
+    contract = state.backend.contract
+    detector = state.backend.gate.detector
+    gate = {"rules": True, "out_of_distribution": detector is not None}
+    if detector is not None:
+        gate |= {"threshold": detector.threshold, "false_alarm_rate": detector.false_alarm_rate}
+    return ModelOut(
+        **model_summary(state.backend),
+        operating_point=contract.operating_point,
+        calibrated=contract.calibration is not None,
+        gate=gate,
+        disclaimer=DISCLAIMER,
+    )
 
 
 @router.get("/models", summary="Every model with stored results, newest first")

@@ -106,7 +106,8 @@ async function loadModel() {
     const model = await apiJson("/api/model");
     state.model = model;
     show($("key-panel"), false);
-    $("model-name").textContent = `model: ${model.model_name} · ${model.file}`;
+    const point = model.operating_point ? ` · operating point: ${model.operating_point.rule}` : "";
+    $("model-name").textContent = `model: ${model.model_name} · ${model.file}${point}`;
     $("model-name").title = `sha256 ${model.sha256}`;
     show($("model-synthetic"), model.synthetic);
     show($("synthetic-banner"), model.synthetic);
@@ -311,6 +312,13 @@ function renderPositives(study) {
   }
 }
 
+function operatingPointTitle(name) {
+  const point = state.model && state.model.operating_point;
+  const achieved = point && point.findings && point.findings[name];
+  if (!achieved || achieved.sensitivity == null) return "";
+  return `${point.rule}: sensitivity ${fmt(achieved.sensitivity)}, specificity ${fmt(achieved.specificity)} on validation`;
+}
+
 function renderFindings(study) {
   const body = $("findings-body");
   body.replaceChildren();
@@ -340,7 +348,7 @@ function renderFindings(study) {
       name,
       barCell,
       element("td", { text: fmt(finding.probability), className: "num" }),
-      element("td", { text: fmt(finding.threshold), className: "num" }),
+      element("td", { text: fmt(finding.threshold), className: "num", title: operatingPointTitle(finding.finding) }),
       heat,
     );
     body.append(row);

@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxreader.evaluation.calibration import TEMPERATURE, fit_calibration
+from cxreader.evaluation.calibration import fit_calibration
 from cxreader.evaluation.calibration_metrics import brier_scores, expected_calibration_error
 from cxreader.evaluation.metrics import per_class_auroc
 from cxreader.evaluation.predictions_file import read_labelled_predictions
+from cxreader.inference.calibration import TEMPERATURE
 from cxreader.labels import FINDINGS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -53,6 +53,13 @@ class TrainConfig:
         max_train_batches / max_val_batches: Cap per epoch (0 = all), for smoke runs.
         seed: Seeds the split, the sampler and every augmentation.
         log_every: Progress-bar refresh in steps. synthetic: set when the data is synthetic (labels reports).
+        operating_point: The rule that picks each finding's threshold on the calibrated validation
+            probabilities at the end of training: ``youden`` (Youden's J, the rule cxreader always used),
+            ``f1``, ``sensitivity=X`` or ``specificity=X`` (:mod:`cxreader.evaluation.thresholds`).
+        ood_false_alarm_rate: Share of validation images the input gate's out-of-distribution detector,
+            fitted at the end of training, refuses (Lee et al. 2018; :mod:`cxreader.inference.gate`).
+        ood_train_images: At most this many training images (a seeded subsample) for that detector's mean and
+            covariance.
     """
 
     data: str = ""
@@ -90,6 +97,9 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     synthetic: bool = False
+    operating_point: str = "youden"
+    ood_false_alarm_rate: float = 0.01
+    ood_train_images: int = 20000
 
     def validate(self) -> TrainConfig:
         """Check value ranges; return self."""
@@ -113,6 +123,10 @@ class TrainConfig:
             raise ConfigError(
                 f"box_weight must be positive and box_space >= 0, got {self.box_weight}, {self.box_space}"
             )
+        if not 0.0 < self.ood_false_alarm_rate < 1.0:
+            raise ConfigError(f"ood_false_alarm_rate must be in (0, 1), got {self.ood_false_alarm_rate}")
+        if self.ood_train_images < 2:
+            raise ConfigError(f"ood_train_images must be at least 2, got {self.ood_train_images}")
         if self.split == "lists" and not self.lists:
             raise ConfigError("split=lists needs --list train=FILE --list val=FILE [--list test=FILE]")
         return self

@@ -65,6 +65,29 @@ def test_unreadable_file_gets_its_error_and_the_others_their_captions(caption_ru
     assert results[1].error is None
 
 
+def test_the_encoders_calibration_is_applied_to_its_probabilities(caption_run, synthetic_dir, tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from cxreader.inference.calibration import TEMPERATURE, Calibration, FindingCalibration
+
+    calibration = Calibration(
+        FINDINGS, tuple(FindingCalibration(TEMPERATURE, temperature=3.0) for _ in FINDINGS)
+    )
+    payload = torch.load(caption_run.checkpoint, weights_only=True)
+    payload["contract"]["encoder"]["calibration"] = calibration.to_json()
+    calibrated_path = tmp_path / "calibrated-caption.pt"
+    torch.save(payload, calibrated_path)
+    raw = CaptionPredictor(caption_run.checkpoint, device="cpu", beam_size=1)
+    calibrated = CaptionPredictor(calibrated_path, device="cpu", beam_size=1)
+    assert raw.calibration is None and calibrated.calibration == calibration
+    image = next((synthetic_dir / "images").glob("*.png"))
+    features = raw.features([np.asarray(Image.open(image).convert("L"))])
+    expected = calibration.apply(raw.probabilities(features)).astype(np.float32)
+    np.testing.assert_array_equal(calibrated.probabilities(features), expected)
+
+
 def test_a_classifier_checkpoint_is_not_a_caption_checkpoint(encoder_checkpoint: Path):
     with pytest.raises(CheckpointError):
         load_caption_checkpoint(encoder_checkpoint)

@@ -1,29 +1,24 @@
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from scipy.special import expit
-from sklearn.isotonic import IsotonicRegression
 
 from cxreader.evaluation.calibration import (
-    CALIBRATION_FORMAT,
-    IDENTITY,
-    ISOTONIC,
     MIN_ISOTONIC_POSITIVES,
-    TEMPERATURE,
-    Calibration,
-    FindingCalibration,
-    apply_isotonic,
-    apply_temperature,
     fit_calibration,
     fit_finding_calibration,
-    fit_isotonic,
     fit_temperature,
 )
-from cxreader.evaluation.calibration_metrics import expected_calibration_error
+from cxreader.evaluation.calibration_metrics import ECE_BINS, expected_calibration_error
 from cxreader.evaluation.metrics import per_class_auroc
+from cxreader.inference.calibration import (
+    IDENTITY,
+    ISOTONIC,
+    TEMPERATURE,
+    apply_isotonic,
+    apply_temperature,
+)
 from cxreader.labels import FINDINGS, NUM_FINDINGS
 
 
@@ -103,45 +98,25 @@ def test_a_finding_without_positives_is_left_alone():
     np.testing.assert_array_equal(calibration.apply(probs)[:, -1], probs[:, -1])
 
 
-def test_isotonic_knots_reproduce_sklearn_predictions():
-    labels, probs = _bent(3000, seed=6)
-    knots_x, knots_y = fit_isotonic(probs, labels)
-    model = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(probs, labels)
-    new = np.concatenate([np.random.default_rng(7).random(500), [0.0, 1.0]])
-    np.testing.assert_allclose(apply_isotonic(new, knots_x, knots_y), model.predict(new), atol=1e-12)
+def test_the_fitting_rule_is_recorded_with_the_calibration():
+    labels, probs = _overconfident(300, 2, temperature=2.0, seed=11)
+    calibration = fit_calibration(probs, labels, findings=("a", "b"), isotonic=False, folds=3, seed=4)
+    assert calibration.rule == {
+        "min_isotonic_positives": MIN_ISOTONIC_POSITIVES,
+        "folds": 3,
+        "seed": 4,
+        "ece_bins": ECE_BINS,
+        "isotonic": False,
+    }
 
 
-def test_json_round_trip_applies_identically():
-    labels, probs = _overconfident(3000, NUM_FINDINGS, temperature=2.0, seed=8)
-    bent_labels, bent_probs = _bent(3000, seed=9)
-    labels[:, 0], probs[:, 0] = bent_labels, bent_probs  # an isotonic finding among temperature ones
-    labels[:, -1] = 0.0  # and an identity one
-    calibration = fit_calibration(probs, labels)
-    assert {ISOTONIC, TEMPERATURE, IDENTITY} <= set(calibration.methods.values())
-
-    data = json.loads(json.dumps(calibration.to_json(), allow_nan=False))
-    assert data["format"] == CALIBRATION_FORMAT
-    assert [entry["finding"] for entry in data["findings"]] == list(FINDINGS)
-    assert data["rule"]["min_isotonic_positives"] == MIN_ISOTONIC_POSITIVES
-    restored = Calibration.from_json(data)
-    assert restored == calibration
-    np.testing.assert_array_equal(restored.apply(probs), calibration.apply(probs))
-
-
-def test_malformed_inputs_are_refused():
-    with pytest.raises(ValueError, match="format"):
-        Calibration.from_json({"format": "something else", "findings": []})
-    with pytest.raises(ValueError, match="unknown calibration method"):
-        FindingCalibration(method="platt")
-    with pytest.raises(ValueError, match="non-decreasing"):
-        FindingCalibration(method=ISOTONIC, knots_x=(0.0, 1.0), knots_y=(0.9, 0.1))
-    with pytest.raises(ValueError, match="temperature"):
-        FindingCalibration(method=TEMPERATURE, temperature=0.0)
-    calibration = fit_calibration(*reversed(_overconfident(200, 2, 2.0, seed=10)), findings=("a", "b"))
-    with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        calibration.apply(np.zeros((4, 3)))
+def test_malformed_fitting_inputs_are_refused():
     with pytest.raises(ValueError, match="both positive and negative"):
         fit_temperature(np.array([0.2, 0.7]), np.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match="folds"):
+        fit_calibration(np.full((4, 2), 0.5), np.zeros((4, 2)), findings=("a", "b"), folds=1)
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        fit_calibration(np.full((4, 2), 1.5), np.zeros((4, 2)), findings=("a", "b"))
 
 
 @pytest.mark.shared_data
@@ -161,3 +136,12 @@ def test_real_reference_predictions_calibrate_on_held_out_patients(shared_data):
     np.testing.assert_array_equal(per_class_auroc(labels, calibrated), per_class_auroc(labels, probs))
     before = expected_calibration_error(labels, probs).mean()
     assert expected_calibration_error(labels, calibrated).mean() < 0.8 * before
+
+
+def test_a_perfectly_separated_finding_is_left_alone_rather_than_saturated():
+    probs = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    labels = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    separated = fit_finding_calibration(probs, labels)
+    assert separated.method == IDENTITY and "perfectly separated" in separated.reason
+    labels[2], labels[3] = 1.0, 0.0  # a positive below a negative: now a temperature is identifiable
+    assert fit_finding_calibration(probs, labels).method != IDENTITY

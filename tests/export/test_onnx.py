@@ -219,3 +219,37 @@ def test_cli_export_and_predict(exported, tmp_path, capsys):
     )
     with pytest.raises(ConfigError, match="must end in .onnx"):
         args.func(args)
+
+
+def test_an_export_keeps_calibration_and_operating_point_and_applies_the_calibration(exported, tmp_path):
+    from cxreader.inference.calibration import TEMPERATURE, Calibration, FindingCalibration
+    from cxreader.inference.gate import OutOfDistribution
+    from cxreader.labels import FINDINGS
+
+    calibration = Calibration(
+        FINDINGS, tuple(FindingCalibration(TEMPERATURE, temperature=2.0) for _ in FINDINGS)
+    )
+    rng = np.random.default_rng(4)
+    detector = OutOfDistribution.fit(rng.standard_normal((40, 8)), rng.standard_normal((10, 8)))
+    point = {"rule": "f1", "scale": "calibrated", "split": "validation", "findings": {}}
+    contract = CheckpointContract(
+        model_name="densenet_small",
+        input_size=INPUT,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        calibration=calibration.to_json(),
+        operating_point=point,
+        ood=detector.to_state(),
+    )
+    checkpoint = tmp_path / "calibrated.pt"
+    save_checkpoint(checkpoint, model=exported["model"], contract=contract)
+    summary = export_onnx(checkpoint, tmp_path / "calibrated.onnx")
+    assert summary.max_abs_prob_diff < FP32_TOLERANCE  # checked against the calibrated PyTorch outputs
+    stored, _ = read_onnx_contract(summary.path)
+    assert stored.calibration == calibration.to_json() and stored.operating_point == point
+    assert stored.ood is None  # the graph gives no pooled features: the detector stays behind
+    batch = np.random.default_rng(5).standard_normal((3, 3, INPUT, INPUT)).astype(np.float32)
+    raw = _pytorch_probs(exported["model"], batch)
+    predicted = OnnxBackend(summary.path, threads=1).predict(batch)
+    np.testing.assert_allclose(predicted, calibration.apply(raw), atol=FP32_TOLERANCE)
+    assert np.abs(predicted - raw).max() > 10 * FP32_TOLERANCE  # and the calibration did change them

@@ -18,6 +18,7 @@ import pytest
 from tests.training.tiny_run import TINY_TRAIN_ARGS
 
 from cxreader.data.chestxray14 import load_splits
+from cxreader.models.checkpoint import load_checkpoint
 from cxreader.training.engine import PredictionOutput, merge_shards
 
 # channels_last off (the `auto` of CPUs; the demo recipe turns it on for its single process): with it, the
@@ -86,6 +87,11 @@ def test_torchrun_two_processes_match_one(tiny_nih, tmp_path):
                 assert abs(value - b["val_auroc"][name]) <= 0.02, name
     # only rank 0 wrote: one metrics line per epoch, no stray files from rank 1
     assert len(two) == 2 and not list(ddp.glob("*.tmp"))
+    # the end-of-training fit saw every validation and training image once, sharded over the two ranks
+    contracts = [load_checkpoint(run / "best.pt").contract for run in (single, ddp)]
+    assert all(c.calibration is not None and c.operating_point is not None for c in contracts)
+    assert contracts[0].ood["fitted_on"] == contracts[1].ood["fitted_on"]
+    assert contracts[1].ood["fitted_on"]["validation"] == val_size
 
 
 def test_merge_shards_orders_and_refuses_duplicates():
@@ -96,3 +102,12 @@ def test_merge_shards_orders_and_refuses_duplicates():
     assert merged.probs[1, 0] == pytest.approx(0.2)
     with pytest.raises(RuntimeError, match="more than once"):
         merge_shards([a, a])
+
+
+def test_merge_shards_keeps_features_in_the_same_order():
+    a = PredictionOutput(np.array([2, 0]), np.zeros((2, 14), np.float32), features=np.array([[2.0], [0.0]]))
+    b = PredictionOutput(np.array([1]), np.zeros((1, 14), np.float32), features=np.array([[1.0]]))
+    empty = PredictionOutput(np.zeros(0, np.int64), np.zeros((0, 14), np.float32), features=np.zeros((0, 0)))
+    merged = merge_shards([a, b, empty])
+    assert merged.indices.tolist() == [0, 1, 2] and merged.features[:, 0].tolist() == [0.0, 1.0, 2.0]
+    assert merge_shards([a, PredictionOutput(np.array([1]), np.zeros((1, 14)))]).features is None

@@ -43,6 +43,8 @@ def test_train_writes_checkpoints_metrics_and_learns(tiny_nih, tmp_path, capsys,
     assert history[0]["val_auroc"]["Hernia"] is None  # no positives: undefined, not 0.5
     loaded = load_checkpoint(run / "best.pt")
     assert loaded.contract.input_size == 32 and loaded.contract.config["split"] == "random"
+    # last.pt (with the generators' states) loads as safely as best.pt, for predict and evaluate.
+    assert load_checkpoint(run / "last.pt").contract.epoch == 3
     assert loaded.contract.config["augment"] == augment
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     # a second run into the same folder is refused instead of silently overwriting it

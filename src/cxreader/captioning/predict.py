@@ -20,6 +20,7 @@ from cxreader.captioning.checkpoint import load_caption_checkpoint
 from cxreader.captioning.decode import Hypothesis, beam_search, greedy_decode
 from cxreader.captioning.features import encoder_features, read_encoder_image
 from cxreader.errors import ConfigError, CXReaderError
+from cxreader.inference.calibration import contract_calibration
 from cxreader.inference.runtime import resolve_device
 from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical_finding
 from cxreader.vocabulary import to_mesh_string, to_token, tokens_to_annotation
@@ -101,6 +102,8 @@ class CaptionPredictor:
         self.vocab = self.contract.vocab
         self.transform = self.contract.encoder.eval_preset()
         self.thresholds = np.asarray(self.contract.encoder.thresholds, dtype=np.float32)
+        # The encoder checkpoint's thresholds are on its calibrated scale where it carries a calibration.
+        self.calibration = contract_calibration(self.contract.encoder, source=str(checkpoint))
         self.beam_size = beam_size
         self.length_alpha = length_alpha
 
@@ -131,8 +134,12 @@ class CaptionPredictor:
 
     @torch.no_grad()
     def probabilities(self, features: torch.Tensor) -> np.ndarray:
-        """Finding probabilities (N, 14) from the encoder's head."""
-        return self.model.classify(features.to(self.device)).cpu().numpy()
+        """Finding probabilities (N, 14) from the encoder's head, calibrated by the encoder checkpoint's
+        calibration where it has one (the scale of :attr:`thresholds`)."""
+        probabilities = self.model.classify(features.to(self.device)).cpu().numpy()
+        if self.calibration is None:
+            return probabilities
+        return self.calibration.apply(probabilities).astype(np.float32)
 
     @torch.no_grad()
     def decode(self, features: torch.Tensor, query: str | None) -> Hypothesis:

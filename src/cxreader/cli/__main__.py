@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "cxreader.cli.cache_cmd",
     "cxreader.cli.train_cmd",
     "cxreader.cli.evaluate_cmd",
+    "cxreader.cli.calibrate_cmd",
     "cxreader.cli.predict_cmd",
     "cxreader.cli.localize_cmd",
     "cxreader.cli.caption_cmd",

@@ -42,6 +42,12 @@ def register(subparsers) -> None:
         help="folder for report.md, report.json, roc.png and reliability.png (checkpoint mode: "
         "default next to the checkpoint, eval-SPLIT/)",
     )
+    parser.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="score the model's raw sigmoid outputs, not the calibrated probabilities the checkpoint's "
+        "calibration gives (checkpoint mode)",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     arguments.add_batch_size(parser, 32)
     parser.add_argument("--workers", type=int, default=2)
@@ -87,6 +93,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             n_bootstrap=args.bootstrap,
             seed=args.seed,
             by=by,
+            calibrated=not args.uncalibrated,
         )
         out_dir = (
             Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"

@@ -31,6 +31,12 @@ OVERRIDES = (
     ("--max-train-batches", int, "cap on training batches per epoch (0 = all)"),
     ("--max-val-batches", int, "cap on validation batches (0 = all)"),
     ("--seed", int, "seed of split, sampler and augmentation"),
+    (
+        "--operating-point",
+        str,
+        "youden (default) | f1 | sensitivity=X | specificity=X: how thresholds are chosen on the calibrated "
+        "validation probabilities at the end of training",
+    ),
 )
 
 

@@ -27,6 +27,8 @@ def load_size_for(image_size: int) -> int:
 
 
 def _to_float_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(image, np.ndarray) and not image.flags.writeable:
+        image = image.copy()  # torch cannot share a read-only buffer (an image decoded by Pillow may be one)
     tensor = torch.as_tensor(image)
     if tensor.ndim == 2:
         tensor = tensor[None]

@@ -1,4 +1,4 @@
-"""Post-hoc calibration of per-finding probabilities: temperature scaling, or isotonic regression.
+"""Fitting a post-hoc calibration of per-finding probabilities: temperature scaling, or isotonic regression.
 
 Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017, §4.2) divides a
 finding's logit by one temperature ``T > 0`` fitted on validation data by minimising the negative
@@ -13,7 +13,9 @@ with ``p`` clipped to ``[1e-12, 1 - 1e-12]``.
 
 **Which method, per finding** (:func:`fit_calibration`):
 
-1. A finding whose validation labels lack positives or negatives is left as it is (``identity``).
+1. A finding whose validation labels lack positives or negatives, or whose positives all score above all its
+   negatives (perfectly separated: the likelihood grows without bound as ``T`` shrinks, so no temperature is
+   identifiable and the fit would saturate every output), is left as it is (``identity``).
 2. Temperature scaling is the default.
 3. Isotonic regression replaces it only where the finding has at least ``min_isotonic_positives`` (50)
    positives *and* as many negatives, and where, in a seeded stratified 5-fold cross-validation on the
@@ -21,54 +23,43 @@ with ``p`` clipped to ``[1e-12, 1 - 1e-12]``.
    temperature scaling's. Out-of-fold scores are used because isotonic regression always wins on the data
    it was fitted to. The chosen method is then refitted on all validation data.
 
-The result, :class:`Calibration`, is small and serialisable (:meth:`Calibration.to_json`): per finding the
-method, the temperature and, for isotonic, its knots, so it can travel inside a checkpoint and be applied at
-inference (:meth:`Calibration.apply`).
+The result is a :class:`~cxreader.inference.calibration.Calibration`, defined with the code that applies it
+(:mod:`cxreader.inference.calibration`, a layer below, so that every model call can use it): small and
+serialisable, it travels inside a checkpoint's contract and is applied at inference. This module holds only
+the fitting side.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
 from cxreader.evaluation.calibration_metrics import ECE_BINS, expected_calibration_error
+from cxreader.inference.calibration import (
+    IDENTITY,
+    ISOTONIC,
+    TEMPERATURE,
+    Calibration,
+    FindingCalibration,
+    apply_isotonic,
+    apply_temperature,
+    probability_to_logit,
+)
 from cxreader.labels import FINDINGS
 
-#: The ``format`` field of :meth:`Calibration.to_json`; bump it when the layout changes.
-CALIBRATION_FORMAT = "cxreader.calibration/1"
-TEMPERATURE = "temperature"
-ISOTONIC = "isotonic"
-IDENTITY = "identity"
-METHODS = (TEMPERATURE, ISOTONIC, IDENTITY)
 #: Isotonic regression is considered only for findings with at least this many positives (and negatives).
 MIN_ISOTONIC_POSITIVES = 50
 #: Folds of the cross-validation that compares the two methods.
 SELECTION_FOLDS = 5
-#: Probabilities are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before taking logits (0 and 1 have none).
-LOGIT_EPS = 1e-12
 #: The temperature is searched in [1/100, 100] (on a log scale).
 _LOG_TEMPERATURE_BOUNDS = (math.log(1e-2), math.log(1e2))
-
-
-def probability_to_logit(probs: np.ndarray) -> np.ndarray:
-    """``log(p / (1 - p))`` with ``p`` clipped to ``[LOGIT_EPS, 1 - LOGIT_EPS]``; order-preserving."""
-    return logit(np.clip(np.asarray(probs, dtype=np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS))
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature-scaled probabilities ``sigmoid(logit(p) / T)`` (Guo et al. 2017)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    return expit(probability_to_logit(probs) / temperature)
 
 
 def _known(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,170 +119,10 @@ def fit_isotonic(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
     return np.asarray(knots_x, dtype=np.float64), np.asarray(knots_y, dtype=np.float64)
 
 
-def apply_isotonic(probs: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:
-    """Map probabilities through isotonic knots: linear between knots, the end values beyond them (the same
-    as ``IsotonicRegression.predict`` with ``out_of_bounds="clip"``)."""
-    return np.interp(np.asarray(probs, dtype=np.float64), knots_x, knots_y)
-
-
 def binary_nll(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood of 0/1 labels (:func:`sklearn.metrics.log_loss`; probabilities clipped
     to machine epsilon, so a confident miss costs about 36 nats rather than infinity)."""
     return float(log_loss(labels, probs, labels=[0, 1]))
-
-
-@dataclass(frozen=True)
-class FindingCalibration:
-    """The calibration of one finding.
-
-    Attributes:
-        method: ``"temperature"``, ``"isotonic"`` or ``"identity"``.
-        temperature: The fitted temperature (1.0 for ``identity``); kept for ``isotonic`` too.
-        knots_x, knots_y: Isotonic knots (empty unless ``method == "isotonic"``).
-        n: Validation images with a known label.
-        positives: Their positives.
-        reason: Why this method was chosen, in words.
-        cross_validated: Out-of-fold ``{"nll", "ece"}`` of each compared method (empty when not compared).
-    """
-
-    method: str
-    temperature: float = 1.0
-    knots_x: tuple[float, ...] = ()
-    knots_y: tuple[float, ...] = ()
-    n: int = 0
-    positives: int = 0
-    reason: str = ""
-    cross_validated: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(
-                f"unknown calibration method {self.method!r}; expected one of {', '.join(METHODS)}"
-            )
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
-        if self.method == ISOTONIC:
-            x, y = np.asarray(self.knots_x), np.asarray(self.knots_y)
-            if x.size == 0 or x.shape != y.shape:
-                raise ValueError("isotonic calibration needs knots_x and knots_y of one non-zero length")
-            if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0) or y.min() < 0 or y.max() > 1:
-                raise ValueError("isotonic knots must be non-decreasing, with y in [0, 1]")
-
-    def apply(self, probs: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of this finding."""
-        if self.method == TEMPERATURE:
-            return apply_temperature(probs, self.temperature)
-        if self.method == ISOTONIC:
-            return apply_isotonic(probs, np.asarray(self.knots_x), np.asarray(self.knots_y))
-        return np.asarray(probs, dtype=np.float64).copy()
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON scalars and lists only."""
-        data: dict[str, Any] = {
-            "method": self.method,
-            "temperature": self.temperature,
-            "n": self.n,
-            "positives": self.positives,
-            "reason": self.reason,
-            "cross_validated": {name: dict(scores) for name, scores in self.cross_validated.items()},
-        }
-        if self.method == ISOTONIC:
-            data["isotonic"] = {"x": list(self.knots_x), "y": list(self.knots_y)}
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FindingCalibration:
-        """The inverse of :meth:`to_json`; raises ``ValueError`` on a malformed entry."""
-        knots = data.get("isotonic") or {}
-        return cls(
-            method=str(data["method"]),
-            temperature=float(data.get("temperature", 1.0)),
-            knots_x=tuple(float(value) for value in knots.get("x", ())),
-            knots_y=tuple(float(value) for value in knots.get("y", ())),
-            n=int(data.get("n", 0)),
-            positives=int(data.get("positives", 0)),
-            reason=str(data.get("reason", "")),
-            cross_validated={
-                str(name): {str(key): float(value) for key, value in scores.items()}
-                for name, scores in (data.get("cross_validated") or {}).items()
-            },
-        )
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Per-finding calibration maps, in the order of ``findings``, and the rule that chose them.
-
-    Attributes:
-        findings: Finding names, the column order :meth:`apply` expects.
-        per_finding: One :class:`FindingCalibration` per finding.
-        min_isotonic_positives, folds, seed: The selection rule's settings (module docstring).
-    """
-
-    findings: tuple[str, ...]
-    per_finding: tuple[FindingCalibration, ...]
-    min_isotonic_positives: int = MIN_ISOTONIC_POSITIVES
-    folds: int = SELECTION_FOLDS
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if len(self.findings) != len(self.per_finding):
-            raise ValueError(f"{len(self.findings)} findings but {len(self.per_finding)} calibrations")
-
-    @property
-    def methods(self) -> dict[str, str]:
-        """Finding → method."""
-        return {name: entry.method for name, entry in zip(self.findings, self.per_finding, strict=True)}
-
-    def apply(self, probabilities: np.ndarray) -> np.ndarray:
-        """Calibrate ``(N, K)`` probabilities whose columns are :attr:`findings` in order."""
-        probabilities = np.asarray(probabilities, dtype=np.float64)
-        if probabilities.ndim != 2 or probabilities.shape[1] != len(self.findings):
-            raise ValueError(
-                f"expected probabilities of shape (N, {len(self.findings)}), got {probabilities.shape}"
-            )
-        columns = [entry.apply(probabilities[:, k]) for k, entry in enumerate(self.per_finding)]
-        return np.stack(columns, axis=1) if columns else probabilities.copy()
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (``json.dumps`` it, or store it in a checkpoint); :meth:`from_json` reads it."""
-        return {
-            "format": CALIBRATION_FORMAT,
-            "rule": {
-                "min_isotonic_positives": self.min_isotonic_positives,
-                "folds": self.folds,
-                "seed": self.seed,
-                "ece_bins": ECE_BINS,
-            },
-            "findings": [
-                {"finding": name, **entry.to_json()}
-                for name, entry in zip(self.findings, self.per_finding, strict=True)
-            ],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Calibration:
-        """Rebuild a calibration from :meth:`to_json`'s dict.
-
-        Raises:
-            ValueError: another format, or a malformed finding entry.
-        """
-        if data.get("format") != CALIBRATION_FORMAT:
-            raise ValueError(
-                f"not a cxreader calibration: format {data.get('format')!r}, expected {CALIBRATION_FORMAT!r}"
-            )
-        rule = data.get("rule") or {}
-        entries = list(data.get("findings") or [])
-        try:
-            return cls(
-                findings=tuple(str(entry["finding"]) for entry in entries),
-                per_finding=tuple(FindingCalibration.from_json(entry) for entry in entries),
-                min_isotonic_positives=int(rule.get("min_isotonic_positives", MIN_ISOTONIC_POSITIVES)),
-                folds=int(rule.get("folds", SELECTION_FOLDS)),
-                seed=int(rule.get("seed", 0)),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed calibration entry ({exc!r})") from exc
 
 
 def _cross_validated_scores(
@@ -340,6 +171,11 @@ def fit_finding_calibration(
     if positives == 0 or negatives == 0:
         missing = "positive" if positives == 0 else "negative"
         return FindingCalibration(IDENTITY, reason=f"no {missing} validation labels", **counts)
+    if probs[labels == 1].min() > probs[labels == 0].max():
+        # The likelihood keeps rising as T shrinks: the fit would run to its bound and saturate every output.
+        return FindingCalibration(
+            IDENTITY, reason="perfectly separated on validation: no temperature is identifiable", **counts
+        )
     fitted = FindingCalibration(TEMPERATURE, temperature=fit_temperature(probs, labels), **counts)
     if not isotonic:
         return replace(fitted, reason="temperature scaling only (isotonic not considered)")
@@ -416,7 +252,11 @@ def fit_calibration(
     return Calibration(
         findings=tuple(findings),
         per_finding=per_finding,
-        min_isotonic_positives=min_isotonic_positives,
-        folds=folds,
-        seed=seed,
+        rule={
+            "min_isotonic_positives": min_isotonic_positives,
+            "folds": folds,
+            "seed": seed,
+            "ece_bins": ECE_BINS,
+            "isotonic": isotonic,
+        },
     )

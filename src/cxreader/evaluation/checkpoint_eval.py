@@ -3,6 +3,9 @@
 The split is rebuilt exactly as training built it (the split method, seed and list files are read from the
 checkpoint's saved configuration), so the test images are the ones training never saw. Subgroup attributes
 (sex, age, view) come from the dataset's Data_Entry table.
+
+Probabilities are the ones the model runner reports: calibrated by the checkpoint's calibration where it
+carries one (:mod:`cxreader.inference.calibration`), unless the raw sigmoid outputs are asked for.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +28,7 @@ from cxreader.errors import ConfigError
 from cxreader.evaluation.report import EvaluationReport, build_report
 from cxreader.evaluation.subgroups import subgroup_columns_for_images
 from cxreader.inference.batches import predict_batches
+from cxreader.inference.calibration import contract_calibration
 from cxreader.inference.runtime import resolve_amp_dtype, resolve_device
 from cxreader.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
@@ -32,12 +37,21 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SplitPredictions:
-    """A split's images, labels and the model's probabilities for them."""
+    """A split's images, labels and the model's probabilities for them (and their pooled features, when asked
+    for: the out-of-distribution detector's input)."""
 
     images: list[str]
     labels: np.ndarray
     probs: np.ndarray
     errors: list[str]
+    features: np.ndarray | None = None
+
+
+def subsample(count: int, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` of ``range(count)`` (all when ``limit`` is 0 or not smaller), seeded, sorted."""
+    if not limit or limit >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
 
 
 def predict_split(
@@ -49,11 +63,27 @@ def predict_split(
     batch_size: int = 32,
     workers: int = 2,
     cache: str = "",
+    split_overrides: dict[str, Any] | None = None,
+    calibrated: bool = True,
+    with_features: bool = False,
+    limit: int = 0,
+    seed: int = 0,
 ) -> SplitPredictions:
-    """Probabilities of the checkpoint on one split (train/val/test) of ``data``."""
+    """Probabilities of the checkpoint on one split (train/val/test) of ``data``.
+
+    Args:
+        split_overrides: Config keys that rebuild the splits otherwise than the checkpoint's saved config
+            (``split``, ``lists``, ``seed``), for checkpoints trained elsewhere.
+        calibrated: Apply the checkpoint's calibration (when it has one); ``False``: raw sigmoid outputs.
+        with_features: Also return the pooled last-layer features.
+        limit: Score at most this many images of the split, a seeded random subset (0 = all).
+        seed: Seed of that subset.
+    """
     device = resolve_device("auto")
     saved = checkpoint.contract.config
-    config = config_from_dict({**saved, "data": data or saved.get("data", ""), "cache": cache})
+    config = config_from_dict(
+        {**saved, "data": data or saved.get("data", ""), "cache": cache, **(split_overrides or {})}
+    )
     splits = build_splits(config)
     if split not in splits:
         raise ConfigError(f"split {split!r} not in this dataset (has: {', '.join(splits)})")
@@ -63,20 +93,31 @@ def predict_split(
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=SequentialSampler(dataset),
+        sampler=subsample(len(dataset), limit, seed).tolist() if limit else SequentialSampler(dataset),
         num_workers=workers,
         collate_fn=collate_samples,
     )
     output = predict_batches(
-        checkpoint.model.to(device), loader, device=device, amp_dtype=resolve_amp_dtype("auto", device)
+        checkpoint.model.to(device),
+        loader,
+        device=device,
+        amp_dtype=resolve_amp_dtype("auto", device),
+        with_features=with_features,
     )
     for error in output.errors:
         logger.warning("skipped unreadable image: %s", error)
+    probs = output.probs
+    calibration = (
+        contract_calibration(checkpoint.contract, source=str(checkpoint.path)) if calibrated else None
+    )
+    if calibration is not None:
+        probs = calibration.apply(probs).astype(np.float32)
     return SplitPredictions(
         images=[chosen.images[i] for i in output.indices],
         labels=chosen.labels[output.indices],
-        probs=output.probs,
+        probs=probs,
         errors=output.errors,
+        features=output.features,
     )
 
 
@@ -92,14 +133,23 @@ def evaluate_checkpoint(
     n_bootstrap: int = 1000,
     seed: int = 0,
     by: Sequence[str] = (),
+    calibrated: bool = True,
 ) -> tuple[EvaluationReport, SplitPredictions]:
     """AUROC with bootstrap CIs and calibration on ``split``; operating thresholds chosen on the validation
     split; AUROC by subgroup for each attribute in ``by`` (``sex``, ``age``, ``view``; see
-    :mod:`cxreader.evaluation.subgroups`), read from the dataset's Data_Entry table."""
+    :mod:`cxreader.evaluation.subgroups`), read from the dataset's Data_Entry table. ``calibrated=False``
+    scores the raw sigmoid outputs of a calibrated checkpoint."""
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
     # The table is read first, so a missing one stops the run before any inference.
     table = _data_entry_table(loaded, data) if by else None
-    kwargs = dict(data=data, tencrop=tencrop, batch_size=batch_size, workers=workers, cache=cache)
+    kwargs = dict(
+        data=data,
+        tencrop=tencrop,
+        batch_size=batch_size,
+        workers=workers,
+        cache=cache,
+        calibrated=calibrated,
+    )
     evaluated = predict_split(loaded, split=split, **kwargs)
     val = predict_split(loaded, split="val", **kwargs) if split != "val" else None
     metadata = {
@@ -107,6 +157,7 @@ def evaluate_checkpoint(
         "checkpoint_sha256": loaded.sha256,
         "split": split,
         "tencrop": tencrop,
+        "calibrated": calibrated and loaded.contract.calibration is not None,
         "synthetic": loaded.contract.synthetic,
         "unreadable_images": len(evaluated.errors),
     }

@@ -42,6 +42,7 @@ import numpy as np
 
 from cxreader.errors import ConfigError, DataError
 from cxreader.files import atomic_write, sha256_file
+from cxreader.inference.calibration import contract_calibration
 from cxreader.inference.onnx_runtime import (
     FORMAT,
     FORMAT_VERSION,
@@ -164,6 +165,7 @@ def export_onnx(
                 fp32_path, final_path, quantize, contract, calibration_paths, calibration_method, Path(tmp)
             )
         # The ONNX graph gives no pooled features, so its gate has the rules only: the detector stays behind.
+        # The calibration and the operating point travel with it: OnnxBackend applies the calibration.
         _write_metadata(final_path, {**contract.to_dict(), "ood": None}, label, sha256_file(checkpoint))
         with atomic_write(out) as handle, open(final_path, "rb") as data:
             shutil.copyfileobj(data, handle)
@@ -173,6 +175,9 @@ def export_onnx(
     if len(check):
         with torch.no_grad():
             expected = torch.sigmoid(model(torch.from_numpy(check))).numpy()
+        calibration = contract_calibration(contract, source=str(checkpoint))
+        if calibration is not None:  # both backends report calibrated probabilities
+            expected = calibration.apply(expected)
         max_diff = float(np.abs(OnnxBackend(out).predict(check) - expected).max())
     return ExportSummary(
         path=out,

@@ -2,9 +2,12 @@
 
 Prediction of files, screening, the service and the explanations all run the model through a
 :class:`ModelBackend` made by :func:`load_backend`. Both backends take a normalised batch ``(B, 3, S, S)``
-made by the contract's evaluation preset (:attr:`ModelBackend.transform`) and return sigmoid probabilities
-``(B, 14)`` in :data:`~cxreader.labels.FINDINGS` order. Only the PyTorch backend can draw heatmaps (class
-activation maps read the feature map and the head's weights, which an ONNX graph does not expose).
+made by the contract's evaluation preset (:attr:`ModelBackend.transform`) and return probabilities
+``(B, 14)`` in :data:`~cxreader.labels.FINDINGS` order: the sigmoid outputs, calibrated by the contract's
+calibration where it carries one (:mod:`cxreader.inference.calibration`; the contract's thresholds are then on
+the calibrated scale), and exactly the sigmoid outputs where it does not. Only the PyTorch backend can draw
+heatmaps (class activation maps read the feature map and the head's weights, which an ONNX graph does not
+expose).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch.nn as nn
 
 from cxreader.errors import CheckpointError, ConfigError, CXReaderError
 from cxreader.files import sha256_file
+from cxreader.inference.calibration import Calibration, contract_calibration
 from cxreader.inference.gate import InputGate, OutOfDistribution
 from cxreader.inference.onnx_runtime import INPUT_NAME, META_QUANTIZATION, OUTPUT_NAME, read_onnx_contract
 from cxreader.inference.runtime import forward_probabilities, resolve_amp_dtype, resolve_device
@@ -46,6 +50,7 @@ class ModelBackend(abc.ABC):
         model: The PyTorch model for heatmaps, ``None`` when the backend cannot draw them.
         gate: The input gate: the rules, and the checkpoint's out-of-distribution detector when it has one
             (:mod:`cxreader.inference.gate`; an ONNX export has the rules only).
+        calibration: The contract's calibration, applied to every output; ``None`` when it has none.
     """
 
     kind: str
@@ -59,10 +64,18 @@ class ModelBackend(abc.ABC):
         self.lock = threading.Lock()
         detector = OutOfDistribution.from_state(contract.ood) if contract.ood else None
         self.gate = InputGate(input_size=contract.input_size, detector=detector, name=self.path.name)
+        self.calibration: Calibration | None = contract_calibration(contract, source=str(self.path))
 
     @abc.abstractmethod
     def predict(self, batch: torch.Tensor) -> np.ndarray:
-        """Probabilities ``(B, 14)`` for a normalised batch ``(B, 3, S, S)``."""
+        """Probabilities ``(B, 14)`` (float32, calibrated where the contract says how) for a normalised batch
+        ``(B, 3, S, S)``."""
+
+    def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
+        """The contract's calibration of raw sigmoid outputs ``(B, 14)``, as float32; unchanged without one."""
+        if self.calibration is None:
+            return probabilities
+        return self.calibration.apply(probabilities).astype(np.float32)
 
     def predict_features(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor | None]:
         """Probabilities and the last feature maps they were computed from (``None`` without a model)."""
@@ -99,7 +112,7 @@ class TorchBackend(ModelBackend):
             probabilities, features = forward_probabilities(
                 self.model, batch, device=self.device, amp_dtype=self.amp_dtype
             )
-        return probabilities.cpu().numpy(), features
+        return self.calibrate(probabilities.cpu().numpy()), features
 
 
 class OnnxBackend(ModelBackend):
@@ -148,7 +161,8 @@ class OnnxBackend(ModelBackend):
             raise CheckpointError(f"{self.path}: ONNX Runtime cannot load it ({exc})") from None
 
     def predict(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Probabilities ``(B, 14)``, the sigmoid of the graph's logits (independent findings, never softmax).
+        """Probabilities ``(B, 14)``, the sigmoid of the graph's logits (independent findings, never softmax),
+        calibrated where the export's contract carries a calibration.
 
         Raises:
             ValueError: the batch does not have the model's shape.
@@ -162,7 +176,7 @@ class OnnxBackend(ModelBackend):
                 (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
         except Exception as exc:  # ONNX Runtime errors are not ours to leak as tracebacks
             raise CXReaderError(f"{self.path}: inference failed ({exc})") from None
-        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+        return self.calibrate((1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32))
 
 
 def load_backend(

@@ -3,7 +3,14 @@
 A cxreader checkpoint holds, beside the weights: the label order, the model name and its constructor
 arguments, the input size and normalisation, the per-finding operating thresholds (chosen on validation
 data), the training configuration, the metrics it was selected on, whether it was trained on synthetic
-data, and the package version. Loading refuses a checkpoint whose labels differ from :data:`FINDINGS`, and
+data, the package version, and what lets the model know when not to answer: the calibration of its
+probabilities, the operating point its thresholds come from, and the input gate's out-of-distribution
+detector (all three fitted at the end of training or by ``cxreader calibrate``; absent, ``None``, in older
+checkpoints, which load and predict as they always did).
+
+**The scale of the thresholds.** A checkpoint with a ``calibration`` has its ``thresholds`` on the
+*calibrated* scale: every model runner applies the calibration before comparing probabilities with them.
+A checkpoint without one has them on the model's raw sigmoid scale, as before. Loading refuses a checkpoint whose labels differ from :data:`FINDINGS`, and
 evaluation transforms are built from the checkpoint, never re-typed.
 
 Files are written with :func:`cxreader.files.atomic_write`: an interrupted write never leaves a half
@@ -56,6 +63,13 @@ class CheckpointContract:
     #: The input gate's out-of-distribution detector (:class:`cxreader.inference.gate.OutOfDistribution` state:
     #: tensors and numbers), fitted at the end of training; ``None`` for checkpoints without one.
     ood: dict[str, Any] | None = None
+    #: The per-finding calibration of the probabilities (:meth:`cxreader.inference.calibration.Calibration.
+    #: to_json`), fitted on the validation split; ``None``: the raw sigmoid outputs are used.
+    calibration: dict[str, Any] | None = None
+    #: How ``thresholds`` were chosen: ``{"rule", "scale", "split", "findings": {name: {"threshold",
+    #: "sensitivity", "specificity", "rule"}}}`` (:func:`cxreader.evaluation.thresholds.operating_points`);
+    #: ``None`` for checkpoints from before it was recorded.
+    operating_point: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +99,8 @@ class CheckpointContract:
             cxreader_version=str(values.get("cxreader_version", "")),
             created=str(values.get("created", "")),
             ood=dict(values["ood"]) if values.get("ood") else None,
+            calibration=dict(values["calibration"]) if values.get("calibration") else None,
+            operating_point=dict(values["operating_point"]) if values.get("operating_point") else None,
         )
 
     def eval_preset(self) -> EvalPreset:

@@ -13,6 +13,13 @@ Distributed details (PyTorch DDP, Li et al., VLDB 2020):
   predictions, and checks that each image is scored exactly once.
 * Only rank 0 logs and writes; ``last.pt`` is written atomically every epoch with everything needed to resume
   exactly (model, optimizer, scheduler, epoch, best score, early-stopping counter, RNG states).
+
+At the end of training (:meth:`Trainer.fit_trust`) the best model's validation probabilities and pooled
+features, and the pooled features of a training subsample, are computed (sharded over the ranks like
+validation), and rank 0 fits the calibration, the operating point and the input gate's out-of-distribution
+detector (:mod:`cxreader.training.calibrate`) and rewrites ``best.pt`` with them. Until then, the thresholds
+of each epoch's checkpoints are Youden thresholds on the raw probabilities; afterwards ``best.pt``'s are on the
+calibrated scale. ``last.pt`` (the resumable state, not the selected model) keeps the raw ones.
 """
 
 from __future__ import annotations
@@ -42,8 +49,9 @@ from cxreader.data.transforms import (
     TrainPreset,
 )
 from cxreader.errors import CheckpointError, ConfigError, DataError
+from cxreader.evaluation.checkpoint_eval import subsample
 from cxreader.evaluation.metrics import per_class_auroc
-from cxreader.evaluation.thresholds import choose_thresholds
+from cxreader.evaluation.thresholds import OperatingPointRule, choose_thresholds
 from cxreader.files import write_text_atomic
 from cxreader.inference.batches import PredictionOutput, predict_batches
 from cxreader.inference.runtime import autocast, resolve_amp_dtype, use_channels_last
@@ -53,6 +61,7 @@ from cxreader.models.checkpoint import CheckpointContract, read_checkpoint, save
 from cxreader.progress import Progress
 from cxreader.training import distributed as dist_utils
 from cxreader.training.box_supervision import BoxTargets, box_loss
+from cxreader.training.calibrate import fit_trust
 from cxreader.training.distributed import DistInfo
 from cxreader.training.losses import masked_bce_with_logits
 
@@ -77,9 +86,12 @@ def seed_everything(seed: int) -> None:
 
 
 def get_rng_state() -> dict[str, Any]:
+    """The generators' states in types ``torch.load(weights_only=True)`` accepts: NumPy's key array is kept as
+    a tensor, so that ``last.pt`` loads for predict and evaluate like ``best.pt``."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -87,7 +99,10 @@ def get_rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    if isinstance(keys, torch.Tensor):
+        keys = keys.numpy().astype(np.uint32)
+    np.random.set_state((name, keys, *rest))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -98,6 +113,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, *, resume: bool = False, info: DistInfo):
         self.config = config.validate()
+        self.operating_rule = OperatingPointRule.parse(config.operating_point)  # refused before training
         self.out_dir = Path(out_dir)
         self.info = info
         self.device = info.device
@@ -138,6 +154,10 @@ class Trainer:
         self.box_targets = self._box_targets(train_split)
         self.val_set = ChestXrayDataset(
             image_source(config, val_split), val_split.labels, EvalPreset(image_size=config.image_size)
+        )
+        # The training images as validation sees them (no augmentation), for the out-of-distribution detector.
+        self.train_eval_set = ChestXrayDataset(
+            image_source(config, train_split), train_split.labels, EvalPreset(image_size=config.image_size)
         )
         self.train_sampler = DistributedSampler(
             self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
@@ -318,6 +338,7 @@ class Trainer:
                     )
                 break
         dist_utils.barrier(self.info)
+        self.fit_trust()
         if self.writer is not None:
             self.writer.close()
         return TrainResult(self.out_dir, self.best_epoch, self.best_score, self.epoch, self.history)
@@ -388,24 +409,90 @@ class Trainer:
                 self.skipped.add(error)
                 logger.warning("skipped unreadable image: %s", error)
 
-    def _validate(self) -> dict[str, Any]:
+    def _validate(self, *, with_features: bool = False) -> dict[str, Any]:
         dist_utils.broadcast_module_state(self.info, unwrap(self.model))
-        output = predict_batches(
-            unwrap(self.model),
-            self.val_loader,
-            device=self.device,
-            amp_dtype=self.amp_dtype,
-            channels_last=self.channels_last,
-            max_batches=self.config.max_val_batches,
-        )
-        self._note_errors(output.errors)
-        gathered = dist_utils.all_gather_objects(self.info, (output.indices, output.probs))
-        merged = merge_shards([PredictionOutput(i, p) for i, p in gathered])
+        merged = self._predict_sharded(self.val_loader, self.config.max_val_batches, with_features)
         labels = self.val_set.labels.numpy()[merged.indices]
         with torch.no_grad():
             logits = torch.logit(torch.from_numpy(merged.probs).double().clamp(1e-7, 1 - 1e-7))
             loss = float(masked_bce_with_logits(logits, torch.from_numpy(labels).double()))
-        return {"indices": merged.indices, "probs": merged.probs, "labels": labels, "loss": loss}
+        return {
+            "indices": merged.indices,
+            "probs": merged.probs,
+            "labels": labels,
+            "loss": loss,
+            "features": merged.features,
+        }
+
+    def _predict_sharded(self, loader: DataLoader, max_batches: int, with_features: bool) -> PredictionOutput:
+        """This rank's share of ``loader`` scored, gathered from every rank, merged in index order."""
+        output = predict_batches(
+            unwrap(self.model),
+            loader,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            channels_last=self.channels_last,
+            max_batches=max_batches,
+            with_features=with_features,
+        )
+        self._note_errors(output.errors)
+        gathered = dist_utils.all_gather_objects(self.info, (output.indices, output.probs, output.features))
+        return merge_shards([PredictionOutput(i, p, features=f) for i, p, f in gathered])
+
+    # ----------------------------------------------------------------------------------- end of training
+    def fit_trust(self) -> None:
+        """Fit calibration, operating point and out-of-distribution detector for ``best.pt`` (module docstring).
+
+        Runs on every rank (the forward passes are sharded); rank 0 reads ``best.pt``, broadcasts its weights,
+        fits and rewrites it. Skipped when ``best.pt`` already has a calibration (a resumed finished run).
+        """
+        best = self.out_dir / "best.pt"
+        payload = None
+        if self.info.is_primary and best.exists():
+            payload = read_checkpoint(best)
+            if payload["contract"].get("calibration"):
+                payload = None
+        if not dist_utils.all_gather_objects(self.info, payload is not None)[0]:
+            return
+        config = self.config
+        if payload is not None:
+            unwrap(self.model).load_state_dict(payload["state_dict"])
+        started = time.perf_counter()
+        val = self._validate(with_features=True)  # broadcasts rank 0's (the best) weights first
+        val_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        chosen = subsample(len(self.train_eval_set), config.ood_train_images, config.seed)
+        loader = self._loader(self.train_eval_set, chosen[self.info.rank :: self.info.world_size].tolist())
+        train = self._predict_sharded(loader, 0, with_features=True)
+        train_seconds = time.perf_counter() - started
+        if self.info.is_primary:
+            fit = fit_trust(
+                val["probs"],
+                val["labels"],
+                val_features=val["features"],
+                train_features=train.features,
+                rule=self.operating_rule,
+                false_alarm_rate=config.ood_false_alarm_rate,
+                seed=config.seed,
+            )
+            fit.seconds.update(validation_pass=val_seconds, train_pass=train_seconds)
+            contract = fit.apply_to(CheckpointContract.from_dict(payload["contract"]), fitted_by="training")
+            save_checkpoint(best, model=self.model, contract=contract)
+            logger.info(
+                "end of training: calibration, operating point (%s) and out-of-distribution detector written "
+                "to %s; validation pass %.1f s (%d images), training subsample pass %.1f s (%d images), "
+                "fits %.1f s; validation mean ECE %s -> %s",
+                self.operating_rule,
+                best,
+                val_seconds,
+                len(val["probs"]),
+                train_seconds,
+                len(train.probs),
+                sum(fit.seconds[key] for key in ("calibration", "operating_point", "ood")),
+                _ece_text(fit.summary("training")["val_mean_ece_raw"]),
+                _ece_text(fit.summary("training")["val_mean_ece_calibrated"]),
+            )
+        dist_utils.barrier(self.info)
 
     def _write_epoch(self, record: dict[str, Any], val: dict[str, Any], improved: bool) -> None:
         with open(self.out_dir / "metrics.jsonl", "a") as handle:
@@ -449,16 +536,25 @@ class Trainer:
         )
 
 
+def _ece_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def merge_shards(shards: list[PredictionOutput]) -> PredictionOutput:
-    """Concatenate per-rank predictions in index order, refusing any index scored twice."""
+    """Concatenate per-rank predictions (and features, when every shard has them) in index order, refusing any
+    index scored twice."""
     indices = np.concatenate([shard.indices for shard in shards])
     probs = np.concatenate([shard.probs for shard in shards])
     order = np.argsort(indices, kind="stable")
+    features = None
+    if all(shard.features is not None for shard in shards):
+        with_rows = [shard.features for shard in shards if len(shard.features)]
+        features = np.concatenate(with_rows)[order] if with_rows else np.zeros((0, 0), dtype=np.float32)
     indices, probs = indices[order], probs[order]
     repeated = indices[1:][indices[1:] == indices[:-1]]
     if len(repeated):
         raise RuntimeError(f"validation scored image index {int(repeated[0])} more than once")
-    return PredictionOutput(indices, probs)
+    return PredictionOutput(indices, probs, features=features)
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> TrainResult:

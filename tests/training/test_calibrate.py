@@ -12,7 +12,7 @@ from tests.training.tiny_run import TINY_TRAIN_ARGS
 from cxreader.cli.__main__ import main
 from cxreader.data.chestxray14 import load_splits
 from cxreader.evaluation.calibration_metrics import expected_calibration_error
-from cxreader.evaluation.checkpoint_eval import predict_split
+from cxreader.evaluation.checkpoint_eval import evaluate_checkpoint, predict_split
 from cxreader.evaluation.thresholds import choose_thresholds, operating_point_metrics
 from cxreader.labels import FINDINGS
 from cxreader.models.checkpoint import CheckpointContract, load_checkpoint
@@ -93,6 +93,12 @@ def test_training_ends_with_calibration_operating_point_and_detector_in_best(tin
     )
     effusion = point["findings"]["Effusion"]
     assert effusion["sensitivity"] >= 0.9 and effusion["specificity"] is not None
+
+    # Evaluation says how many test images the gate's detector would refuse.
+    report, evaluated = evaluate_checkpoint(best, data=str(tiny_nih), split="test", workers=0, n_bootstrap=0)
+    assert report.metadata["gate_out_of_distribution"] is True
+    assert 0 <= report.metadata["gate_refused"] <= len(evaluated.images)
+    assert "Input gate:" in report.to_markdown()
 
     # Resuming the finished run neither trains nor refits.
     digest = best.sha256

@@ -29,6 +29,7 @@ from cxreader.evaluation.report import EvaluationReport, build_report
 from cxreader.evaluation.subgroups import subgroup_columns_for_images
 from cxreader.inference.batches import predict_batches
 from cxreader.inference.calibration import contract_calibration
+from cxreader.inference.gate import OutOfDistribution
 from cxreader.inference.runtime import resolve_amp_dtype, resolve_device
 from cxreader.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
@@ -150,7 +151,8 @@ def evaluate_checkpoint(
         cache=cache,
         calibrated=calibrated,
     )
-    evaluated = predict_split(loaded, split=split, **kwargs)
+    detector = OutOfDistribution.from_state(loaded.contract.ood) if loaded.contract.ood else None
+    evaluated = predict_split(loaded, split=split, with_features=detector is not None, **kwargs)
     val = predict_split(loaded, split="val", **kwargs) if split != "val" else None
     metadata = {
         "checkpoint": str(loaded.path),
@@ -160,6 +162,7 @@ def evaluate_checkpoint(
         "calibrated": calibrated and loaded.contract.calibration is not None,
         "synthetic": loaded.contract.synthetic,
         "unreadable_images": len(evaluated.errors),
+        **_gate_summary(detector, evaluated),
     }
     report = build_report(
         evaluated.labels,
@@ -170,8 +173,28 @@ def evaluate_checkpoint(
         seed=seed,
         metadata=metadata,
         groups=subgroup_columns_for_images(table, evaluated.images, by) if table is not None else None,
+        # The rule the checkpoint's own thresholds come from, so the report shows the operating point in use.
+        operating_point=(loaded.contract.operating_point or {}).get("rule", "youden"),
     )
     return report, evaluated
+
+
+def _gate_summary(detector: OutOfDistribution | None, evaluated: SplitPredictions) -> dict[str, Any]:
+    """How many of the evaluated images the input gate's out-of-distribution detector would refuse.
+
+    The metrics are computed on every image of the split (comparable with published tables); this says how
+    many of them a deployment of the model would have answered "not read" instead.
+    """
+    if detector is None or evaluated.features is None:
+        return {"gate_out_of_distribution": False}
+    scores = detector.score(evaluated.features)
+    refused = int((scores > detector.threshold).sum())
+    return {
+        "gate_out_of_distribution": True,
+        "gate_threshold": detector.threshold,
+        "gate_refused": refused,
+        "gate_refused_share": refused / len(scores) if len(scores) else 0.0,
+    }
 
 
 def _data_entry_table(checkpoint: LoadedCheckpoint, data: str) -> pd.DataFrame:

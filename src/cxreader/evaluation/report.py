@@ -117,9 +117,18 @@ class EvaluationReport:
             else "95% CI: not computed"
         )
         lines += [
-            f"Images: {self.n_images} · thresholds {_SOURCE_TEXT.get(self.threshold_source, self.threshold_source)}"
-            f" · {ci_text}",
+            f"Images: {self.n_images} · thresholds by {self.metadata.get('threshold_method', 'youden')}, "
+            f"{_SOURCE_TEXT.get(self.threshold_source, self.threshold_source)} · {ci_text}",
             "",
+        ]
+        if "gate_refused" in self.metadata:
+            lines += [
+                f"Input gate: {self.metadata['gate_refused']} of {self.n_images} images "
+                f"({100 * self.metadata['gate_refused_share']:.1f}%) score above the model's out-of-distribution "
+                'threshold and would be "not read" in use; the figures below include them.',
+                "",
+            ]
+        lines += [
             "| Finding | AUROC | 95% CI | Threshold | Sens | Spec | F1 | Positives |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
@@ -218,10 +227,12 @@ def build_report(
     seed: int = 0,
     metadata: Mapping[str, Any] | None = None,
     groups: Mapping[str, np.ndarray] | None = None,
+    operating_point: str = "youden",
 ) -> EvaluationReport:
     """Evaluate ``(N, 14)`` probabilities against labels: AUROC, thresholds, calibration, subgroups.
 
-    Thresholds maximise Youden's J (:func:`choose_thresholds`) on the validation data when given, else on the
+    Thresholds follow the ``operating_point`` rule (:func:`choose_thresholds`: Youden's J by default, or the
+    rule the checkpoint's thresholds were chosen by) on the validation data when given, else on the
     evaluated data themselves — recorded as ``threshold_source = "same_data"`` because such
     operating points are optimistic.
 
@@ -248,10 +259,10 @@ def build_report(
         val_labels, val_probs = check_labels_probs(val_labels, val_probs)
         if val_labels.shape[1] != NUM_FINDINGS:
             raise ValueError(f"expected {NUM_FINDINGS} validation columns, got {val_labels.shape[1]}")
-        chosen = choose_thresholds(val_labels, val_probs)
+        chosen = choose_thresholds(val_labels, val_probs, operating_point)
         source = THRESHOLDS_FROM_VALIDATION
     else:
-        chosen = choose_thresholds(labels, probs)
+        chosen = choose_thresholds(labels, probs, operating_point)
         source = THRESHOLDS_FROM_SAME_DATA
 
     if n_bootstrap > 0:
@@ -275,7 +286,7 @@ def build_report(
         "n_bootstrap": n_bootstrap,
         "bootstrap_seed": seed,
         "confidence": CONFIDENCE,
-        "threshold_method": "youden",
+        "threshold_method": operating_point,
         "ece_bins": ECE_BINS,
     }
     if subgroups is not None:

@@ -375,3 +375,34 @@ def test_the_gate_refuses_what_it_must_and_keeps_it_off_the_triage_list(backend,
         assert stored[name][0] == "refused" and stored[name][1][0].startswith(reason), stored[name]
     assert stored["good.png"] == ("ok", [])
     assert refused_findings == 0
+
+
+def test_an_image_over_the_pixel_budget_is_refused_before_it_is_decoded(backend, tmp_path, monkeypatch):
+    from tests.screening.factories import png_bytes
+
+    import cxreader.screening.engine as engine
+
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "big.png").write_bytes(png_bytes(1, size=64))  # 4,096 pixels
+    (tmp_path / "inbox" / "small.png").write_bytes(png_bytes(2, size=40))  # 1,600 pixels
+    decoded: list[str] = []
+    real_load = engine.load_image
+    monkeypatch.setattr(
+        engine, "load_image", lambda name, **kw: decoded.append(name) or real_load(name, **kw)
+    )
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    try:
+        report = screen(
+            [tmp_path / "inbox"],
+            backend=backend,
+            database=database,
+            workers=0,
+            progress=False,
+            max_pixels=2_000,
+        )
+    finally:
+        database.close()
+    assert (report.screened, report.failed) == (1, 1)
+    path, reason = report.failures[0]
+    assert path.endswith("big.png") and reason.startswith("image too large: its header declares 4,096 pixels")
+    assert [Path(name).name for name in decoded] == ["small.png"]

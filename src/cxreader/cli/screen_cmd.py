@@ -79,6 +79,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"(default {DEFAULT_LEASE_S:g}; claims are renewed after every batch, and a dead process on the same "
         "machine is noticed at once)",
     )
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=100.0,
+        metavar="MP",
+        help="largest image a file may declare in its header; larger files are recorded as failed before "
+        "they are decoded (default 100)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_screen)
 
@@ -118,6 +126,7 @@ def run_screen(args: argparse.Namespace) -> int:
                 share=(info.rank, info.world_size),
                 lease_s=args.claim_lease,
                 triage=not info.is_distributed,
+                max_pixels=_megapixels(args.max_megapixels),
             )
             if info.is_distributed:
                 reports = distributed.all_gather_objects(info, report)
@@ -130,6 +139,14 @@ def run_screen(args: argparse.Namespace) -> int:
         distributed.cleanup_distributed()
     _print_report(report, args, str(database))
     return 0
+
+
+def _megapixels(value: float) -> int:
+    from cxreader.errors import ConfigError
+
+    if not value > 0:
+        raise ConfigError(f"--max-megapixels must be positive, got {value}")
+    return int(value * 1_000_000)
 
 
 def _print_report(report: ScreeningReport, args: argparse.Namespace, database: str) -> None:

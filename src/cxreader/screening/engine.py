@@ -68,7 +68,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cxreader.data.cache import IMAGE_SUFFIXES
-from cxreader.data.io import REDUCING_GAP, LoadedImage, load_image, sniff_format
+from cxreader.data.io import REDUCING_GAP, LoadedImage, declared_pixel_count, load_image, sniff_format
 from cxreader.data.sidecars import SYNTHETIC_MARKER
 from cxreader.data.transforms import EvalPreset
 from cxreader.errors import ConfigError, CXReaderError, ImageReadError
@@ -90,6 +90,9 @@ from cxreader.storage.write import add_image_result, record_failure, register_ch
 
 logger = logging.getLogger(__name__)
 
+#: Largest image, in pixels, that screening decodes by default (a decoded pixel costs about 12 to 25 bytes on
+#: its way to the model): 100 megapixels, five times the largest chest detector (43 x 43 cm at 100 µm).
+DEFAULT_MAX_PIXELS = 100_000_000
 #: Longer side of the display rendition kept for descriptions and for the web page.
 DISPLAY_MAX_SIDE = 1024
 # DICOMDIR is the index of a DICOM medium (PS3.10), never an image.
@@ -337,6 +340,7 @@ def _prepare_file(
     stored: set[str] | frozenset[str],
     claim_content: Callable[[str], ClaimOutcome] | None = None,
     gate: InputGate | None = None,
+    max_pixels: int | None = None,
 ) -> _Outcome:
     try:
         data = path.read_bytes()
@@ -347,6 +351,14 @@ def _prepare_file(
     sha256 = sha256_bytes(data)
     if sha256 in stored:
         return _Outcome(path, sha256, stored=True)
+    declared = declared_pixel_count(data) if max_pixels is not None else None
+    if declared is not None and max_pixels is not None and declared > max_pixels:
+        # Refused before decoding: one such file must not take the memory of a run over 100,000.
+        reason = (
+            f"image too large: its header declares {declared:,} pixels; screening reads at most "
+            f"{max_pixels:,} (--max-megapixels)"
+        )
+        return _Outcome(path, sha256, reason=reason)
     claimed = False
     if claim_content is not None:
         outcome = claim_content(sha256)
@@ -824,6 +836,7 @@ def screen(
     share: tuple[int, int] = (0, 1),
     lease_s: float = DEFAULT_LEASE_S,
     triage: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ScreeningReport:
     """Screen every radiograph under ``paths`` and store one record per image (see the module docstring).
 
@@ -845,6 +858,8 @@ def screen(
             ``rank``-th (torchrun ranks split the inputs so; the claims keep them apart in any case).
         lease_s: Seconds a claim lasts without renewal (renewed after every stored batch).
         triage: Build the triage list (a torchrun rank leaves it to the merged report).
+        max_pixels: Largest image a file may declare in its header; larger ones are recorded as failed
+            before they are decoded (``None``: no limit).
 
     Returns:
         A :class:`ScreeningReport` with the triage list.
@@ -908,6 +923,7 @@ def screen(
             stored=stored,
             claim_content=functools.partial(_claim, database, checkpoint_id, worker, lease_s),
             gate=backend.gate,
+            max_pixels=max_pixels,
         )
         bar = Progress(len(files), desc="screening", unit=" files", enabled=progress)
         pool = (

@@ -146,7 +146,7 @@ def test_screening_stores_every_good_image_once_and_every_bad_file_with_its_reas
     assert synthetic_flags == {True}  # a checkpoint trained on synthetic data marks all its results
     # Every image is positive for exactly one finding, so all of them are on the triage list.
     assert len(report.triage) == good
-    assert all(entry.most_urgent.finding == ALWAYS_POSITIVE for entry in report.triage)
+    assert all(entry.leading.finding == ALWAYS_POSITIVE for entry in report.triage)
 
 
 def test_positive_findings_get_grounded_descriptions(folder, backend, tmp_path):

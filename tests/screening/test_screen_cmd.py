@@ -55,7 +55,7 @@ def test_screen_command_prints_and_writes_the_triage_list(checkpoint, tmp_path, 
     with open(out_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == len(images)
-    assert {row["most_urgent_finding"] for row in rows} == {ALWAYS_POSITIVE}
+    assert {row["leading_finding"] for row in rows} == {ALWAYS_POSITIVE}
     # A second run finds everything stored.
     assert run_cli(argv) == 0
     assert "Screened 0 image(s)" in capsys.readouterr().out

@@ -119,7 +119,7 @@ def test_text_list_hides_patient_ids_and_csv_carries_them(tmp_path):
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert [(row["rank"], row["most_urgent_finding"], row["patient_id"]) for row in rows] == [
+    assert [(row["rank"], row["leading_finding"], row["patient_id"]) for row in rows] == [
         ("1", "Pneumothorax", "SECRET-42"),
         ("2", "Nodule", ""),
     ]

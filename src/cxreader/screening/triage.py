@@ -84,7 +84,7 @@ URGENCY_ORDER: tuple[str, ...] = (
 CSV_COLUMNS = (
     "rank",
     "image_id",
-    "most_urgent_finding",
+    "leading_finding",
     "probability",
     "threshold",
     "findings_above_threshold",
@@ -138,7 +138,7 @@ class TriageEntry:
     synthetic: bool = False
 
     @property
-    def most_urgent(self) -> FindingResult:
+    def leading(self) -> FindingResult:
         """The leading finding: the one above threshold with the highest :func:`priority`."""
         return self.positives[0]
 
@@ -157,7 +157,7 @@ def build_triage(entries: Iterable[TriageEntry | None]) -> list[TriageEntry]:
     """The entries that have a finding above threshold, highest priority first (the module docstring's rule)."""
 
     def urgency(entry: TriageEntry) -> tuple[float, int, int, str]:
-        first = entry.most_urgent
+        first = entry.leading
         return (-priority(first), urgency_rank(first.finding), -len(entry.positives), entry.source_path)
 
     return sorted((entry for entry in entries if entry is not None and entry.positives), key=urgency)
@@ -223,7 +223,7 @@ def format_triage(entries: Sequence[TriageEntry], *, limit: int | None = 50) -> 
     lines = [f"Triage: {len(entries)} image(s) with findings above threshold, most urgent first"]
     width = len(str(len(shown)))
     for rank, entry in enumerate(shown, start=1):
-        first = entry.most_urgent
+        first = entry.leading
         marks = " [SYNTHETIC]" if entry.synthetic else ""
         image = f"image {entry.image_id}  " if entry.image_id is not None else ""
         lines.append(
@@ -254,11 +254,11 @@ def write_triage_csv(entries: Sequence[TriageEntry], path: str | Path) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for rank, entry in enumerate(entries, start=1):
-        first = entry.most_urgent
+        first = entry.leading
         row = {
             "rank": rank,
             "image_id": entry.image_id,
-            "most_urgent_finding": first.finding,
+            "leading_finding": first.finding,
             "probability": f"{first.probability:.4f}",
             "threshold": f"{first.threshold:.4f}",
             "findings_above_threshold": "|".join(item.finding for item in entry.positives),

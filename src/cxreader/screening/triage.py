@@ -1,4 +1,4 @@
-"""The triage list of a screening run: images with findings above threshold, most urgent first.
+"""The triage list of a screening run: images with findings above threshold, highest priority first.
 
 Urgency order (:data:`URGENCY_ORDER`). Worklist prioritisation studies rank chest radiograph findings by how
 soon a patient needs someone to act on them. Baltruschat et al., "Smart chest X-ray worklist prioritization
@@ -220,7 +220,7 @@ def format_triage(entries: Sequence[TriageEntry], *, limit: int | None = 50) -> 
     if not entries:
         return "Triage: no image has a finding above its threshold.\n" + DISCLAIMER + "\n"
     shown = entries if limit is None else entries[:limit]
-    lines = [f"Triage: {len(entries)} image(s) with findings above threshold, most urgent first"]
+    lines = [f"Triage: {len(entries)} image(s) with findings above threshold, highest priority first"]
     width = len(str(len(shown)))
     for rank, entry in enumerate(shown, start=1):
         first = entry.leading

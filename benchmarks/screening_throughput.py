@@ -81,7 +81,7 @@ def naive_loop(files: list[Path], backend: ModelBackend, database: Database) -> 
             data = path.read_bytes()
             sha256 = hashlib.sha256(data).hexdigest()
             image = load_image(path, data=data)
-            if backend.gate.rules(image, image.pixels):
+            if backend.gate.rules(image):
                 continue  # refused by the input gate: the model never runs on it
             tensor = backend.transform(image.pixels)
             probabilities = backend.predict(tensor[None])[0]

@@ -23,7 +23,7 @@ from cxreader.inference.gate import (
 
 def _reasons(data: bytes, name: str = "x", view: str | None = None) -> list[str]:
     image = load_image(name, data=data)
-    return rule_reasons(image, image.pixels, input_size=64, view=view)
+    return rule_reasons(image, input_size=64, view=view)
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:

@@ -151,7 +151,7 @@ def evaluate_checkpoint(
         cache=cache,
         calibrated=calibrated,
     )
-    detector = OutOfDistribution.from_state(loaded.contract.ood) if loaded.contract.ood else None
+    detector = OutOfDistribution.from_contract(loaded.contract)
     evaluated = predict_split(loaded, split=split, with_features=detector is not None, **kwargs)
     val = predict_split(loaded, split="val", **kwargs) if split != "val" else None
     metadata = {

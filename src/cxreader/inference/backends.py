@@ -62,7 +62,7 @@ class ModelBackend(abc.ABC):
         self.sha256 = sha256
         self.transform = contract.eval_preset()
         self.lock = threading.Lock()
-        detector = OutOfDistribution.from_state(contract.ood) if contract.ood else None
+        detector = OutOfDistribution.from_contract(contract)
         self.gate = InputGate(input_size=contract.input_size, detector=detector, name=self.path.name)
         self.calibration: Calibration | None = contract_calibration(contract, source=str(self.path))
 

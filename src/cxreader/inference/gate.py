@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from cxreader.data.io import LoadedImage
+from cxreader.models.checkpoint import CheckpointContract
 
 logger = logging.getLogger(__name__)
 
@@ -86,15 +87,11 @@ class GateVerdict:
         }
 
 
-def rule_reasons(
-    image: LoadedImage, pixels: np.ndarray | None, *, input_size: int, view: str | None = None
-) -> list[str]:
+def rule_reasons(image: LoadedImage, *, input_size: int, view: str | None = None) -> list[str]:
     """The rules the image breaks (see the module docstring); empty when it passes them all.
 
     Args:
-        image: The decoded image and what its file says.
-        pixels: Its grey values in [0, 1] (``image.pixels`` unless they were released); ``None`` skips the
-            contrast rule.
+        image: The decoded image (its pixels, grey values in [0, 1]) and what its file says.
         input_size: The model's input side in pixels.
         view: The view a label table gives (NIH's ``View Position``), when the file says none.
     """
@@ -111,10 +108,9 @@ def rule_reasons(
     position = (image.view_position or view or "").strip().upper()
     if position in LATERAL_VIEWS:
         reasons.append(f"lateral view ({position}): the model reads frontal (PA/AP) radiographs only")
-    height, width = image.pixels.shape if image.pixels.size else (0, 0)
-    if pixels is not None and pixels.size:
+    pixels = image.pixels
+    if pixels.size:
         height, width = pixels.shape
-    if width and height:
         short, long = min(width, height), max(width, height)
         minimum = max(1, int(np.ceil(MIN_SIDE_FRACTION * input_size)))
         if short < minimum:
@@ -127,7 +123,7 @@ def rule_reasons(
             )
     if image.colour_spread > MAX_COLOUR_SPREAD:
         reasons.append(f"a colour image (channel spread {image.colour_spread:.2f}): radiographs are grey")
-    if pixels is not None and pixels.size:
+    if pixels.size:
         contrast = _contrast(pixels)
         if contrast < MIN_CONTRAST:
             reasons.append(
@@ -202,6 +198,11 @@ class OutOfDistribution:
         squared = np.einsum("nc,cd,nd->n", centred, self.precision, centred)
         return np.sqrt(np.maximum(squared, 0.0))
 
+    @classmethod
+    def from_contract(cls, contract: CheckpointContract) -> OutOfDistribution | None:
+        """The detector a checkpoint's contract carries, or ``None`` when it has none."""
+        return cls.from_state(contract.ood) if contract.ood else None
+
     def to_state(self) -> dict[str, Any]:
         """What a checkpoint stores (tensors for the arrays)."""
         return {
@@ -242,8 +243,8 @@ class InputGate:
                 "%s carries no out-of-distribution detector: images are gated by the rules only", name
             )
 
-    def rules(self, image: LoadedImage, pixels: np.ndarray | None, *, view: str | None = None) -> list[str]:
-        return rule_reasons(image, pixels, input_size=self.input_size, view=view)
+    def rules(self, image: LoadedImage, *, view: str | None = None) -> list[str]:
+        return rule_reasons(image, input_size=self.input_size, view=view)
 
     def verdicts(self, reasons: Sequence[Sequence[str]], features: torch.Tensor | None) -> list[GateVerdict]:
         """Combine each image's broken rules with its out-of-distribution score (from the forward pass)."""

@@ -117,7 +117,7 @@ class Predictor:
                 continue
             if keep_images:
                 results[index].image = image
-            broken = gate.rules(image, image.pixels)
+            broken = gate.rules(image)
             if broken:  # refused before the model runs
                 results[index].gate = GateVerdict(accepted=False, reasons=tuple(broken))
             else:

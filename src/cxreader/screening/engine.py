@@ -298,7 +298,7 @@ def prepare_image(
         ImageReadError: not an image, corrupt or truncated.
     """
     image = load_image(name, data=data)
-    refused = tuple(gate.rules(image, image.pixels)) if gate is not None else ()
+    refused = tuple(gate.rules(image)) if gate is not None else ()
     height, width = image.pixels.shape
     return PreparedImage(
         path=name,

@@ -95,6 +95,7 @@ def run_screen(args: argparse.Namespace) -> int:
     """Handler of ``cxreader screen``: exit code 0 when the run completed (failed files are recorded)."""
     from cxreader.inference.backends import load_backend
     from cxreader.screening.engine import add_triage, merge_reports, screen
+    from cxreader.service.settings import megapixels
     from cxreader.storage.db import open_database
     from cxreader.training import distributed
 
@@ -126,7 +127,7 @@ def run_screen(args: argparse.Namespace) -> int:
                 share=(info.rank, info.world_size),
                 lease_s=args.claim_lease,
                 triage=not info.is_distributed,
-                max_pixels=_megapixels(args.max_megapixels),
+                max_pixels=megapixels(args.max_megapixels, "--max-megapixels"),
             )
             if info.is_distributed:
                 reports = distributed.all_gather_objects(info, report)
@@ -139,14 +140,6 @@ def run_screen(args: argparse.Namespace) -> int:
         distributed.cleanup_distributed()
     _print_report(report, args, str(database))
     return 0
-
-
-def _megapixels(value: float) -> int:
-    from cxreader.errors import ConfigError
-
-    if not value > 0:
-        raise ConfigError(f"--max-megapixels must be positive, got {value}")
-    return int(value * 1_000_000)
 
 
 def _print_report(report: ScreeningReport, args: argparse.Namespace, database: str) -> None:

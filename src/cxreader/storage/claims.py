@@ -35,7 +35,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cxreader.storage.db import begin_write
+from cxreader.storage.db import begin_write, writing
 from cxreader.storage.tables import Claim, Image, utc_now
 
 ClaimOutcome = Literal["claimed", "stored", "elsewhere"]
@@ -166,10 +166,5 @@ def renew(*, session: Session, worker: Worker, lease_s: float) -> int:
 
 def release_all(*, session: Session, worker: Worker) -> None:
     """Remove every claim this worker still holds, committed (end of a run, also after an error)."""
-    begin_write(session)
-    try:
+    with writing(session, commit=True):
         session.execute(delete(Claim).where(Claim.worker == worker.name))
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise

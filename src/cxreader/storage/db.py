@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +167,21 @@ def database_error_reason(exc: BaseException) -> str | None:
     if "database is locked" in first:
         hint = f" (another process held the write lock longer than {_SQLITE_BUSY_TIMEOUT_S:g} s)"
     return f"database error: {first}{hint}"
+
+
+@contextmanager
+def writing(session: Session, *, commit: bool) -> Iterator[None]:
+    """A write transaction (:func:`begin_write`): committed at the end when ``commit`` (else the caller
+    commits), rolled back on any error when the call owns it."""
+    begin_write(session)
+    try:
+        yield
+        if commit:
+            session.commit()
+    except BaseException:
+        if commit:
+            session.rollback()
+        raise
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cxreader.errors import CheckpointError, DataError
 from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical_finding
-from cxreader.storage.db import begin_write
+from cxreader.storage.db import writing
 from cxreader.storage.records import ImageResult, StudyInfo, as_date, is_unit
 from cxreader.storage.tables import BOX_COLUMNS, Checkpoint, Finding, Image, Study, utc_now
 
@@ -64,7 +63,7 @@ def register_checkpoint(
         thresholds = [float(value) for value in thresholds]
         if len(thresholds) != len(FINDINGS) or not all(is_unit(value) for value in thresholds):
             raise CheckpointError(f"{where}: thresholds must be {len(FINDINGS)} numbers in [0, 1]")
-    with _writing(session, commit=True):
+    with writing(session, commit=True):
         statement = _dialect_insert(session, Checkpoint).values(
             sha256=sha256,
             labels=list(FINDINGS),
@@ -101,7 +100,7 @@ def add_image_result(*, session: Session, result: ImageResult, commit: bool = Tr
     """
     finding_rows = _finding_rows(result)
     image_values = _image_values(result)
-    with _writing(session, commit=commit), session.begin_nested():
+    with writing(session, commit=commit), session.begin_nested():
         existing_study_id = session.scalar(
             select(Image.study_id).where(
                 Image.content_sha256 == image_values["content_sha256"],
@@ -174,7 +173,7 @@ def record_failure(
         Image.checkpoint_id.is_(None) if checkpoint_id is None else Image.checkpoint_id == checkpoint_id
     )
     stored = select(Image.id, Image.status).where(Image.content_sha256 == content_sha256, same_checkpoint)
-    with _writing(session, commit=commit), session.begin_nested():
+    with writing(session, commit=commit), session.begin_nested():
         now = utc_now()
         existing = session.execute(stored).first()
         if existing is not None:
@@ -217,21 +216,6 @@ def record_failure(
             if image_id is None:
                 image_id = session.execute(stored).one().id
     return image_id
-
-
-@contextmanager
-def _writing(session: Session, *, commit: bool) -> Iterator[None]:
-    """A write transaction: committed at the end when ``commit`` (else the caller commits), rolled back on any
-    error when the call owns it."""
-    begin_write(session)
-    try:
-        yield
-        if commit:
-            session.commit()
-    except BaseException:
-        if commit:
-            session.rollback()
-        raise
 
 
 def _check_sha256(value: str, where: str) -> str:

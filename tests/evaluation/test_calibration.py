@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import expit
+from tests.inference.calibration_data import bent, overconfident
 
 from cxreader.evaluation.calibration import (
     MIN_ISOTONIC_POSITIVES,
@@ -22,23 +23,8 @@ from cxreader.inference.calibration import (
 from cxreader.labels import FINDINGS, NUM_FINDINGS
 
 
-def _overconfident(n: int, k: int, temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels drawn from sigmoid(z), and the probabilities of a model that outputs sigmoid(T · z)."""
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(-1.0, 2.0, size=(n, k))
-    labels = (rng.random((n, k)) < expit(logits)).astype(float)
-    return labels, expit(temperature * logits)
-
-
-def _bent(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities p whose true frequency is p²: a bend no single temperature can straighten."""
-    rng = np.random.default_rng(seed)
-    probs = rng.random(n)
-    return (rng.random(n) < probs**2).astype(float), probs
-
-
 def test_temperature_scaling_recovers_a_known_temperature():
-    labels, probs = _overconfident(40_000, 1, temperature=2.5, seed=0)
+    labels, probs = overconfident(40_000, 1, temperature=2.5, seed=0)
     temperature = fit_temperature(probs[:, 0], labels[:, 0])
     assert temperature == pytest.approx(2.5, rel=0.05)
     # Dividing the logit by the fitted temperature gives back the true probabilities sigmoid(z).
@@ -47,7 +33,7 @@ def test_temperature_scaling_recovers_a_known_temperature():
 
 
 def test_temperature_scaling_leaves_auroc_unchanged_and_lowers_ece():
-    labels, probs = _overconfident(6000, NUM_FINDINGS, temperature=3.0, seed=1)
+    labels, probs = overconfident(6000, NUM_FINDINGS, temperature=3.0, seed=1)
     labels[::11, 3] = np.nan  # unknown labels are left out of the fit
     fit, held_out = slice(0, 3000), slice(3000, None)
     calibration = fit_calibration(probs[fit], labels[fit], isotonic=False)
@@ -62,7 +48,7 @@ def test_temperature_scaling_leaves_auroc_unchanged_and_lowers_ece():
 
 
 def test_isotonic_is_chosen_where_it_beats_temperature_with_enough_positives():
-    labels, probs = _bent(6000, seed=2)
+    labels, probs = bent(6000, seed=2)
     chosen = fit_finding_calibration(probs, labels)
     assert chosen.method == ISOTONIC
     cv = chosen.cross_validated
@@ -72,7 +58,7 @@ def test_isotonic_is_chosen_where_it_beats_temperature_with_enough_positives():
 
 
 def test_isotonic_is_not_chosen_with_too_few_positives():
-    labels, probs = _bent(6000, seed=3)
+    labels, probs = bent(6000, seed=3)
     positives = np.flatnonzero(labels == 1)
     labels[positives[MIN_ISOTONIC_POSITIVES - 1 :]] = 0.0  # 49 positives left
     chosen = fit_finding_calibration(probs, labels)
@@ -82,7 +68,7 @@ def test_isotonic_is_not_chosen_with_too_few_positives():
 
 
 def test_isotonic_is_not_chosen_where_one_temperature_is_the_right_model():
-    labels, probs = _overconfident(6000, 1, temperature=2.0, seed=4)
+    labels, probs = overconfident(6000, 1, temperature=2.0, seed=4)
     chosen = fit_finding_calibration(probs[:, 0], labels[:, 0])
     assert chosen.method == TEMPERATURE
     assert chosen.cross_validated[TEMPERATURE]["nll"] < chosen.cross_validated[ISOTONIC]["nll"]
@@ -90,7 +76,7 @@ def test_isotonic_is_not_chosen_where_one_temperature_is_the_right_model():
 
 
 def test_a_finding_without_positives_is_left_alone():
-    labels, probs = _overconfident(500, NUM_FINDINGS, temperature=2.0, seed=5)
+    labels, probs = overconfident(500, NUM_FINDINGS, temperature=2.0, seed=5)
     labels[:, FINDINGS.index("Hernia")] = 0.0
     calibration = fit_calibration(probs, labels)
     hernia = calibration.per_finding[FINDINGS.index("Hernia")]
@@ -99,7 +85,7 @@ def test_a_finding_without_positives_is_left_alone():
 
 
 def test_the_fitting_rule_is_recorded_with_the_calibration():
-    labels, probs = _overconfident(300, 2, temperature=2.0, seed=11)
+    labels, probs = overconfident(300, 2, temperature=2.0, seed=11)
     calibration = fit_calibration(probs, labels, findings=("a", "b"), isotonic=False, folds=3, seed=4)
     assert calibration.rule == {
         "min_isotonic_positives": MIN_ISOTONIC_POSITIVES,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
+from tests.inference.calibration_data import bent, overconfident
 
 from cxreader.errors import CheckpointError
 from cxreader.evaluation.calibration import MIN_ISOTONIC_POSITIVES, fit_calibration, fit_isotonic
@@ -27,21 +28,6 @@ from cxreader.labels import FINDINGS, NUM_FINDINGS
 from cxreader.models.checkpoint import CheckpointContract
 
 
-def _overconfident(n: int, k: int, temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels drawn from sigmoid(z), and the probabilities of a model that outputs sigmoid(T · z)."""
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(-1.0, 2.0, size=(n, k))
-    labels = (rng.random((n, k)) < expit(logits)).astype(float)
-    return labels, expit(temperature * logits)
-
-
-def _bent(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities p whose true frequency is p²: a bend no single temperature can straighten."""
-    rng = np.random.default_rng(seed)
-    probs = rng.random(n)
-    return (rng.random(n) < probs**2).astype(float), probs
-
-
 def test_each_method_maps_probabilities_as_defined():
     probs = np.array([0.0, 0.1, 0.5, 0.8, 1.0])
     np.testing.assert_allclose(
@@ -57,7 +43,7 @@ def test_each_method_maps_probabilities_as_defined():
 
 
 def test_isotonic_knots_reproduce_sklearn_predictions():
-    labels, probs = _bent(3000, seed=6)
+    labels, probs = bent(3000, seed=6)
     knots_x, knots_y = fit_isotonic(probs, labels)
     model = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(probs, labels)
     new = np.concatenate([np.random.default_rng(7).random(500), [0.0, 1.0]])
@@ -65,8 +51,8 @@ def test_isotonic_knots_reproduce_sklearn_predictions():
 
 
 def test_json_round_trip_applies_identically():
-    labels, probs = _overconfident(3000, NUM_FINDINGS, temperature=2.0, seed=8)
-    bent_labels, bent_probs = _bent(3000, seed=9)
+    labels, probs = overconfident(3000, NUM_FINDINGS, temperature=2.0, seed=8)
+    bent_labels, bent_probs = bent(3000, seed=9)
     labels[:, 0], probs[:, 0] = bent_labels, bent_probs  # an isotonic finding among temperature ones
     labels[:, -1] = 0.0  # and an identity one
     calibration = fit_calibration(probs, labels)

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cxreader.storage.db import begin_write, writing
+from cxreader.storage.read import stored_for
 from cxreader.storage.tables import Claim, Image, utc_now
 
 ClaimOutcome = Literal["claimed", "stored", "elsewhere"]
@@ -72,10 +73,7 @@ def claim(
 
 
 def _claim(session: Session, sha256: str, checkpoint_id: int, worker: Worker, lease_s: float) -> ClaimOutcome:
-    stored_for = or_(
-        Image.checkpoint_id == checkpoint_id, and_(Image.status == "failed", Image.checkpoint_id.is_(None))
-    )
-    stored = select(Image.id).where(Image.content_sha256 == sha256, stored_for).limit(1)
+    stored = select(Image.id).where(Image.content_sha256 == sha256, stored_for(checkpoint_id)).limit(1)
     if session.scalar(stored):
         return "stored"
     taken = _take(session, sha256, checkpoint_id, worker, lease_s)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from cxreader.labels import FINDINGS
@@ -61,17 +61,21 @@ _FINDING_COLUMNS = (
 _FINDING_ORDER = {name: index for index, name in enumerate(FINDINGS)}
 
 
-def stored_hashes(*, session: Session, checkpoint_id: int) -> set[str]:
-    """Content hashes of every file stored for a checkpoint (a result or a failure), for resuming a run.
+def stored_for(checkpoint_id: int) -> ColumnElement[bool]:
+    """The condition on an image row that it is stored for a checkpoint (a result or a failure).
 
     A failure recorded without a checkpoint (the file could not be read at all) counts for every checkpoint:
     reading it again would fail again.
     """
-    stored_for = or_(
+    return or_(
         Image.checkpoint_id == checkpoint_id,
         and_(Image.status == "failed", Image.checkpoint_id.is_(None)),
     )
-    return set(session.scalars(select(Image.content_sha256).where(stored_for)))
+
+
+def stored_hashes(*, session: Session, checkpoint_id: int) -> set[str]:
+    """Content hashes of every file stored for a checkpoint (:func:`stored_for`), for resuming a run."""
+    return set(session.scalars(select(Image.content_sha256).where(stored_for(checkpoint_id))))
 
 
 def get_image(*, session: Session, image_id: int) -> ImageRecord | None:

@@ -54,6 +54,11 @@ def add_batch_size(parser: argparse.ArgumentParser, default: int) -> None:
     )
 
 
+def add_split_lists(parser: argparse.ArgumentParser, help: str, **kwargs: Any) -> None:
+    """``--list NAME=FILE`` (repeatable): splits given by list files; ``kwargs`` as for ``add_argument``."""
+    parser.add_argument("--list", action="append", type=name_value, metavar="NAME=FILE", help=help, **kwargs)
+
+
 def add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="URL", help=DATABASE_HELP)
 

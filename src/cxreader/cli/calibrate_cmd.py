@@ -38,13 +38,10 @@ def register(subparsers) -> None:
         help="how to rebuild the train/val splits: as the checkpoint's training did (default), or by "
         "--split random|official, or from --list files",
     )
-    parser.add_argument(
-        "--list",
-        action="append",
+    arguments.add_split_lists(
+        parser,
+        "split list files (train=..., val=...); implies --split-from lists",
         default=[],
-        type=arguments.name_value,
-        metavar="NAME=FILE",
-        help="split list files (train=..., val=...); implies --split-from lists",
     )
     parser.add_argument(
         "--operating-point",

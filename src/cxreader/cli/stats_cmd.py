@@ -62,13 +62,10 @@ def register_data(data_subparsers: argparse._SubParsersAction) -> None:
         help="'random': seeded 70/10/20 patient split of the table (default without --list); 'official': "
         "NIH test_list.txt, train/val carved by patient from train_val_list.txt",
     )
-    parser.add_argument(
-        "--list",
+    arguments.add_split_lists(
+        parser,
+        "a split given by a list file (official or CheXNet format); repeat for train, val, test",
         dest="lists",
-        action="append",
-        type=arguments.name_value,
-        metavar="NAME=FILE",
-        help="a split given by a list file (official or CheXNet format); repeat for train, val, test",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient shuffle (default 0)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")

@@ -43,13 +43,10 @@ OVERRIDES = (
 def add_override_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, kind, text in OVERRIDES:
         parser.add_argument(flag, type=kind, default=None, help=text)
-    parser.add_argument(
-        "--list",
-        action="append",
+    arguments.add_split_lists(
+        parser,
+        "a split list file (train=…, val=…, test=…); implies --split lists",
         default=[],
-        type=arguments.name_value,
-        metavar="NAME=FILE",
-        help="a split list file (train=…, val=…, test=…); implies --split lists",
     )
     parser.add_argument(
         "--set",

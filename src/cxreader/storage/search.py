@@ -168,17 +168,17 @@ def _image_filters(
 ) -> list[Any]:
     """Conditions on the image row: its status, its model, and being its content's newest admitted result."""
 
-    def admitted(image: Any) -> list[Any]:
+    def admitted(image: Any, *, status_holds: bool = False) -> list[Any]:
         conditions = []
-        # Finding rows exist only for images read successfully, so with finding filters status "ok" holds
-        # already (and the model filter alone needs the image row).
-        if status != "any" and (images_joined or status != "ok" or image is not Image):
+        if status != "any" and not status_holds:
             conditions.append(image.status == status)
         if checkpoint_ids is not None:
             conditions.append(image.checkpoint_id.in_(checkpoint_ids))
         return conditions
 
-    filters = admitted(Image)
+    # Finding rows exist only for images read successfully, so with finding filters status "ok" holds already
+    # for the matched image (not for the newer rows it is compared with).
+    filters = admitted(Image, status_holds=not images_joined and status == "ok")
     if latest_only:
         newer = aliased(Image)
         filters.append(

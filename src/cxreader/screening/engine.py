@@ -58,7 +58,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -582,6 +582,42 @@ def register_backend(session: Session, backend: ModelBackend) -> int:
 # --- the run -------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    """An image whose result (read, or refused by the gate) a run stores, as a result sink sees it.
+
+    Attributes:
+        source: The file that was read.
+        prepared: The decoded image (with its display rendition when the sink asked for one).
+        reading: What the model made of it; ``None`` for an image the gate's rules refused.
+        result: The record stored.
+        image_id: Its id in the records database.
+    """
+
+    source: Path
+    prepared: PreparedImage
+    reading: Reading | None
+    result: ImageResult
+    image_id: int
+
+
+class ResultSink(Protocol):
+    """Something done with every stored result, in step with the database (e.g. DICOM objects written and sent
+    to a PACS, :class:`cxreader.dicom.outputs.DicomOutputs`).
+
+    ``stage`` runs inside the write transaction that stores a batch (what it records commits or rolls back with
+    the results); ``committed`` runs once the batch is committed. A sink reports its own per-image problems: an
+    exception from it ends the run.
+    """
+
+    #: Whether the sink needs each image's display rendition (kept in :attr:`PreparedImage.display`).
+    needs_display: bool
+
+    def stage(self, session: Session, stored: Sequence[StoredImage]) -> None: ...
+
+    def committed(self, stored: Sequence[StoredImage]) -> None: ...
+
+
 @dataclass
 class ScreeningReport:
     """What a screening run did (one worker's share, or all ranks' merged by :func:`merge_reports`).
@@ -704,6 +740,11 @@ class _Run:
     failures: list[dict[str, Any]] = field(default_factory=list)
     #: Contents this worker has claimed and not yet stored.
     held: set[str] = field(default_factory=set)
+    sink: ResultSink | None = None
+    #: The file each content taken into a batch was read from.
+    sources: dict[str, Path] = field(default_factory=dict)
+    #: For the sink: the prepared image and reading of each pending result, in the order of ``results``.
+    readings: list[tuple[PreparedImage, Reading | None]] = field(default_factory=list)
 
     def fail(self, reason: str, **failure: Any) -> None:
         """Count a failure and keep it for the flush (``failure``: the other arguments of ``record_failure``)."""
@@ -737,6 +778,7 @@ class _Run:
         else:
             assert outcome.prepared is not None
             self.stored.add(sha256)  # later copies of the same content are not decoded again
+            self.sources[sha256] = outcome.path
             if outcome.prepared.refused:  # by the gate's rules: stored as "not read", the model never runs
                 self.keep(outcome.prepared, None)
             else:
@@ -761,6 +803,7 @@ class _Run:
         else:
             self.report.screened += 1
         self.results.append(result)
+        self.readings.append((item, reading))
 
     def run_batch(self) -> None:
         synthetic_model = self.report.synthetic_model
@@ -788,9 +831,13 @@ class _Run:
         write transaction (on SQLite it waits for the write lock, never fails at once)."""
         begin_write(self.session)
         written: list[str] = []
-        for result in self.results:
+        staged: list[StoredImage] = []
+        for result, (item, reading) in zip(self.results, self.readings, strict=True):
             try:
-                add_image_result(session=self.session, result=result, commit=False)
+                image_id = add_image_result(session=self.session, result=result, commit=False)
+                if self.sink is not None:
+                    source = self.sources.get(result.content_sha256, Path(result.source_path))
+                    staged.append(StoredImage(source, item, reading, result, image_id))
             except CXReaderError as exc:  # a malformed record (e.g. an over-long DICOM UID): record why
                 if result.refused:
                     self.report.refused -= 1
@@ -818,9 +865,16 @@ class _Run:
             self.held -= done
         # Also the claims the reading threads took since (not in `held` yet): one UPDATE per batch.
         renew(session=self.session, worker=self.worker, lease_s=self.lease_s)
+        if staged and self.sink is not None:
+            self.sink.stage(self.session, staged)
         self.session.commit()  # on an error, closing the session rolls the batch back
+        for result in self.results:
+            self.sources.pop(result.content_sha256, None)
         self.results.clear()
+        self.readings.clear()
         self.failures.clear()
+        if staged and self.sink is not None:
+            self.sink.committed(staged)
 
 
 def screen(
@@ -837,6 +891,7 @@ def screen(
     lease_s: float = DEFAULT_LEASE_S,
     triage: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    sink: ResultSink | None = None,
 ) -> ScreeningReport:
     """Screen every radiograph under ``paths`` and store one record per image (see the module docstring).
 
@@ -860,6 +915,7 @@ def screen(
         triage: Build the triage list (a torchrun rank leaves it to the merged report).
         max_pixels: Largest image a file may declare in its header; larger ones are recorded as failed
             before they are decoded (``None``: no limit).
+        sink: Also hand every stored result to this sink (:class:`ResultSink`), e.g. to write it as DICOM.
 
     Returns:
         A :class:`ScreeningReport` with the triage list.
@@ -907,6 +963,7 @@ def screen(
             captioner,
             worker=worker,
             lease_s=lease_s,
+            sink=sink,
         )
         for path, reason in problems:
             run.fail(
@@ -919,7 +976,7 @@ def screen(
         prepare = functools.partial(
             _prepare_file,
             transform=backend.transform,
-            keep_display=describe or captioner is not None,
+            keep_display=describe or captioner is not None or (sink is not None and sink.needs_display),
             stored=stored,
             claim_content=functools.partial(_claim, database, checkpoint_id, worker, lease_s),
             gate=backend.gate,

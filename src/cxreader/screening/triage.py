@@ -115,6 +115,12 @@ def urgency_rank(finding: str) -> int:
     return _RANK[canonical_finding(finding)]
 
 
+def urgency_tier(finding: str) -> str:
+    """The urgency tier of a finding (a key of :data:`URGENCY_TIERS`); any accepted spelling."""
+    name = canonical_finding(finding)
+    return next(tier for tier, names in URGENCY_TIERS.items() if name in names)
+
+
 def priority(finding: FindingResult) -> float:
     """A finding's triage priority: its probability times its urgency tier's weight (module docstring)."""
     return _WEIGHT[canonical_finding(finding.finding)] * float(finding.probability)

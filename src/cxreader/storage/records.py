@@ -166,3 +166,16 @@ def as_date(value: date | None) -> date | None:
     A datetime is a date too, but compares as a timestamp against DATE columns on some backends.
     """
     return value.date() if isinstance(value, datetime) else value
+
+
+@dataclass(frozen=True)
+class DicomObjectRecord:
+    """A DICOM object written for a stored result: its kind (``sr``, ``overlay``, ``kos``), UIDs, and the file
+    it was written to (``None`` when it was only sent to a PACS)."""
+
+    image_id: int
+    kind: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    path: str | None

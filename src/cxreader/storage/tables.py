@@ -242,3 +242,27 @@ class Claim(Base):
     worker: Mapped[str] = mapped_column(String(255))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DicomObject(Base):
+    """A DICOM object cxreader wrote for a stored result (the TID 1500 report, the overlay Secondary Capture,
+    the triage Key Object Selection), so the page can link it and a PACS copy can be traced to its record.
+
+    No patient data: the UIDs are the objects' own, the path is where the file was written (``None`` when the
+    object was only sent to a PACS).
+    """
+
+    __tablename__ = "dicom_objects"
+    __table_args__ = (
+        UniqueConstraint("image_id", "kind"),
+        CheckConstraint("kind IN ('sr', 'overlay', 'kos')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

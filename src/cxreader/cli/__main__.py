@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "cxreader.cli.caption_cmd",
     "cxreader.cli.export_cmd",
     "cxreader.cli.screen_cmd",
+    "cxreader.cli.dicom_cmd",
     "cxreader.cli.search_cmd",
     "cxreader.cli.db_cmd",
     "cxreader.cli.serve_cmd",

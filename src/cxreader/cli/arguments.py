@@ -95,3 +95,57 @@ def print_footer(synthetic: bool) -> None:
 def write_json(path: str | Path, payload: dict) -> None:
     """Write a ``--json OUT`` report (its folder is created when missing)."""
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def add_dicom_outputs(parser: argparse.ArgumentParser, *, stow_back: bool = False) -> None:
+    """``--dicom-out DIR``, ``--send-to AE@HOST:PORT`` (repeatable) and ``--stow``: results as DICOM.
+
+    ``stow_back``: ``--stow`` is a switch that sends the results back to the DICOMweb server the command reads
+    from, instead of taking a URL.
+    """
+    parser.add_argument(
+        "--dicom-out",
+        metavar="DIR",
+        help="write the results of DICOM inputs as DICOM in the source study: a TID 1500 report (SR), the "
+        "heatmap overlay (Secondary Capture) and, for images on the triage list, a Key Object Selection "
+        "(DIR/<StudyInstanceUID>/)",
+    )
+    parser.add_argument(
+        "--send-to",
+        action="append",
+        default=[],
+        metavar="AE@HOST:PORT",
+        help="send those objects to a DICOM node by C-STORE (repeatable)",
+    )
+    if stow_back:
+        parser.add_argument(
+            "--stow", action="store_true", help="send those objects back to the same server by STOW-RS"
+        )
+    else:
+        parser.add_argument(
+            "--stow",
+            metavar="URL",
+            help="send those objects to a DICOMweb server by STOW-RS (its root, e.g. http://pacs/dicom-web)",
+        )
+    parser.add_argument("--ae-title", default="CXREADER", help="this node's AE title (default CXREADER)")
+
+
+def dicom_outputs(args: argparse.Namespace, backend: Any, *, stow_url: str | None = None) -> Any:
+    """The :class:`~cxreader.dicom.outputs.DicomOutputs` sink the flags of :func:`add_dicom_outputs` ask for,
+    or ``None`` when they ask for nothing (``stow_url`` overrides ``--stow``)."""
+    stow = stow_url or (args.stow if isinstance(args.stow, str) else None)
+    if not (args.dicom_out or args.send_to or stow):
+        return None
+    from cxreader.dicom.outputs import DicomOutputs, algorithm_of
+    from cxreader.dicom.senders import CStoreSender, Destination, StowSender
+
+    senders: list[Any] = [
+        CStoreSender(Destination.parse(text), calling_ae_title=args.ae_title) for text in args.send_to
+    ]
+    if stow:
+        senders.append(StowSender(stow))
+    return DicomOutputs(
+        algorithm=algorithm_of(backend),
+        out_dir=Path(args.dicom_out) if args.dicom_out else None,
+        senders=senders,
+    )

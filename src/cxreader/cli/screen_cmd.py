@@ -12,6 +12,7 @@ from cxreader.cli import arguments
 from cxreader.storage.names import DEFAULT_LEASE_S
 
 if TYPE_CHECKING:
+    from cxreader.dicom.outputs import DicomOutputs
     from cxreader.screening.engine import ScreeningReport
 
 #: How long torchrun ranks that finished their share wait for the others before the triage list.
@@ -87,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="largest image a file may declare in its header; larger files are recorded as failed before "
         "they are decoded (default 100)",
     )
+    arguments.add_dicom_outputs(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_screen)
 
@@ -109,6 +111,7 @@ def run_screen(args: argparse.Namespace) -> int:
             from cxreader.captioning.predict import CaptionPredictor
 
             captioner = CaptionPredictor(args.caption, device=device)
+        sink = arguments.dicom_outputs(args, backend)
         if info.is_distributed and not info.is_primary:
             distributed.barrier(info)  # rank 0 creates or upgrades the schema first
         database = open_database(args.db)
@@ -128,6 +131,7 @@ def run_screen(args: argparse.Namespace) -> int:
                 lease_s=args.claim_lease,
                 triage=not info.is_distributed,
                 max_pixels=megapixels(args.max_megapixels, "--max-megapixels"),
+                sink=sink,
             )
             if info.is_distributed:
                 reports = distributed.all_gather_objects(info, report)
@@ -139,7 +143,20 @@ def run_screen(args: argparse.Namespace) -> int:
     finally:
         distributed.cleanup_distributed()
     _print_report(report, args, str(database))
+    if sink is not None:
+        print(dicom_summary(sink))
     return 0
+
+
+def dicom_summary(sink: DicomOutputs) -> str:
+    """One line on the DICOM objects a run wrote and sent."""
+    where = f" to {sink.out_dir}" if sink.out_dir is not None else ""
+    line = f"DICOM results: {sink.written} object(s) written{where}"
+    if sink.senders:
+        line += f", {sink.sent} sent, {sink.send_failures} not sent"
+    if sink.skipped:
+        line += f"; {sink.skipped} image(s) without DICOM results (see the warnings above)"
+    return line
 
 
 def _print_report(report: ScreeningReport, args: argparse.Namespace, database: str) -> None:

@@ -195,6 +195,21 @@ class StudyBase(BaseModel):
         return self
 
 
+class DicomObjectOut(BaseModel):
+    """A DICOM object cxreader wrote for the study's result (in the source study, a series of its own)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    kind: str = Field(
+        description="sr: the TID 1500 report; overlay: the heatmap Secondary Capture; kos: the triage Key "
+        "Object Selection"
+    )
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    url: str | None = Field(None, description="download (application/dicom) where the file was kept")
+
+
 class StudyOut(StudyBase):
     """One stored study (image) with all 14 findings, most probable first."""
 
@@ -206,6 +221,11 @@ class StudyOut(StudyBase):
     height: int | None = None
     pixel_spacing_mm: list[float] | None = Field(
         None, validation_alias="pixel_spacing", description="[x, y] mm per pixel"
+    )
+    dicom_objects: list[DicomObjectOut] = Field(
+        default_factory=list,
+        description="the results as DICOM, where they were written (screen --dicom-out, "
+        "dicom listen, dicom pull)",
     )
     disclaimer: str = DISCLAIMER
 

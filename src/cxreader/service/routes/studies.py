@@ -6,12 +6,14 @@ import functools
 import logging
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlencode
 
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
 from cxreader import DISCLAIMER
@@ -22,6 +24,7 @@ from cxreader.service import analysis
 from cxreader.service.deps import ApiKeyDep, ServiceState, SessionDep, StateDep
 from cxreader.service.schemas import (
     STUDIES_PATH,
+    DicomObjectOut,
     ErrorOut,
     PageLinks,
     StudyBase,
@@ -31,6 +34,7 @@ from cxreader.service.schemas import (
     study_url,
 )
 from cxreader.service.uploads import FILE_FIELD, RAW_TYPES, UploadError, read_upload
+from cxreader.storage.dicom_objects import dicom_object, dicom_objects_of
 from cxreader.storage.names import MAX_SEARCH_LIMIT
 from cxreader.storage.read import get_image
 from cxreader.storage.records import ImageRecord
@@ -231,8 +235,36 @@ def _query_value(value: object) -> object:
 
 @router.get("/{study_id}", summary="One study with all its findings", responses={404: {"model": ErrorOut}})
 def get_study(study_id: int, state: StateDep) -> StudyOut:
-    """The stored study: metadata, the 14 findings with thresholds and descriptions, and links."""
-    return study_view(state, StudyOut, _load(state, study_id))
+    """The stored study: metadata, the 14 findings with thresholds and descriptions, links, and the DICOM
+    objects written for it."""
+    study = study_view(state, StudyOut, _load(state, study_id))
+    with state.database.session() as session:
+        objects = dicom_objects_of(session=session, image_ids=[study_id]).get(study_id, [])
+    study.dicom_objects = [
+        DicomObjectOut.model_validate(item).model_copy(
+            update={"url": f"{study_url(study_id)}/dicom/{item.kind}.dcm" if item.path else None}
+        )
+        for item in objects
+    ]
+    return study
+
+
+@router.get(
+    "/{study_id}/dicom/{kind}.dcm",
+    summary="A DICOM object written for the study's result",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/dicom": {}}}, 404: {"model": ErrorOut}},
+)
+def get_dicom_object(study_id: int, kind: Literal["sr", "overlay", "kos"], state: StateDep) -> FileResponse:
+    """The report (``sr``), the overlay (``overlay``) or the key object selection (``kos``) as a DICOM file
+    (only files cxreader recorded for this study are served)."""
+    item = None
+    if 0 < study_id <= MAX_INT64:
+        with state.database.session() as session:
+            item = dicom_object(session=session, image_id=study_id, kind=kind)
+    if item is None or item.path is None or not Path(item.path).is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {kind} object kept for study {study_id}")
+    return FileResponse(item.path, media_type="application/dicom", filename=f"study-{study_id}-{kind}.dcm")
 
 
 _PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}, 404: {"model": ErrorOut}}

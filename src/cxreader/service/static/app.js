@@ -242,6 +242,7 @@ async function showStudy(study) {
   metaRow(meta, "Image size", study.width ? `${study.width} × ${study.height} px` : null);
   if (study.pixel_spacing_mm) metaRow(meta, "Pixel spacing", `${fmt(study.pixel_spacing_mm[0], 3)} mm`);
   metaRow(meta, "Stored", new Date(study.created_at).toLocaleString());
+  renderDicomObjects(meta, study);
   if (study.status === "refused") metaRow(meta, "Not read", (study.gate && study.gate.reasons.join("; ")) || study.failure_reason);
   else if (study.status !== "ok") metaRow(meta, "Could not be read", study.failure_reason);
 
@@ -266,6 +267,39 @@ async function showStudy(study) {
   const first = study.positive_findings[0] || (study.findings[0] && study.findings[0].finding);
   $("heatmap-toggle").checked = study.positive_findings.length > 0;
   if (first) await selectFinding(first);
+}
+
+const DICOM_KINDS = { sr: "Report (SR)", overlay: "Overlay (Secondary Capture)", kos: "Key object (triage)" };
+
+function renderDicomObjects(meta, study) {
+  const kept = (study.dicom_objects || []).filter((item) => item.url);
+  if (!kept.length) return;
+  const links = element("dd", { className: "dicom-links" });
+  for (const item of kept) {
+    const button = element("button", {
+      text: DICOM_KINDS[item.kind] || item.kind,
+      className: "link-button",
+      title: `SOP Instance UID ${item.sop_instance_uid}`,
+    });
+    button.type = "button";
+    button.addEventListener("click", () => downloadFile(item.url, `study-${study.id}-${item.kind}.dcm`));
+    links.append(button);
+  }
+  meta.append(element("dt", { text: "DICOM results" }), links);
+}
+
+async function downloadFile(path, name) {
+  try {
+    const url = await apiObjectUrl(path);
+    const link = element("a");
+    link.href = url;
+    link.download = name;
+    document.body.append(link);
+    link.click();
+    link.remove();
+  } catch (error) {
+    setStatus($("upload-status"), `Download failed: ${error.message}`, "error");
+  }
 }
 
 function findingOf(name) {
@@ -424,17 +458,7 @@ function updateLayerVisibility() {
 async function downloadOverlay() {
   const finding = state.selected && findingOf(state.selected);
   if (!finding || !finding.heatmap_url) return;
-  try {
-    const url = await apiObjectUrl(finding.heatmap_url);
-    const link = element("a");
-    link.href = url;
-    link.download = `study-${state.study.id}-${finding.finding}.png`;
-    document.body.append(link);
-    link.click();
-    link.remove();
-  } catch (error) {
-    setStatus($("upload-status"), `No overlay figure: ${error.message}`, "error");
-  }
+  await downloadFile(finding.heatmap_url, `study-${state.study.id}-${finding.finding}.png`);
 }
 
 // --- search ------------------------------------------------------------------------------------------------

@@ -12,13 +12,37 @@ radiologist views the image (bone and opacities bright).
   their bit depth (255 or 65535), so an 8-bit file keeps its exact grey levels. Colour files become
   ITU-R BT.601 luma (Pillow's ``convert("L")``; for JPEG the decoder's own Y channel), which is the grey value
   itself when R = G = B, as in the RGBA files of NIH ChestX-ray14. Alpha is ignored.
-* DICOM follows the grayscale pipeline of DICOM PS3.3 C.11 / PS3.4 N.2: Modality LUT (rescale slope and
-  intercept, C.11.1), then VOI LUT or window centre/width (C.11.2), then MONOCHROME1 inversion (C.7.6.3.1.2),
-  then scaling by the actual range of the result (min-max). With a window, the window has already clipped the
-  tails, so min-max equals the window's output range whenever the image reaches both ends of the window;
-  without one, the stored bit depth usually overstates the range in use (15 bits stored for a 12-bit
-  detector), and min-max is what DICOM viewers fall back to, and what the 8-bit NIH PNG exports look like.
-  A constant image carries no information and comes back as zeros.
+* DICOM grayscale (MONOCHROME1 and MONOCHROME2) follows the grayscale pipeline of DICOM PS3.3 C.11 and
+  PS3.4 N.2.1.1 up to the output of the VOI LUT, whose range is mapped onto ``[0, 1]``:
+
+  1. Modality LUT (C.11.1): the Modality LUT Sequence, else Rescale Slope and Intercept (both present), else
+     the identity.
+  2. VOI LUT (C.11.2), when the file has one. The first item of the VOI LUT Sequence, when usable: input
+     values below the first mapped value take the first entry and those past the end the last entry
+     (C.11.2.1.1; a fractional input, from a fractional rescale, is rounded down, as pydicom does), and the
+     entries are divided by the LUT's output range ``2**n - 1``, ``n`` the third value of the LUT Descriptor
+     (8 to 16 bits). Otherwise (the LUT is preferred, as in pydicom's ``apply_voi_lut``) the first Window
+     Center ``c`` and Width ``w`` with the VOI LUT Function, by the standard's formulas with ``y_min = 0``
+     and ``y_max = 1``: LINEAR (the default, C.11.2.1.2.1) ``clip((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1)``
+     (for ``w = 1`` a step at ``c - 0.5``), LINEAR_EXACT (C.11.2.1.3.2) ``clip((x - c) / w + 0.5, 0, 1)``,
+     SIGMOID (C.11.2.1.3.1) ``1 / (1 + exp(-4 (x - c) / w))``. The result is not stretched any further:
+     values outside the window saturate at 0 and 1, and a window wider than the data keeps the data's grey
+     levels where the window puts them, as a viewer displays them. A VOI LUT that cannot be used (no data, a
+     bit depth outside 8 to 16, fewer entries than declared) gives way to the window; an invalid window
+     (LINEAR with ``w < 1``, LINEAR_EXACT or SIGMOID with ``w <= 0``, another function, a value that is not
+     a number) is skipped.
+  3. Without a VOI LUT: a file of at most 8 bits stored whose Modality LUT is the identity keeps its stored
+     grey levels, like an 8-bit PNG: ``(stored - lowest) / (2**BitsStored - 1)``, ``lowest`` being 0, or
+     ``-2**(BitsStored - 1)`` for signed pixels. Any other file is scaled by the actual range of its
+     modality values (min-max): the stored bit depth usually overstates the range in use (15 bits stored
+     for a 12-bit detector), and a rescaled 8-bit file has no nominal range to divide by; min-max is what
+     DICOM viewers fall back to, and what the 8-bit NIH PNG exports look like. A constant image carries no
+     information and comes back as zeros (only here: a window or the stored levels say how it looks).
+  4. MONOCHROME1 (C.7.6.3.1.2: the minimum value is displayed white) becomes ``1 - y``.
+
+  Colour DICOM (RGB, YBR) becomes luma as a colour PNG does, divided by ``2**BitsStored - 1`` for at most 8
+  bits stored and by its actual range otherwise; PALETTE COLOR is the luma of the palette's output, by its
+  actual range. The C.11 lookup tables are defined for grayscale only.
 * EXIF orientation is applied (a phone photo of a film displays upright). Multi-frame files are refused, and
   Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) applies to every format, DICOM included, as an
   error rather than a warning. Truncated files are errors: reading is refused while
@@ -36,7 +60,6 @@ pixels per side remain, as ``Image.thumbnail`` does.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import re
@@ -47,10 +70,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from PIL import Image, ImageFile, ImageOps
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
@@ -595,21 +619,15 @@ def _load_dicom(name: str, raw: bytes) -> LoadedImage:
     try:
         if is_colour:
             # pydicom hands YBR data over as RGB; the LUT pipeline (C.11) is defined for grayscale only.
-            values = _luma(stored)
+            pixels = _colour_display(name, _luma(stored), ds)
         elif photometric == "PALETTE COLOR":
-            values = _luma(apply_color_lut(stored, ds))
+            pixels = _min_max(name, _luma(apply_color_lut(stored, ds)))
         else:
-            values = _grayscale_pipeline(stored, ds)
+            pixels = _grayscale_display(name, stored, ds, inverted=photometric == "MONOCHROME1")
     except ImageReadError:
         raise
     except Exception as exc:
         raise ImageReadError(name, f"cannot apply the DICOM lookup tables: {exc}") from None
-
-    pixels = _min_max(name, values)
-    if photometric == "MONOCHROME1" and pixels.any():
-        # MONOCHROME1: the minimum sample value is displayed white (PS3.3 C.7.6.3.1.2). Inverting after the
-        # min-max scaling equals inverting before it; a constant image stays zeros.
-        pixels = np.float32(1.0) - pixels
 
     return LoadedImage(
         pixels=pixels,
@@ -625,14 +643,164 @@ def _load_dicom(name: str, raw: bytes) -> LoadedImage:
     )
 
 
-def _grayscale_pipeline(stored: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Modality LUT then VOI LUT (DICOM PS3.4 N.2.1.1), in float64."""
+def _grayscale_display(name: str, stored: np.ndarray, ds: Dataset, *, inverted: bool) -> np.ndarray:
+    """Display pixels of a grayscale DICOM image by the module rule: Modality LUT, VOI LUT or window, the
+    stored levels of an 8-bit file or min-max, then MONOCHROME1 inversion (DICOM PS3.3 C.11, PS3.4 N.2.1.1).
+
+    Args:
+        name: the file name, for errors.
+        stored: the stored pixel values ``(H, W)``.
+        ds: the dataset (its Modality LUT, VOI LUT and Image Pixel modules).
+        inverted: MONOCHROME1, whose minimum value is displayed white (PS3.3 C.7.6.3.1.2).
+
+    Returns:
+        float32 ``(H, W)`` in ``[0, 1]``.
+
+    Raises:
+        ImageReadError: the modality values are not all finite.
+    """
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-    # An invalid window (width < 1, unknown VOI LUT Function) cannot be displayed as written; the min-max
-    # rule that applies without a window still gives a usable image, so such a window is skipped.
-    with contextlib.suppress(ValueError):
-        values = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), dtype=np.float64)
-    return values
+    if not np.isfinite(values).all():
+        raise ImageReadError(name, "pixel data contains NaN or infinite values")
+    display = _voi_lut(values, ds)
+    if display is None:
+        display = _window(values, ds)
+    if display is None:
+        bits = _int_attr(ds, "BitsStored", 0)
+        if 0 < bits <= 8 and _modality_is_identity(ds):
+            display = _stored_levels(stored, bits, signed=_int_attr(ds, "PixelRepresentation", 0) == 1)
+        else:
+            display = _min_max(name, values)
+            if not display.any():
+                return display  # a constant image: zeros, whatever the photometric interpretation
+    if inverted:
+        display = 1.0 - display
+    return display.astype(np.float32)
+
+
+def _colour_display(name: str, luma: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Display pixels of a colour DICOM image's luma: an 8-bit file keeps its levels, like a colour PNG."""
+    bits = _int_attr(ds, "BitsStored", 0)
+    if 0 < bits <= 8:
+        return np.clip(luma / (2.0**bits - 1.0), 0.0, 1.0).astype(np.float32)
+    return _min_max(name, luma)
+
+
+def _modality_is_identity(ds: Dataset) -> bool:
+    """Whether the Modality LUT (PS3.3 C.11.1) leaves the stored values as they are: no Modality LUT
+    Sequence, and no rescale or the rescale ``x * 1 + 0`` that many 8-bit files carry."""
+    if ds.get("ModalityLUTSequence"):
+        return False
+    if "RescaleSlope" not in ds or "RescaleIntercept" not in ds:
+        return True  # pydicom, like the standard's Rescale pair, rescales only with both values present
+    return float(ds.RescaleSlope) == 1.0 and float(ds.RescaleIntercept) == 0.0
+
+
+def _stored_levels(stored: np.ndarray, bits: int, *, signed: bool) -> np.ndarray:
+    """Stored values over the range of ``bits`` bits (signed: two's complement), as an 8-bit PNG is read."""
+    lowest = -(2.0 ** (bits - 1)) if signed else 0.0
+    # Clipped: bits above BitsStored (High Bit) are not masked off by every decoder.
+    return np.clip((stored.astype(np.float64) - lowest) / (2.0**bits - 1.0), 0.0, 1.0)
+
+
+def _voi_lut(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """The first VOI LUT of the VOI LUT Sequence (PS3.3 C.11.2.1.1) onto ``[0, 1]``; ``None`` without one or
+    when it cannot be used.
+
+    Written out rather than through ``pydicom.pixels.apply_voi``, whose index array takes the LUT's entry
+    type: with 8-bit entries, an input more than 255 past the first mapped value wraps around (pydicom
+    3.0), and a float input (rescaled values) is truncated with a warning.
+    """
+    sequence = ds.get("VOILUTSequence")
+    if not sequence:
+        return None
+    item = sequence[0]
+    descriptor = item.get("LUTDescriptor")
+    if descriptor is None or "LUTData" not in item:
+        return None
+    try:
+        entries, first_mapped, bits = (int(value) for value in descriptor)
+    except (TypeError, ValueError):
+        return None  # not three numbers
+    entries = entries or 65536  # PS3.3 C.11.2.1.1: 0 stands for 2**16 entries
+    if not 8 <= bits <= 16:
+        return None
+    table = _lut_data(item["LUTData"], entries, bits, little_endian=_is_little_endian(ds))
+    if table is None:
+        return None
+    index = np.clip(np.floor(values) - first_mapped, 0, entries - 1).astype(np.intp)
+    return np.clip(table[index] / (2.0**bits - 1.0), 0.0, 1.0)
+
+
+def _lut_data(element: DataElement, entries: int, bits: int, *, little_endian: bool) -> np.ndarray | None:
+    """The first ``entries`` values of a LUT Data element (VR US, or OW) of ``bits``-bit entries, as float64;
+    ``None`` when it holds fewer."""
+    value = element.value
+    if isinstance(value, bytes | bytearray):
+        # OW: 16-bit words, or 8-bit entries packed two to a word (encoded as if 8 bits were allocated, which
+        # some writers do for 8-bit LUTs), told apart by the length.
+        if bits == 8 and len(value) in (entries, entries + 1):  # packed, padded to an even length
+            table = np.frombuffer(value, dtype=np.uint8)
+        else:
+            table = np.frombuffer(value, dtype="<u2" if little_endian else ">u2", count=len(value) // 2)
+    elif isinstance(value, int):
+        table = np.asarray([value])
+    else:
+        table = np.asarray(list(value or ()))
+    if table.size < entries:
+        return None
+    return table[:entries].astype(np.float64)
+
+
+def _is_little_endian(ds: Dataset) -> bool:
+    """The byte order the dataset was read in (every transfer syntax but Explicit VR Big Endian is little)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax:
+        return UID(str(syntax)) != ExplicitVRBigEndian
+    return getattr(ds, "original_encoding", (None, True))[1] is not False
+
+
+def _window(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """The first Window Center/Width with its VOI LUT Function (PS3.3 C.11.2.1.2, C.11.2.1.3) onto
+    ``[0, 1]``: the standard's formulas with ``y_min = 0`` and ``y_max = 1``. ``None`` without a window, or
+    when the window is invalid (the module rule)."""
+    center, width = _first_number(ds, "WindowCenter"), _first_number(ds, "WindowWidth")
+    if center is None or width is None:
+        return None
+    function = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
+    if function == "LINEAR":
+        # C.11.2.1.2.1: "Window Width shall always be greater than or equal to 1".
+        if width < 1:
+            return None
+        if width == 1:  # no ramp: everything at or below c - 0.5 is y_min, the rest y_max
+            return np.where(values <= center - 0.5, 0.0, 1.0)
+        return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+    if function == "LINEAR_EXACT":
+        # C.11.2.1.3.2: "Window Width shall always be greater than 0".
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0) if width > 0 else None
+    if function == "SIGMOID":
+        # C.11.2.1.3.1, written as (1 + tanh(2 (x - c) / w)) / 2 = 1 / (1 + exp(-4 (x - c) / w)): the same
+        # function without overflow in exp for values far from the centre.
+        return 0.5 * (1.0 + np.tanh(2.0 * (values - center) / width)) if width > 0 else None
+    return None
+
+
+def _first_number(ds: Dataset, key: str) -> float | None:
+    """The first value of a numeric attribute (Window Center and Width may hold several windows; the first
+    is the default a viewer shows); ``None`` when absent, empty or not a finite number."""
+    try:
+        value = ds.get(key)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str | bytes) and hasattr(value, "__len__"):
+            if len(value) == 0:
+                return None
+            value = value[0]
+        number = float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:

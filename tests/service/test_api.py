@@ -362,9 +362,10 @@ def test_integers_beyond_64_bits_are_a_clear_404_or_422_never_a_500(server, valu
     }
     with server.client(headers=server.headers) as client:
         for path, location, name in parameters:
-            url = path.replace("{finding}", "Effusion").replace("{study_id}", "1")
+            named = path.replace("{finding}", "Effusion").replace("{kind}", "sr")
+            url = named.replace("{study_id}", "1")
             if location == "path":
-                url = path.replace("{finding}", "Effusion").replace(f"{{{name}}}", str(value))
+                url = named.replace(f"{{{name}}}", str(value))
             response = client.get(url, params={name: value} if location == "query" else None)
             assert response.status_code in (404, 422), (path, name, response.status_code, response.text)
             detail = response.json()["detail"]

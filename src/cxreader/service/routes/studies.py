@@ -258,10 +258,9 @@ def get_study(study_id: int, state: StateDep) -> StudyOut:
 def get_dicom_object(study_id: int, kind: Literal["sr", "overlay", "kos"], state: StateDep) -> FileResponse:
     """The report (``sr``), the overlay (``overlay``) or the key object selection (``kos``) as a DICOM file
     (only files cxreader recorded for this study are served)."""
-    item = None
-    if 0 < study_id <= MAX_INT64:
-        with state.database.session() as session:
-            item = dicom_object(session=session, image_id=study_id, kind=kind)
+    _load(state, study_id)
+    with state.database.session() as session:
+        item = dicom_object(session=session, image_id=study_id, kind=kind)
     if item is None or item.path is None or not Path(item.path).is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {kind} object kept for study {study_id}")
     return FileResponse(item.path, media_type="application/dicom", filename=f"study-{study_id}-{kind}.dcm")

@@ -5,7 +5,7 @@ normalised float32 batch ``(B, 3, S, S)`` (``S`` = the contract's input size, ba
 the 14 logits; :class:`~cxreader.inference.backends.OnnxBackend` runs it with ONNX Runtime and applies the
 sigmoid. The checkpoint's contract (labels, input size, mean and std, thresholds, synthetic flag, ...) travels
 in the model's ``metadata_props`` (ONNX IR, ``ModelProto.metadata_props``), so an exported file is used
-correctly without its checkpoint, and loading refuses a model whose labels differ from ``FINDINGS``.
+correctly without its checkpoint, and loading refuses a model whose labels are not cxreader findings.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def read_onnx_contract(path: str | Path) -> tuple[CheckpointContract, dict[str, 
         ``(contract, metadata)`` where ``metadata`` holds all ``metadata_props`` as strings.
 
     Raises:
-        CheckpointError: missing or unreadable file, not a cxreader export, or labels other than ``FINDINGS``.
+        CheckpointError: missing or unreadable file, not a cxreader export, or labels that are not cxreader findings.
     """
     import onnx
 

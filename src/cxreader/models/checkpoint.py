@@ -10,7 +10,8 @@ checkpoints, which load and predict as they always did).
 
 **The scale of the thresholds.** A checkpoint with a ``calibration`` has its ``thresholds`` on the
 *calibrated* scale: every model runner applies the calibration before comparing probabilities with them.
-A checkpoint without one has them on the model's raw sigmoid scale, as before. Loading refuses a checkpoint whose labels differ from :data:`FINDINGS`, and
+A checkpoint without one has them on the model's raw sigmoid scale, as before. Loading refuses a checkpoint whose labels are not an ordered list of
+cxreader's findings (:data:`~cxreader.labels.HARMONISED_LABELS`), and
 evaluation transforms are built from the checkpoint, never re-typed.
 
 Files are written with :func:`cxreader.files.atomic_write`: an interrupted write never leaves a half
@@ -33,7 +34,7 @@ from cxreader import __version__
 from cxreader.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalPreset, TenCropPreset
 from cxreader.errors import CheckpointError
 from cxreader.files import atomic_write, sha256_file
-from cxreader.labels import FINDINGS
+from cxreader.labels import FINDINGS, UnknownFindingError, check_label_space
 from cxreader.models._registry import create_model
 from cxreader.models.chexnet import CheXNet, normalise_state_dict_keys
 
@@ -185,12 +186,15 @@ def read_payload(
 
 
 def check_labels(path: Path, labels: Sequence[str]) -> None:
-    """Refuse a checkpoint whose label order is not :data:`FINDINGS`: its outputs would be misread."""
-    if tuple(labels) != FINDINGS:
+    """Refuse a checkpoint whose labels are not an ordered list of cxreader's findings
+    (:data:`~cxreader.labels.HARMONISED_LABELS`, each once): its outputs could not be read as findings."""
+    try:
+        check_label_space(labels)
+    except UnknownFindingError as exc:
         raise CheckpointError(
-            f"{path}: the model's labels {list(labels)} differ from cxreader's findings {list(FINDINGS)}; "
-            "refusing to load it (its outputs would be read as the wrong findings)"
-        )
+            f"{path}: the model's labels {list(labels)} are not cxreader findings ({exc}); refusing to load it "
+            "(its outputs would be read as the wrong findings)"
+        ) from None
 
 
 def read_checkpoint(path: str | Path, *, with_training_state: bool = False) -> dict[str, Any]:

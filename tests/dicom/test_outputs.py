@@ -137,3 +137,30 @@ def test_screen_command_dicom_out(checkpoint, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"DICOM results: 6 object(s) written to {tmp_path / 'out'}" in out
     assert len(list((tmp_path / "out").rglob("*.dcm"))) == 6
+
+
+@pytest.mark.shared_data
+def test_the_objects_of_real_chest_dicoms_pass_dciodvfy(checkpoint, shared_data, dciodvfy, tmp_path):
+    """What `screen --dicom-out` writes for real CR headers (pydicom-data's chest CR, SIIM's JPEG chest) has no
+    dciodvfy error."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in (
+        "pydicom-data_RG1_UNCR_chest_CR_MONOCHROME1.dcm",
+        "txv-tests_siim_chest_CR_jpegbaseline.dcm",
+    ):
+        shutil.copy(shared_data / "other" / "dicom" / name, folder / name)
+    backend = load_backend(checkpoint)
+    database = open_database(str(tmp_path / "records.sqlite3"))
+    sink = DicomOutputs(algorithm=algorithm_of(backend), out_dir=tmp_path / "out")
+    screen([folder], backend=backend, database=database, progress=False, sink=sink)
+    database.close()
+    written = sorted((tmp_path / "out").rglob("*.dcm"))
+    assert len(written) == 6
+    for path in written:
+        checked = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
+        errors = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
+        assert not errors, (path.name, checked.stderr)

@@ -36,6 +36,7 @@ say SYNTHETIC in the series description too, which every PACS lists. :func:`read
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,15 +45,22 @@ import highdicom as hd
 import numpy as np
 from highdicom.sr.enum import GraphicTypeValues, RelationshipTypeValues, ValueTypeValues
 from highdicom.sr.utils import find_content_items
-from pydicom import Dataset
+from pydicom import Dataset, config
 from pydicom.sr.codedict import codes as dicom_codes
 from pydicom.sr.coding import Code
+from pydicom.valuerep import validate_value
 
 from cxreader import DISCLAIMER
 from cxreader.dicom import codes
 from cxreader.dicom.identifiers import device_observer_uid, tracking_uid
 from cxreader.labels import display_name
 from cxreader.storage.records import FindingResult, ImageResult
+
+# highdicom warns about person names with one component and quotes the name: patient names must never reach a
+# log, and a one-component name is valid DICOM.
+warnings.filterwarnings(
+    "ignore", message=r".*unlikely to represent the intended person name", category=UserWarning
+)
 
 MANUFACTURER = "cxreader"
 SERIES_DESCRIPTION = "cxreader findings (decision support)"
@@ -244,12 +252,27 @@ def evidence_header(source: Dataset) -> Dataset:
     in PS3.3 C.7.1.1 and C.7.2.1)."""
     header = Dataset()
     for element in source:
-        if element.tag < _FIRST_PIXEL_TAG:
+        if element.tag < _FIRST_PIXEL_TAG and _valid_for_its_vr(element):
             header.add(copy.deepcopy(element))
     for keyword in _PATIENT_STUDY_TYPE2:
         if keyword not in header:
             setattr(header, keyword, None)
     return header
+
+
+def _valid_for_its_vr(element: Any) -> bool:
+    """Whether an element's value is valid for its VR (PS3.5 6.2): an invalid source value (e.g. Patient's Age
+    written ``62`` instead of ``062Y``) is left out rather than copied into an object that would then fail
+    validation; type-2 attributes are then added back empty."""
+    if element.VR in ("SQ", "UN") or element.value is None:
+        return True
+    values = element.value if element.VM > 1 else [element.value]
+    try:
+        for value in values:
+            validate_value(element.VR, value, config.RAISE)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def device_observer_context(algorithm: Algorithm) -> hd.sr.ObserverContext:

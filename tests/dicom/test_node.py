@@ -180,6 +180,7 @@ def test_listen_command_stops_cleanly_on_sigterm_and_logs_no_patient_identifier(
         sent = [dataset(seed=5), dataset(seed=6)]
         sent[1].PatientID = "SECRET-PATIENT-42"
         sent[1].PatientName = "SECRETPATIENTNAME"  # one component: highdicom warns, quoting it (filtered)
+        sent[1].PatientBirthDate = "SECRETDOB"  # invalid DA: pydicom warns, quoting it (not when reading)
         assert send(port, *sent) == [0x0000, 0x0000]
         ct = dataset(modality="CT", sop_class=CT_IMAGE_STORAGE, seed=7)
         ct.PatientID = "SECRET-PATIENT-43"
@@ -193,4 +194,5 @@ def test_listen_command_stops_cleanly_on_sigterm_and_logs_no_patient_identifier(
     assert "Received 2 radiograph(s)" in out and "refused 1 instance(s)" in out
     assert "screened 2" in out
     assert "SECRET-PATIENT" not in out + err and "SECRETPATIENTNAME" not in out + err
+    assert "SECRETDOB" not in out + err
     assert len(list((tmp_path / "out").rglob("sr_*.dcm"))) == 2

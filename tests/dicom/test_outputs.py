@@ -164,3 +164,27 @@ def test_the_objects_of_real_chest_dicoms_pass_dciodvfy(checkpoint, shared_data,
         checked = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
         errors = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
         assert not errors, (path.name, checked.stderr)
+
+
+def test_invalid_patient_values_are_never_quoted_in_warnings_when_read(tmp_path):
+    """pydicom quotes an invalid value in its warning (a birth date, a name): reading must not warn."""
+    import io
+    import warnings
+
+    from cxreader.data.io import load_image
+    from cxreader.dicom.report import evidence_header
+
+    source = pydicom.dcmread(io.BytesIO(dicom_bytes(size=(96, 80))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # writing the fixture warns too; only reading is under test
+        source.add_new(0x00100010, "PN", "SECRETNAME^" + "X" * 70)
+        source.add_new(0x00100030, "DA", "SECRETDOB")
+        source.add_new(0x00101010, "AS", "62")
+        buffer = io.BytesIO()
+        source.save_as(buffer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_image("chest.dcm", data=buffer.getvalue())
+        header = evidence_header(pydicom.dcmread(io.BytesIO(buffer.getvalue()), stop_before_pixels=True))
+    assert [str(item.message) for item in caught] == []
+    assert "PatientAge" not in header  # invalid for AS: left out

@@ -110,6 +110,10 @@ DICOM_METADATA_KEYS: tuple[str, ...] = (
     "PhotometricInterpretation",
 )
 
+# pydicom warns about invalid values by quoting them (a birth date, a patient's name) through warnings and its
+# logger: patient data must never reach a log, and an invalid header value is no reason to refuse an image.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
 #: Inflated bytes of a Deflated DICOM dataset that :func:`declared_pixel_count` reads to find the image size
 #: (the header precedes the pixel data; the whole dataset may inflate to a thousand times the file's size).
 DEFLATED_HEADER_BYTES = 8 * 1024 * 1024

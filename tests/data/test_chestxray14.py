@@ -409,3 +409,33 @@ def test_real_random_split(real_dataset: ChestXray14) -> None:
     stats = split_statistics(splits)
     assert sum(s.patients for s in stats["splits"].values()) == 30805
     assert set(stats["patient_overlap"].values()) == {0}
+
+
+def test_split_defaults_keep_the_nih_shape() -> None:
+    split = Split("train", ["00000001_000.png"], np.zeros((1, 14)), [1])
+    assert split.label_names == FINDINGS and split.paths is None
+    assert split.datasets.dtype == object and split.datasets.tolist() == ["nih"]
+
+
+def test_split_in_another_label_space() -> None:
+    names = ("Effusion", "Lung_Opacity", "Support_Devices")
+    split = Split(
+        "val",
+        ["a.jpg", "b.jpg"],
+        np.array([[1.0, np.nan, 0.0], [0.0, 1.0, np.nan]]),
+        [7, 8],
+        label_names=list(names),
+        paths=[Path("/x/a.jpg"), "/x/b.jpg"],
+        datasets=["chexpert", "padchest"],
+    )
+    assert split.label_names == names and split.paths == ["/x/a.jpg", "/x/b.jpg"]
+    stats = split_statistics({"val": split})["splits"]["val"]
+    assert list(stats.percent) == list(names)
+    assert stats.positives == {"Effusion": 1, "Lung_Opacity": 1, "Support_Devices": 0}
+    assert stats.labelled == {"Effusion": 2, "Lung_Opacity": 1, "Support_Devices": 1}
+    with pytest.raises(ValueError, match=r"expected \(2, 3\)"):
+        Split("val", ["a.jpg", "b.jpg"], np.zeros((2, 14)), [7, 8], label_names=names)
+    with pytest.raises(ValueError, match="1 paths for 2 images"):
+        Split("val", ["a.jpg", "b.jpg"], np.zeros((2, 3)), [7, 8], label_names=names, paths=["/x/a.jpg"])
+    with pytest.raises(ValueError, match="not a finding"):
+        Split("val", ["a.jpg"], np.zeros((1, 1)), [7], label_names=("Pleural Effusion",))

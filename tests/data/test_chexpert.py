@@ -11,6 +11,7 @@ import pytest
 from cxreader.data.chexpert import (
     CHEXPERT_COLUMNS,
     CHEXPERT_LABELS,
+    chexpert_image_paths,
     chexpert_summaries,
     find_chexpert_tables,
     read_chexpert,
@@ -141,3 +142,13 @@ def test_real_chexpert_train_counts_are_consistent(shared_data: Path) -> None:
     for counts in train.labels.values():
         assert sum(getattr(counts, kind) for kind in COUNT_KINDS) == train.images
     assert train.labels["No Finding"].negative == 0 and train.labels["No Finding"].uncertain == 0
+
+
+def test_image_paths_from_the_root_or_the_release_folder(tmp_path: Path) -> None:
+    cell = "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg"
+    assert chexpert_image_paths(tmp_path, [cell]) == [str(tmp_path.absolute() / cell)]
+    release = tmp_path / "CheXpert-v1.0-small"
+    release.mkdir()
+    assert chexpert_image_paths(release, [cell]) == [str(tmp_path.absolute() / cell)]
+    (release / "CheXpert-v1.0-small").mkdir()  # a release folder nested in one of the same name
+    assert chexpert_image_paths(release, [cell]) == [str(release.absolute() / cell)]

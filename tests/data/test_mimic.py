@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cxreader.data import mimic
+from cxreader.data.harmonise import UncertaintyPolicy, load_dataset_splits
 from cxreader.data.label_stats import COUNT_KINDS
 from cxreader.data.mimic import (
     MIMIC_LABELS,
@@ -152,3 +154,53 @@ def test_duplicate_study_in_labels(tables: tuple[Path, Path, Path]) -> None:
     write(tables[0], LABELS_HEADER, (*LABELS_ROWS, LABELS_ROWS[0]))
     with pytest.raises(DataError, match="study_id 50414267 appears more than once"):
         read_mimic(*tables)
+
+
+def test_reader_headers_are_the_published_ones() -> None:
+    assert ",".join(mimic.LABELS_HEADER) == LABELS_HEADER
+    assert ",".join(mimic.METADATA_HEADER) == METADATA_HEADER
+    assert ",".join(mimic.SPLIT_HEADER) == SPLIT_HEADER
+    assert set(mimic.LABELS_HEADER[2:]) == set(MIMIC_LABELS)
+
+
+def test_dataset_splits_follow_the_split_table(tables: tuple[Path, Path, Path]) -> None:
+    root = tables[0].parent
+    splits = load_dataset_splits("mimic", root, uncertainty=UncertaintyPolicy("ones"))
+    # D2 is LATERAL; D5's study has no label row (the labeler said nothing): both left out
+    assert [len(split) for split in splits.values()] == [2, 0, 1]
+    train, test = splits["train"], splits["test"]
+    assert train.images == [image_path(10000032, 50414267, D1), image_path(10000032, 53189527, D3)]
+    assert train.paths == [str(root.absolute() / image) for image in train.images]
+    assert list(train.view_position) == ["PA", "PA"] and list(test.view_position) == ["AP"]
+    assert set(train.patients) == {10000032} and set(test.patients) == {11000011}
+    cardiomegaly = train.label_names.index("Cardiomegaly")
+    assert train.labels[:, cardiomegaly].tolist() == [0.0, 1.0]  # unmentioned -> 0, uncertain -> 1 (U-Ones)
+    assert np.isnan(train.labels[:, train.label_names.index("Mass")]).all()
+    assert test.images == [image_path(11000011, 50000001, D4)]
+    everything = load_dataset_splits("mimic", root, frontal_only=False)
+    assert everything["train"].images[1] == image_path(10000032, 50414267, D2)
+    assert list(everything["train"].view_position) == ["PA", "LATERAL", "PA"]
+
+
+def test_validate_is_val(tables: tuple[Path, Path, Path]) -> None:
+    rows = tuple(row.replace(",test", ",validate") for row in SPLIT_ROWS)
+    write(tables[2], SPLIT_HEADER, rows)
+    splits = load_dataset_splits("mimic", tables[0].parent)
+    assert [len(split) for split in splits.values()] == [2, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            (*SPLIT_ROWS[:4], SPLIT_ROWS[4].replace(",test", ",train")),
+            "subject 11000011 is in more than one split",
+        ),
+        ((*SPLIT_ROWS[:4], SPLIT_ROWS[4].replace(",test", ",holdout")), "split 'holdout' is not one of"),
+    ],
+)
+def test_bad_split_table(tables: tuple[Path, Path, Path], rows: tuple[str, ...], message: str) -> None:
+    write(tables[2], SPLIT_HEADER, rows)
+    with pytest.raises(DataError, match=message) as info:
+        load_dataset_splits("mimic", tables[0].parent)
+    assert str(info.value).startswith(str(tables[2]))

@@ -9,8 +9,10 @@ import pytest
 
 from cxreader.data.label_stats import COUNT_KINDS
 from cxreader.data.padchest import (
+    PADCHEST_HEADER,
     find_padchest_table,
     malformed_count,
+    padchest_image_paths,
     padchest_summaries,
     parse_labels,
     read_padchest,
@@ -150,3 +152,16 @@ def test_real_padchest_counts_are_consistent(shared_data: Path) -> None:
     for counts in summary.labels.values():
         assert counts.negative == counts.uncertain == 0
         assert counts.positive + counts.unmentioned == summary.images
+
+
+def test_reader_header_is_the_published_one() -> None:
+    assert ",".join(PADCHEST_HEADER) == HEADER
+
+
+def test_image_paths_in_either_layout(tmp_path: Path) -> None:
+    frame = read_padchest(write(tmp_path / "padchest.csv", index=False))
+    assert padchest_image_paths(tmp_path, frame)[0] == str(tmp_path.absolute() / "0" / "img1.png")
+    (tmp_path / "images" / "0").mkdir(parents=True)
+    assert padchest_image_paths(tmp_path, frame)[0] == str(tmp_path.absolute() / "images" / "0" / "img1.png")
+    (tmp_path / "images" / "0").rmdir()
+    assert padchest_image_paths(tmp_path, frame)[0] == str(tmp_path.absolute() / "images" / "img1.png")

@@ -18,9 +18,9 @@ from cxreader.synthetic.dataset import (
     BBOX_HEADER,
     DATA_ENTRY_HEADER,
     DEFAULT_PREVALENCE,
-    _plan_images,
     generate_synthetic_dataset,
     inclusion_probabilities,
+    plan_images,
 )
 
 SIZE = 64
@@ -159,7 +159,7 @@ def test_prevalence_and_normal_share():
     q_vector = np.array([q[name] for name in FINDINGS])
     marginal = abnormal * q_vector / (1.0 - np.prod(1.0 - q_vector))
     assert np.allclose(marginal, [DEFAULT_PREVALENCE[name] for name in FINDINGS], atol=1e-6)
-    specs = _plan_images(np.random.default_rng(0), 4000, DEFAULT_PREVALENCE)
+    specs = plan_images(np.random.default_rng(0), 4000, DEFAULT_PREVALENCE)
     normal = np.mean([not spec.findings for spec in specs])
     assert 0.3 <= normal <= 0.4
     for name in FINDINGS:

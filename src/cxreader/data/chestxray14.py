@@ -27,7 +27,7 @@ import pandas as pd
 
 from cxreader.data.nih_tables import open_text, read_data_entry
 from cxreader.errors import ConfigError, DataError
-from cxreader.labels import FINDINGS, NUM_FINDINGS
+from cxreader.labels import FINDINGS, NUM_FINDINGS, check_label_space
 
 #: Data_Entry file names, most preferred first (v2020 corrected labels of the 2017 release).
 DATA_ENTRY_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -216,14 +216,25 @@ def read_list_file(path: str | Path) -> tuple[list[str], np.ndarray | None]:
 class Split:
     """The images of one split with their labels and the metadata later stages need.
 
+    A split of the NIH release names its images by file name and leaves ``paths`` None (an
+    :class:`ImageLocator` on the release root finds them); a split of another dataset's layout (CheXpert,
+    MIMIC-CXR-JPG, PadChest: :mod:`cxreader.data.harmonise`) or of several datasets merged carries the
+    absolute path of every image.
+
     Attributes:
         name: ``train``, ``val``, ``test`` or any other name given.
-        images: Image file names (no directory).
-        labels: ``(N, 14)`` float32 in :data:`FINDINGS` order; NaN where a label is unknown.
+        images: Image names, unique in the split: NIH file names (no directory), or the image's path or id
+            as the other datasets' tables write it.
+        labels: ``(N, len(label_names))`` float32 in ``label_names`` order; NaN where a label is unknown.
         patient_ids: ``(N,)`` int64.
         view_position: ``(N,)`` object array of ``PA`` / ``AP`` / ...; ``""`` when unknown.
         pixel_spacing: ``(N, 2)`` float64, millimetres per pixel (x, y) of the original image; NaN unknown.
         original_size: ``(N, 2)`` int64, original (width, height) in pixels; 0 when unknown.
+        label_names: The label space, canonical names of :data:`~cxreader.labels.HARMONISED_LABELS`
+            (default: the 14 CheXNet findings).
+        paths: ``N`` absolute image paths, or None (NIH: found by :class:`ImageLocator`).
+        datasets: ``(N,)`` object array naming the dataset of each image (``nih``, ``chexpert``, ``mimic``,
+            ``padchest``); all ``nih`` when not given.
     """
 
     name: str
@@ -233,14 +244,19 @@ class Split:
     view_position: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__
     pixel_spacing: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__
     original_size: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__
+    label_names: tuple[str, ...] = FINDINGS
+    paths: list[str] | None = None
+    datasets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.images = list(self.images)
         n = len(self.images)
+        self.label_names = check_label_space(self.label_names)
+        width = len(self.label_names)
         self.labels = np.asarray(self.labels, dtype=np.float32)
-        if self.labels.shape != (n, NUM_FINDINGS):
+        if self.labels.shape != (n, width):
             raise ValueError(
-                f"split {self.name!r}: labels of shape {self.labels.shape}, expected ({n}, {NUM_FINDINGS})"
+                f"split {self.name!r}: labels of shape {self.labels.shape}, expected ({n}, {width})"
             )
         self.patient_ids = np.asarray(self.patient_ids, dtype=np.int64).reshape(n)
         if self.view_position is None:
@@ -249,9 +265,16 @@ class Split:
             self.pixel_spacing = np.full((n, 2), np.nan)
         if self.original_size is None:
             self.original_size = np.zeros((n, 2), dtype=np.int64)
+        if self.datasets is None:
+            self.datasets = np.full(n, "nih", dtype=object)
         self.view_position = np.asarray(self.view_position, dtype=object).reshape(n)
         self.pixel_spacing = np.asarray(self.pixel_spacing, dtype=np.float64).reshape(n, 2)
         self.original_size = np.asarray(self.original_size, dtype=np.int64).reshape(n, 2)
+        self.datasets = np.asarray(self.datasets, dtype=object).reshape(n)
+        if self.paths is not None:
+            self.paths = [str(path) for path in self.paths]
+            if len(self.paths) != n:
+                raise ValueError(f"split {self.name!r}: {len(self.paths)} paths for {n} images")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -535,7 +558,7 @@ class SplitStats:
     """Counts of one split, at full precision.
 
     Attributes:
-        positives: Finding → positive images.
+        positives: Finding → positive images (the findings of the split's ``label_names``).
         labelled: Finding → images whose label is known (not NaN).
         percent: Finding → ``positives / labelled × 100`` (equal to positives / images when no label is
             unknown); NaN when no image of the split has a known label for it.
@@ -550,19 +573,21 @@ class SplitStats:
 
 
 def split_stats(split: Split) -> SplitStats:
-    """Counts and finding prevalences of one split (NaN labels count neither as positive nor as labelled)."""
+    """Counts and label prevalences of one split, per label of its ``label_names`` (NaN labels count neither
+    as positive nor as labelled)."""
     known = ~np.isnan(split.labels)
     positives = np.where(known, split.labels > 0.5, False).sum(axis=0)
     labelled = known.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         percent = np.where(labelled > 0, positives / np.maximum(labelled, 1) * 100.0, np.nan)
+    names = split.label_names
     return SplitStats(
         name=split.name,
         images=len(split),
         patients=len(split.patients),
-        positives={name: int(value) for name, value in zip(FINDINGS, positives, strict=True)},
-        labelled={name: int(value) for name, value in zip(FINDINGS, labelled, strict=True)},
-        percent={name: float(value) for name, value in zip(FINDINGS, percent, strict=True)},
+        positives={name: int(value) for name, value in zip(names, positives, strict=True)},
+        labelled={name: int(value) for name, value in zip(names, labelled, strict=True)},
+        percent={name: float(value) for name, value in zip(names, percent, strict=True)},
     )
 
 

@@ -13,6 +13,7 @@ are both accepted. Only the table is read, never the images.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -88,6 +89,27 @@ def _split_of_file(path: Path) -> str:
     for suffix in (".gz", ".csv"):
         name = name.removesuffix(suffix)
     return name
+
+
+def chexpert_image_paths(root: str | Path, paths: Iterable[str]) -> list[str]:
+    """Absolute paths of the images named by ``Path`` cells.
+
+    ``Path`` is relative to the folder *above* ``CheXpert-v1.0[-small]``. ``root`` may be that folder (the
+    tables beside the release folder) or the release folder itself (as the published zip unpacks, with
+    ``train.csv`` inside ``CheXpert-v1.0-small/``): a path whose first folder is ``root``'s own name and is not
+    inside ``root`` is taken from ``root``'s parent.
+    """
+    root = Path(root).absolute()
+    bases: dict[str, Path] = {}
+    resolved = []
+    for text in paths:
+        relative = str(text).strip().replace("\\", "/")
+        first = relative.split("/", 1)[0]
+        if first not in bases:
+            inside = (root / first).exists() or first != root.name
+            bases[first] = root if inside else root.parent
+        resolved.append(str(bases[first] / relative))
+    return resolved
 
 
 def find_chexpert_tables(root: str | Path) -> list[Path]:

@@ -1,10 +1,10 @@
 """A map-style dataset of chest radiographs yielding dict samples (torchxrayvision's convention).
 
-Each sample is ``{"image": float tensor (3, S, S), "labels": float tensor (14,) with NaN for unknown,
-"id": image name, "index": int}`` (with batched augmentation: ``"image"`` uint8 ``(1, L, L)`` and
-``"augment"`` its random values, applied on the device by the training loop). An image that cannot be read yields a sample with ``"error"`` set; the
-collate function drops it and the training loop reports the file and the reason, so one bad file in 100,000
-does not stop a run.
+Each sample is ``{"image": float tensor (3, S, S), "labels": float tensor (K,) with NaN for unknown, "id": image
+name, "index": int}``, K the split's label space (14 for NIH) (with batched augmentation: ``"image"`` uint8
+``(1, L, L)`` and ``"augment"`` its random values, applied on the device by the training loop). An image that
+cannot be read yields a sample with ``"error"`` set; the collate function drops it and the training loop
+reports the file and the reason, so one bad file in 100,000 does not stop a run.
 """
 
 from __future__ import annotations
@@ -38,11 +38,21 @@ class ImageSource(Protocol):
 
 
 class FileImageSource:
-    """Decode image files on demand, resized to ``load_size``² (``None`` = full size)."""
+    """Decode image files on demand, resized to ``load_size``² (``None`` = full size).
 
-    def __init__(self, paths: Sequence[str | Path], load_size: int | None):
+    Args:
+        names: The sample id of each file (e.g. a split's ``images``, unique where file names repeat, as
+            CheXpert's ``view1_frontal.jpg`` do); by default the file name.
+    """
+
+    def __init__(
+        self, paths: Sequence[str | Path], load_size: int | None, *, names: Sequence[str] | None = None
+    ):
         self.paths = [str(path) for path in paths]
         self.load_size = load_size
+        if names is not None and len(names) != len(self.paths):
+            raise ValueError(f"{len(names)} names for {len(self.paths)} image paths")
+        self.names = None if names is None else [str(name) for name in names]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -53,7 +63,7 @@ class FileImageSource:
         return read_image_uint8(self.paths[index], size=self.load_size)
 
     def name(self, index: int) -> str:
-        return Path(self.paths[index]).name
+        return self.names[index] if self.names is not None else Path(self.paths[index]).name
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -62,10 +72,10 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 class ChestXrayDataset(Dataset):
-    """Images from an :class:`ImageSource` with their 14 labels.
+    """Images from an :class:`ImageSource` with their labels (one row per image).
 
     Args:
-        labels: (N, 14) array, NaN where a label is unknown.
+        labels: (N, K) array in the split's label order (K = 14 for NIH), NaN where a label is unknown.
         transform: ``transform(uint8_image, generator) -> tensor``, or ``-> dict`` of sample fields (e.g. the
             uint8 image and its augmentation values for batched augmentation on the device).
         seed: Augmentation seed; call :meth:`set_epoch` every epoch.
@@ -137,11 +147,24 @@ def build_splits(config: TrainConfig) -> dict[str, Split]:
 
 
 def image_source(config: TrainConfig, split: Split) -> ImageSource:
-    """Decode from files (checked up front: a missing file named in the CSV stops the run with its name),
-    or read a preprocessing cache when the config names one."""
+    """Decode from files (checked up front: a missing file named in the labels stops the run with its name),
+    or read a preprocessing cache when the config names one.
+
+    A split that carries ``paths`` (CheXpert, MIMIC-CXR-JPG, PadChest, merged datasets: see
+    :mod:`cxreader.data.harmonise`) is read from those paths; an NIH split from the release at ``config.data``.
+    """
     load_size = load_size_for(config.image_size)
     if config.cache:
         return CacheImageSource(config.cache, split.images, expected_size=load_size)
+    if split.paths is not None:
+        missing = [path for path in split.paths if not Path(path).is_file()]
+        if missing:
+            raise DataError(
+                Path(missing[0]).parent,
+                f"{len(missing)} image file(s) of split {split.name!r} are missing "
+                f"(first: {', '.join(missing[:3])})",
+            )
+        return FileImageSource(split.paths, load_size, names=split.images)
     locator = ImageLocator(config.data)
     missing = locator.missing(split.images)
     if missing:

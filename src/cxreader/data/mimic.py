@@ -44,6 +44,44 @@ METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition")
 SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 #: ``ViewPosition`` values counted as frontal views.
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
+#: The ``split`` values of the split table and the cxreader split each one is.
+MIMIC_SPLITS = {"train": "train", "validate": "val", "test": "test"}
+
+#: The published headers of the three MIMIC-CXR-JPG 2.0.0 tables, verbatim (observations in alphabetical
+#: order in the label table).
+LABELS_HEADER = (
+    "subject_id",
+    "study_id",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+)
+METADATA_HEADER = (
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+)
+SPLIT_HEADER = SPLIT_COLUMNS
 
 
 def image_path(subject_id: int, study_id: int, dicom_id: str) -> str:

@@ -23,6 +23,44 @@ from cxreader.data.label_stats import LabelCounts, SplitSummary, read_table_head
 from cxreader.errors import DataError
 
 PADCHEST_COLUMNS = ("ImageID", "ImageDir", "PatientID", "Projection", "Labels")
+#: The header of the BIMCV table, verbatim (the torchxrayvision copy puts one unnamed index column first).
+PADCHEST_HEADER = (
+    "ImageID",
+    "ImageDir",
+    "StudyDate_DICOM",
+    "StudyID",
+    "PatientID",
+    "PatientBirth",
+    "PatientSex_DICOM",
+    "ViewPosition_DICOM",
+    "Projection",
+    "MethodProjection",
+    "Pediatric",
+    "Modality_DICOM",
+    "Manufacturer_DICOM",
+    "PhotometricInterpretation_DICOM",
+    "PixelRepresentation_DICOM",
+    "PixelAspectRatio_DICOM",
+    "SpatialResolution_DICOM",
+    "BitsStored_DICOM",
+    "WindowCenter_DICOM",
+    "WindowWidth_DICOM",
+    "Rows_DICOM",
+    "Columns_DICOM",
+    "XRayTubeCurrent_DICOM",
+    "Exposure_DICOM",
+    "ExposureInuAs_DICOM",
+    "ExposureTime",
+    "RelativeXRayExposure_DICOM",
+    "ReportID",
+    "Report",
+    "MethodLabel",
+    "Labels",
+    "Localizations",
+    "LabelsLocalizationsBySentence",
+    "labelCUIS",
+    "LocalizationsCUIS",
+)
 #: ``Projection`` values counted as frontal views.
 FRONTAL_PROJECTIONS = frozenset({"PA", "AP", "AP_horizontal"})
 #: PadChest has no official split: the whole table is this one split.
@@ -44,6 +82,28 @@ def parse_labels(text: object) -> tuple[str, ...] | None:
         return None
     names = (item.strip() for item in value)
     return tuple(dict.fromkeys(name for name in names if name))
+
+
+def padchest_image_paths(root: str | Path, frame: pd.DataFrame) -> list[str]:
+    """Absolute paths of the images of :func:`read_padchest` rows under a PadChest root.
+
+    The BIMCV release ships the images in numbered zip files, the number being ``ImageDir``. Accepted, per
+    ``ImageDir`` in this order: ``<root>/<ImageDir>/<ImageID>`` (each zip unpacked into a folder named by its
+    number), ``<root>/images/<ImageDir>/<ImageID>``, and ``<root>/images/<ImageID>`` (all zips unpacked into
+    one folder, as torchxrayvision expects). When none exists the first is given: loading then names it as
+    missing.
+    """
+    root = Path(root).absolute()
+    flat = root / "images"
+    folders: dict[str, Path] = {}
+    for directory in pd.unique(frame["ImageDir"]):
+        candidates = (root / directory, flat / directory)
+        found = [candidate for candidate in candidates if directory and candidate.is_dir()]
+        folders[directory] = found[0] if found else (flat if flat.is_dir() else root / directory)
+    return [
+        str(folders[directory] / image)
+        for directory, image in zip(frame["ImageDir"], frame["ImageID"], strict=True)
+    ]
 
 
 def find_padchest_table(root: str | Path) -> Path:

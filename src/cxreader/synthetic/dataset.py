@@ -128,7 +128,10 @@ class SyntheticSummary:
 
 
 @dataclass(frozen=True)
-class _ImageSpec:
+class ImageSpec:
+    """One planned image: its index, file name, patient and the findings to draw (shared with the other
+    layouts' writer, :mod:`cxreader.synthetic.layouts`)."""
+
     index: int
     name: str
     patient_id: int
@@ -168,7 +171,8 @@ def inclusion_probabilities(rates: dict[str, float]) -> tuple[float, dict[str, f
     return abnormal, {name: float(value) for name, value in zip(FINDINGS, q, strict=True)}
 
 
-def _check_parameters(images: int, size: int, seed: int, workers: int, positive_rate: float | None) -> None:
+def check_parameters(images: int, size: int, seed: int, workers: int, positive_rate: float | None) -> None:
+    """Refuse parameters the generator cannot honour, with the reason (ConfigError)."""
     if not isinstance(images, (int, np.integer)) or images < 1:
         raise ConfigError(f"images must be a positive integer, got {images!r}")
     if not isinstance(size, (int, np.integer)) or not _MIN_SIZE <= size <= _MAX_SIZE:
@@ -181,10 +185,11 @@ def _check_parameters(images: int, size: int, seed: int, workers: int, positive_
         raise ConfigError(f"positive_rate must be in (0, 0.5], got {positive_rate!r}")
 
 
-def _plan_images(rng: np.random.Generator, images: int, rates: dict[str, float]) -> list[_ImageSpec]:
+def plan_images(rng: np.random.Generator, images: int, rates: dict[str, float]) -> list[ImageSpec]:
+    """Plan ``images`` images (patients and findings) so each finding appears at about its rate."""
     abnormal, q = inclusion_probabilities(rates)
     q_vector = np.array([q[name] for name in FINDINGS])
-    specs: list[_ImageSpec] = []
+    specs: list[ImageSpec] = []
     patient_id = 0
     while len(specs) < images:
         patient_id += 1
@@ -198,7 +203,7 @@ def _plan_images(rng: np.random.Generator, images: int, rates: dict[str, float])
                     drawn = rng.random(len(FINDINGS)) < q_vector
                     findings = tuple(name for name, hit in zip(FINDINGS, drawn, strict=True) if hit)
             specs.append(
-                _ImageSpec(
+                ImageSpec(
                     index=len(specs),
                     name=f"{patient_id:08d}_{follow_up:03d}.png",
                     patient_id=patient_id,
@@ -212,7 +217,7 @@ def _plan_images(rng: np.random.Generator, images: int, rates: dict[str, float])
     return specs
 
 
-def _split_patients(rng: np.random.Generator, specs: Sequence[_ImageSpec]) -> set[int]:
+def split_patients(rng: np.random.Generator, specs: Sequence[ImageSpec]) -> set[int]:
     """Patients of the test split: whole patients, about TEST_FRACTION of the images, never all of them."""
     per_patient = Counter(spec.patient_id for spec in specs)
     order = rng.permutation(sorted(per_patient))
@@ -227,7 +232,7 @@ def _split_patients(rng: np.random.Generator, specs: Sequence[_ImageSpec]) -> se
     return test
 
 
-def _render_image(images_dir: Path, size: int, seed: int, spec: _ImageSpec) -> list[DrawnFinding]:
+def _render_image(images_dir: Path, size: int, seed: int, spec: ImageSpec) -> list[DrawnFinding]:
     """Draw one image and write its PNG (whole or not at all); return its finding instances."""
     picture = draw_chest(
         (seed, 2, spec.index),
@@ -334,7 +339,7 @@ def generate_synthetic_dataset(
         DataError: ``out_dir`` is a file, or a non-empty folder that is not a synthetic dataset.
     """
     started = time.perf_counter()
-    _check_parameters(images, size, seed, workers, positive_rate)
+    check_parameters(images, size, seed, workers, positive_rate)
     images, size, seed, workers = int(images), int(size), int(seed), int(workers)
     out_dir = Path(out_dir)
     _prepare_directory(out_dir)
@@ -342,8 +347,8 @@ def generate_synthetic_dataset(
         dict(DEFAULT_PREVALENCE) if positive_rate is None else dict.fromkeys(FINDINGS, float(positive_rate))
     )
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    specs = _plan_images(rng, images, rates)
-    test_patients = _split_patients(rng, specs)
+    specs = plan_images(rng, images, rates)
+    test_patients = split_patients(rng, specs)
     patients = specs[-1].patient_id
     # The README goes first, so that even an interrupted run leaves a folder that says it is synthetic.
     write_text_atomic(out_dir / SYNTHETIC_MARKER, _readme(images, patients, size, seed, positive_rate))

@@ -75,8 +75,9 @@ SPECIAL_ZONES: dict[str, str] = {
 }
 #: Severity grades, mildest first.
 SEVERITIES: tuple[str, ...] = ("mild", "moderate", "severe")
-#: The organ or space a finding affects (the values of :data:`cxreader.labels.ORGAN_OF`, and mediastinum).
-ORGANS: tuple[str, ...] = ("lung", "pleura", "heart", "mediastinum", "diaphragm")
+#: The organ or space a finding affects (the values of :data:`cxreader.labels.ORGAN_OF`): ``bone`` for a
+#: fracture and ``device`` for support devices come with the harmonised label space.
+ORGANS: tuple[str, ...] = ("lung", "pleura", "heart", "mediastinum", "diaphragm", "bone", "device")
 #: Size words.
 SIZES: tuple[str, ...] = ("small", "large")
 #: Sizes from this diameter up are "large" (Fleischner glossary: a mass is an opacity over 3 cm, a nodule

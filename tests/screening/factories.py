@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -36,14 +37,32 @@ def run_cli(argv: list[str]) -> int:
     return main(argv)
 
 
-def write_checkpoint(path: Path, *, synthetic: bool = True, seed: int = 0) -> Path:
+def write_checkpoint(
+    path: Path,
+    *,
+    synthetic: bool = True,
+    seed: int = 0,
+    labels: Sequence[str] = FINDINGS,
+    always_positive: str = ALWAYS_POSITIVE,
+) -> Path:
     """A ``densenet_small`` checkpoint with random weights at 64 px whose thresholds make exactly one finding,
-    :data:`ALWAYS_POSITIVE`, positive on every image (threshold 0) and none of the others (threshold 1)."""
+    ``always_positive`` (:data:`ALWAYS_POSITIVE` by default), positive on every image (threshold 0) and none of
+    the others (threshold 1).
+
+    ``labels`` is the model's label order (its contract's ``labels``, one output each): the 14 CheXNet findings
+    by default, or any ordered subset of the harmonised label space.
+    """
     torch.manual_seed(seed)
-    model = create_model("densenet_small", init="none")
-    thresholds = tuple(0.0 if name == ALWAYS_POSITIVE else 1.0 for name in FINDINGS)
+    labels = tuple(labels)
+    options = {} if len(labels) == len(FINDINGS) else {"num_classes": len(labels)}
+    model = create_model("densenet_small", init="none", **options)
+    thresholds = tuple(0.0 if name == always_positive else 1.0 for name in labels)
     contract = CheckpointContract(
-        model_name="densenet_small", input_size=INPUT_SIZE, thresholds=thresholds, synthetic=synthetic
+        model_name="densenet_small",
+        input_size=INPUT_SIZE,
+        labels=labels,
+        thresholds=thresholds,
+        synthetic=synthetic,
     )
     save_checkpoint(path, model=model, contract=contract)
     return path

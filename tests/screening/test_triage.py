@@ -8,9 +8,10 @@ from datetime import date
 
 import pytest
 
-from cxreader.labels import FINDINGS
+from cxreader.labels import FINDINGS, HARMONISED_LABELS
 from cxreader.screening.triage import (
     CSV_COLUMNS,
+    NOT_TRIAGED,
     TIER_WEIGHTS,
     URGENCY_ORDER,
     URGENCY_TIERS,
@@ -33,11 +34,21 @@ def entry(path: str, *positives: tuple[str, float], **details):
     )
 
 
+#: The order of the 14 CheXNet findings, which the extra findings of the harmonised label space never change.
+CHEXNET_URGENCY_ORDER = (
+    "Pneumothorax", "Effusion", "Pneumonia", "Consolidation", "Infiltration", "Edema", "Atelectasis",
+    "Cardiomegaly", "Mass", "Nodule", "Hernia", "Emphysema", "Fibrosis", "Pleural_Thickening",
+)  # fmt: skip
+
+
 def test_urgency_order_holds_each_finding_once_with_pneumothorax_first_and_nodule_after_mass():
-    assert sorted(URGENCY_ORDER) == sorted(FINDINGS) and len(URGENCY_ORDER) == 14
+    triaged = sorted(set(HARMONISED_LABELS) - set(NOT_TRIAGED))
+    assert sorted(URGENCY_ORDER) == triaged and len(URGENCY_ORDER) == len(triaged)
+    assert tuple(name for name in URGENCY_ORDER if name in FINDINGS) == CHEXNET_URGENCY_ORDER
     assert URGENCY_ORDER[0] == "Pneumothorax"
     assert urgency_rank("Effusion") < urgency_rank("Mass") < urgency_rank("Nodule")
-    assert urgency_rank("pleural thickening") == urgency_rank("Pleural_Thickening") == 13
+    last = len(URGENCY_ORDER) - 1
+    assert urgency_rank("pleural thickening") == urgency_rank("Pleural_Thickening") == last
 
 
 def test_the_leading_finding_decides_then_urgency_then_more_findings():
@@ -149,5 +160,5 @@ def test_a_faint_finding_never_outranks_a_near_certain_one_of_its_tier():
     )
     assert [item.source_path for item in ordered] == ["p.png", "u.png", "m.png", "t.png", "c.png"]
     assert {tier for tier in TIER_WEIGHTS} == set(URGENCY_TIERS)
-    assert sorted(name for names in URGENCY_TIERS.values() for name in names) == sorted(FINDINGS)
+    assert sorted(name for names in URGENCY_TIERS.values() for name in names) == sorted(URGENCY_ORDER)
     assert priority(FindingResult("Mass", 0.99, 0.5)) == pytest.approx(0.99)

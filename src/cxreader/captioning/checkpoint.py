@@ -6,11 +6,17 @@ can tell which findings are positive) and the encoder checkpoint's contract (mod
 label order, operating thresholds) with the SHA-256 of the file it came from. Evaluation transforms are built
 from the encoder's contract, never re-typed. Files are written atomically by
 :func:`cxreader.files.atomic_write`.
+
+The encoder is a CheXNet classifier of the 14 ChestX-ray14 findings (:data:`~cxreader.labels.FINDINGS`, in that
+order): the captioner's finding tokens, its reading of the encoder's head and the MeSH grammar know those 14
+only, so an encoder of another label space is refused (:func:`check_encoder_labels`). A screening model of any
+label space still gets learned captions from such a captioner, for the findings it knows.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ from cxreader import __version__
 from cxreader.captioning.vocab import Vocabulary
 from cxreader.errors import CheckpointError, ConfigError
 from cxreader.files import atomic_write
+from cxreader.labels import FINDINGS
 from cxreader.models.captioner import Captioner, build_captioner
 from cxreader.models.checkpoint import CheckpointContract, check_labels, cpu_state_dict, read_payload
 
@@ -125,12 +132,28 @@ def save_caption_checkpoint(path: str | Path, *, model: Captioner, contract: Cap
         torch.save(payload, handle)
 
 
+def check_encoder_labels(path: str | Path, labels: Sequence[str]) -> None:
+    """Refuse an encoder whose labels are not the 14 CheXNet findings in their order (module docstring).
+
+    Raises:
+        CheckpointError: naming the file and its labels.
+    """
+    check_labels(Path(path), labels)
+    if tuple(labels) != FINDINGS:
+        raise CheckpointError(
+            f"{path}: the learned captioner needs a classifier of the 14 CheXNet findings as its encoder; this "
+            f"one predicts {', '.join(labels)}. Train the captioner on a CheXNet checkpoint (its captions "
+            "still serve a screening model of any label space)"
+        )
+
+
 def load_caption_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> LoadedCaptioner:
     """Rebuild a captioner from its checkpoint (eval mode).
 
     Raises:
         CheckpointError: missing or corrupt file, a classifier checkpoint given instead, a newer format,
-            other labels than :data:`FINDINGS`, or weights that don't fit the described model.
+            an encoder of other labels than :data:`FINDINGS` (:func:`check_encoder_labels`), or weights that
+            don't fit the described model.
     """
     path = Path(path)
     payload = read_payload(
@@ -146,7 +169,7 @@ def load_caption_checkpoint(path: str | Path, *, device: str | torch.device = "c
         raise CheckpointError(f"{path}: {exc}") from None
     except KeyError:
         raise CheckpointError(f"{path}: the checkpoint has no contract") from None
-    check_labels(path, contract.encoder.labels)
+    check_encoder_labels(path, contract.encoder.labels)
     decoder_config = {key: value for key, value in contract.decoder_config.items() if key != "feature_dim"}
     try:
         model = build_captioner(

@@ -214,9 +214,11 @@ def evaluate_captioner(
     paths = sorted({group.image for group in groups})
     images, row_of, errors = read_images(paths, predictor.contract.encoder.input_size)
     features = predictor.features(images)
+    labels: tuple[str, ...] = FINDINGS  # the encoder head's (a captioner's encoder has the 14 findings)
     if classifier is not None:
         probabilities = Predictor(classifier, device="cpu").predict_arrays(images)
         thresholds = np.asarray(classifier.contract.thresholds, dtype=np.float32)
+        labels = tuple(classifier.contract.labels)  # its outputs come in its own label order
         classifier_name = str(classifier.path)
     else:
         probabilities = predictor.probabilities(features)
@@ -230,8 +232,8 @@ def evaluate_captioner(
     for number, group in enumerate(decoded, start=1):
         row = row_of[group.image]
         group.hypothesis = predictor.caption(features[row : row + 1], group.query).tokens
-        if group.finding is not None:
-            index = FINDINGS.index(group.finding)
+        if group.finding is not None and group.finding in labels:  # else the classifier has no say on it
+            index = labels.index(group.finding)
             group.probability = float(probabilities[row, index])
             group.positive = group.probability >= float(thresholds[index])
         if number % 200 == 0:

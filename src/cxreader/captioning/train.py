@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from cxreader.captioning.checkpoint import CaptionContract, save_caption_checkpoint
+from cxreader.captioning.checkpoint import CaptionContract, check_encoder_labels, save_caption_checkpoint
 from cxreader.captioning.features import encoder_features, read_images
 from cxreader.captioning.pairs import CaptionPair, select_split
 from cxreader.captioning.vocab import Vocabulary
@@ -208,7 +208,8 @@ def train_captioner(
 
     Raises:
         DataError: no training pairs, or none of their images readable.
-        CheckpointError: the encoder checkpoint cannot be loaded.
+        CheckpointError: the encoder checkpoint cannot be loaded, or is not a classifier of the 14 CheXNet
+            findings (:func:`~cxreader.captioning.checkpoint.check_encoder_labels`).
     """
     config = config or CaptionTrainConfig()
     config.validate()
@@ -221,6 +222,7 @@ def train_captioner(
     if not train_pairs:
         raise DataError("pairs", "no pairs in the train split")
     encoder = load_checkpoint(encoder_checkpoint)
+    check_encoder_labels(encoder_checkpoint, encoder.contract.labels)
     vocab = Vocabulary.build([*(pair.tokens for pair in train_pairs), *text_sequences], config.min_count)
     model = build_captioner(
         vocab_size=len(vocab),

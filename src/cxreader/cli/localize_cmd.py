@@ -92,14 +92,15 @@ def run_heatmap(args: argparse.Namespace) -> int:
     from cxreader.errors import ConfigError
     from cxreader.files import write_bytes_atomic
     from cxreader.inference.predict import Predictor
-    from cxreader.labels import FINDINGS
+    from cxreader.labels import HARMONISED_LABELS
     from cxreader.localization.boxes import boxes_from_heatmap
     from cxreader.localization.cam import resolve_findings
     from cxreader.localization.describe import normalise_view, rules_for
     from cxreader.localization.explain import explain
     from cxreader.localization.overlay import render_overlay
 
-    requested = resolve_findings(args.finding) if args.finding else None  # bad names fail before any work
+    if args.finding:  # names that are no finding at all fail before any work
+        resolve_findings(args.finding, HARMONISED_LABELS)
     if args.box_threshold is not None and not 0.0 < args.box_threshold < 1.0:
         raise ConfigError(f"--box-threshold must be in (0, 1), got {args.box_threshold}")
     predictor = Predictor(args.checkpoint, device=args.device)
@@ -107,7 +108,9 @@ def run_heatmap(args: argparse.Namespace) -> int:
     if args.box_threshold is not None:
         rules = dataclasses.replace(rules, box_threshold=args.box_threshold)
     synthetic = predictor.contract.synthetic
-    thresholds = dict(zip(FINDINGS, predictor.contract.thresholds, strict=True))
+    # Findings and thresholds in the model's label order (its checkpoint's contract).
+    requested = resolve_findings(args.finding, predictor.labels) if args.finding else None
+    thresholds = dict(zip(predictor.labels, predictor.contract.thresholds, strict=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = []

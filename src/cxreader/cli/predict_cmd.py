@@ -1,4 +1,5 @@
-"""``cxreader predict``: the 14 probabilities per file, with a clear per-file error for bad files."""
+"""``cxreader predict``: the probability of each of the model's findings per file (the 14 of a CheXNet model, or
+the labels its checkpoint names), with a clear per-file error for bad files."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from cxreader.cli import arguments
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "predict", help="probabilities of the 14 findings for PNG/JPEG/DICOM files"
+        "predict", help="probabilities of the model's findings for PNG/JPEG/DICOM files"
     )
     parser.add_argument("files", nargs="+", metavar="FILE")
     arguments.add_checkpoint(parser, arguments.CHECKPOINT_OR_ONNX_HELP)
@@ -62,6 +63,6 @@ def run_predict(args: argparse.Namespace) -> int:
             [result.to_json_dict() for result in results], synthetic, operating_point=operating_point
         )
     else:
-        print(format_predictions(results, predictor.thresholds, operating_point))
+        print(format_predictions(results, predictor.thresholds, operating_point, predictor.labels))
         arguments.print_footer(synthetic)
     return 1 if any(result.error for result in results) else 0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 from cxreader import DISCLAIMER
 from cxreader.cli import arguments
 from cxreader.files import spreadsheet_safe
-from cxreader.labels import FINDINGS
+from cxreader.labels import HARMONISED_LABELS
 from cxreader.storage.names import MAX_SEARCH_LIMIT, SEARCH_ORDERS, SEARCH_STATUSES
 
 if TYPE_CHECKING:
@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Search the records database: every image with a finding at or above a probability, in a "
         "date range, of a patient, or whose description mentions some words. " + DISCLAIMER,
     )
-    parser.add_argument("--finding", help=f"one of the 14 findings ({', '.join(FINDINGS)})")
+    parser.add_argument(
+        "--finding", help=f"a finding of the stored models' labels ({', '.join(HARMONISED_LABELS)})"
+    )
     parser.add_argument("--min-prob", type=float, metavar="P", help="smallest probability, 0-1 (inclusive)")
     parser.add_argument("--since", type=_parse_date, metavar="DATE", help="first study date, YYYY-MM-DD")
     parser.add_argument("--until", type=_parse_date, metavar="DATE", help="last study date, YYYY-MM-DD")
@@ -176,7 +178,7 @@ def write_table(page: SearchPage, stream: TextIO, *, matched_only: bool = True) 
 
     Args:
         matched_only: The search had finding filters, so each row holds just its matching findings: show them
-            all. Otherwise rows hold all 14 and only those above threshold are shown.
+            all. Otherwise rows hold all of the model's findings and only those above threshold are shown.
     """
     header = ("image", "study date", "patient", "view", "model", "source", "findings")
     lines = []

@@ -55,7 +55,8 @@ def _private(value: str, meaning: str) -> Code:
 #: Support Devices        99CXREADER CX-SUPPORT-DEV              only single device types
 #: ====================== ====================================== ===================================
 #:
-#: The last five are CheXpert observations, for models trained on those labels.
+#: The last five are CheXpert observations (:data:`cxreader.labels.EXTRA_FINDINGS`), for models trained on those
+#: labels. The keys are the canonical names (:data:`cxreader.labels.HARMONISED_LABELS`, in its order).
 FINDING_CODES: dict[str, Code] = {
     "Atelectasis": _private("CX-ATELECTASIS", "Atelectasis"),
     "Cardiomegaly": codes.SCT.Cardiomegaly,
@@ -71,11 +72,11 @@ FINDING_CODES: dict[str, Code] = {
     "Fibrosis": codes.SCT.Fibrosis,
     "Pleural_Thickening": _private("CX-PLEURAL-THICK", "Pleural thickening"),
     "Hernia": _private("CX-HIATAL-HERNIA", "Hiatal hernia"),
-    "Lung Opacity": codes.DCM.Opacity,
-    "Lung Lesion": codes.SCT.Lesion,
-    "Enlarged Cardiomediastinum": _private("CX-ENLARGED-CM", "Enlarged cardiomediastinum"),
+    "Lung_Opacity": codes.DCM.Opacity,
+    "Lung_Lesion": codes.SCT.Lesion,
+    "Enlarged_Cardiomediastinum": _private("CX-ENLARGED-CM", "Enlarged cardiomediastinum"),
     "Fracture": _private("CX-FRACTURE", "Fracture"),
-    "Support Devices": _private("CX-SUPPORT-DEV", "Support devices"),
+    "Support_Devices": _private("CX-SUPPORT-DEV", "Support devices"),
 }
 
 #: The model's probability of a finding (TID 300 measurement, unit :data:`NO_UNITS`).
@@ -130,6 +131,9 @@ ORGAN_CODES: dict[str, Code] = {
     "heart": codes.SCT.Heart,
     "mediastinum": codes.SCT.Mediastinum,
     "diaphragm": codes.SCT.Diaphragm,
+    # A fracture on a chest radiograph is of a rib, a clavicle, a scapula or a vertebra: the bones of the thorax.
+    "bone": codes.SCT.BoneOfThorax,
+    # "device" (support devices) is no anatomic site: such a finding has no finding site.
 }
 THORAX = codes.SCT.Thorax
 
@@ -140,9 +144,8 @@ def finding_code(name: str) -> Code:
     """The coded concept of a finding.
 
     Args:
-        name: A finding of :data:`cxreader.labels.FINDINGS` in any spelling
-            :func:`~cxreader.labels.canonical_finding` knows, or one of the CheXpert observations of
-            :data:`FINDING_CODES`.
+        name: A finding of :data:`cxreader.labels.HARMONISED_LABELS` (the 14 ChestX-ray14 findings and the
+            CheXpert observations) in any spelling :func:`~cxreader.labels.canonical_finding` knows.
 
     Raises:
         ValueError: when the name is no finding cxreader has a code for.
@@ -158,7 +161,8 @@ def finding_code(name: str) -> Code:
 
 
 def finding_name(code: Code | hd.sr.CodedConcept) -> str | None:
-    """The finding a coded concept stands for (the inverse of :func:`finding_code`), ``None`` if none."""
+    """The finding a coded concept stands for, canonically spelled (the inverse of :func:`finding_code`),
+    ``None`` if none."""
     return _NAME_BY_CODE.get((str(code.value), str(code.scheme_designator)))
 
 

@@ -6,8 +6,9 @@ Study modules from the source header) and sits in a series of its own. Its conte
 
 * **Observer context** (TID 1002): the model as a device observer (TID 1004: name "cxreader", the architecture as
   model name, manufacturer "cxreader"); procedure reported: SCT 413815006 "Chest imaging".
-* **Imaging Measurements**, one measurement group per finding, all of them in :data:`cxreader.labels.FINDINGS`
-  order (a radiologist may want to see every probability, not only the positive ones):
+* **Imaging Measurements**, one measurement group per finding of the model (the 14 ChestX-ray14 findings, or the
+  labels its checkpoint names), all of them, in :data:`cxreader.labels.HARMONISED_LABELS` order (a radiologist
+  may want to see every probability, not only the positive ones):
 
   - a finding at or above its operating threshold **with a box**: TID 1410 "Planar ROI Measurements and
     Qualitative Evaluations", its region a closed POLYLINE rectangle in the source image's pixel coordinates
@@ -15,7 +16,7 @@ Study modules from the source header) and sits in a series of its own. Its conte
     ``(x, y, w, h)`` runs from ``(x, y)`` to ``(x + w, y + h)``);
   - every other finding (below its threshold, or positive without a box): TID 1501 "Measurement and Qualitative
     Evaluation Group" referencing the source image. TID 1501 carries one finding per group, so each finding has
-    a group of its own rather than one group holding 14 unnamed probabilities.
+    a group of its own rather than one group holding a row of unnamed probabilities.
 
   Each group names the finding (:func:`cxreader.dicom.codes.finding_code`), its finding sites with laterality
   where a grounded description gives them, the measurements (TID 300) probability and operating threshold
@@ -143,12 +144,13 @@ class ReportContents:
     """What :func:`read_report` reads from a report.
 
     Attributes:
-        findings: The findings at or above their operating thresholds, in :data:`cxreader.labels.FINDINGS`
-            order.
+        findings: The findings at or above their operating thresholds, in
+            :data:`cxreader.labels.HARMONISED_LABELS` order.
         refused_reasons: Why the image was not read (empty when it was).
         checkpoint_sha256: The model's checkpoint, from the algorithm identification.
         synthetic: Whether the report says the model or the image is synthetic.
-        all_findings: Every finding the report states, in the same order (all 14 for an image that was read).
+        all_findings: Every finding the report states, in the same order (all the model's findings for an image
+            that was read).
     """
 
     findings: list[ReportedFinding]
@@ -173,7 +175,8 @@ def measurement_report(
     Args:
         source: The screened image's header (``stop_before_pixels=True`` is enough): Patient, Study and Series
             modules, SOP Class and Instance UIDs, Rows and Columns.
-        result: The image's result: its 14 findings, or the reasons the input gate refused it.
+        result: The image's result: its findings (one per label of the model), or the reasons the input gate
+            refused it.
         algorithm: The model that produced the result.
         series_instance_uid: The report's series (:func:`cxreader.dicom.identifiers.result_series_uid`).
         sop_instance_uid: The report's SOP Instance UID (:func:`~cxreader.dicom.identifiers.result_instance_uid`).

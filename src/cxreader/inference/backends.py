@@ -3,7 +3,10 @@
 Prediction of files, screening, the service and the explanations all run the model through a
 :class:`ModelBackend` made by :func:`load_backend`. Both backends take a normalised batch ``(B, 3, S, S)``
 made by the contract's evaluation preset (:attr:`ModelBackend.transform`) and return probabilities
-``(B, 14)`` in :data:`~cxreader.labels.FINDINGS` order: the sigmoid outputs, calibrated by the contract's
+``(B, K)``, one column per label of the contract in its order (:attr:`ModelBackend.labels`: the 14
+:data:`~cxreader.labels.FINDINGS` for a CheXNet checkpoint, any ordered subset of
+:data:`~cxreader.labels.HARMONISED_LABELS` for a model trained on several datasets; a backend refuses a model
+whose outputs, thresholds or calibration do not match them): the sigmoid outputs, calibrated by the contract's
 calibration where it carries one (:mod:`cxreader.inference.calibration`; the contract's thresholds are then on
 the calibrated scale), and exactly the sigmoid outputs where it does not. Only the PyTorch backend can draw
 heatmaps (class activation maps read the feature map and the head's weights, which an ONNX graph does not
@@ -28,7 +31,6 @@ from cxreader.inference.calibration import Calibration, contract_calibration
 from cxreader.inference.gate import InputGate, OutOfDistribution
 from cxreader.inference.onnx_runtime import INPUT_NAME, META_QUANTIZATION, OUTPUT_NAME, read_onnx_contract
 from cxreader.inference.runtime import forward_probabilities, resolve_amp_dtype, resolve_device
-from cxreader.labels import FINDINGS
 from cxreader.models.checkpoint import CheckpointContract, LoadedCheckpoint, load_checkpoint
 
 #: The ``--backend`` choices: ``auto`` runs a ``.onnx`` file with ONNX Runtime and anything else with PyTorch.
@@ -46,6 +48,7 @@ class ModelBackend(abc.ABC):
         path: The model file.
         sha256: SHA-256 of the model file (how the records database knows the model).
         contract: Labels, input size, normalisation and thresholds.
+        labels: The contract's label order: what each column of :meth:`predict`'s output is.
         transform: The contract's evaluation preset, which makes the batches :meth:`predict` takes.
         model: The PyTorch model for heatmaps, ``None`` when the backend cannot draw them.
         gate: The input gate: the rules, and the checkpoint's out-of-distribution detector when it has one
@@ -60,19 +63,38 @@ class ModelBackend(abc.ABC):
         self.contract = contract
         self.path = Path(path)
         self.sha256 = sha256
+        if len(contract.thresholds) != len(contract.labels):
+            raise CheckpointError(
+                f"{self.path}: {len(contract.thresholds)} thresholds for {len(contract.labels)} labels in its "
+                "contract; each label needs its operating threshold"
+            )
         self.transform = contract.eval_preset()
         self.lock = threading.Lock()
         detector = OutOfDistribution.from_contract(contract)
         self.gate = InputGate(input_size=contract.input_size, detector=detector, name=self.path.name)
         self.calibration: Calibration | None = contract_calibration(contract, source=str(self.path))
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The model's label order (the contract's ``labels``): column ``k`` of every output is ``labels[k]``."""
+        return tuple(self.contract.labels)
+
+    def _check_outputs(self, outputs: int | None) -> None:
+        """Refuse a model with another number of outputs than its contract has labels (they could not be
+        named)."""
+        if outputs is not None and outputs != len(self.contract.labels):
+            raise CheckpointError(
+                f"{self.path}: the model has {outputs} outputs but its contract names {len(self.contract.labels)} "
+                "labels; refusing to read its outputs as findings"
+            )
+
     @abc.abstractmethod
     def predict(self, batch: torch.Tensor) -> np.ndarray:
-        """Probabilities ``(B, 14)`` (float32, calibrated where the contract says how) for a normalised batch
-        ``(B, 3, S, S)``."""
+        """Probabilities ``(B, K)`` in :attr:`labels` order (float32, calibrated where the contract says how)
+        for a normalised batch ``(B, 3, S, S)``."""
 
     def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
-        """The contract's calibration of raw sigmoid outputs ``(B, 14)``, as float32; unchanged without one."""
+        """The contract's calibration of raw sigmoid outputs ``(B, K)``, as float32; unchanged without one."""
         if self.calibration is None:
             return probabilities
         return self.calibration.apply(probabilities).astype(np.float32)
@@ -97,13 +119,16 @@ class TorchBackend(ModelBackend):
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.model = checkpoint.model.to(self.device).eval()
+        head = getattr(self.model, "classifier", None)
+        self._check_outputs(getattr(head, "out_features", None))
         self.amp_dtype = resolve_amp_dtype("auto", self.device)
 
     def predict(self, batch: torch.Tensor) -> np.ndarray:
         return self.predict_features(batch)[0]
 
     def predict_features(self, batch: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        """Probabilities ``(B, 14)`` and the last feature maps ``(B, C, h, w)`` they were computed from.
+        """Probabilities ``(B, K)`` (:attr:`labels` order) and the last feature maps ``(B, C, h, w)`` they were
+        computed from.
 
         The feature maps let class activation maps be drawn without a second forward pass
         (:func:`cxreader.localization.explain.explain_batch`).
@@ -159,10 +184,12 @@ class OnnxBackend(ModelBackend):
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise CheckpointError(f"{self.path}: ONNX Runtime cannot load it ({exc})") from None
+        outputs = self.session.get_outputs()[0].shape
+        self._check_outputs(outputs[-1] if outputs and isinstance(outputs[-1], int) else None)
 
     def predict(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Probabilities ``(B, 14)``, the sigmoid of the graph's logits (independent findings, never softmax),
-        calibrated where the export's contract carries a calibration.
+        """Probabilities ``(B, K)`` in :attr:`labels` order, the sigmoid of the graph's logits (independent
+        findings, never softmax), calibrated where the export's contract carries a calibration.
 
         Raises:
             ValueError: the batch does not have the model's shape.
@@ -176,6 +203,7 @@ class OnnxBackend(ModelBackend):
                 (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
         except Exception as exc:  # ONNX Runtime errors are not ours to leak as tracebacks
             raise CXReaderError(f"{self.path}: inference failed ({exc})") from None
+        self._check_outputs(int(logits.shape[-1]))
         return self.calibrate((1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32))
 
 
@@ -197,7 +225,8 @@ def load_backend(
 
     Raises:
         ConfigError: an unknown backend, or one that does not fit the file.
-        CheckpointError: missing or unreadable file, labels other than :data:`FINDINGS`.
+        CheckpointError: missing or unreadable file, labels that are not cxreader findings, or outputs,
+            thresholds or a calibration that do not match the labels.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}; expected auto, torch or onnx")
@@ -224,8 +253,8 @@ def model_summary(backend: ModelBackend) -> dict[str, Any]:
         "file": backend.path.name,
         "sha256": backend.sha256,
         "input_size": int(contract.input_size),
-        "labels": list(FINDINGS),
-        "thresholds": {name: float(t) for name, t in zip(FINDINGS, contract.thresholds, strict=True)},
+        "labels": list(backend.labels),
+        "thresholds": {name: float(t) for name, t in zip(backend.labels, contract.thresholds, strict=True)},
         "synthetic": bool(contract.synthetic),
         "heatmaps": backend.model is not None,
         "cxreader_version": contract.cxreader_version,

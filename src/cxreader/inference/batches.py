@@ -19,7 +19,8 @@ import torch.nn as nn
 
 from cxreader.inference.gate import pooled_features
 from cxreader.inference.runtime import forward_probabilities
-from cxreader.labels import FINDINGS
+from cxreader.labels import NUM_FINDINGS
+from cxreader.models.checkpoint import unwrap
 
 
 @dataclass
@@ -82,7 +83,8 @@ def predict_batches(
     finally:
         model.train(was_training)
     if not probs:
-        empty = np.zeros((0, len(FINDINGS)), dtype=np.float32)
+        # One column per output of the model (its contract's labels; 14 for a CheXNet model).
+        empty = np.zeros((0, int(getattr(unwrap(model), "num_classes", NUM_FINDINGS))), dtype=np.float32)
         no_features = np.zeros((0, 0), dtype=np.float32) if with_features else None
         return PredictionOutput(np.zeros(0, dtype=np.int64), empty, errors, no_features)
     return PredictionOutput(

@@ -31,7 +31,6 @@ import numpy as np
 from scipy.special import expit, logit
 
 from cxreader.errors import CheckpointError
-from cxreader.labels import FINDINGS
 from cxreader.models.checkpoint import CheckpointContract
 
 #: The ``format`` field of :meth:`Calibration.to_json`; bump it when the layout changes.
@@ -216,8 +215,8 @@ def contract_calibration(contract: CheckpointContract, *, source: str = "model")
     """The calibration a checkpoint's (or an ONNX export's) contract carries, ``None`` when it has none.
 
     Raises:
-        CheckpointError: the stored calibration is malformed or names other findings than :data:`FINDINGS`
-            (its columns would be applied to the wrong outputs).
+        CheckpointError: the stored calibration is malformed or names other findings than the contract's
+            ``labels``, in their order (its columns would be applied to the wrong outputs).
     """
     if not contract.calibration:
         return None
@@ -225,8 +224,9 @@ def contract_calibration(contract: CheckpointContract, *, source: str = "model")
         calibration = Calibration.from_json(contract.calibration)
     except ValueError as exc:
         raise CheckpointError(f"{source}: unreadable calibration in its contract ({exc})") from None
-    if calibration.findings != FINDINGS:
+    if tuple(calibration.findings) != tuple(contract.labels):
         raise CheckpointError(
-            f"{source}: its calibration names {list(calibration.findings)}, not cxreader's findings"
+            f"{source}: its calibration names {list(calibration.findings)}, not cxreader's findings in the "
+            f"model's label order ({', '.join(contract.labels)})"
         )
     return calibration

@@ -1,7 +1,7 @@
 """The input gate: whether an image is one the model may read, and if not, why.
 
 A CheXNet model was trained on frontal chest radiographs; on anything else (a CT slice, a lateral view, a
-photograph, a 1 x 1 pixel file) it still returns 14 probabilities, and they mean nothing. Every reader of images
+photograph, a 1 x 1 pixel file) it still returns a probability per finding, and they mean nothing. Every reader of images
 (predict, screen, the service) asks the gate first and keeps its verdict with the result; a refused image gets
 no findings, only "not read: REASON".
 

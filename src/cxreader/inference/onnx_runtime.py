@@ -2,7 +2,8 @@
 
 The graph written by :func:`cxreader.export.onnx.export_onnx` takes exactly what the PyTorch model takes, a
 normalised float32 batch ``(B, 3, S, S)`` (``S`` = the contract's input size, batch size free), and returns
-the 14 logits; :class:`~cxreader.inference.backends.OnnxBackend` runs it with ONNX Runtime and applies the
+one logit per label of the contract, in its order (the 14 findings of a CheXNet model);
+:class:`~cxreader.inference.backends.OnnxBackend` runs it with ONNX Runtime and applies the
 sigmoid. The checkpoint's contract (labels, input size, mean and std, thresholds, synthetic flag, ...) travels
 in the model's ``metadata_props`` (ONNX IR, ``ModelProto.metadata_props``), so an exported file is used
 correctly without its checkpoint, and loading refuses a model whose labels are not cxreader findings.

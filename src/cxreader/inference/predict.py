@@ -1,4 +1,8 @@
-"""Predict the 14 finding probabilities for image files (PNG, JPEG, DICOM), and print them.
+"""Predict the finding probabilities for image files (PNG, JPEG, DICOM), and print them.
+
+The findings are the model's labels, in the order of its checkpoint's contract
+(:attr:`~cxreader.inference.backends.ModelBackend.labels`: the 14 CheXNet findings, or the label space of a model
+trained on several datasets).
 
 A file that cannot be read gets a per-file error and the others still get results; a file the input gate
 refuses (:mod:`cxreader.inference.gate`: a CT, a lateral view, a photograph, ...) gets "not read" and the
@@ -21,13 +25,16 @@ from cxreader.data.io import LoadedImage, load_image
 from cxreader.errors import CXReaderError
 from cxreader.inference.backends import ModelBackend, load_backend
 from cxreader.inference.gate import GateVerdict
-from cxreader.labels import FINDINGS, display_name, positive_findings
+from cxreader.labels import display_name, positive_findings
 from cxreader.models.checkpoint import LoadedCheckpoint
 
 
 @dataclass
 class FilePrediction:
-    """The result for one file: probabilities and thresholds crossed, or the reason it failed."""
+    """The result for one file: probabilities and thresholds crossed, or the reason it failed.
+
+    ``probabilities`` holds one entry per label of the model, in the model's label order.
+    """
 
     path: str
     probabilities: dict[str, float] = field(default_factory=dict)
@@ -89,17 +96,18 @@ class Predictor:
             # A prediction run has the cores to itself: ONNX Runtime's spinning threads lower its latency.
             self.backend = load_backend(model, backend=backend, device=device, spin=True)
         self.contract = self.backend.contract
+        self.labels = self.backend.labels
         self.thresholds = np.asarray(self.contract.thresholds, dtype=np.float32)
         self.batch_size = batch_size
 
     def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities (N, 14) for grayscale arrays (uint8, or float in [0, 1])."""
+        """Probabilities ``(N, K)`` in :attr:`labels` order for grayscale arrays (uint8, or float in [0, 1])."""
         transform = self.backend.transform
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = torch.stack([transform(image) for image in images[start : start + self.batch_size]])
             out.append(self.backend.predict(batch))
-        return np.concatenate(out) if out else np.zeros((0, len(FINDINGS)), dtype=np.float32)
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def predict_files(
         self, paths: Sequence[str | Path], *, keep_images: bool = False
@@ -131,8 +139,8 @@ class Predictor:
                 result = results[index]
                 result.gate = verdict
                 if verdict.accepted:
-                    result.probabilities = {name: float(p) for name, p in zip(FINDINGS, row, strict=True)}
-                    result.positive = positive_findings(row, self.thresholds)
+                    result.probabilities = {name: float(p) for name, p in zip(self.labels, row, strict=True)}
+                    result.positive = positive_findings(row, self.thresholds, self.labels)
         return results
 
 
@@ -140,13 +148,17 @@ def format_predictions(
     results: Sequence[FilePrediction],
     thresholds: Sequence[float],
     operating_point: dict[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> str:
     """A readable block per file: findings sorted by probability, '*' where the threshold is crossed.
 
     Args:
+        thresholds: The operating thresholds, in ``labels`` order.
         operating_point: The checkpoint's record of how its thresholds were chosen
             (:attr:`~cxreader.models.checkpoint.CheckpointContract.operating_point`): its rule heads the output
             and each finding shows the sensitivity and specificity its threshold achieved on validation.
+        labels: The model's label order (:attr:`Predictor.labels`); by default the order of each result's
+            ``probabilities``, which :meth:`Predictor.predict_files` fills in label order.
     """
     lines = []
     achieved = (operating_point or {}).get("findings", {})
@@ -164,9 +176,11 @@ def format_predictions(
             lines.append(f"{result.path}: NOT READ: {'; '.join(result.gate.reasons)}")
             continue
         lines.append(f"{result.path}:")
-        order = sorted(FINDINGS, key=lambda name: -result.probabilities[name])
+        names = list(labels) if labels is not None else list(result.probabilities)
+        limits = dict(zip(names, thresholds, strict=True))
+        order = sorted(names, key=lambda name: -result.probabilities[name])
         for name in order:
-            probability, threshold = result.probabilities[name], thresholds[FINDINGS.index(name)]
+            probability, threshold = result.probabilities[name], limits[name]
             mark = "*" if name in result.positive else " "
             point = achieved.get(name) or {}
             there = (

@@ -77,7 +77,8 @@ def forward_probabilities(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities ``(B, 14)`` (float32, on ``device``) and the last feature maps ``(B, C, h, w)``.
+    """Probabilities ``(B, K)`` (float32, on ``device``; one column per model output, in the label order of
+    the model's contract) and the last feature maps ``(B, C, h, w)``.
 
     Probabilities are ``sigmoid(logits)``: each finding is an independent output (CheXNet, Rajpurkar et al.
     2017), never a softmax. The model is run through its split forward (``forward_features`` then

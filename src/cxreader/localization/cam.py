@@ -17,6 +17,10 @@ What the maps mean (a project convention, pinned by a test): values in ``[0, 1]`
 (bilinear upsampling of the feature-resolution map), ``1`` = most salient pixel for that finding. CAM is
 min-max scaled (its raw scores are logit contributions of any sign); Grad-CAM, already non-negative after its
 ReLU, is divided by its maximum. A map without any variation (or an all-zero Grad-CAM) comes back as zeros.
+
+Which row of the head a finding is: the model's label order, from its checkpoint's contract (``labels``; the 14
+:data:`~cxreader.labels.FINDINGS` of a CheXNet model by default). A model whose head has another number of rows
+than the labels it is given is refused, never read in the wrong order.
 """
 
 from __future__ import annotations
@@ -35,14 +39,19 @@ from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical
 METHODS = ("cam", "gradcam")
 
 
-def resolve_findings(findings: str | Sequence[str] | None) -> list[str]:
-    """Canonical names of the requested findings (``None`` or ``"all"`` = all 14, in FINDINGS order).
+def resolve_findings(findings: str | Sequence[str] | None, labels: Sequence[str] = FINDINGS) -> list[str]:
+    """Canonical names of the requested findings (``None`` or ``"all"`` = all of ``labels``, in their order).
+
+    Args:
+        findings: Finding names (any accepted spelling), one name, ``"all"`` or ``None``.
+        labels: The model's label order (default: the 14 CheXNet findings).
 
     Raises:
-        ConfigError: a name that is not one of the 14 findings (the message lists the valid names).
+        ConfigError: a name that is not one of ``labels`` (the message lists the valid names).
     """
+    labels = tuple(labels)
     if findings is None or findings == "all":
-        return list(FINDINGS)
+        return list(labels)
     names = [findings] if isinstance(findings, str) else list(findings)
     resolved = []
     for name in names:
@@ -50,15 +59,33 @@ def resolve_findings(findings: str | Sequence[str] | None) -> list[str]:
             canonical = canonical_finding(name)
         except UnknownFindingError as exc:
             raise ConfigError(str(exc)) from None
-        if canonical == NO_FINDING:
+        if canonical == NO_FINDING or canonical not in labels:
             raise ConfigError(
-                f"{name!r} is not a finding with a heatmap; expected one of: {', '.join(FINDINGS)}"
+                f"{name!r} is not a finding with a heatmap for this model; expected one of: {', '.join(labels)}"
             )
         resolved.append(canonical)
     return resolved
 
 
-def class_activation_maps(model: nn.Module, images: torch.Tensor, findings: Sequence[str]) -> torch.Tensor:
+def check_head(model: nn.Module, labels: Sequence[str]) -> None:
+    """Refuse a model whose linear head has another number of rows than ``labels`` (its rows could not be
+    named: a map would be drawn for the wrong finding).
+
+    Raises:
+        ConfigError: naming both counts.
+    """
+    head = getattr(model, "classifier", None)
+    rows = getattr(getattr(head, "weight", None), "shape", (None,))[0]
+    if rows is not None and rows != len(labels):
+        raise ConfigError(
+            f"the model's head has {rows} outputs but {len(labels)} labels were given; pass the labels of its "
+            "checkpoint's contract"
+        )
+
+
+def class_activation_maps(
+    model: nn.Module, images: torch.Tensor, findings: Sequence[str], labels: Sequence[str] = FINDINGS
+) -> torch.Tensor:
     """Raw CAMs (Zhou et al. 2016) at feature resolution.
 
     Args:
@@ -66,11 +93,14 @@ def class_activation_maps(model: nn.Module, images: torch.Tensor, findings: Sequ
             ``classifier``).
         images: Normalised input batch ``(B, 3, H, W)``.
         findings: Canonical finding names (see :func:`resolve_findings` for any spelling).
+        labels: The model's label order: row ``k`` of the head is ``labels[k]``.
 
     Returns:
         ``(B, F, h, w)`` float32: ``sum_k w_k^c f_k(x, y)`` per finding (the bias is a constant and omitted).
     """
-    indices = torch.tensor([FINDINGS.index(name) for name in findings], device=images.device)
+    labels = tuple(labels)
+    check_head(model, labels)
+    indices = torch.tensor([labels.index(name) for name in findings], device=images.device)
     with torch.no_grad():
         features = model.forward_features(images).float()
         weights = model.classifier.weight.float()[indices]
@@ -90,20 +120,27 @@ class _SplitForward(nn.Module):
         return self.model.forward_head(self.feature_layer(self.model.forward_features(images)))
 
 
-def grad_cams(model: nn.Module, images: torch.Tensor, findings: Sequence[str]) -> torch.Tensor:
+def grad_cams(
+    model: nn.Module, images: torch.Tensor, findings: Sequence[str], labels: Sequence[str] = FINDINGS
+) -> torch.Tensor:
     """Raw Grad-CAMs (Selvaraju et al. 2017) at feature resolution, through captum's ``LayerGradCam``.
+
+    Args:
+        labels: The model's label order: output ``k`` is ``labels[k]``.
 
     Returns:
         ``(B, F, h, w)`` float32, non-negative (the method's ReLU applied).
     """
     from captum.attr import LayerGradCam  # imported here: only Grad-CAM needs captum
 
+    labels = tuple(labels)
+    check_head(model, labels)
     wrapper = _SplitForward(model)
     method = LayerGradCam(wrapper, wrapper.feature_layer)
     maps = []
     with torch.enable_grad():
         for name in findings:
-            attribution = method.attribute(images, target=FINDINGS.index(name), relu_attributions=True)
+            attribution = method.attribute(images, target=labels.index(name), relu_attributions=True)
             maps.append(attribution.detach().float()[:, 0])
     return torch.stack(maps, dim=1)
 
@@ -145,6 +182,8 @@ def heatmaps(
     image_tensor: torch.Tensor,
     findings: str | Sequence[str] | None = None,
     method: str = "cam",
+    *,
+    labels: Sequence[str] = FINDINGS,
 ) -> np.ndarray:
     """Class activation heatmaps at input size, values in [0, 1], 1 = most salient.
 
@@ -152,18 +191,21 @@ def heatmaps(
         model: A CheXNet in eval mode (the model is not modified; its mode is kept).
         image_tensor: One normalised image ``(3, H, W)`` or a batch ``(B, 3, H, W)``, as the checkpoint's
             evaluation preset produces it.
-        findings: Finding names (any accepted spelling), one name, or ``None`` for all 14.
+        findings: Finding names (any accepted spelling), one name, or ``None`` for all of ``labels``.
         method: ``"cam"`` (Zhou et al. 2016) or ``"gradcam"`` (Selvaraju et al. 2017).
+        labels: The model's label order, from its checkpoint's contract (default: the 14 CheXNet findings).
 
     Returns:
         float32 ``(F, H, W)`` for one image, ``(B, F, H, W)`` for a batch, in the order of ``findings``.
 
     Raises:
-        ConfigError: unknown method or finding name.
+        ConfigError: unknown method or finding name, or a head that does not have one row per label.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown heatmap method {method!r}; expected one of: {', '.join(METHODS)}")
-    names = resolve_findings(findings)
+    labels = tuple(labels)
+    check_head(model, labels)
+    names = resolve_findings(findings, labels)
     single = image_tensor.ndim == 3
     batch = image_tensor[None] if single else image_tensor
     if batch.ndim != 4:
@@ -177,7 +219,9 @@ def heatmaps(
     model.eval()  # dropout off and batch statistics frozen: maps must not depend on the batch
     try:
         raw = (
-            class_activation_maps(model, batch, names) if method == "cam" else grad_cams(model, batch, names)
+            class_activation_maps(model, batch, names, labels)
+            if method == "cam"
+            else grad_cams(model, batch, names, labels)
         )
     finally:
         model.train(was_training)

@@ -37,7 +37,8 @@ The rules, in order:
   heaviest one's heatmap mass), each focus gets its own side and zone by the rules above (``foci``), and the
   sentence names them all: "Moderate multiple nodules (2): right upper zone; left lower zone." The
   finding-level side and zone still describe the finding as a whole.
-* **Organ**: fixed per finding (:data:`cxreader.labels.ORGAN_OF`): lung, pleura, heart, mediastinum or diaphragm.
+* **Organ**: fixed per finding (:data:`cxreader.labels.ORGAN_OF`): lung, pleura, heart, mediastinum, diaphragm,
+  bone or device.
 * **Extent**: the fraction of the hemithorax (the lung field of the involved side, both fields when
   bilateral or midline) covered by the involved region.
 * **Size**: with a known pixel spacing, the longer side of the box in centimetres. A nodule is under 3 cm
@@ -48,6 +49,23 @@ The rules, in order:
   lower third of ``[t, 1]``, 1 in the middle third, 2 in the upper third); their sum 0-1 is ``mild``,
   2-3 ``moderate`` and 4 ``severe``. Both a small faint finding and a large uncertain one read as mild or
   moderate; only a large and confident one is severe.
+
+**The findings of the harmonised label space** (:data:`cxreader.labels.EXTRA_FINDINGS`, from CheXpert, MIMIC-CXR
+and PadChest) follow the same rules where their words mean something, and make no claim where they would not:
+
+* **Lung Opacity** is a parenchymal finding like Consolidation: side, zone (perihilar included), extent and
+  severity by the rules above.
+* **Lung Lesion** is focal like a nodule or a mass: the rules above, several foci named apart, and its size in
+  centimetres (without the nodule/mass remark: a lesion's label says nothing of its size).
+* **Enlarged Cardiomediastinum** is the cardiomediastinal silhouette itself: ``midline`` by definition like
+  Cardiomegaly, and no zone (the silhouette is not in a third of a lung); severity by the rule above.
+* **Fracture** (organ ``bone``): the side is read from the map (a rib or clavicle fracture has one), but no
+  zone (the zones are thirds of the lung height; the map cannot name the rib), no size (a box around a
+  class activation map is not the length of a fracture line) and no severity (displacement and number of
+  fractures cannot be read from the map's extent or the probability): "Right-sided fracture."
+* **Support Devices** (organ ``device``): no side, zone, size or severity, only that the model sees one; the
+  box still shows where the map points. Tubes and lines cross the midline and run through several zones, and
+  a device is not graded: "Support devices present."
 
 The numbers (:class:`DescriptionRules`, defaults :data:`DEFAULT_RULES`) were set on the synthetic validation
 split by the coordinate search of ``benchmarks/localization_synthetic.py`` and are written here, not learned
@@ -68,7 +86,7 @@ import numpy as np
 
 from cxreader.data.io import LoadedImage
 from cxreader.errors import ConfigError
-from cxreader.labels import FINDINGS, ORGAN_OF, canonical_finding
+from cxreader.labels import FINDINGS, HARMONISED_LABELS, ORGAN_OF, canonical_finding
 from cxreader.localization.boxes import DEFAULT_BOX_THRESHOLD, Box, box_threshold_for, boxes_from_heatmap
 from cxreader.localization.cam import restrict_heatmap
 from cxreader.localization.foci import FOCAL_FINDINGS, FOCUS_SHARE, foci_of
@@ -136,10 +154,25 @@ NOUN_OF = {
     "Fibrosis": "fibrosis",
     "Pleural_Thickening": "pleural thickening",
     "Hernia": "hiatus hernia",
+    "Lung_Opacity": "lung opacity",
+    "Lung_Lesion": "lung lesion",
+    "Enlarged_Cardiomediastinum": "enlarged cardiomediastinal silhouette",
+    "Fracture": "fracture",
+    "Support_Devices": "support devices",
 }
-_FIXED_PLACE = {"Cardiomegaly": ("midline", "cardiac"), "Hernia": ("midline", "retrocardiac")}
+_FIXED_PLACE: dict[str, tuple[str, str | None]] = {
+    "Cardiomegaly": ("midline", "cardiac"),
+    "Hernia": ("midline", "retrocardiac"),
+    "Enlarged_Cardiomediastinum": ("midline", None),
+}
 #: Findings whose side and zone are fixed by definition, never read from the map.
 PLACED_BY_DEFINITION = tuple(_FIXED_PLACE)
+#: Findings described without a zone, size or severity (module docstring: a bone, a device).
+UNGRADED = ("Fracture", "Support_Devices")
+#: Findings described without a side either (a device).
+UNSIDED = ("Support_Devices",)
+#: Findings whose size the sentence gives (focal findings).
+_SIZED = ("Nodule", "Mass", "Lung_Lesion")
 
 
 @dataclass
@@ -147,12 +180,15 @@ class FindingDescription:
     """The grounded description of one positive finding.
 
     Attributes:
-        side: ``right``/``left`` (the PATIENT's), ``bilateral``, ``midline``, or ``None`` (lateral view).
-        zone: ``upper``/``middle``/``lower``, ``perihilar``, ``diffuse``, ``cardiac`` or ``retrocardiac``.
-        organ: ``lung``, ``pleura``, ``heart``, ``mediastinum`` or ``diaphragm``.
+        side: ``right``/``left`` (the PATIENT's), ``bilateral``, ``midline``, or ``None`` (lateral view, or a
+            support device).
+        zone: ``upper``/``middle``/``lower``, ``perihilar``, ``diffuse``, ``cardiac`` or ``retrocardiac``;
+            ``None`` where the finding has none (enlarged cardiomediastinum, fracture, support devices).
+        organ: ``lung``, ``pleura``, ``heart``, ``mediastinum``, ``diaphragm``, ``bone`` or ``device``.
         extent: Fraction of the hemithorax (or of both lung fields) covered, in [0, 1].
-        size_cm: Longer side of the box in cm, ``None`` without a pixel spacing.
-        severity: ``mild``, ``moderate`` or ``severe`` (rule in the module docstring).
+        size_cm: Longer side of the box in cm, ``None`` without a pixel spacing (and for a fracture or a device).
+        severity: ``mild``, ``moderate`` or ``severe`` (rule in the module docstring); ``None`` for a fracture
+            or a device.
         box: ``[x, y, w, h]`` of the most salient region in original-image pixels, ``None`` if none.
         sentence: One sentence for the report.
         view: The view position used; ``view_assumed`` is True when it was the default.
@@ -168,7 +204,7 @@ class FindingDescription:
     organ: str
     extent: float
     size_cm: float | None
-    severity: str
+    severity: str | None
     box: list[float] | None
     sentence: str
     view: str = DEFAULT_VIEW
@@ -225,6 +261,7 @@ def describe_findings(
     pixel_spacing_mm: tuple[float, float] | None = None,
     original_size: tuple[int, int] | None = None,
     rules: DescriptionRules = DEFAULT_RULES,
+    labels: Sequence[str] = FINDINGS,
 ) -> list[FindingDescription]:
     """Describe every finding whose probability reaches its threshold, most probable first.
 
@@ -234,12 +271,14 @@ def describe_findings(
             Every positive finding needs its map.
         image: The decoded image (its pixels give the geometry; its DICOM view position and pixel spacing are
             used unless overridden), or a bare ``(H, W)`` array.
-        thresholds: Per-finding operating thresholds (mapping, or 14 values in FINDINGS order).
+        thresholds: Per-finding operating thresholds: a mapping, or a sequence in ``labels`` order.
         view_position: Overrides the image's view position (e.g. from the Data_Entry CSV).
         pixel_spacing_mm: ``(row, column)`` spacing of ``image``'s pixels in mm; overrides the DICOM one.
         original_size: ``(width, height)`` of the original when ``image`` is a smaller rendition of it (the
             display image of screening): boxes and sizes are then in the original's pixels, and
             ``pixel_spacing_mm`` is the original's. Default: the size of ``image``.
+        labels: The order of ``thresholds`` when it is a sequence (the model's labels; default the 14 CheXNet
+            findings).
 
     Raises:
         ConfigError: a positive finding without a heatmap, malformed thresholds.
@@ -248,18 +287,21 @@ def describe_findings(
     view, assumed = normalise_view(view_position if view_position else getattr(image, "view_position", None))
     spacing = pixel_spacing_mm if pixel_spacing_mm is not None else getattr(image, "pixel_spacing_mm", None)
     if not isinstance(thresholds, Mapping):
-        if len(thresholds) != len(FINDINGS):
+        if len(thresholds) != len(labels):
             raise ConfigError(
-                f"thresholds must give one value per finding ({len(FINDINGS)}), got {len(thresholds)}"
+                f"thresholds must give one value per finding ({len(labels)}), got {len(thresholds)}"
             )
-        thresholds = dict(zip(FINDINGS, thresholds, strict=True))
+        thresholds = dict(zip(labels, thresholds, strict=True))
     limits = _by_finding(thresholds, float)
     probabilities = _by_finding(probabilities, float)
     maps = _by_finding(heatmaps, lambda value: np.asarray(value, dtype=np.float32))
     unset = [name for name in probabilities if name not in limits]
     if unset:
         raise ConfigError(f"no threshold given for {', '.join(unset)}")
-    positives = [name for name in FINDINGS if name in probabilities and probabilities[name] >= limits[name]]
+    # Ties of probability keep the canonical order (the 14 CheXNet findings first, then the extra ones).
+    positives = [
+        name for name in HARMONISED_LABELS if name in probabilities and probabilities[name] >= limits[name]
+    ]
     positives.sort(key=lambda name: -probabilities[name])
     height, width = pixels.shape[:2]
     geometry = estimate_geometry(pixels) if positives else None  # an image without a positive needs none
@@ -318,8 +360,20 @@ def describe_finding(
         # An all-zero map (a Grad-CAM whose ReLU removed everything) shows no place: say so, invent none.
         side = zone = box = size_cm = None
         extent, foci = 0.0, []
-        severity = _severity(extent, probability, threshold, rules)
-        sentence = f"{severity.capitalize()} {NOUN_OF[name]} (the heatmap does not show where)."
+        severity = None if name in UNGRADED else _severity(extent, probability, threshold, rules)
+        noun = f"{severity} {NOUN_OF[name]}" if severity is not None else NOUN_OF[name]
+        sentence = f"{noun[:1].upper()}{noun[1:]} (the heatmap does not show where)."
+    elif name in UNGRADED:
+        # A bone or a device: the side where it makes sense, no zone, size or severity (module docstring).
+        region = values >= rules.region_level
+        if not region.any():
+            region = values >= values.max()
+        side, image_sides = (None, ("left", "right"))
+        if name not in UNSIDED:
+            side, image_sides = _side(name, values, region, geometry, view, rules)
+        zone = size_cm = severity = None
+        extent, foci = _extent(region, geometry, image_sides), []
+        sentence = _ungraded_sentence(name, side)
     else:
         level = rules.diffuse_level if name in _DIFFUSE_BY_NATURE else rules.region_level
         region = values >= level
@@ -418,7 +472,7 @@ def _zone(
     image_sides: tuple[str, ...],
     side: str | None,
     rules: DescriptionRules,
-) -> tuple[str, str | None]:
+) -> tuple[str | None, str | None]:
     """Zone and an optional apical/basal qualifier for the sentence."""
     if name in _FIXED_PLACE:
         return _FIXED_PLACE[name][1], None
@@ -495,8 +549,20 @@ def _severity(extent: float, probability: float, threshold: float, rules: Descri
     return SEVERITIES[0 if total <= 1 else 1 if total <= 3 else 2]
 
 
+def _ungraded_sentence(name: str, side: str | None) -> str:
+    """``"Right-sided fracture."``, ``"Bilateral fractures."``, ``"Support devices present."``."""
+    if name == "Support_Devices":
+        return "Support devices present."
+    noun = NOUN_OF[name]
+    if side == "bilateral":
+        return f"Bilateral {noun}s."
+    if side in ("right", "left"):
+        return f"{side.capitalize()}-sided {noun}."
+    return f"{noun.capitalize()}."
+
+
 def _sentence(
-    name: str, severity: str, side: str | None, zone: str, qualifier: str | None, size_cm: float | None
+    name: str, severity: str, side: str | None, zone: str | None, qualifier: str | None, size_cm: float | None
 ) -> str:
     words = [severity.capitalize()]
     if side in ("right", "left", "bilateral"):
@@ -507,7 +573,7 @@ def _sentence(
         text += f", {zone} zone" + (f" ({qualifier})" if qualifier else "")
     elif zone in ("perihilar", "diffuse", "retrocardiac"):
         text += f", {zone}"
-    if size_cm is not None and name in ("Nodule", "Mass"):
+    if size_cm is not None and name in _SIZED:
         text += f", about {size_cm:.1f} cm"
         if name == "Nodule" and size_cm > SIZE_LARGE_CM:
             text += " (larger than 3 cm: mass-sized)"
@@ -529,4 +595,4 @@ def _multifocal_sentence(name: str, severity: str, foci: Sequence[Mapping[str, A
     return f"{severity.capitalize()} multiple {_PLURAL_OF[name]} ({len(foci)}): {'; '.join(places)}."
 
 
-_PLURAL_OF = {"Nodule": "nodules", "Mass": "masses"}
+_PLURAL_OF = {"Nodule": "nodules", "Mass": "masses", "Lung_Lesion": "lung lesions"}

@@ -138,6 +138,10 @@ def case_maps(
         )
     transform = checkpoint.contract.eval_preset()
     model = checkpoint.model
+    labels = tuple(checkpoint.contract.labels)
+    unmodelled = sorted(set(boxes["finding"]) - set(labels))
+    if unmodelled:
+        notes.append(f"boxes of {', '.join(unmodelled)} skipped: not findings of this model")
     present = [(name, path) for name, path in located if path is not None]
     for start in range(0, len(present), batch_size):
         chunk = present[start : start + batch_size]
@@ -147,11 +151,13 @@ def case_maps(
                 loaded.append((name, load_image(path)))
             except CXReaderError as exc:
                 notes.append(f"skipped {name}: {exc}")
-        if not loaded:
+        findings = sorted(
+            {f for name, _ in loaded for f in grouped.get_group(name)["finding"] if f in labels}
+        )
+        if not findings:  # nothing readable, or no box of a finding the model knows
             continue
-        findings = sorted({f for name, _ in loaded for f in grouped.get_group(name)["finding"]})
         batch = torch.stack([transform(image.pixels) for _, image in loaded])
-        maps = heatmaps(model, batch, findings, method)
+        maps = heatmaps(model, batch, findings, method, labels=labels)
         for (name, image), image_maps in zip(loaded, maps, strict=True):
             height, width = image.pixels.shape
             inside = None
@@ -161,6 +167,8 @@ def case_maps(
                 inside = geometry.thorax_mask(THORAX_MARGIN)
             rows = grouped.get_group(name)
             for finding, group in rows.groupby("finding", sort=False):
+                if finding not in findings:
+                    continue
                 truth = [
                     _ground_truth_box(row, width, height, box_space, boxes_path) for row in group.itertuples()
                 ]

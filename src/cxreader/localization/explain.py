@@ -71,15 +71,16 @@ def explain_batch(
     """Heatmaps and descriptions for a batch of images the backend has classified.
 
     Args:
-        backend: The PyTorch backend that produced ``probabilities``; its contract gives the thresholds, and
-            its lock is held around the forward pass of the maps (the service shares one model between
-            threads).
+        backend: The PyTorch backend that produced ``probabilities``; its contract gives the label order and
+            the thresholds, and its lock is held around the forward pass of the maps (the service shares one
+            model between threads).
         tensors: The normalised batch ``(B, 3, S, S)`` it was given.
-        probabilities: ``(B, 14)`` probabilities in FINDINGS order.
+        probabilities: ``(B, K)`` probabilities in the backend's label order
+            (:attr:`~cxreader.inference.backends.ModelBackend.labels`).
         views: One :class:`ImageView` per image.
         findings: The findings whose maps are kept: ``None`` for each image's positive findings (an image
             without one is not mapped at all); ``"all"`` or a list of names for those of every image (the
-            service keeps all 14, so that a clinician can look at any finding). The descriptions are those
+            service keeps all of them, so that a clinician can look at any finding). The descriptions are those
             of the positive findings either way.
         method: ``cam`` or ``gradcam``.
         rules: The numbers of the description rules; by default those for the backend's model
@@ -100,34 +101,44 @@ def explain_batch(
             "heatmaps and descriptions need a PyTorch checkpoint: they read the model's feature map "
             f"(this backend: {backend.kind})"
         )
+    labels = _labels_of(backend)
     thresholds = backend.contract.thresholds
+    if probabilities.shape[-1] != len(labels):
+        raise ConfigError(
+            f"{probabilities.shape[-1]} probabilities per image for a model of {len(labels)} labels"
+        )
     rules = rules if rules is not None else rules_for(model)
-    requested = set(resolve_findings(findings)) if findings is not None else None
-    positives = [positive_findings(row, thresholds) for row in probabilities]
+    requested = set(resolve_findings(findings, labels)) if findings is not None else None
+    positives = [positive_findings(row, thresholds, labels) for row in probabilities]
     kept = [
-        [name for name in FINDINGS if name in requested] if requested is not None else names
+        [name for name in labels if name in requested] if requested is not None else names
         for names in positives
     ]
     explanations = [Explanation() for _ in views]
     mapped = [index for index in range(len(views)) if kept[index] or positives[index]]
     if not mapped:
         return explanations
-    wanted = [name for name in FINDINGS if any(name in kept[i] or name in positives[i] for i in mapped)]
+    wanted = [name for name in labels if any(name in kept[i] or name in positives[i] for i in mapped)]
+    # heatmaps reads the 14 CheXNet findings unless told the model's labels.
+    label_order = {} if labels == FINDINGS else {"labels": labels}
     if features is not None and method == "cam":
-        maps = heatmaps(_PrecomputedFeatures(model, features[mapped]), tensors[mapped], wanted, method)
+        maps = heatmaps(
+            _PrecomputedFeatures(model, features[mapped]), tensors[mapped], wanted, method, **label_order
+        )
     else:
         with backend.lock:
-            maps = heatmaps(model, tensors[mapped], wanted, method)
+            maps = heatmaps(model, tensors[mapped], wanted, method, **label_order)
+    limits = dict(zip(labels, thresholds, strict=True))
     for row, index in enumerate(mapped):
         image_maps = dict(zip(wanted, maps[row], strict=True))
         view = views[index]
         explanations[index] = Explanation(
             maps={name: np.ascontiguousarray(image_maps[name]) for name in kept[index]},
             descriptions=describe_findings(
-                dict(zip(FINDINGS, (float(p) for p in probabilities[index]), strict=True)),
+                dict(zip(labels, (float(p) for p in probabilities[index]), strict=True)),
                 {name: image_maps[name] for name in positives[index]},
                 view.pixels,
-                thresholds,
+                limits,
                 view_position=view.view_position,
                 pixel_spacing_mm=view.pixel_spacing_mm,
                 original_size=view.original_size,
@@ -152,14 +163,15 @@ def explain(
     Args:
         backend: The PyTorch backend that produced ``probabilities``.
         image: The decoded image.
-        probabilities: Finding -> probability for this image.
+        probabilities: Finding -> probability for this image, for every label of the backend's model.
         findings, method, rules: As for :func:`explain_batch`.
         view_position: Overrides the image's own (e.g. from the Data_Entry CSV).
 
     Raises:
-        ConfigError: probabilities without all 14 findings; see :func:`explain_batch`.
+        ConfigError: probabilities without all of the model's findings; see :func:`explain_batch`.
     """
-    missing = [name for name in FINDINGS if name not in probabilities]
+    labels = _labels_of(backend)
+    missing = [name for name in labels if name not in probabilities]
     if missing:
         raise ConfigError(f"probabilities lack {', '.join(missing)}")
     height, width = image.pixels.shape[:2]
@@ -169,12 +181,18 @@ def explain(
         view_position=view_position or image.view_position,
         pixel_spacing_mm=image.pixel_spacing_mm,
     )
-    row = np.asarray([[probabilities[name] for name in FINDINGS]], dtype=np.float64)
+    row = np.asarray([[probabilities[name] for name in labels]], dtype=np.float64)
     tensors = backend.transform(image.pixels)[None]
     [explanation] = explain_batch(
         backend, tensors, row, [view], findings=findings, method=method, rules=rules
     )
     return explanation
+
+
+def _labels_of(backend: ModelBackend) -> tuple[str, ...]:
+    """The backend's label order (its contract's; the 14 CheXNet findings for a contract that names none)."""
+    labels = getattr(backend, "labels", None) or getattr(backend.contract, "labels", FINDINGS)
+    return tuple(labels)
 
 
 def describe_predictions(backend: ModelBackend, results: Sequence[FilePrediction]) -> None:

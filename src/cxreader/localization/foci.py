@@ -21,8 +21,9 @@ from scipy import ndimage
 
 from cxreader.localization.boxes import Box, component_boxes
 
-#: Findings described focus by focus when their map shows more than one.
-FOCAL_FINDINGS = ("Nodule", "Mass")
+#: Findings described focus by focus when their map shows more than one (a lung lesion of the harmonised label
+#: space is a nodule or a mass whose label does not say which).
+FOCAL_FINDINGS = ("Nodule", "Mass", "Lung_Lesion")
 #: A component holding less than this share of the heaviest component's map mass is not a focus of its own.
 FOCUS_SHARE = 0.3
 

@@ -425,17 +425,22 @@ def image_result(
     heatmap_paths: dict[str, str] | None = None,
     captions: dict[str, str] | None = None,
     verdict: GateVerdict | None = None,
+    labels: Sequence[str] = FINDINGS,
 ) -> ImageResult:
     """The storage record of one screened image (``captions``: learned captions by finding, where written).
 
-    An image the input gate refused (by its rules when prepared, or by the ``verdict`` of the forward pass) is
-    stored with the reasons and no findings.
+    ``probabilities`` and ``thresholds`` are in ``labels`` order: the model's label order
+    (:attr:`~cxreader.inference.backends.ModelBackend.labels`; default the 14 CheXNet findings). An image the
+    input gate refused (by its rules when prepared, or by the ``verdict`` of the forward pass) is stored with
+    the reasons and no findings.
     """
     refused = prepared.refused or (verdict.reasons if verdict is not None and not verdict.accepted else ())
     findings = (
         []
         if refused or probabilities is None
-        else _finding_results(probabilities, thresholds, explanation, heatmap_paths or {}, captions or {})
+        else _finding_results(
+            probabilities, thresholds, labels, explanation, heatmap_paths or {}, captions or {}
+        )
     )
     spacing = prepared.image.pixel_spacing_mm
     metadata = prepared.image.metadata
@@ -467,13 +472,15 @@ def image_result(
 def _finding_results(
     probabilities: np.ndarray,
     thresholds: Sequence[float],
+    labels: Sequence[str],
     explanation: Explanation | None,
     heatmap_paths: dict[str, str],
     captions: dict[str, str],
 ) -> list[FindingResult]:
+    """One result per label, in label order (``probabilities`` and ``thresholds`` are in that order)."""
     described = {item.finding: item for item in explanation.descriptions} if explanation is not None else {}
     findings = []
-    for name, probability, threshold in zip(FINDINGS, probabilities, thresholds, strict=True):
+    for name, probability, threshold in zip(labels, probabilities, thresholds, strict=True):
         description = described.get(name)
         data, box = _stored_description(description) if description is not None else (None, None)
         findings.append(
@@ -560,17 +567,19 @@ def classify_batch(
     for index, (item, row, verdict) in enumerate(zip(batch, probabilities, verdicts, strict=True)):
         captions = None
         if captioner is not None and verdict.accepted:
-            captions = learned_captions(captioner, item.display, positive_findings(row, thresholds))
+            positives = positive_findings(row, thresholds, backend.labels)
+            captions = learned_captions(captioner, item.display, positives)
         readings.append(Reading(row, verdict, explanations.get(index), captions))
     return readings
 
 
 def register_backend(session: Session, backend: ModelBackend) -> int:
-    """Store the backend's checkpoint (once per file content) and return its id."""
+    """Store the backend's checkpoint (once per file content), with its label order, and return its id."""
     contract = backend.contract
     return register_checkpoint(
         session=session,
         sha256=backend.sha256,
+        labels=backend.labels,
         thresholds=contract.thresholds,
         model_name=contract.model_name,
         version=contract.cxreader_version or None,
@@ -796,6 +805,7 @@ class _Run:
             explanation=reading.explanation if reading is not None else None,
             captions=reading.captions if reading is not None else None,
             verdict=reading.verdict if reading is not None else None,
+            labels=self.backend.labels,
         )
         if result.refused:
             self.report.refused += 1

@@ -23,20 +23,38 @@ Edema) and places the other six where their clinical course puts them:
 12. **Emphysema**, 13. **Fibrosis**, 14. **Pleural Thickening**: chronic conditions, important for the
     patient's care but not for the order of a worklist.
 
+The findings of the harmonised label space (:data:`cxreader.labels.EXTRA_FINDINGS`, CheXpert and MIMIC-CXR
+observations) that a model trained on several datasets may predict take these places, the 14 above keeping
+their order among themselves:
+
+* **Lung Opacity**, urgent, right after Infiltration: the same airspace opacity as Baltruschat's "infiltrate"
+  group under the Fleischner Society's preferred name (Hansell et al. 2008).
+* **Fracture**, urgent, after Edema: an acute injury (a rib fracture may come with a pneumothorax or a
+  haemothorax, and flail chest with several), acted upon the same day.
+* **Enlarged Cardiomediastinum**, non-urgent, right before Cardiomegaly: it is mostly the same enlarged
+  silhouette, but also covers a widened mediastinum, the one reading of it that needs a prompt look.
+* **Lung Lesion**, non-urgent, between Mass and Nodule: a nodule or a mass whose label does not say which.
+* **Support Devices** is **not triaged** (:data:`NOT_TRIAGED`): tubes, lines and pacemakers are there because
+  someone put them there, so a device never puts an image on the worklist or moves it up. Whether a device is
+  misplaced is what would matter, and the label does not say that. The records keep the finding like any other.
+
 Sorting rule (:func:`build_triage`). A finding's *priority* combines its urgency and its probability: the
 probability (calibrated, where the checkpoint carries a calibration) times the weight of its urgency tier
 (:data:`TIER_WEIGHTS`):
 
 * **critical**, weight 4: Pneumothorax (Annarumma's "critical");
-* **urgent**, weight 2: Effusion, Pneumonia, Consolidation, Infiltration, Edema (acted upon the same day);
-* **non-urgent**, weight 1: Atelectasis, Cardiomegaly, Mass, Nodule, Hernia (work-up within days to months);
+* **urgent**, weight 2: Effusion, Pneumonia, Consolidation, Infiltration, Lung Opacity, Edema, Fracture (acted
+  upon the same day);
+* **non-urgent**, weight 1: Atelectasis, Enlarged Cardiomediastinum, Cardiomegaly, Mass, Lung Lesion, Nodule,
+  Hernia (work-up within days to months);
 * **chronic**, weight 0.5: Emphysema, Fibrosis, Pleural Thickening.
 
 An image ranks by its highest-priority finding above threshold (the *leading* finding); ties go to the more
 urgent finding (:data:`URGENCY_ORDER`), then to more findings above threshold, then to the source path (a stable
 order). So a finding at 0.01 never outranks one at 0.99 of the same tier, whatever their order inside it, and a
 critical finding outranks a non-urgent one only when it is at least a quarter as probable (0.25 x 4 = 0.99 x 1
-at the margin). Images with no finding above threshold are not on the list.
+at the margin). Images with no finding above threshold are not on the list, nor are those whose only findings
+above threshold are not triaged (Support Devices); an entry lists its triaged findings only.
 
 The printed list never shows patient identifiers (progress output and logs must not); the CSV, an export for
 the clinical team, carries the PatientID the records database holds.
@@ -62,23 +80,33 @@ from cxreader.labels import canonical_finding, display_name
 from cxreader.storage.records import FindingResult
 from cxreader.storage.tables import Finding, Image, Study
 
-#: The 14 findings, most urgent first (see the module docstring for the reasons).
+#: The findings that are triaged, most urgent first (see the module docstring for the reasons): every finding
+#: of the harmonised label space but :data:`NOT_TRIAGED`.
 URGENCY_ORDER: tuple[str, ...] = (
     "Pneumothorax",
     "Effusion",
     "Pneumonia",
     "Consolidation",
     "Infiltration",
+    "Lung_Opacity",
     "Edema",
+    "Fracture",
     "Atelectasis",
+    "Enlarged_Cardiomediastinum",
     "Cardiomegaly",
     "Mass",
+    "Lung_Lesion",
     "Nodule",
     "Hernia",
     "Emphysema",
     "Fibrosis",
     "Pleural_Thickening",
 )
+#: Findings that never put an image on the triage list (module docstring: a support device is placed there on
+#: purpose).
+NOT_TRIAGED: tuple[str, ...] = ("Support_Devices",)
+#: The tier :func:`urgency_tier` names for a finding of :data:`NOT_TRIAGED`.
+NOT_TRIAGED_TIER = "not triaged"
 
 #: Columns of the triage CSV.
 CSV_COLUMNS = (
@@ -98,8 +126,16 @@ CSV_COLUMNS = (
 #: Urgency tiers and their weights in a finding's priority (see the module docstring).
 URGENCY_TIERS: dict[str, tuple[str, ...]] = {
     "critical": ("Pneumothorax",),
-    "urgent": ("Effusion", "Pneumonia", "Consolidation", "Infiltration", "Edema"),
-    "non-urgent": ("Atelectasis", "Cardiomegaly", "Mass", "Nodule", "Hernia"),
+    "urgent": ("Effusion", "Pneumonia", "Consolidation", "Infiltration", "Lung_Opacity", "Edema", "Fracture"),
+    "non-urgent": (
+        "Atelectasis",
+        "Enlarged_Cardiomediastinum",
+        "Cardiomegaly",
+        "Mass",
+        "Lung_Lesion",
+        "Nodule",
+        "Hernia",
+    ),
     "chronic": ("Emphysema", "Fibrosis", "Pleural_Thickening"),
 }
 TIER_WEIGHTS = {"critical": 4.0, "urgent": 2.0, "non-urgent": 1.0, "chronic": 0.5}
@@ -111,19 +147,37 @@ _QUERY_CHUNK = 500
 
 
 def urgency_rank(finding: str) -> int:
-    """Position of a finding in :data:`URGENCY_ORDER` (0 = most urgent); any accepted spelling."""
-    return _RANK[canonical_finding(finding)]
+    """Position of a finding in :data:`URGENCY_ORDER` (0 = most urgent); any accepted spelling. A finding of
+    :data:`NOT_TRIAGED` comes after all of them.
+
+    Raises:
+        KeyError, ValueError: a name that is no finding (``No Finding``, an unknown name).
+    """
+    name = canonical_finding(finding)
+    if name in NOT_TRIAGED:
+        return len(URGENCY_ORDER)
+    return _RANK[name]
 
 
 def urgency_tier(finding: str) -> str:
-    """The urgency tier of a finding (a key of :data:`URGENCY_TIERS`); any accepted spelling."""
+    """The urgency tier of a finding (a key of :data:`URGENCY_TIERS`, or :data:`NOT_TRIAGED_TIER`); any
+    accepted spelling."""
     name = canonical_finding(finding)
+    if name in NOT_TRIAGED:
+        return NOT_TRIAGED_TIER
     return next(tier for tier, names in URGENCY_TIERS.items() if name in names)
 
 
+def is_triaged(finding: str) -> bool:
+    """Whether a finding above its threshold puts an image on the triage list (all but :data:`NOT_TRIAGED`)."""
+    return canonical_finding(finding) not in NOT_TRIAGED
+
+
 def priority(finding: FindingResult) -> float:
-    """A finding's triage priority: its probability times its urgency tier's weight (module docstring)."""
-    return _WEIGHT[canonical_finding(finding.finding)] * float(finding.probability)
+    """A finding's triage priority: its probability times its urgency tier's weight (module docstring); 0 for a
+    finding that is not triaged."""
+    name = canonical_finding(finding.finding)
+    return 0.0 if name in NOT_TRIAGED else _WEIGHT[name] * float(finding.probability)
 
 
 @dataclass(frozen=True)
@@ -152,8 +206,10 @@ class TriageEntry:
 def make_entry(
     *, source_path: str, positives: Iterable[FindingResult], **details: object
 ) -> TriageEntry | None:
-    """A :class:`TriageEntry` with its findings by priority, or ``None`` when none is above threshold."""
-    ordered = tuple(sorted(positives, key=lambda item: (-priority(item), urgency_rank(item.finding))))
+    """A :class:`TriageEntry` with its triaged findings by priority, or ``None`` when none of them is above
+    threshold (findings of :data:`NOT_TRIAGED` are left out)."""
+    triaged = [item for item in positives if is_triaged(item.finding)]
+    ordered = tuple(sorted(triaged, key=lambda item: (-priority(item), urgency_rank(item.finding))))
     if not ordered:
         return None
     return TriageEntry(source_path=source_path, positives=ordered, **details)  # type: ignore[arg-type]
@@ -197,7 +253,12 @@ def triage_from_database(
         )
         .join(Finding, Finding.image_id == Image.id)
         .outerjoin(Study, Study.id == Image.study_id)
-        .where(Image.checkpoint_id == checkpoint_id, Image.status == "ok", Finding.above_threshold.is_(True))
+        .where(
+            Image.checkpoint_id == checkpoint_id,
+            Image.status == "ok",
+            Finding.above_threshold.is_(True),
+            Finding.finding.not_in(NOT_TRIAGED),
+        )
     )
     hashes = sorted({value.lower() for value in content_sha256s})
     details: dict[int, dict[str, Any]] = {}

@@ -23,7 +23,6 @@ from sqlalchemy import select
 from cxreader.data.io import declared_pixel_count
 from cxreader.errors import ImageReadError
 from cxreader.files import sha256_bytes
-from cxreader.labels import FINDINGS
 from cxreader.localization import overlay
 from cxreader.localization.cam import heatmaps
 from cxreader.localization.overlay import map_from_png, map_to_png, render_overlay
@@ -92,7 +91,7 @@ def analyse_upload(state: ServiceState, data: bytes) -> UploadOutcome:
     Each content is analysed once per server process: uploads of the same bytes wait on the lock of its hash
     (:class:`~cxreader.service.locks.ContentLocks`) and then find the record the first one stored. The files
     (the upload under its content hash, never a client-given name; its display rendition; the heatmaps of all
-    14 findings) are written together with the record: when storing the record fails, the files this upload
+    the model's findings) are written together with the record: when storing the record fails, the files this upload
     created are removed again.
 
     Raises:
@@ -118,7 +117,7 @@ def _analyse_and_store(state: ServiceState, sha256: str, data: bytes) -> int:
     )
     reading = None
     if not prepared.refused:  # an image the gate's rules refuse is stored as "not read", the model never runs
-        # The maps of all 14 findings: the page lets a clinician look at any.
+        # The maps of all the model's findings: the page lets a clinician look at any.
         [reading] = classify_batch(
             backend, [prepared], describe=backend.model is not None, captioner=state.captioner, findings="all"
         )
@@ -139,6 +138,7 @@ def _analyse_and_store(state: ServiceState, sha256: str, data: bytes) -> int:
             heatmap_paths=_write_heatmaps(state, sha256, maps, write=files.write),
             captions=reading.captions if reading is not None else None,
             verdict=reading.verdict if reading is not None else None,
+            labels=backend.labels,
         )
         with state.database.session() as session:
             return add_image_result(session=session, result=result)
@@ -296,10 +296,11 @@ def heatmap_values(
     if cached.is_file():
         return map_from_png(cached)
     prepared = _prepare_stored(state, image, decode=decode)
-    with state.backend.lock:  # the maps of all 14 findings, as an upload stores them
-        maps = heatmaps(state.backend.model, prepared.tensor, None, "cam")
-    _write_heatmaps(state, image.content_sha256, dict(zip(FINDINGS, maps, strict=True)))
-    return maps[FINDINGS.index(finding)]
+    labels = state.backend.labels
+    with state.backend.lock:  # the maps of all the model's findings, as an upload stores them
+        maps = heatmaps(state.backend.model, prepared.tensor, None, "cam", labels=labels)
+    _write_heatmaps(state, image.content_sha256, dict(zip(labels, maps, strict=True)))
+    return maps[labels.index(finding)]
 
 
 def overlay_png(state: ServiceState, image: ImageRecord, finding: str, *, decode: bool = True) -> bytes:

@@ -42,8 +42,9 @@ from cxreader.storage.db import open_database
 logger = logging.getLogger(__name__)
 
 _DESCRIPTION = f"""
-Read chest radiographs (PNG, JPEG, DICOM) with a CheXNet model: the probability of each of the 14
-ChestX-ray14 findings against its operating threshold, a heatmap of where the model looked, and a grounded
+Read chest radiographs (PNG, JPEG, DICOM) with a CheXNet model: the probability of each of its findings
+(the 14 ChestX-ray14 findings, or the labels its checkpoint names, `GET /api/model`) against its operating
+threshold, a heatmap of where the model looked, and a grounded
 description of each positive finding. Every result is stored and searchable.
 
 Authenticate with `Authorization: Bearer <key>` (keys from `CXREADER_API_KEYS`).

@@ -1,7 +1,7 @@
 """The service's own files under its data directory: uploads, display images, heatmaps and overlays.
 
 Every name is made by the server from a content hash, a checkpoint id and a finding name out of
-:data:`~cxreader.labels.FINDINGS`; nothing a client sends (file name, path, header) ever becomes part of a
+:data:`~cxreader.labels.HARMONISED_LABELS`; nothing a client sends (file name, path, header) ever becomes part of a
 path. Paths stored in the database are relative to the data directory and are resolved back inside it only.
 
 Layout::
@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from cxreader.files import write_bytes_atomic
-from cxreader.labels import FINDINGS
+from cxreader.labels import HARMONISED_LABELS
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -39,7 +39,7 @@ class AssetStore:
         # Defence in depth: callers pass database values, but a name is only ever built from these shapes.
         if not _SHA256.fullmatch(sha256):
             raise ValueError("content hash must be 64 lower-case hex digits")
-        if finding is not None and finding not in FINDINGS:
+        if finding is not None and finding not in HARMONISED_LABELS:
             raise ValueError(f"unknown finding {finding!r}")
         if checkpoint_id is not None and (not isinstance(checkpoint_id, int) or checkpoint_id < 0):
             raise ValueError("checkpoint id must be a non-negative integer")

@@ -1,6 +1,7 @@
 """Pydantic models of the REST API's responses (what the OpenAPI document describes).
 
-A *study* in the API is one stored image and its 14 findings (one upload, or one file of a screening run);
+A *study* in the API is one stored image and its findings, one per label of the model that read it (one upload,
+or one file of a screening run);
 the DICOM study it belongs to, when the file says, is given by ``study_instance_uid``. The study schemas are
 read from :class:`cxreader.storage.records.ImageRecord` (``model_validate(record)``).
 """
@@ -46,8 +47,13 @@ class ModelOut(BaseModel):
     file: str = Field(description="file name of the checkpoint")
     sha256: str
     input_size: int
-    labels: list[str]
+    labels: list[str] = Field(description="the model's findings, in the order of its outputs")
     thresholds: dict[str, float] = Field(description="operating threshold per finding")
+    label_space: list[str] = Field(
+        default_factory=list,
+        description="every finding a stored result may name (the harmonised label space): searchable across "
+        "models",
+    )
     synthetic: bool = Field(description="trained on SYNTHETIC data: its outputs mean nothing for patients")
     heatmaps: bool = Field(description="whether the model can draw heatmaps")
     cxreader_version: str
@@ -211,7 +217,7 @@ class DicomObjectOut(BaseModel):
 
 
 class StudyOut(StudyBase):
-    """One stored study (image) with all 14 findings, most probable first."""
+    """One stored study (image) with all the findings of the model that read it, most probable first."""
 
     created: bool | None = Field(None, description="on upload: false when the same image was already stored")
     content_sha256: str

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from cxreader.labels import FINDINGS
+from cxreader.labels import HARMONISED_LABELS
 from cxreader.storage.records import FindingResult, ImageRecord, ModelRecord
 from cxreader.storage.tables import BOX_COLUMNS, Checkpoint, Finding, Image, Study
 
@@ -45,6 +45,7 @@ _IMAGE_COLUMNS = (
     Image.gate_reasons,
     Image.gate_score,
     Image.gate_threshold,
+    Checkpoint.labels.label("checkpoint_labels"),
 )
 # What a FindingResult reads, with the image it belongs to and the four columns of its box.
 _FINDING_COLUMNS = (
@@ -58,7 +59,8 @@ _FINDING_COLUMNS = (
     Finding.heatmap_path,
     *(Finding.__table__.c[name] for name in BOX_COLUMNS),
 )
-_FINDING_ORDER = {name: index for index, name in enumerate(FINDINGS)}
+# Ties of probability go by the checkpoint's label order; a name it lacks (never stored) after the others.
+_CANONICAL_ORDER = {name: index for index, name in enumerate(HARMONISED_LABELS)}
 
 
 def stored_for(checkpoint_id: int) -> ColumnElement[bool]:
@@ -112,8 +114,14 @@ def read_records(
         values = row._asdict()
         spacing = (values.pop("pixel_spacing_x"), values.pop("pixel_spacing_y"))
         reasons = values.pop("gate_reasons")
+        order = {name: index for index, name in enumerate(values.pop("checkpoint_labels") or ())}
         ordered = sorted(
-            findings[row.image_id], key=lambda item: (-item.probability, _FINDING_ORDER[item.finding])
+            findings[row.image_id],
+            key=lambda item: (
+                -item.probability,
+                order.get(item.finding, len(order)),
+                _CANONICAL_ORDER.get(item.finding, len(_CANONICAL_ORDER)),
+            ),
         )
         records[row.image_id] = ImageRecord(
             **values,

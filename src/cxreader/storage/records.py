@@ -1,6 +1,7 @@
 """The typed records of the records database: what callers store, and the one shape a stored image comes back in.
 
-:class:`ImageResult` (with its :class:`StudyInfo` and 14 :class:`FindingResult`) is what a screening run or an
+:class:`ImageResult` (with its :class:`StudyInfo` and one :class:`FindingResult` per finding of the checkpoint's
+labels: the 14 CheXNet findings, or the label space its contract names) is what a screening run or an
 upload gives :func:`cxreader.storage.write.add_image_result`; :class:`ImageRecord` is what reading and searching
 return, and what the command line and the API schemas are built from. A stored finding comes back as the same
 :class:`FindingResult` it was stored as. Plain frozen dataclasses: no SQLAlchemy import, safe to use after the
@@ -58,8 +59,8 @@ class FindingResult:
 
 @dataclass(frozen=True)
 class ImageResult:
-    """Everything stored for one image the model read (metadata and the results of all 14 findings) or the
-    input gate refused (metadata and the reasons, no findings)."""
+    """Everything stored for one image the model read (metadata and the results of all the checkpoint's findings)
+    or the input gate refused (metadata and the reasons, no findings)."""
 
     source_path: str
     content_sha256: str
@@ -85,8 +86,9 @@ class ImageResult:
 class ImageRecord:
     """One stored image (a result or a failure) with its study's details and its findings.
 
-    ``findings`` are most probable first: all 14 when read whole, only those that matched the finding filters
-    of a search, none for a file that failed. ``score`` is derived: the largest of their probabilities.
+    ``findings`` are most probable first (ties in the checkpoint's label order): all the checkpoint's findings
+    when read whole, only those that matched the finding filters of a search, none for a file that failed.
+    ``score`` is derived: the largest of their probabilities.
     """
 
     image_id: int

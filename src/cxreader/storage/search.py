@@ -43,10 +43,11 @@ def search_records(
     The finding filters (``finding``, ``min_prob``, ``above_threshold``, ``text``) must hold for one and the
     same finding row of an image; the image filters (``since``, ``until``, ``patient``, ``status``) for its
     study and image rows. Each image appears at most once, as an :class:`~cxreader.storage.records.ImageRecord`
-    holding the findings that matched (all 14 when no finding filter was given).
+    holding the findings that matched (all its checkpoint's findings when no finding filter was given).
 
     Args:
-        finding: One of the 14 findings (any spelling :func:`canonical_finding` accepts).
+        finding: A finding of the harmonised label space (any spelling :func:`canonical_finding` accepts); only
+            results of checkpoints that have it can match.
         min_prob: Smallest probability, inclusive.
         since: First study date, inclusive. Images whose study has no date never match a date filter.
         until: Last study date, inclusive.
@@ -134,7 +135,9 @@ def _search_finding(finding: str | None) -> str | None:
     except UnknownFindingError as exc:
         raise ConfigError(str(exc)) from None
     if name == NO_FINDING:
-        raise ConfigError(f"{NO_FINDING!r} is not one of the 14 findings; search with above_threshold=False")
+        raise ConfigError(
+            f"{NO_FINDING!r} is not a finding a model predicts; search with above_threshold=False"
+        )
     return name
 
 

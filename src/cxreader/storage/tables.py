@@ -2,8 +2,9 @@
 
 One row per study (patient identifiers live here and nowhere else), one row per image and checkpoint (the
 content hash makes screening resumable: an image already stored for a checkpoint is skipped), and one row per
-finding of a successfully read image (the 14 CheXNet findings, each with its probability, the checkpoint's
-operating threshold, the grounded description, the learned caption and the heatmap location).
+finding of a successfully read image (each finding of the checkpoint's labels, the 14 CheXNet findings or any
+ordered subset of the harmonised label space, with its probability, the checkpoint's operating threshold, the
+grounded description, the learned caption and the heatmap location).
 
 The schema is created and upgraded by the Alembic migrations in ``cxreader/storage/migrations``; a test checks
 that these models and the migrated schema agree.
@@ -34,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from cxreader.labels import FINDINGS
+from cxreader.labels import HARMONISED_LABELS
 from cxreader.storage.names import IMAGE_STATUSES
 
 #: Constraint and index names follow one convention so that migrations name them the same on every backend.
@@ -92,7 +93,8 @@ class Checkpoint(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    #: Label order of the checkpoint's outputs; always :data:`cxreader.labels.FINDINGS`.
+    #: Label order of the checkpoint's outputs (its contract's ``labels``): :data:`cxreader.labels.FINDINGS`
+    #: for a CheXNet checkpoint, any ordered subset of :data:`cxreader.labels.HARMONISED_LABELS` otherwise.
     labels: Mapped[list[str]] = mapped_column(JSON)
     #: Per-class operating thresholds in label order, when the checkpoint carries them.
     thresholds: Mapped[list[float] | None] = mapped_column(JSON(none_as_null=True))
@@ -189,7 +191,7 @@ class Image(Base):
 
 
 class Finding(Base):
-    """The result for one of the 14 findings on one image."""
+    """The result for one finding of the checkpoint's labels on one image."""
 
     __tablename__ = "findings"
     __table_args__ = (
@@ -197,7 +199,9 @@ class Finding(Base):
         # "finding = X and probability >= p, most probable first" is an index range scan, read backwards;
         # image_id in the key makes it covering and gives the deterministic tie-break its order.
         Index("ix_findings_finding_probability_image_id", "finding", "probability", "image_id"),
-        CheckConstraint(f"finding IN ({', '.join(repr(name) for name in FINDINGS)})", name="finding"),
+        CheckConstraint(
+            f"finding IN ({', '.join(repr(name) for name in HARMONISED_LABELS)})", name="finding"
+        ),
         CheckConstraint("probability >= 0 AND probability <= 1", name="probability"),
         CheckConstraint("threshold >= 0 AND threshold <= 1", name="threshold"),
     )

@@ -1,6 +1,7 @@
 """Storing screening results: checkpoints, image results and failures (keyword-only functions).
 
-Writes are atomic per image: the image row, its study and its 14 finding rows are written inside one SAVEPOINT,
+Writes are atomic per image: the image row, its study and its finding rows (one per label of the checkpoint, in
+the checkpoint's label order) are written inside one SAVEPOINT,
 so a failure part-way leaves nothing half-written (and, when the call owns the transaction, nothing at all).
 Storing an image that is already stored for the same checkpoint (same content SHA-256) replaces its result:
 re-running a screening never duplicates records. The same functions serve the CLI, the screening engine and
@@ -19,7 +20,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cxreader.errors import CheckpointError, DataError
-from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical_finding
+from cxreader.labels import (
+    FINDINGS,
+    NO_FINDING,
+    UnknownFindingError,
+    canonical_finding,
+    check_label_space,
+)
 from cxreader.storage.db import writing
 from cxreader.storage.records import ImageResult, StudyInfo, as_date, is_unit
 from cxreader.storage.tables import BOX_COLUMNS, Checkpoint, Finding, Image, Study, utc_now
@@ -41,11 +48,12 @@ def register_checkpoint(
     version: str | None = None,
     path: str | None = None,
     synthetic: bool | None = None,
+    labels: Sequence[str] = FINDINGS,
 ) -> int:
     """Store a checkpoint (once per file content), committed, and return its id.
 
-    Its label order is :data:`FINDINGS`: loading a checkpoint refuses any other
-    (:func:`cxreader.models.checkpoint.check_labels`).
+    Its label order (its contract's ``labels``) is stored with it: the findings of every result stored for it
+    are exactly these, and are stored and read back in this order.
 
     Args:
         sha256: SHA-256 of the checkpoint file, lower-case hex.
@@ -53,20 +61,27 @@ def register_checkpoint(
         model_name: Architecture name (``"densenet121"``).
         version: cxreader version or training run that wrote the checkpoint.
         synthetic: The checkpoint was trained on synthetic data (kept where an earlier registration lacked it).
+        labels: The checkpoint's label order (default: the 14 CheXNet findings): an ordered subset of
+            :data:`~cxreader.labels.HARMONISED_LABELS`, each once.
 
     Raises:
-        CheckpointError: thresholds that are not 14 numbers in [0, 1].
+        CheckpointError: labels that are not cxreader findings, or thresholds that are not one number in
+            [0, 1] per label.
     """
     where = path or sha256
     sha256 = _check_sha256(sha256, where)
+    try:
+        labels = list(check_label_space(labels))
+    except UnknownFindingError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
     if thresholds is not None:
         thresholds = [float(value) for value in thresholds]
-        if len(thresholds) != len(FINDINGS) or not all(is_unit(value) for value in thresholds):
-            raise CheckpointError(f"{where}: thresholds must be {len(FINDINGS)} numbers in [0, 1]")
+        if len(thresholds) != len(labels) or not all(is_unit(value) for value in thresholds):
+            raise CheckpointError(f"{where}: thresholds must be {len(labels)} numbers in [0, 1]")
     with writing(session, commit=True):
         statement = _dialect_insert(session, Checkpoint).values(
             sha256=sha256,
-            labels=list(FINDINGS),
+            labels=labels,
             thresholds=thresholds,
             model_name=model_name,
             version=version,
@@ -94,27 +109,31 @@ def add_image_result(*, session: Session, result: ImageResult, commit: bool = Tr
             once per batch; an error still undoes only this image.
 
     Raises:
-        DataError: the result is malformed (not exactly the 14 findings, a probability outside [0, 1], a bad
-            hash, ...); nothing is written.
+        DataError: the result is malformed (not exactly the findings of its checkpoint's labels, a probability
+            outside [0, 1], a bad hash, ...); nothing is written.
         sqlalchemy.exc.SQLAlchemyError: the database refused the write; nothing of this image is written.
     """
     finding_rows = _finding_rows(result)
     image_values = _image_values(result)
-    with writing(session, commit=commit), session.begin_nested():
-        existing_study_id = session.scalar(
-            select(Image.study_id).where(
-                Image.content_sha256 == image_values["content_sha256"],
-                Image.checkpoint_id == result.checkpoint_id,
+    with writing(session, commit=commit):
+        # Read inside the write transaction: on SQLite a read transaction cannot become a write one safely.
+        labels = checkpoint_labels(session=session, checkpoint_id=result.checkpoint_id)
+        finding_rows = _in_label_order(result, finding_rows, labels)
+        with session.begin_nested():
+            existing_study_id = session.scalar(
+                select(Image.study_id).where(
+                    Image.content_sha256 == image_values["content_sha256"],
+                    Image.checkpoint_id == result.checkpoint_id,
+                )
             )
-        )
-        study_id = image_values["study_id"] = _upsert_study(session, result.study, existing_study_id)
-        image_id = _upsert_image(session, image_values)
-        session.execute(delete(Finding).where(Finding.image_id == image_id))
-        if finding_rows:
-            session.execute(insert(Finding), [{**row, "image_id": image_id} for row in finding_rows])
-        _drop_superseded_failures(session, result, image_id)
-        if existing_study_id is not None and existing_study_id != study_id:
-            _drop_if_empty(session, existing_study_id)
+            study_id = image_values["study_id"] = _upsert_study(session, result.study, existing_study_id)
+            image_id = _upsert_image(session, image_values)
+            session.execute(delete(Finding).where(Finding.image_id == image_id))
+            if finding_rows:
+                session.execute(insert(Finding), [{**row, "image_id": image_id} for row in finding_rows])
+            _drop_superseded_failures(session, result, image_id)
+            if existing_study_id is not None and existing_study_id != study_id:
+                _drop_if_empty(session, existing_study_id)
     return image_id
 
 
@@ -235,12 +254,30 @@ def _check_identifier(value: str | None, name: str, where: str) -> str | None:
     return value or None
 
 
-def _finding_rows(result: ImageResult) -> list[dict[str, Any]]:
+def checkpoint_labels(*, session: Session, checkpoint_id: int) -> tuple[str, ...]:
+    """The label order of a registered checkpoint (:data:`FINDINGS` for one that is not registered: storing
+    its result then fails on the foreign key, as it always did).
+
+    A checkpoint's labels never change (its row is keyed by the file's content), so they are remembered for
+    the session's lifetime: a screening run stores many images of one checkpoint.
+    """
+    cache: dict[int, tuple[str, ...]] = session.info.setdefault("cxreader.checkpoint_labels", {})
+    if checkpoint_id not in cache:
+        stored = session.scalar(select(Checkpoint.labels).where(Checkpoint.id == checkpoint_id))
+        if stored is None:
+            return FINDINGS
+        cache[checkpoint_id] = tuple(stored)
+    return cache[checkpoint_id]
+
+
+def _finding_rows(result: ImageResult) -> dict[str, dict[str, Any]]:
+    """The finding rows of a result by canonical name, each checked (:func:`_in_label_order` checks that they
+    are the checkpoint's findings)."""
     where = result.source_path
     if result.refused:
         if result.findings:
             raise DataError(where, "an image the input gate refused has no findings")
-        return []
+        return {}
     rows: dict[str, dict[str, Any]] = {}
     for item in result.findings:
         try:
@@ -248,7 +285,7 @@ def _finding_rows(result: ImageResult) -> list[dict[str, Any]]:
         except UnknownFindingError as exc:
             raise DataError(where, str(exc)) from None
         if name == NO_FINDING:
-            raise DataError(where, f"{NO_FINDING!r} is not one of the 14 findings")
+            raise DataError(where, f"{NO_FINDING!r} is not a finding of the model")
         if name in rows:
             raise DataError(where, f"finding {name} is given twice")
         for label, value in (("probability", item.probability), ("threshold", item.threshold)):
@@ -272,10 +309,33 @@ def _finding_rows(result: ImageResult) -> list[dict[str, Any]]:
             "heatmap_path": item.heatmap_path,
             **dict(zip(BOX_COLUMNS, box if box is not None else (None,) * len(BOX_COLUMNS), strict=True)),
         }
-    missing = [name for name in FINDINGS if name not in rows]
+    return rows
+
+
+def _in_label_order(
+    result: ImageResult, rows: dict[str, dict[str, Any]], labels: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The rows of exactly the checkpoint's findings, in its label order (none for a refused image).
+
+    Raises:
+        DataError: a finding the checkpoint does not have, or one of its findings missing.
+    """
+    where = result.source_path
+    if result.refused:
+        return []
+    unknown = [name for name in rows if name not in labels]
+    if unknown:
+        raise DataError(
+            where, f"{', '.join(unknown)}: not among the checkpoint's findings ({', '.join(labels)})"
+        )
+    missing = [name for name in labels if name not in rows]
     if missing:
-        raise DataError(where, f"results for all 14 findings are needed; missing: {', '.join(missing)}")
-    return [rows[name] for name in FINDINGS]
+        raise DataError(
+            where,
+            f"results for all {len(labels)} findings of the checkpoint are needed; missing: "
+            + ", ".join(missing),
+        )
+    return [rows[name] for name in labels]
 
 
 def _image_values(result: ImageResult) -> dict[str, Any]:

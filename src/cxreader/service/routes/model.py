@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from cxreader import DISCLAIMER
 from cxreader.inference.backends import model_summary
+from cxreader.labels import HARMONISED_LABELS
 from cxreader.service.deps import ApiKeyDep, SessionDep, StateDep
 from cxreader.service.schemas import ErrorOut, ModelOut, StoredModelOut
 from cxreader.storage.read import stored_models
@@ -26,6 +27,7 @@ def get_model(state: StateDep) -> ModelOut:
         gate |= {"threshold": detector.threshold, "false_alarm_rate": detector.false_alarm_rate}
     return ModelOut(
         **model_summary(state.backend),
+        label_space=list(HARMONISED_LABELS),
         operating_point=contract.operating_point,
         calibrated=contract.calibration is not None,
         gate=gate,

@@ -162,7 +162,7 @@ async def _receive(request: Request, state: ServiceState) -> bytes:
 def search_studies(
     state: StateDep,
     session: SessionDep,
-    finding: Annotated[str | None, Query(description="one of the 14 findings")] = None,
+    finding: Annotated[str | None, Query(description="a finding of the harmonised label space")] = None,
     min_prob: Annotated[float | None, Query(ge=0, le=1, description="smallest probability")] = None,
     since: Annotated[date | None, Query(description="first study date (YYYY-MM-DD)")] = None,
     until: Annotated[date | None, Query(description="last study date (YYYY-MM-DD)")] = None,
@@ -186,8 +186,8 @@ def search_studies(
     """Every study with a finding at or above a probability, in a date range, of a patient, ...
 
     The finding filters hold for one and the same finding of a study; the study's matching findings are
-    returned, most probable first (all 14 when there is no finding filter). Each image appears once, with its
-    newest result among the models admitted (``model``), unless ``all_results`` asks for every model's.
+    returned, most probable first (all of them when there is no finding filter). Each image appears once, with
+    its newest result among the models admitted (``model``), unless ``all_results`` asks for every model's.
     """
     filters = {
         "finding": finding,
@@ -235,7 +235,7 @@ def _query_value(value: object) -> object:
 
 @router.get("/{study_id}", summary="One study with all its findings", responses={404: {"model": ErrorOut}})
 def get_study(study_id: int, state: StateDep) -> StudyOut:
-    """The stored study: metadata, the 14 findings with thresholds and descriptions, links, and the DICOM
+    """The stored study: metadata, the model's findings with thresholds and descriptions, links, and the DICOM
     objects written for it."""
     study = study_view(state, StudyOut, _load(state, study_id))
     with state.database.session() as session:

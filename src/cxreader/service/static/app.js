@@ -112,7 +112,7 @@ async function loadModel() {
     show($("model-synthetic"), model.synthetic);
     show($("synthetic-banner"), model.synthetic);
     $("disclaimer").textContent = model.disclaimer;
-    fillFindingSelect(model.labels);
+    fillFindingSelect(model.labels, model.label_space || []);
     await fillModelSelect();
     return true;
   } catch (error) {
@@ -121,13 +121,28 @@ async function loadModel() {
   }
 }
 
-function fillFindingSelect(labels) {
+// The search's finding list: this model's findings (its checkpoint's labels, in its order), then the other
+// findings of the label space, which results of other stored models may have.
+function fillFindingSelect(labels, labelSpace) {
   const select = $("search-finding");
   if (select.options.length > 1) return;
-  for (const label of labels) {
-    const option = element("option", { text: label.replace(/_/g, " ") });
-    option.value = label;
-    select.append(option);
+  const option = (label) => {
+    const item = element("option", { text: label.replace(/_/g, " ") });
+    item.value = label;
+    return item;
+  };
+  const others = labelSpace.filter((label) => !labels.includes(label));
+  const own = others.length ? document.createElement("optgroup") : select;
+  if (others.length) {
+    own.label = "this model's findings";
+    select.append(own);
+  }
+  for (const label of labels) own.append(option(label));
+  if (others.length) {
+    const group = document.createElement("optgroup");
+    group.label = "other models' findings";
+    for (const label of others) group.append(option(label));
+    select.append(group);
   }
 }
 
@@ -356,6 +371,9 @@ function operatingPointTitle(name) {
 function renderFindings(study) {
   const body = $("findings-body");
   body.replaceChildren();
+  // As many rows as the model that read the study has labels (14 for a CheXNet model).
+  const count = study.findings.length;
+  $("findings-heading").textContent = count ? `All ${count} findings` : "All findings";
   for (const finding of study.findings) {
     const row = element("tr", { className: finding.above_threshold ? "above" : "" });
     row.dataset.finding = finding.finding;

@@ -17,6 +17,12 @@ from cxreader.errors import ConfigError
 from cxreader.files import write_text_atomic
 
 PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+#: How a merged run draws its training images (:attr:`TrainConfig.sampling`).
+SAMPLINGS = ("proportional", "balanced")
+#: Keys a checkpoint's saved config holds beside the fields, for its reader: what the run derived from them
+#: (``label_space``: the findings the model predicts; ``uncertainty_policy``: the parsed ``uncertainty``).
+#: A config rebuilt from a checkpoint leaves them out.
+RECORD_KEYS = ("label_space", "uncertainty_policy")
 
 
 @dataclass
@@ -24,7 +30,21 @@ class TrainConfig:
     """Everything that defines a training run. Defaults are CheXNet's recipe (Rajpurkar et al. 2017).
 
     Attributes:
-        data: Dataset root in the NIH ChestX-ray14 layout (or a synthetic one).
+        data: Dataset root in the NIH ChestX-ray14 layout (or a synthetic one): a run on NIH alone, its 14
+            findings (:data:`~cxreader.labels.FINDINGS`) and the splits of ``split``.
+        datasets: Instead of ``data``, the datasets of a merged run, name → root (``nih``, ``chexpert``,
+            ``mimic``, ``padchest``): the model predicts the union of the findings they define, in
+            :data:`~cxreader.labels.HARMONISED_LABELS` order; each dataset is split by patient on its own (its
+            official split where it publishes one), and a label a dataset does not give is unknown (NaN, no
+            loss). ``split`` and ``lists`` are NIH-only and not used.
+        uncertainty: How the uncertain labels of CheXpert and MIMIC-CXR become training targets (Irvin et
+            al., "CheXpert", AAAI 2019): ``ignore`` (unknown, no loss; the default), ``ones``, ``zeros``,
+            ``soft`` or ``soft=V`` (the target V, default 0.5). Validation and test labels always leave them
+            unknown.
+        sampling: How a merged run draws its training images: ``proportional`` (every image once per epoch)
+            or ``balanced`` (each dataset the same share of the epoch, drawn with replacement;
+            :class:`cxreader.training.sampling.BalancedDatasetSampler`).
+        laterals: Keep lateral views of the merged datasets (off: frontal views only, as the NIH set is).
         split: ``random`` (seeded 70/10/20 by patient), ``official`` (NIH test list, validation carved
             from train_val by patient) or ``lists`` (the files in ``lists``).
         lists: ``{"train": path, "val": path, "test": path}`` for ``split: lists``.
@@ -63,6 +83,10 @@ class TrainConfig:
     """
 
     data: str = ""
+    datasets: dict[str, str] = field(default_factory=dict)
+    uncertainty: str = "ignore"
+    sampling: str = "proportional"
+    laterals: bool = False
     split: str = "random"
     lists: dict[str, str] = field(default_factory=dict)
     cache: str = ""
@@ -112,6 +136,7 @@ class TrainConfig:
             "sync_bn": ("auto", "on", "off"),
             "augment": ("auto", "sample", "batch"),
             "pooling": ("avg", "lse"),
+            "sampling": SAMPLINGS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -129,7 +154,30 @@ class TrainConfig:
             raise ConfigError(f"ood_train_images must be at least 2, got {self.ood_train_images}")
         if self.split == "lists" and not self.lists:
             raise ConfigError("split=lists needs --list train=FILE --list val=FILE [--list test=FILE]")
+        self._validate_datasets()
         return self
+
+    def _validate_datasets(self) -> None:
+        if not self.datasets:
+            if self.sampling != "proportional":
+                raise ConfigError(f"sampling={self.sampling} needs several datasets (--data NAME=DIR ...)")
+            return
+        if self.data:
+            raise ConfigError(
+                f"give either data ({self.data}) or datasets ({', '.join(self.datasets)}), not both"
+            )
+        if self.split == "lists" or self.lists:
+            raise ConfigError("split lists are NIH-only; a merged run splits each dataset by patient itself")
+        if self.cache:
+            raise ConfigError("a preprocessing cache holds one NIH root; a merged run reads the image files")
+        empty = [name for name, root in self.datasets.items() if not root]
+        if empty:
+            raise ConfigError(f"datasets without a root folder: {', '.join(empty)}")
+
+    @property
+    def merged(self) -> bool:
+        """The run reads ``datasets`` (a harmonised label space), not one NIH root."""
+        return bool(self.datasets)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain YAML/JSON values: tuples (``betas``, ``crop_scale``) become lists."""
@@ -138,7 +186,11 @@ class TrainConfig:
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Build a config from a plain dict, refusing unknown keys and coercing types to the field's."""
+    """Build a config from a plain dict, refusing unknown keys and coercing types to the field's.
+
+    The :data:`RECORD_KEYS` a checkpoint's saved config adds are left out (they follow from the fields).
+    """
+    values = {name: value for name, value in values.items() if name not in RECORD_KEYS}
     known = {f.name: f for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -137,3 +137,36 @@ def test_calibration_in_json_and_markdown():
     mean_row = lines[start + 2 + NUM_FINDINGS]
     assert mean_row.startswith("| **Mean** |") and f"{expected.mean_ece:.4f}" in mean_row
     assert lines[-1] == DISCLAIMER
+
+
+def test_a_label_space_of_its_own_with_unknown_labels():
+    """A dataset scored on the findings it defines: columns named by ``findings``, each finding over its known
+    labels, a Known column and a ``labelled`` count where some label is unknown."""
+    findings = ("Cardiomegaly", "Effusion", "Lung_Opacity", "Fracture")
+    rng = np.random.default_rng(3)
+    labels = (rng.random((120, 4)) < 0.3).astype(float)
+    probs = np.clip(rng.random((120, 4)) * 0.6 + 0.4 * labels, 0, 1)
+    labels[:30, 2] = np.nan  # Lung_Opacity unknown for a quarter of the images
+    labels[:, 3] = 0.0  # no fracture anywhere: AUROC undefined, default threshold
+    report = build_report(labels, probs, n_bootstrap=20, findings=findings)
+    assert report.findings == findings and list(report.thresholds) == list(findings)
+    assert report.labelled == {"Cardiomegaly": 120, "Effusion": 120, "Lung_Opacity": 90, "Fracture": 120}
+    known = ~np.isnan(labels[:, 2])
+    assert report.auroc["Lung_Opacity"] == pytest.approx(
+        per_class_auroc(labels[known][:, 2:3], probs[known][:, 2:3])[0]
+    )
+    assert np.isnan(report.auroc["Fracture"]) and report.thresholds["Fracture"] == 0.5
+    assert report.mean_auroc == pytest.approx(np.mean([report.auroc[name] for name in findings[:3]]))
+    text = report.to_markdown()
+    assert "| Known |" in text and "Hernia" not in text
+    opacity = next(line for line in text.splitlines() if line.startswith("| Lung Opacity |"))
+    assert opacity.endswith("| 90 |")
+    payload = report.to_json_dict()
+    assert payload["labelled"]["Lung_Opacity"] == 90 and set(payload["calibration"]["ece"]) == set(findings)
+
+
+def test_the_fourteen_findings_without_unknown_labels_report_as_before():
+    labels, probs = _data(100, 4)
+    report = build_report(labels, probs, n_bootstrap=0)
+    assert report.findings == FINDINGS and not report.has_unknown_labels
+    assert "labelled" not in report.to_json_dict() and "Known" not in report.to_markdown()

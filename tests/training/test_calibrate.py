@@ -120,3 +120,28 @@ def test_false_alarm_rates_outside_zero_one_are_refused(tiny_nih, tmp_path, caps
     argv = ["train", "--data", str(tiny_nih), "--out", str(tmp_path / "run"), *TINY_TRAIN_ARGS]
     assert main([*argv, "--set", f"ood_false_alarm_rate={value}"]) == 2
     assert "ood_false_alarm_rate" in capsys.readouterr().err
+
+
+def test_fit_trust_on_another_label_space_leaves_one_sided_findings_at_the_default(caplog):
+    """A merged run's 19 findings: one never positive in validation (Fracture), one partly unknown."""
+    from cxreader.labels import HARMONISED_LABELS
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(-1.0, 2.0, size=(400, len(HARMONISED_LABELS)))
+    labels = (rng.random(logits.shape) < expit(logits)).astype(float)
+    fracture, opacity = HARMONISED_LABELS.index("Fracture"), HARMONISED_LABELS.index("Lung_Opacity")
+    labels[:, fracture] = 0.0
+    labels[:150, opacity] = np.nan
+    with caplog.at_level(logging.WARNING):
+        fit = fit_trust(
+            expit(2.0 * logits),
+            labels,
+            val_features=rng.standard_normal((400, 4)),
+            train_features=rng.standard_normal((100, 4)),
+            findings=HARMONISED_LABELS,
+        )
+    assert "Fracture (no positives among 400 known labels)" in caplog.text
+    assert fit.findings == HARMONISED_LABELS and len(fit.thresholds) == 19
+    assert fit.thresholds[fracture] == 0.5 and fit.calibration.methods["Fracture"] == "identity"
+    assert fit.calibration.per_finding[opacity].n == 250
+    assert "Enlarged_Cardiomediastinum" in fit.table()

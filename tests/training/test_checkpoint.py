@@ -73,3 +73,43 @@ def test_a_checkpoint_with_a_retired_location_reader_still_loads_with_one_notice
     images = torch.randn(1, 3, 96, 96)
     model.eval()
     assert torch.allclose(loaded.model(images), model(images), atol=1e-6)
+
+
+def test_a_model_of_the_harmonised_label_space_round_trips(tmp_path):
+    from cxreader.labels import HARMONISED_LABELS
+
+    model = create_model("densenet_small", num_classes=len(HARMONISED_LABELS))
+    assert model.classifier.out_features == len(HARMONISED_LABELS) == 19
+    contract = CheckpointContract(
+        model_name="densenet_small",
+        model_kwargs={"num_classes": 19},
+        labels=HARMONISED_LABELS,
+        input_size=32,
+        thresholds=(0.5,) * 19,
+    )
+    save_checkpoint(tmp_path / "merged.pt", model=model, contract=contract)
+    loaded = load_checkpoint(tmp_path / "merged.pt")
+    assert loaded.contract.labels == HARMONISED_LABELS
+    images = torch.randn(2, 3, 32, 32)
+    model.eval()
+    assert loaded.model(images).shape == (2, 19)
+    assert torch.allclose(loaded.model(images), model(images), atol=1e-6)
+
+
+def test_the_head_follows_the_contract_labels_when_its_kwargs_do_not_say(tmp_path):
+    labels = ("Cardiomegaly", "Effusion", "Lung_Opacity")
+    model = create_model("densenet_small", num_classes=3)
+    contract = CheckpointContract(model_name="densenet_small", labels=labels, thresholds=(0.5,) * 3)
+    save_checkpoint(tmp_path / "three.pt", model=model, contract=contract)
+    assert load_checkpoint(tmp_path / "three.pt").model.num_classes == 3
+
+
+def test_pretrained_weights_of_another_head_load_the_backbone_only(tmp_path):
+    from cxreader.models.chexnet import load_pretrained_weights
+
+    source = create_model("densenet_small")  # 14 outputs
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    target = create_model("densenet_small", num_classes=19)
+    load_pretrained_weights(target, tmp_path / "w.pt")
+    assert torch.equal(target.features.conv0.weight, source.features.conv0.weight)
+    assert target.classifier.out_features == 19

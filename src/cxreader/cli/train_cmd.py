@@ -1,4 +1,8 @@
-"""``cxreader train``: train CheXNet alone or under ``torchrun --nproc_per_node=N -m cxreader train …``."""
+"""``cxreader train``: train CheXNet alone or under ``torchrun --nproc_per_node=N -m cxreader train …``.
+
+``--data DIR`` trains on one NIH ChestX-ray14 root (the 14 findings); ``--data nih=DIR --data chexpert=DIR2
+…`` trains one model on several datasets, over the union of the findings they define (merged training).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import argparse
 
 from cxreader.cli import arguments
 
+DATA_HELP = (
+    "dataset root (NIH ChestX-ray14 layout, or `cxreader data synth` output); or, repeated, NAME=DIR for each "
+    "dataset of a merged run (NAME: nih, chexpert, mimic, padchest): one model over the union of their findings"
+)
 #: Command-line options that override a config key of the same name (dashes → underscores).
 OVERRIDES = (
-    ("--data", str, "dataset root (NIH ChestX-ray14 layout, or `cxreader data synth` output)"),
     ("--split", str, "random (seeded 70/10/20 by patient) | official (NIH lists) | lists (--list files)"),
     ("--cache", str, "preprocessing cache folder (cxreader data cache) to read instead of the image files"),
     ("--model", str, "registered model: chexnet_densenet121 | densenet_small | densenet_small_s8"),
@@ -32,6 +39,18 @@ OVERRIDES = (
     ("--max-val-batches", int, "cap on validation batches (0 = all)"),
     ("--seed", int, "seed of split, sampler and augmentation"),
     (
+        "--uncertainty",
+        str,
+        "merged runs: what CheXpert/MIMIC uncertain labels become as training targets (Irvin et al. 2019): "
+        "ignore (unknown, no loss; default) | ones | zeros | soft | soft=V",
+    ),
+    (
+        "--sampling",
+        str,
+        "merged runs: proportional (every image once per epoch; default) | balanced (each dataset an equal "
+        "share of every epoch, drawn with replacement)",
+    ),
+    (
         "--operating-point",
         str,
         "youden (default) | f1 | sensitivity=X | specificity=X: how thresholds are chosen on the calibrated "
@@ -41,8 +60,16 @@ OVERRIDES = (
 
 
 def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", action="append", default=[], metavar="DIR | NAME=DIR", help=DATA_HELP)
     for flag, kind, text in OVERRIDES:
         parser.add_argument(flag, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--laterals",
+        action="store_const",
+        const=True,
+        default=None,
+        help="merged runs: keep lateral views too (default: frontal views only, like NIH)",
+    )
     arguments.add_split_lists(
         parser,
         "a split list file (train=…, val=…, test=…); implies --split lists",
@@ -59,9 +86,13 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
+    from cxreader.evaluation.datasets import parse_dataset_roots
+
     overrides = {
         flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in OVERRIDES
     }
+    data, datasets = parse_dataset_roots(args.data)
+    overrides.update(data=data or None, datasets=datasets or None, laterals=args.laterals)
     lists = dict(args.list)
     if lists:
         overrides["lists"] = lists
@@ -76,7 +107,9 @@ def register(subparsers) -> None:
         help="train a CheXNet model (single process, or DDP under torchrun)",
         description="Train CheXNet: BCE with logits, Adam, reduce-on-plateau, early stopping, best checkpoint by "
         "validation mean AUROC. Under `torchrun --nproc_per_node=N -m cxreader train …` the same command runs "
-        "DDP (gloo on CPU, NCCL on CUDA).",
+        "DDP (gloo on CPU, NCCL on CUDA). With --data NAME=DIR repeated (nih, chexpert, mimic, padchest) one "
+        "model learns the union of the datasets' findings; a label a dataset does not give is unknown and "
+        "adds no loss.",
     )
     parser.add_argument(
         "--out", required=True, help="run folder: best.pt, last.pt, metrics.jsonl, tensorboard/"

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, SequentialSampler
 
-from cxreader.config import config_from_dict
-from cxreader.data.chestxray14 import find_data_entry
-from cxreader.data.dataset import ChestXrayDataset, build_splits, collate_samples, image_source
+from cxreader.config import TrainConfig, config_from_dict
+from cxreader.data.chestxray14 import Split, find_data_entry
+from cxreader.data.dataset import ChestXrayDataset, collate_samples, image_source
 from cxreader.data.nih_tables import read_data_entry
 from cxreader.errors import ConfigError
+from cxreader.evaluation.datasets import run_splits
 from cxreader.evaluation.report import EvaluationReport, build_report
 from cxreader.evaluation.subgroups import subgroup_columns_for_images
 from cxreader.inference.batches import predict_batches
@@ -72,6 +73,9 @@ def predict_split(
 ) -> SplitPredictions:
     """Probabilities of the checkpoint on one split (train/val/test) of ``data``.
 
+    A checkpoint trained on several datasets is scored on its merged split (every dataset's part of it),
+    its labels in the checkpoint's label space (:mod:`cxreader.evaluation.datasets`).
+
     Args:
         split_overrides: Config keys that rebuild the splits otherwise than the checkpoint's saved config
             (``split``, ``lists``, ``seed``), for checkpoints trained elsewhere.
@@ -80,15 +84,56 @@ def predict_split(
         limit: Score at most this many images of the split, a seeded random subset (0 = all).
         seed: Seed of that subset.
     """
-    device = resolve_device("auto")
-    saved = checkpoint.contract.config
-    config = config_from_dict(
-        {**saved, "data": data or saved.get("data", ""), "cache": cache, **(split_overrides or {})}
-    )
-    splits = build_splits(config)
+    config = _saved_config(checkpoint, data=data, cache=cache, split_overrides=split_overrides)
+    splits = run_splits(config, label_space=checkpoint.contract.labels)
     if split not in splits:
         raise ConfigError(f"split {split!r} not in this dataset (has: {', '.join(splits)})")
-    chosen = splits[split]
+    return predict_images(
+        checkpoint,
+        config,
+        splits[split],
+        tencrop=tencrop,
+        batch_size=batch_size,
+        workers=workers,
+        calibrated=calibrated,
+        with_features=with_features,
+        limit=limit,
+        seed=seed,
+    )
+
+
+def _saved_config(
+    checkpoint: LoadedCheckpoint, *, data: str, cache: str, split_overrides: dict[str, Any] | None
+) -> TrainConfig:
+    """The checkpoint's training config, with another NIH root, cache or split method where given."""
+    saved = checkpoint.contract.config
+    if saved.get("datasets") and (data or cache or split_overrides):
+        raise ConfigError(
+            f"{checkpoint.path} trained on datasets ({', '.join(saved['datasets'])}), each split by its own "
+            "rule: its splits are rebuilt from its config, without another root, cache or split method "
+            "(score it on other folders with evaluate --data NAME=DIR)"
+        )
+    return config_from_dict(
+        {**saved, "data": data or saved.get("data", ""), "cache": cache, **(split_overrides or {})}
+    )
+
+
+def predict_images(
+    checkpoint: LoadedCheckpoint,
+    config: TrainConfig,
+    chosen: Split,
+    *,
+    tencrop: bool = False,
+    batch_size: int = 32,
+    workers: int = 2,
+    calibrated: bool = True,
+    with_features: bool = False,
+    limit: int = 0,
+    seed: int = 0,
+) -> SplitPredictions:
+    """Probabilities of the checkpoint on the images of ``chosen`` (read as ``config`` says:
+    :func:`~cxreader.data.dataset.image_source`), with its labels; arguments as :func:`predict_split`."""
+    device = resolve_device("auto")
     preset = checkpoint.contract.tencrop_preset() if tencrop else checkpoint.contract.eval_preset()
     dataset = ChestXrayDataset(image_source(config, chosen), chosen.labels, preset)
     loader = DataLoader(
@@ -139,7 +184,9 @@ def evaluate_checkpoint(
     """AUROC with bootstrap CIs and calibration on ``split``; operating thresholds chosen on the validation
     split; AUROC by subgroup for each attribute in ``by`` (``sex``, ``age``, ``view``; see
     :mod:`cxreader.evaluation.subgroups`), read from the dataset's Data_Entry table. ``calibrated=False``
-    scores the raw sigmoid outputs of a calibrated checkpoint."""
+    scores the raw sigmoid outputs of a calibrated checkpoint. A checkpoint trained on several datasets is
+    scored on their pooled split, per finding over the images whose label is known (per dataset:
+    :func:`cxreader.evaluation.cross_dataset.evaluate_on_datasets`)."""
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
     # The table is read first, so a missing one stops the run before any inference.
     table = _data_entry_table(loaded, data) if by else None
@@ -175,6 +222,7 @@ def evaluate_checkpoint(
         groups=subgroup_columns_for_images(table, evaluated.images, by) if table is not None else None,
         # The rule the checkpoint's own thresholds come from, so the report shows the operating point in use.
         operating_point=(loaded.contract.operating_point or {}).get("rule", "youden"),
+        findings=loaded.contract.labels,
     )
     return report, evaluated
 

@@ -26,8 +26,9 @@ def write_evaluation_folder(
 
     Args:
         report: The evaluation (its Markdown ends with the disclaimer and any SYNTHETIC banner).
-        labels: ``(N, 14)`` labels the report was computed from (NaN = unknown).
-        probs: ``(N, 14)`` probabilities.
+        labels: ``(N, K)`` labels the report was computed from (NaN = unknown), columns in the order of the
+            report's findings (:attr:`EvaluationReport.findings`).
+        probs: ``(N, K)`` probabilities.
         out_dir: The folder; created when missing.
         title: Title of the ROC figure; the reliability figure's title replaces a leading ``ROC`` by
             ``Reliability``.
@@ -35,7 +36,8 @@ def write_evaluation_folder(
     out_dir = Path(out_dir)
     write_text_atomic(out_dir / "report.md", report.to_markdown() + "\n")
     report.write_json(out_dir / "report.json")
-    plot_roc_curves(labels, probs, out_dir / "roc.png", title=title)
+    findings = report.findings
+    plot_roc_curves(labels, probs, out_dir / "roc.png", title=title, findings=findings)
     reliability_title = "Reliability" + title[3:] if title.startswith("ROC") else f"Reliability: {title}"
-    plot_reliability(labels, probs, out_dir / "reliability.png", title=reliability_title)
+    plot_reliability(labels, probs, out_dir / "reliability.png", title=reliability_title, findings=findings)
     return out_dir

@@ -7,6 +7,7 @@ backend or figure registry and works on headless machines and inside servers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ def plot_roc_curves(
     out_path: str | Path,
     *,
     title: str,
+    findings: Sequence[str] = FINDINGS,
 ) -> Path:
     """Draw the ROC curve of every finding in a grid (4 columns) and save it as one PNG.
 
@@ -42,12 +44,13 @@ def plot_roc_curves(
     finding whose known labels lack positives or negatives gets an empty panel saying so.
 
     Args:
-        labels: ``(N, 14)`` 0/1 labels in :data:`FINDINGS` order, NaN for unknown.
-        probs: ``(N, 14)`` probabilities.
+        labels: ``(N, K)`` 0/1 labels in ``findings`` order, NaN for unknown.
+        probs: ``(N, K)`` probabilities.
         out_path: Destination PNG; written to a temporary file first and moved into place atomically.
         title: Figure title (say "synthetic" in it when the data are synthetic).
+        findings: The K panel names (default: the 14 :data:`FINDINGS`).
     """
-    labels, probs = _check_findings(labels, probs)
+    labels, probs = _check_findings(labels, probs, findings)
     n_classes = labels.shape[1]
     aurocs = per_class_auroc(labels, probs)
 
@@ -63,7 +66,7 @@ def plot_roc_curves(
             axis.plot(fpr, tpr, color="tab:blue", linewidth=1.6)
         else:
             axis.text(0.5, 0.5, "needs positive and\nnegative labels", ha="center", va="center", fontsize=9)
-        axis.set_title(_panel_title(FINDINGS[k], float(aurocs[k])), fontsize=10)
+        axis.set_title(_panel_title(findings[k], float(aurocs[k])), fontsize=10)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
         axis.set_aspect("equal")
@@ -84,6 +87,7 @@ def plot_reliability(
     *,
     title: str,
     n_bins: int = ECE_BINS,
+    findings: Sequence[str] = FINDINGS,
 ) -> Path:
     """Draw the reliability diagram of every finding in a grid (4 columns) and save it as one PNG.
 
@@ -93,13 +97,14 @@ def plot_reliability(
     for the share of images in each bin (log scale, right axis), and the finding's ECE in its title.
 
     Args:
-        labels: ``(N, 14)`` 0/1 labels in :data:`FINDINGS` order, NaN for unknown.
-        probs: ``(N, 14)`` probabilities in [0, 1].
+        labels: ``(N, K)`` 0/1 labels in ``findings`` order, NaN for unknown.
+        probs: ``(N, K)`` probabilities in [0, 1].
         out_path: Destination PNG, written atomically.
         title: Figure title (say "synthetic" in it when the data are synthetic).
         n_bins: Equal-width bins.
+        findings: The K panel names (default: the 14 :data:`FINDINGS`).
     """
-    labels, probs = _check_findings(labels, probs)
+    labels, probs = _check_findings(labels, probs, findings)
     n_classes = labels.shape[1]
     eces = expected_calibration_error(labels, probs, n_bins=n_bins)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -110,7 +115,7 @@ def plot_reliability(
             axis.set_axis_off()
             continue
         known = ~np.isnan(labels[:, k])
-        name = FINDINGS[k].replace("_", " ")
+        name = findings[k].replace("_", " ")
         axis.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1)
         if known.any():
             y, p = labels[known, k], probs[known, k]
@@ -142,10 +147,12 @@ def plot_reliability(
     return _save(figure, out_path)
 
 
-def _check_findings(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_findings(
+    labels: np.ndarray, probs: np.ndarray, findings: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     labels, probs = check_labels_probs(labels, probs)
-    if labels.shape[1] != len(FINDINGS):
-        raise ValueError(f"{labels.shape[1]} classes, expected the {len(FINDINGS)} findings")
+    if labels.shape[1] != len(findings):
+        raise ValueError(f"{labels.shape[1]} classes, expected the {len(findings)} findings")
     return labels, probs
 
 

@@ -2,7 +2,8 @@
 
 The predictions format is one row per image: ``Image Index`` then 14 probability columns, each named
 ``prob_<Finding>`` or ``<Finding>`` in any accepted spelling (``Pleural Thickening``, ``Infiltrate``, ...)
-and in any order; plain or gzip-compressed. It is the format of the reference CheXNet reproduction's
+and in any order; plain or gzip-compressed. Its labels come from the NIH table, so the columns are the 14
+ChestX-ray14 findings: a column of another finding (``prob_Fracture``) is refused. It is the format of the reference CheXNet reproduction's
 ``preds.csv`` (J. Zech, reproduce-chexnet) and of ``cxreader predict``.
 """
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from cxreader.data.nih_tables import read_csv_rows, read_data_entry
 from cxreader.errors import DataError
-from cxreader.labels import FINDINGS, NO_FINDING, UnknownFindingError, canonical_finding
+from cxreader.labels import FINDINGS, UnknownFindingError, canonical_finding
 
 IMAGE_COLUMN = "Image Index"
 _PROB_PREFIX = "prob_"
@@ -32,8 +33,12 @@ def _column_finding(path: Path, name: str) -> str:
         finding = canonical_finding(text)
     except UnknownFindingError:
         finding = None
-    if finding is None or finding == NO_FINDING:
-        raise DataError(path, f"unexpected column {name!r}: expected 'prob_<Finding>' or '<Finding>'")
+    if finding is None or finding not in FINDINGS:  # the Data_Entry labels score the 14 findings only
+        raise DataError(
+            path,
+            f"unexpected column {name!r}: expected 'prob_<Finding>' or '<Finding>' of the 14 ChestX-ray14 "
+            "findings",
+        )
     return finding
 
 

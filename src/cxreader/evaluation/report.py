@@ -2,7 +2,9 @@
 calibration and, on request, AUROC by subgroup.
 
 The metrics follow CheXNet's evaluation (Rajpurkar et al., "CheXNet: Radiologist-Level Pneumonia Detection
-on Chest X-Rays with Deep Learning", 2017): per-finding AUROC and its mean over the 14 findings. Confidence
+on Chest X-Rays with Deep Learning", 2017): per-finding AUROC and its mean over the 14 findings (or over the
+findings of the label space given: a model trained on several datasets, :data:`~cxreader.labels.
+HARMONISED_LABELS`; a finding is scored on the images whose label is known). Confidence
 intervals are percentile-bootstrap intervals over images (:mod:`cxreader.evaluation.metrics`); operating
 thresholds maximise Youden's J (:mod:`cxreader.evaluation.thresholds`). Calibration is measured by the
 expected calibration error of Guo et al. 2017 and the Brier score
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from cxreader.evaluation.metrics import bootstrap_auroc_ci, check_labels_probs, 
 from cxreader.evaluation.subgroups import SubgroupReport, evaluate_subgroups
 from cxreader.evaluation.thresholds import choose_thresholds, operating_point_metrics
 from cxreader.files import write_text_atomic
-from cxreader.labels import FINDINGS, NUM_FINDINGS
+from cxreader.labels import FINDINGS
 
 #: How the thresholds of a report were obtained (``EvaluationReport.threshold_source``).
 THRESHOLDS_FROM_VALIDATION = "validation"
@@ -43,7 +45,8 @@ _SOURCE_TEXT = {
 
 @dataclass
 class EvaluationReport:
-    """Everything measured on one labelled set, keyed by finding name in :data:`FINDINGS` order.
+    """Everything measured on one labelled set, keyed by finding name in the order of the label space
+    (:data:`FINDINGS` unless another was given; :attr:`findings`).
 
     Attributes:
         auroc: AUROC per finding (NaN where a finding lacks positives or negatives).
@@ -54,6 +57,8 @@ class EvaluationReport:
         threshold_source: ``"validation"`` or ``"same_data"``.
         operating_points: Per finding: threshold, sensitivity, specificity, precision, f1, tp, fp, tn, fn.
         positives: Number of positive labels per finding.
+        labelled: Number of images whose label is known (not NaN) per finding; reported (JSON ``labelled``, a
+            Markdown column ``Known``) only where some label is unknown.
         metadata: Facts about the run as JSON scalars ("synthetic", checkpoint path, split, ...), plus the
             threshold source and bootstrap settings added by :func:`build_report`.
         calibration: ECE and Brier score per finding and their means, with intervals.
@@ -72,6 +77,17 @@ class EvaluationReport:
     metadata: dict[str, Any] = field(default_factory=dict)
     calibration: CalibrationMetrics | None = None
     subgroups: SubgroupReport | None = None
+    labelled: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """The findings reported, in column order."""
+        return tuple(self.auroc)
+
+    @property
+    def has_unknown_labels(self) -> bool:
+        """Some finding's label is unknown (NaN) for some image: per-finding counts are then reported."""
+        return any(count != self.n_images for count in self.labelled.values())
 
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; NaN and infinities become ``null`` so the output is strict JSON.
@@ -82,9 +98,11 @@ class EvaluationReport:
         """
         extra: dict[str, Any] = {}
         if self.calibration is not None:
-            extra["calibration"] = _calibration_json(self.calibration)
+            extra["calibration"] = _calibration_json(self.calibration, self.findings)
         if self.subgroups is not None:
             extra.update(self.subgroups.to_json_dict())
+        if self.has_unknown_labels:
+            extra["labelled"] = self.labelled
         return _json_safe(
             {
                 "auroc": self.auroc,
@@ -105,10 +123,15 @@ class EvaluationReport:
         """Write :meth:`to_json_dict` to ``path`` with :func:`~cxreader.files.write_text_atomic`."""
         return write_text_atomic(path, json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n")
 
-    def to_markdown(self) -> str:
-        """A Markdown summary: a short header, one table row per finding, a mean row, the disclaimer."""
+    def to_markdown(self, *, section: bool = False) -> str:
+        """A Markdown summary: a short header, one table row per finding, a mean row, the disclaimer.
+
+        Args:
+            section: A section of a larger report (one dataset of several): without the SYNTHETIC banner and
+                the disclaimer, which the larger report carries once.
+        """
         lines = []
-        if self.metadata.get("synthetic"):
+        if self.metadata.get("synthetic") and not section:
             lines += ["**SYNTHETIC DATA** — these numbers describe generated images, not real patients.", ""]
         n_bootstrap = self.metadata.get("n_bootstrap", 0)
         ci_text = (
@@ -128,9 +151,22 @@ class EvaluationReport:
                 'threshold and would be "not read" in use; the figures below include them.',
                 "",
             ]
-        lines += [
-            "| Finding | AUROC | 95% CI | Threshold | Sens | Spec | F1 | Positives |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        lines += self._finding_table()
+        if self.calibration is not None:
+            lines += _calibration_markdown(self.calibration, self.findings)
+        if self.subgroups is not None:
+            lines += self.subgroups.to_markdown()
+        if not section:
+            lines += [DISCLAIMER, ""]
+        return "\n".join(lines)
+
+    def _finding_table(self) -> list[str]:
+        """The per-finding table (a ``Known`` column where some labels are unknown) and its mean row."""
+        known = self.has_unknown_labels
+        lines = [
+            "| Finding | AUROC | 95% CI | Threshold | Sens | Spec | F1 | Positives |"
+            + (" Known |" if known else ""),
+            "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if known else ""),
         ]
         for name in self.auroc:
             point = self.operating_points[name]
@@ -138,41 +174,37 @@ class EvaluationReport:
                 f"| {name.replace('_', ' ')} | {_fmt(self.auroc[name])} | {_fmt_ci(self.ci95[name])} "
                 f"| {_fmt(self.thresholds[name], 4)} | {_fmt(point['sensitivity'])} "
                 f"| {_fmt(point['specificity'])} | {_fmt(point['f1'])} | {self.positives[name]} |"
+                + (f" {self.labelled[name]} |" if known else "")
             )
         lines.append(
             f"| **Mean** | **{_fmt(self.mean_auroc)}** | {_fmt_ci(self.mean_auroc_ci95)} |  |  |  |  "
-            f"| {sum(self.positives.values())} |"
+            f"| {sum(self.positives.values())} |" + ("  |" if known else "")
         )
         lines.append("")
-        if self.calibration is not None:
-            lines += _calibration_markdown(self.calibration)
-        if self.subgroups is not None:
-            lines += self.subgroups.to_markdown()
-        lines += [DISCLAIMER, ""]
-        return "\n".join(lines)
+        return lines
 
 
 def _interval(value: float, low: float, high: float) -> dict[str, float]:
     return {"value": float(value), "low": float(low), "high": float(high)}
 
 
-def _calibration_json(metrics: CalibrationMetrics) -> dict[str, Any]:
+def _calibration_json(metrics: CalibrationMetrics, findings: Sequence[str]) -> dict[str, Any]:
     return {
         "ece_bins": metrics.n_bins,
         "ece": {
             name: _interval(metrics.ece[k], metrics.ece_low[k], metrics.ece_high[k])
-            for k, name in enumerate(FINDINGS)
+            for k, name in enumerate(findings)
         },
         "brier": {
             name: _interval(metrics.brier[k], metrics.brier_low[k], metrics.brier_high[k])
-            for k, name in enumerate(FINDINGS)
+            for k, name in enumerate(findings)
         },
         "mean_ece": _interval(metrics.mean_ece, *metrics.mean_ece_ci),
         "mean_brier": _interval(metrics.mean_brier, *metrics.mean_brier_ci),
     }
 
 
-def _calibration_markdown(metrics: CalibrationMetrics) -> list[str]:
+def _calibration_markdown(metrics: CalibrationMetrics, findings: Sequence[str]) -> list[str]:
     lines = [
         f"Calibration: expected calibration error ({metrics.n_bins} equal-width bins, Guo et al. 2017) and "
         "Brier score; lower is better.",
@@ -180,7 +212,7 @@ def _calibration_markdown(metrics: CalibrationMetrics) -> list[str]:
         "| Finding | ECE | 95% CI | Brier | 95% CI |",
         "|---|---:|---:|---:|---:|",
     ]
-    for k, name in enumerate(FINDINGS):
+    for k, name in enumerate(findings):
         lines.append(
             f"| {name.replace('_', ' ')} | {_fmt(metrics.ece[k], 4)} "
             f"| {_fmt_ci((metrics.ece_low[k], metrics.ece_high[k]), 4)} | {_fmt(metrics.brier[k], 4)} "
@@ -228,8 +260,9 @@ def build_report(
     metadata: Mapping[str, Any] | None = None,
     groups: Mapping[str, np.ndarray] | None = None,
     operating_point: str = "youden",
+    findings: Sequence[str] = FINDINGS,
 ) -> EvaluationReport:
-    """Evaluate ``(N, 14)`` probabilities against labels: AUROC, thresholds, calibration, subgroups.
+    """Evaluate ``(N, K)`` probabilities against labels: AUROC, thresholds, calibration, subgroups.
 
     Thresholds follow the ``operating_point`` rule (:func:`choose_thresholds`: Youden's J by default, or the
     rule the checkpoint's thresholds were chosen by) on the validation data when given, else on the
@@ -237,19 +270,23 @@ def build_report(
     operating points are optimistic.
 
     Args:
-        labels: ``(N, 14)`` 0/1 labels in :data:`FINDINGS` order, NaN for unknown.
-        probs: ``(N, 14)`` probabilities.
-        val_labels: ``(M, 14)`` validation labels to choose thresholds on.
-        val_probs: ``(M, 14)`` validation probabilities.
+        labels: ``(N, K)`` 0/1 labels in ``findings`` order, NaN for unknown (left out of that finding only:
+            AUROC, thresholds and calibration of each finding are measured on its known labels).
+        probs: ``(N, K)`` probabilities.
+        val_labels: ``(M, K)`` validation labels to choose thresholds on.
+        val_probs: ``(M, K)`` validation probabilities.
         n_bootstrap: Bootstrap resamples for the CIs; 0 skips them (CIs are NaN / null).
         metadata: Extra facts to carry ("synthetic": bool, "checkpoint", "split", ...).
         groups: attribute → ``(N,)`` subgroup value per image (``sex``, ``age``, ``view``; see
             :func:`~cxreader.evaluation.subgroups.subgroup_columns`); when given, AUROC is also reported per
             subgroup.
+        operating_point: The threshold rule (:class:`~cxreader.evaluation.thresholds.OperatingPointRule`).
+        findings: The K column names, in order (default: the 14 :data:`FINDINGS`).
     """
+    findings = tuple(findings)
     labels, probs = check_labels_probs(labels, probs)
-    if labels.shape[1] != NUM_FINDINGS:
-        raise ValueError(f"expected {NUM_FINDINGS} columns (FINDINGS order), got {labels.shape[1]}")
+    if labels.shape[1] != len(findings):
+        raise ValueError(f"expected {len(findings)} columns ({', '.join(findings)}), got {labels.shape[1]}")
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
     if (val_labels is None) != (val_probs is None):
@@ -257,8 +294,8 @@ def build_report(
 
     if val_labels is not None:
         val_labels, val_probs = check_labels_probs(val_labels, val_probs)
-        if val_labels.shape[1] != NUM_FINDINGS:
-            raise ValueError(f"expected {NUM_FINDINGS} validation columns, got {val_labels.shape[1]}")
+        if val_labels.shape[1] != len(findings):
+            raise ValueError(f"expected {len(findings)} validation columns, got {val_labels.shape[1]}")
         chosen = choose_thresholds(val_labels, val_probs, operating_point)
         source = THRESHOLDS_FROM_VALIDATION
     else:
@@ -271,14 +308,22 @@ def build_report(
         mean_value, mean_ci = boot.mean_auroc, boot.mean_ci
     else:
         aurocs = per_class_auroc(labels, probs)
-        low = high = np.full(NUM_FINDINGS, np.nan)
+        low = high = np.full(len(findings), np.nan)
         mean_value, mean_ci = mean_auroc(aurocs), (float("nan"), float("nan"))
 
     calibration = calibration_metrics(
         labels, probs, n_bins=ECE_BINS, n_bootstrap=n_bootstrap, confidence=CONFIDENCE, seed=seed
     )
     subgroups = (
-        evaluate_subgroups(labels, probs, groups, n_bootstrap=n_bootstrap, confidence=CONFIDENCE, seed=seed)
+        evaluate_subgroups(
+            labels,
+            probs,
+            groups,
+            n_bootstrap=n_bootstrap,
+            confidence=CONFIDENCE,
+            seed=seed,
+            findings=findings,
+        )
         if groups
         else None
     )
@@ -292,16 +337,17 @@ def build_report(
     if subgroups is not None:
         run_facts["subgroups_by"] = ",".join(groups)
     return EvaluationReport(
-        auroc={name: float(aurocs[k]) for k, name in enumerate(FINDINGS)},
-        ci95={name: (float(low[k]), float(high[k])) for k, name in enumerate(FINDINGS)},
+        auroc={name: float(aurocs[k]) for k, name in enumerate(findings)},
+        ci95={name: (float(low[k]), float(high[k])) for k, name in enumerate(findings)},
         mean_auroc=float(mean_value),
         mean_auroc_ci95=(float(mean_ci[0]), float(mean_ci[1])),
-        thresholds={name: float(chosen[k]) for k, name in enumerate(FINDINGS)},
+        thresholds={name: float(chosen[k]) for k, name in enumerate(findings)},
         threshold_source=source,
-        operating_points=operating_point_metrics(labels, probs, chosen),
+        operating_points=operating_point_metrics(labels, probs, chosen, findings=findings),
         n_images=int(labels.shape[0]),
-        positives={name: int(np.sum(labels[:, k] == 1)) for k, name in enumerate(FINDINGS)},
+        positives={name: int(np.sum(labels[:, k] == 1)) for k, name in enumerate(findings)},
         metadata={**(dict(metadata) if metadata else {}), **run_facts},
         calibration=calibration,
         subgroups=subgroups,
+        labelled={name: int(np.sum(~np.isnan(labels[:, k]))) for k, name in enumerate(findings)},
     )

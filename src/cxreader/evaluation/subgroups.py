@@ -124,11 +124,13 @@ class SubgroupReport:
         gaps: attribute → finding → ``{"gap", "highest", "lowest"}`` (null gap with a ``reason`` when fewer
             than two subgroups have a defined AUROC).
         n_images: attribute → subgroup value → images in the subgroup.
+        findings: The findings reported, in order (the model's label space).
     """
 
     results: dict[str, dict[str, dict[str, dict[str, Any]]]]
     gaps: dict[str, dict[str, dict[str, Any]]]
     n_images: dict[str, dict[str, int]]
+    findings: tuple[str, ...] = FINDINGS
 
     def to_json_dict(self) -> dict[str, Any]:
         """``{"subgroups": ..., "subgroup_gaps": ...}`` (NaN left in; the report makes it strict JSON)."""
@@ -147,7 +149,7 @@ class SubgroupReport:
                 + " | Gap |",
                 "|---|" + "---:|" * (len(names) + 1),
             ]
-            for finding in FINDINGS:
+            for finding in self.findings:
                 cells = [_markdown_cell(groups[name][finding]) for name in names]
                 lines.append(
                     f"| {finding.replace('_', ' ')} | "
@@ -188,7 +190,13 @@ def _undefined_reason(labels_k: np.ndarray) -> str | None:
 
 
 def _group_results(
-    labels: np.ndarray, probs: np.ndarray, *, n_bootstrap: int, confidence: float, seed: int
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    findings: Sequence[str],
+    n_bootstrap: int,
+    confidence: float,
+    seed: int,
 ) -> dict[str, dict[str, Any]]:
     """Finding → AUROC (with interval), images with a known label and positives, for one subgroup."""
     n_classes = labels.shape[1]
@@ -199,7 +207,7 @@ def _group_results(
         values = per_class_auroc(labels, probs) if labels.shape[0] else np.full(n_classes, np.nan)
         low = high = np.full(n_classes, np.nan)
     results = {}
-    for k, finding in enumerate(FINDINGS):
+    for k, finding in enumerate(findings):
         column = labels[:, k]
         results[finding] = {
             "auroc": {"value": float(values[k]), "low": float(low[k]), "high": float(high[k])},
@@ -236,22 +244,25 @@ def evaluate_subgroups(
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    findings: Sequence[str] = FINDINGS,
 ) -> SubgroupReport:
     """AUROC with percentile-bootstrap intervals per finding in every subgroup, and the gaps.
 
     Args:
-        labels: ``(N, 14)`` 0/1 labels in :data:`FINDINGS` order, NaN for unknown.
-        probs: ``(N, 14)`` scores.
+        labels: ``(N, K)`` 0/1 labels in ``findings`` order, NaN for unknown.
+        probs: ``(N, K)`` scores.
         groups: attribute → ``(N,)`` subgroup value per image (``""`` = none), e.g. from
             :func:`subgroup_columns`. The subgroups reported are the attribute's known values
             (:data:`SUBGROUP_VALUES`) present in the data, in that order.
         n_bootstrap: Resamples of each subgroup's images; 0 skips the intervals.
         confidence: Two-sided coverage.
         seed: Seed of every subgroup's resampling stream.
+        findings: The K column names (default: the 14 :data:`FINDINGS`).
     """
     labels, probs = check_labels_probs(labels, probs)
-    if labels.shape[1] != len(FINDINGS):
-        raise ValueError(f"expected {len(FINDINGS)} columns (FINDINGS order), got {labels.shape[1]}")
+    findings = tuple(findings)
+    if labels.shape[1] != len(findings):
+        raise ValueError(f"expected {len(findings)} columns ({', '.join(findings)}), got {labels.shape[1]}")
     results: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     gaps: dict[str, dict[str, dict[str, Any]]] = {}
     sizes: dict[str, dict[str, int]] = {}
@@ -272,7 +283,12 @@ def evaluate_subgroups(
             rows = np.flatnonzero(values == name)
             sizes[attribute][name] = int(rows.size)
             results[attribute][name] = _group_results(
-                labels[rows], probs[rows], n_bootstrap=n_bootstrap, confidence=confidence, seed=seed
+                labels[rows],
+                probs[rows],
+                findings=findings,
+                n_bootstrap=n_bootstrap,
+                confidence=confidence,
+                seed=seed,
             )
-        gaps[attribute] = {finding: _gap(results[attribute], finding) for finding in FINDINGS}
-    return SubgroupReport(results=results, gaps=gaps, n_images=sizes)
+        gaps[attribute] = {finding: _gap(results[attribute], finding) for finding in findings}
+    return SubgroupReport(results=results, gaps=gaps, n_images=sizes, findings=findings)

@@ -209,6 +209,15 @@ def read_checkpoint(path: str | Path, *, with_training_state: bool = False) -> d
     return payload
 
 
+def _model_kwargs(contract: CheckpointContract) -> dict[str, Any]:
+    """The constructor arguments of a checkpoint's model: its own, with one output per label of the contract
+    (a checkpoint of the 14 findings has always been built without ``num_classes``)."""
+    kwargs = {**contract.model_kwargs, "init": "none", "weights": None}
+    if len(contract.labels) != len(FINDINGS):
+        kwargs.setdefault("num_classes", len(contract.labels))
+    return kwargs
+
+
 def load_checkpoint(
     path: str | Path, *, device: str | torch.device = "cpu", with_training_state: bool = False
 ) -> LoadedCheckpoint:
@@ -220,7 +229,7 @@ def load_checkpoint(
     path = Path(path)
     payload = read_checkpoint(path, with_training_state=with_training_state)
     contract = CheckpointContract.from_dict(payload["contract"])
-    model = create_model(contract.model_name, **{**contract.model_kwargs, "init": "none", "weights": None})
+    model = create_model(contract.model_name, **_model_kwargs(contract))
     state = normalise_state_dict_keys(payload["state_dict"])
     try:
         model.load_state_dict(state, strict=True)

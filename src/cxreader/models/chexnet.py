@@ -1,4 +1,4 @@
-"""CheXNet: a DenseNet-121 with one 14-way linear head and sigmoid outputs.
+"""CheXNet: a DenseNet-121 with one linear multi-label head (14-way by default) and sigmoid outputs.
 
 Rajpurkar et al., "CheXNet: Radiologist-Level Pneumonia Detection on Chest X-Rays with Deep Learning", 2017,
 built on Huang et al., "Densely Connected Convolutional Networks", CVPR 2017, and trained on ChestX-ray14
@@ -15,6 +15,10 @@ localization: the head is applied at every position of the feature map first (th
 map's mean (``r -> 0``) and its maximum (``r -> inf``). It rewards evidence that is strong somewhere rather
 than weak everywhere, so the map points at the finding. The CAM is ``w_c . f(x, y)`` under either pooling;
 under average pooling the logit is simply the mean of that map plus the bias.
+
+Outputs. CheXNet predicts the 14 ChestX-ray14 findings (:data:`~cxreader.labels.FINDINGS`); a model trained on
+several datasets predicts their harmonised label space (``num_classes`` outputs, in the order its checkpoint's
+contract names, :data:`~cxreader.labels.HARMONISED_LABELS`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class CheXNet(nn.Module):
         drop_rate: Dropout before the head.
         pooling: ``"avg"`` (CheXNet) or ``"lse"`` (Wang et al. 2017; module docstring).
         lse_r: Sharpness of log-sum-exp pooling.
+        num_classes: Outputs of the head (14, :data:`~cxreader.labels.FINDINGS`, unless the model predicts
+            another label space).
     """
 
     def __init__(
@@ -58,25 +64,29 @@ class CheXNet(nn.Module):
         drop_rate: float = 0.0,
         pooling: str = "avg",
         lse_r: float = DEFAULT_LSE_R,
+        num_classes: int = NUM_FINDINGS,
     ):
         super().__init__()
         if pooling not in POOLINGS:
             raise CheckpointError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
         if not lse_r > 0:
             raise CheckpointError(f"lse_r must be positive, got {lse_r}")
+        if int(num_classes) < 1:
+            raise CheckpointError(f"num_classes must be at least 1, got {num_classes}")
         self.features = backbone.features
         self.num_features = backbone.classifier.in_features
         self.drop_rate = drop_rate
         self.pooling = pooling
         self.lse_r = float(lse_r)
-        self.classifier = nn.Linear(self.num_features, NUM_FINDINGS)
+        self.num_classes = int(num_classes)
+        self.classifier = nn.Linear(self.num_features, self.num_classes)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """The last feature map, (B, C, h, w), after DenseNet's final norm and ReLU."""
         return F.relu(self.features(images), inplace=False)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooling, dropout, linear head: logits (B, 14) (pooling rule in the module docstring)."""
+        """Pooling, dropout, linear head: logits (B, K) (pooling rule in the module docstring)."""
         return self._head(features, with_maps=False)[0]
 
     def _head(self, features: torch.Tensor, *, with_maps: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -100,7 +110,7 @@ class CheXNet(nn.Module):
     def forward(
         self, images: torch.Tensor, return_maps: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, 14); apply ``torch.sigmoid`` for probabilities (multi-label, never softmax).
+        """Logits (B, K); apply ``torch.sigmoid`` for probabilities (multi-label, never softmax).
 
         With ``return_maps``, also the head's logits at every position of the feature grid, (B, K, h, w)
         (the class activation maps before pooling; box supervision trains them,
@@ -141,7 +151,7 @@ def chexnet_densenet121(*, init: str = "imagenet", weights: str | Path | None = 
         weights: A local file with DenseNet-121 or CheXNet weights (torchvision, timm-free DenseNet, or the
             public CheXNet checkpoint layouts); overrides ``init``.
         **options: ``drop_rate`` (dropout before the head), ``pooling`` and ``lse_r`` (:class:`CheXNet`;
-            CheXNet itself averages).
+            CheXNet itself averages), ``num_classes`` (outputs; 14 by default).
     """
     if weights is not None or init == "none":
         backbone = torchvision.models.densenet121(weights=None)
@@ -214,9 +224,10 @@ def normalise_state_dict_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[st
 
 
 def load_pretrained_weights(model: CheXNet, path: str | Path) -> None:
-    """Load backbone (and, if it has 14 outputs, head) weights from a local file.
+    """Load backbone (and, if it has as many outputs as ``model``, head) weights from a local file.
 
-    An ImageNet DenseNet (1000-way classifier) loads its backbone only; a CheXNet checkpoint loads all.
+    An ImageNet DenseNet (1000-way classifier) loads its backbone only; a CheXNet checkpoint loads all into a
+    14-way model, its backbone only into a model of another label space.
 
     Raises:
         CheckpointError: the file is missing, unreadable, or its keys/shapes don't fit the model.
@@ -236,7 +247,7 @@ def load_pretrained_weights(model: CheXNet, path: str | Path) -> None:
         raise CheckpointError(f"{path}: not a state dict")
     state = normalise_state_dict_keys(payload)
     head = state.get("classifier.weight")
-    if head is not None and head.shape[0] != NUM_FINDINGS:
+    if head is not None and head.shape[0] != model.num_classes:
         logger.info("%s: %d-way classifier ignored; loading the backbone only", path, head.shape[0])
         state.pop("classifier.weight", None)
         state.pop("classifier.bias", None)

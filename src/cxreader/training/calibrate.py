@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,12 @@ import numpy as np
 from cxreader.evaluation.calibration import fit_calibration
 from cxreader.evaluation.calibration_metrics import expected_calibration_error
 from cxreader.evaluation.checkpoint_eval import predict_split
-from cxreader.evaluation.thresholds import DEFAULT_RULE, OperatingPointRule, operating_points
+from cxreader.evaluation.thresholds import (
+    DEFAULT_RULE,
+    FALLBACK_THRESHOLD,
+    OperatingPointRule,
+    operating_points,
+)
 from cxreader.inference.calibration import TEMPERATURE, Calibration
 from cxreader.inference.gate import DEFAULT_FALSE_ALARM_RATE, OutOfDistribution
 from cxreader.labels import FINDINGS
@@ -52,11 +58,11 @@ class TrustFit:
     """What :func:`fit_trust` fitted, and how it did on the validation split it was fitted on.
 
     Attributes:
-        calibration: Per-finding calibration.
+        calibration: Per-finding calibration (its ``findings``: the model's label space, in output order).
         operating_point: The contract's ``operating_point`` (rule, and per finding threshold, sensitivity and
             specificity on the calibrated validation probabilities).
         ood: The out-of-distribution detector, ``None`` when it could not be fitted (too few images).
-        ece_raw, ece_calibrated: ``(14,)`` validation ECE (15 bins) before and after calibration (NaN for a
+        ece_raw, ece_calibrated: ``(K,)`` validation ECE (15 bins) before and after calibration (NaN for a
             finding without known labels).
         counts: Images behind the fits (``validation``, ``train``).
         seconds: Wall time of each fit (``calibration``, ``operating_point``, ``ood``), and of the forward
@@ -72,9 +78,14 @@ class TrustFit:
     seconds: dict[str, float]
 
     @property
+    def findings(self) -> tuple[str, ...]:
+        """The model's label space, in output order (:data:`FINDINGS` for a CheXNet model)."""
+        return tuple(self.calibration.findings)
+
+    @property
     def thresholds(self) -> tuple[float, ...]:
-        """The operating point's thresholds in :data:`FINDINGS` order (calibrated scale)."""
-        return tuple(float(self.operating_point["findings"][name]["threshold"]) for name in FINDINGS)
+        """The operating point's thresholds in :attr:`findings` order (calibrated scale)."""
+        return tuple(float(self.operating_point["findings"][name]["threshold"]) for name in self.findings)
 
     def summary(self, fitted_by: str) -> dict[str, Any]:
         """What the contract's ``metrics["trust"]`` records: who fitted, on how many images, ECE, times."""
@@ -99,21 +110,22 @@ class TrustFit:
 
     def table(self) -> str:
         """One line per finding: method, temperature, validation ECE before/after, the operating point."""
+        width = max(19, max(len(name) for name in self.findings) + 1)
         header = (
-            f"{'finding':<19}{'method':<12}{'T':>6}  {'ECE raw':>8}{'ECE cal':>8}  "
+            f"{'finding':<{width}}{'method':<12}{'T':>6}  {'ECE raw':>8}{'ECE cal':>8}  "
             f"{'threshold':>9}{'sens':>7}{'spec':>7}"
         )
         lines = [f"operating point: {self.operating_point['rule']} (validation, calibrated)", header]
-        for k, (name, entry) in enumerate(zip(FINDINGS, self.calibration.per_finding, strict=True)):
+        for k, (name, entry) in enumerate(zip(self.findings, self.calibration.per_finding, strict=True)):
             point = self.operating_point["findings"][name]
             temperature = f"{entry.temperature:.3f}" if entry.method == TEMPERATURE else "-"
             lines.append(
-                f"{name:<19}{entry.method:<12}{temperature:>6}  {_fmt(self.ece_raw[k]):>8}"
+                f"{name:<{width}}{entry.method:<12}{temperature:>6}  {_fmt(self.ece_raw[k]):>8}"
                 f"{_fmt(self.ece_calibrated[k]):>8}  {point['threshold']:>9.4f}"
                 f"{_fmt(point['sensitivity']):>7}{_fmt(point['specificity']):>7}"
             )
         lines.append(
-            f"{'mean':<19}{'':<12}{'':>6}  {_fmt(_mean(self.ece_raw)):>8}{_fmt(_mean(self.ece_calibrated)):>8}"
+            f"{'mean':<{width}}{'':<12}{'':>6}  {_fmt(_mean(self.ece_raw)):>8}{_fmt(_mean(self.ece_calibrated)):>8}"
         )
         if self.ood is None:
             lines.append(
@@ -138,6 +150,37 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
 
+def one_sided_labels(labels: np.ndarray, findings: Sequence[str]) -> dict[str, str]:
+    """Finding → what its known labels lack (``"no positives"``, ``"no negatives"``, ``"no known labels"``),
+    for the findings whose AUROC, calibration and threshold cannot be fitted on these labels."""
+    labels = np.asarray(labels, dtype=np.float64)
+    lacking = {}
+    for k, name in enumerate(findings):
+        known = labels[~np.isnan(labels[:, k]), k]
+        if known.size == 0:
+            lacking[name] = "no known labels"
+        elif not (known == 1).any():
+            lacking[name] = f"no positives among {known.size} known labels"
+        elif not (known == 0).any():
+            lacking[name] = f"no negatives among {known.size} known labels"
+    return lacking
+
+
+def warn_one_sided_labels(labels: np.ndarray, findings: Sequence[str], *, where: str) -> dict[str, str]:
+    """Log one warning naming every finding :func:`one_sided_labels` finds; return them."""
+    lacking = one_sided_labels(labels, findings)
+    if lacking:
+        logger.warning(
+            "%s labels cannot score %d finding(s): %s. Their AUROC is undefined, their probabilities stay "
+            "uncalibrated and their threshold is the default %.2f",
+            where,
+            len(lacking),
+            "; ".join(f"{name} ({why})" for name, why in lacking.items()),
+            FALLBACK_THRESHOLD,
+        )
+    return lacking
+
+
 def fit_trust(
     val_probs: np.ndarray,
     val_labels: np.ndarray,
@@ -147,30 +190,40 @@ def fit_trust(
     rule: str | OperatingPointRule = DEFAULT_RULE,
     false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
     seed: int = 0,
+    findings: Sequence[str] = FINDINGS,
 ) -> TrustFit:
     """Fit calibration, operating point and out-of-distribution detector (module docstring).
 
+    Every finding is fitted on the validation images whose label for it is known (NaN left out): a finding
+    without positives or without negatives there keeps its raw probabilities and the default threshold
+    (:data:`~cxreader.evaluation.thresholds.FALLBACK_THRESHOLD`), with a warning.
+
     Args:
-        val_probs: ``(N, 14)`` raw sigmoid probabilities of the validation images.
-        val_labels: ``(N, 14)`` their labels (NaN unknown).
+        val_probs: ``(N, K)`` raw sigmoid probabilities of the validation images.
+        val_labels: ``(N, K)`` their labels (NaN unknown).
         val_features: ``(N, C)`` their pooled features (:func:`~cxreader.inference.gate.pooled_features`).
         train_features: ``(M, C)`` pooled features of the training subsample.
         rule: The operating-point rule (``youden``, ``f1``, ``sensitivity=X``, ``specificity=X``).
         false_alarm_rate: Share of validation images the detector refuses.
         seed: Seed of the calibration's cross-validation folds.
+        findings: The K output names, in order (default: the 14 :data:`FINDINGS`).
 
     Raises:
         ConfigError: a malformed rule.
     """
     rule = OperatingPointRule.parse(rule)
+    findings = tuple(findings)
+    warn_one_sided_labels(val_labels, findings, where="validation")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    calibration = fit_calibration(val_probs, val_labels, seed=seed)
+    calibration = fit_calibration(val_probs, val_labels, findings=findings, seed=seed)
     calibrated = calibration.apply(val_probs)
     seconds["calibration"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    point = operating_points(val_labels, calibrated, rule, scale="calibrated", split="validation")
+    point = operating_points(
+        val_labels, calibrated, rule, findings=findings, scale="calibrated", split="validation"
+    )
     seconds["operating_point"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -249,6 +302,7 @@ def calibrate_checkpoint(
         rule=rule,
         false_alarm_rate=false_alarm_rate,
         seed=seed,
+        findings=loaded.contract.labels,
     )
     fit.seconds.update(validation_pass=val_seconds, train_pass=train_seconds)
     contract = fit.apply_to(loaded.contract, fitted_by="cxreader calibrate")

@@ -3,6 +3,14 @@
 Recipe (CheXNet, Rajpurkar et al. 2017): BCE with logits over 14 independent outputs, Adam, learning rate
 reduced when validation mean AUROC plateaus, early stopping, best checkpoint by validation mean AUROC.
 
+Several datasets (``datasets`` in the config, :mod:`cxreader.evaluation.datasets`): the model predicts the
+union of the findings they define, a label a dataset does not give (or an uncertain one under the ``ignore``
+policy of Irvin et al. 2019) is NaN and adds neither loss nor gradient (:mod:`cxreader.training.losses`), and
+validation AUROC, thresholds and calibration are computed per finding over the images whose label is known.
+A finding without positives or negatives in validation is named in a warning and keeps the default
+threshold. ``sampling: balanced`` gives each dataset the same share of every epoch
+(:mod:`cxreader.training.sampling`).
+
 Distributed details (PyTorch DDP, Li et al., VLDB 2020):
 
 * ``batch_size`` is the global batch; each of N processes takes ``batch_size / N``. Samples come from a
@@ -41,7 +49,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from cxreader.config import TrainConfig, save_config
 from cxreader.data.chestxray14 import ImageLocator, Split
-from cxreader.data.dataset import ChestXrayDataset, build_splits, collate_samples, image_source
+from cxreader.data.dataset import ChestXrayDataset, collate_samples, image_source
 from cxreader.data.transforms import (
     BatchTrainAugment,
     DeferredTrainPreset,
@@ -50,6 +58,7 @@ from cxreader.data.transforms import (
 )
 from cxreader.errors import CheckpointError, ConfigError, DataError
 from cxreader.evaluation.checkpoint_eval import subsample
+from cxreader.evaluation.datasets import run_datasets, run_label_space, run_splits, uncertainty_policy
 from cxreader.evaluation.metrics import per_class_auroc
 from cxreader.evaluation.thresholds import OperatingPointRule, choose_thresholds
 from cxreader.files import write_text_atomic
@@ -61,9 +70,10 @@ from cxreader.models.checkpoint import CheckpointContract, read_checkpoint, save
 from cxreader.progress import Progress
 from cxreader.training import distributed as dist_utils
 from cxreader.training.box_supervision import BoxTargets, box_loss
-from cxreader.training.calibrate import fit_trust
+from cxreader.training.calibrate import fit_trust, warn_one_sided_labels
 from cxreader.training.distributed import DistInfo
 from cxreader.training.losses import masked_bce_with_logits
+from cxreader.training.sampling import BalancedDatasetSampler
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +147,13 @@ class Trainer:
             raise CheckpointError(f"{last}: nothing to resume (no last.pt in {self.out_dir})")
 
         seed_everything(config.seed)
-        self.splits = build_splits(config)
+        self.label_space = run_label_space(config)
+        self.uncertainty = uncertainty_policy(config)  # a malformed policy is refused before any reading
+        self.splits = run_splits(config, label_space=self.label_space)
         for needed in ("train", "val"):
             if needed not in self.splits or len(self.splits[needed]) == 0:
-                raise DataError(Path(config.data or "lists"), f"the {needed!r} split is empty or missing")
+                where = config.data or ", ".join(config.datasets.values()) or "lists"
+                raise DataError(Path(where), f"the {needed!r} split is empty or missing")
         train_split, val_split = self.splits["train"], self.splits["val"]
         preset = TrainPreset(
             image_size=config.image_size,
@@ -165,15 +178,15 @@ class Trainer:
         self.train_eval_set = ChestXrayDataset(
             image_source(config, train_split), train_split.labels, EvalPreset(image_size=config.image_size)
         )
-        self.train_sampler = DistributedSampler(
-            self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
-        )
+        self.train_sampler = self._train_sampler(train_split)
         self.train_loader = self._loader(self.train_set, self.train_sampler)
         self.val_loader = self._loader(self.val_set, range(info.rank, len(self.val_set), info.world_size))
 
         self.model_kwargs = {"drop_rate": config.drop_rate}
         if config.pooling != "avg":  # avg checkpoints keep the kwargs of every earlier release
             self.model_kwargs.update(pooling=config.pooling, lse_r=config.lse_r)
+        if self.label_space != FINDINGS:  # so do checkpoints of the 14 findings
+            self.model_kwargs.update(num_classes=len(self.label_space))
         model = create_model(
             config.model, init=config.init, weights=config.weights or None, **self.model_kwargs
         )
@@ -218,6 +231,50 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            self._log_data()
+
+    def _train_sampler(self, train_split: Split) -> DistributedSampler | BalancedDatasetSampler:
+        """Every training image once per epoch (``proportional``), or each dataset an equal share of the
+        epoch (``balanced``); both a function of (seed, epoch), sharded over the ranks."""
+        info, config = self.info, self.config
+        if config.sampling == "balanced":
+            return BalancedDatasetSampler(
+                train_split.datasets, num_replicas=info.world_size, rank=info.rank, seed=config.seed
+            )
+        return DistributedSampler(
+            self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
+        )
+
+    def _log_data(self) -> None:
+        """The training log's account of the data: datasets, label space, uncertainty, sampling, and the
+        findings validation cannot score."""
+        config = self.config
+        if config.merged:
+            train = self.splits["train"]
+            sizes = ", ".join(
+                f"{name} {int((train.datasets == name).sum())}" for name in run_datasets(config)
+            )
+            logger.info(
+                "merged training on %d datasets (training images: %s); %d findings (%s); uncertain labels: "
+                "%s; %s",
+                len(config.datasets),
+                sizes,
+                len(self.label_space),
+                ", ".join(self.label_space),
+                config.uncertainty,
+                self.train_sampler.describe()
+                if isinstance(self.train_sampler, BalancedDatasetSampler)
+                else "proportional sampling: every training image once per epoch",
+            )
+        warn_one_sided_labels(self.splits["val"].labels, self.label_space, where="validation")
+
+    def contract_config(self) -> dict[str, Any]:
+        """The training config a checkpoint records: the fields, and for a merged run the label space and the
+        parsed uncertainty policy (:data:`cxreader.config.RECORD_KEYS`)."""
+        recorded = self.config.to_dict()
+        if self.config.merged:
+            recorded.update(label_space=list(self.label_space), uncertainty_policy=self.uncertainty.to_json())
+        return recorded
 
     def _loader(self, dataset: ChestXrayDataset, sampler: Iterable[int]) -> DataLoader:
         """A loader of this process's ``local_batch`` images at a time, in ``sampler``'s order."""
@@ -239,6 +296,8 @@ class Trainer:
         config = self.config
         if not config.boxes:
             return None
+        if config.merged:
+            raise ConfigError("box supervision (boxes) reads NIH boxes: train on one NIH root (--data DIR)")
         if self.batch_augment is None:
             raise ConfigError(
                 "box supervision (boxes) needs augment: batch, which warps the boxes with the images"
@@ -324,7 +383,7 @@ class Trainer:
                 "val_mean_auroc": val_mean,
                 "val_auroc": {
                     name: float(v) if math.isfinite(v) else None
-                    for name, v in zip(FINDINGS, val_auroc, strict=True)
+                    for name, v in zip(self.label_space, val_auroc, strict=True)
                 },
                 "val_images_scored": int(len(val["indices"])),
                 "lr": self.optimizer.param_groups[0]["lr"],
@@ -334,6 +393,8 @@ class Trainer:
                 "skipped_images": sorted(self.skipped),
                 "world_size": self.info.world_size,
             }
+            if config.merged:
+                record["val_mean_auroc_by_dataset"] = self._val_auroc_by_dataset(val)
             self.history.append(record)
             if self.info.is_primary:
                 self._write_epoch(record, val, improved)
@@ -348,6 +409,16 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         return TrainResult(self.out_dir, self.best_epoch, self.best_score, self.epoch, self.history)
+
+    def _val_auroc_by_dataset(self, val: dict[str, Any]) -> dict[str, float | None]:
+        """Validation mean AUROC of each dataset of a merged run, over the findings it labels."""
+        datasets = self.splits["val"].datasets[val["indices"]]
+        result: dict[str, float | None] = {}
+        for name in run_datasets(self.config):
+            rows = datasets == name
+            aurocs = per_class_auroc(val["labels"][rows], val["probs"][rows]) if rows.any() else np.array([])
+            result[name] = float(np.nanmean(aurocs)) if np.isfinite(aurocs).any() else None
+        return result
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
         config = self.config
@@ -480,6 +551,7 @@ class Trainer:
                 rule=self.operating_rule,
                 false_alarm_rate=config.ood_false_alarm_rate,
                 seed=config.seed,
+                findings=self.label_space,
             )
             fit.seconds.update(validation_pass=val_seconds, train_pass=train_seconds)
             contract = fit.apply_to(CheckpointContract.from_dict(payload["contract"]), fitted_by="training")
@@ -514,11 +586,11 @@ class Trainer:
         contract = CheckpointContract(
             model_name=self.config.model,
             model_kwargs=self.model_kwargs,
-            labels=FINDINGS,
+            labels=self.label_space,
             input_size=self.config.image_size,
             thresholds=tuple(float(t) for t in choose_thresholds(val["labels"], val["probs"])),
             synthetic=self.config.synthetic,
-            config=self.config.to_dict(),
+            config=self.contract_config(),
             metrics={key: record[key] for key in ("val_mean_auroc", "val_loss", "val_auroc")},
             epoch=self.epoch,
         )

@@ -149,3 +149,34 @@ def test_train_options_become_config_overrides(tmp_path):
     assert overrides["uncertainty"] == "zeros"
     plain = overrides_from_args(build_parser().parse_args(["train", "--out", "x", "--data", str(tmp_path)]))
     assert plain["data"] == str(tmp_path) and not {"datasets", "laterals", "sampling"} & set(plain)
+
+
+def test_a_merged_checkpoint_screens_searches_and_serves_its_larger_label_space(merged, tmp_path, capsys):
+    """The merged model's records hold its 19 findings; search finds an extra one; the API answers with them."""
+    from fastapi.testclient import TestClient
+
+    from cxreader.service.app import create_app
+    from cxreader.service.settings import Settings
+
+    folders, checkpoint, _ = merged
+    database = tmp_path / "records.sqlite3"
+    images = sorted((folders["chexpert"]).rglob("*.jpg"))[:6]
+    assert main(["screen", *map(str, images), "--checkpoint", str(checkpoint), "--db", str(database)]) == 0
+    capsys.readouterr()
+    assert main(["search", "--db", str(database), "--finding", "Lung_Opacity", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows and all(row["findings"][0]["finding"] == "Lung_Opacity" for row in rows)
+
+    settings = Settings(
+        checkpoint=checkpoint,
+        api_keys=frozenset({"merged-test-key-0123456789"}),
+        database_url=str(database),
+        data_dir=tmp_path / "data",
+        device="cpu",
+    )
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = "Bearer merged-test-key-0123456789"
+        model = client.get("/api/model").json()
+        assert model["labels"] == list(HARMONISED_LABELS)
+        study = client.get(f"/api/studies/{rows[0]['image_id']}").json()
+        assert sorted(item["finding"] for item in study["findings"]) == sorted(HARMONISED_LABELS)

@@ -8,6 +8,7 @@ dataset by dataset and over all of them; several ``--checkpoint`` with ``--cross
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from cxreader.cli import arguments
@@ -140,19 +141,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, loaded, data: str, by: tuple[
     """One checkpoint on its NIH split: (report, labels, probs, folder, ROC title)."""
     from cxreader.evaluation.checkpoint_eval import evaluate_checkpoint
 
-    report, predictions = evaluate_checkpoint(
-        loaded,
-        data=data,
-        split=args.split,
-        tencrop=args.tencrop,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        cache=args.cache,
-        n_bootstrap=args.bootstrap,
-        seed=args.seed,
-        by=by,
-        calibrated=not args.uncalibrated,
-    )
+    options = dataclasses.asdict(_scoring_options(args))
+    report, predictions = evaluate_checkpoint(loaded, data=data, by=by, **options)
     synthetic = " (SYNTHETIC data)" if report.metadata.get("synthetic") else ""
     title = f"ROC: {loaded.path.name} on {args.split}{synthetic}"
     return report, predictions.labels, predictions.probs, _out_dir(args, str(loaded.path)), title

@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,16 +267,13 @@ class DicomNode:
                 continue
             unique = list(dict.fromkeys(batch))
             try:
-                report = screen(
+                report = screen_instances(
                     unique,
-                    backend=self.backend,
-                    database=self.database,
+                    self.backend,
+                    self.database,
+                    self.sink,
                     batch_size=self.batch_size,
-                    workers=0,
                     describe=self.describe,
-                    progress=False,
-                    triage=False,
-                    sink=self.sink,
                 )
             except Exception as exc:  # e.g. the database is down: the instances stay pending and are retried
                 logger.error(
@@ -296,6 +293,30 @@ class DicomNode:
                 self.counts.report = merge_reports([self.counts.report, report])
             if self.on_screened is not None:
                 self.on_screened(report)
+
+
+def screen_instances(
+    paths: Sequence[Path],
+    backend: ModelBackend,
+    database: Database,
+    sink: ResultSink | None,
+    *,
+    batch_size: int,
+    describe: bool | None,
+) -> ScreeningReport:
+    """Screen DICOM instances a node received or a pull retrieved: quietly (no progress bar, no triage list),
+    each result also handed to ``sink``."""
+    return screen(
+        paths,
+        backend=backend,
+        database=database,
+        batch_size=batch_size,
+        workers=1,
+        describe=describe,
+        progress=False,
+        triage=False,
+        sink=sink,
+    )
 
 
 def _one_line(exc: BaseException) -> str:

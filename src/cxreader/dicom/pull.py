@@ -22,11 +22,11 @@ from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 
-from cxreader.dicom.node import RADIOGRAPH_SOP_CLASSES
+from cxreader.dicom.node import RADIOGRAPH_SOP_CLASSES, screen_instances
 from cxreader.errors import ConfigError
 from cxreader.files import sha256_bytes, write_bytes_atomic
 from cxreader.inference.backends import ModelBackend
-from cxreader.screening.engine import ResultSink, ScreeningReport, merge_reports, register_backend, screen
+from cxreader.screening.engine import ResultSink, ScreeningReport, merge_reports, register_backend
 from cxreader.storage.db import Database, begin_write
 from cxreader.storage.dicom_objects import stored_instances
 from cxreader.storage.write import record_failure
@@ -173,16 +173,8 @@ class _Pull:
         kept = [path for path in paths if path is not None]
         if not kept:
             return
-        screened = screen(
-            kept,
-            backend=self.backend,
-            database=self.database,
-            batch_size=self.batch_size,
-            workers=1,
-            describe=self.describe,
-            progress=False,
-            triage=False,
-            sink=self.sink,
+        screened = screen_instances(
+            kept, self.backend, self.database, self.sink, batch_size=self.batch_size, describe=self.describe
         )
         self.report.screening = merge_reports([self.report.screening, screened])
         self.report.screening.ranks = 1

@@ -44,7 +44,7 @@ from cxreader.errors import ConfigError, DataError
 from cxreader.files import atomic_write, write_text_atomic
 from cxreader.labels import BOXED_FINDINGS, FINDINGS, NO_FINDING
 from cxreader.synthetic.anatomy import FIELD_OF_VIEW_CM
-from cxreader.synthetic.findings import DrawnFinding, draw_chest
+from cxreader.synthetic.findings import DrawnFinding, PhantomImage, draw_chest
 from cxreader.vocabulary import ORGANS, SEVERITIES, SIDES, SPECIAL_ZONES, ZONES
 
 #: The Data_Entry name of the v2020 release, the one NIH publishes today.
@@ -232,15 +232,21 @@ def split_patients(rng: np.random.Generator, specs: Sequence[ImageSpec]) -> set[
     return test
 
 
-def _render_image(images_dir: Path, size: int, seed: int, spec: ImageSpec) -> list[DrawnFinding]:
-    """Draw one image and write its PNG (whole or not at all); return its finding instances."""
-    picture = draw_chest(
+def draw_spec(spec: ImageSpec, size: int, seed: int) -> PhantomImage:
+    """Draw one planned image: a function of the dataset's seed, the image and its patient only (the same
+    picture in every layout)."""
+    return draw_chest(
         (seed, 2, spec.index),
         size=size,
         findings=spec.findings,
         view=spec.view,
         patient_seed=(seed, 1, spec.patient_id),
     )
+
+
+def _render_image(images_dir: Path, size: int, seed: int, spec: ImageSpec) -> list[DrawnFinding]:
+    """Draw one image and write its PNG (whole or not at all); return its finding instances."""
+    picture = draw_spec(spec, size, seed)
     with atomic_write(images_dir / spec.name, durable=False) as handle:
         Image.fromarray(picture.pixels).save(handle, format="PNG")
     return list(picture.findings)

@@ -55,11 +55,12 @@ from cxreader.synthetic.dataset import (
     DEFAULT_PREVALENCE,
     ImageSpec,
     check_parameters,
+    draw_spec,
     generate_synthetic_dataset,
     plan_images,
     split_patients,
 )
-from cxreader.synthetic.findings import DrawnFinding, draw_chest
+from cxreader.synthetic.findings import DrawnFinding
 
 #: The layouts :func:`write_layout` writes (``nih`` is :func:`generate_synthetic_dataset`).
 LAYOUTS = ("nih", "chexpert", "mimic", "padchest")
@@ -138,13 +139,7 @@ def _plan(layout: str, images: int, seed: int) -> tuple[list[_View], np.random.G
 
 
 def _draw(spec: ImageSpec, size: int, seed: int) -> _Drawn:
-    picture = draw_chest(
-        (seed, 2, spec.index),
-        size=size,
-        findings=spec.findings,
-        view=spec.view,
-        patient_seed=(seed, 1, spec.patient_id),
-    )
+    picture = draw_spec(spec, size, seed)
     return _Drawn(picture.pixels, picture.findings)
 
 

@@ -77,7 +77,8 @@ def check_shape(result: dict, dataset: str, splits: list[str]) -> None:
     assert set(result) == {"dataset", "splits"} and result["dataset"] == dataset
     assert list(result["splits"]) == splits
     for split in result["splits"].values():
-        assert set(split) == {"images", "patients", "frontal", "labels"}
+        assert set(split) == {"images", "patients", "frontal", "views", "labels"}
+        assert sum(split["views"].values()) == split["images"]
         for counts in split["labels"].values():
             assert set(KINDS) <= set(counts)
             assert sum(counts[kind] for kind in KINDS) == split["images"]
@@ -182,4 +183,38 @@ def test_real_chexpert_train(run_cli, shared_data: Path) -> None:
     check_shape(result, "chexpert", ["train"])
     train = result["splits"]["train"]
     assert train["images"] == 223_414
+    assert (train["patients"], train["frontal"]) == (64_540, 191_027)
+    # Irvin et al. 2019, Table 1 (training set): Cardiomegaly.
+    cardiomegaly = train["labels"]["Cardiomegaly"]
+    assert (cardiomegaly["positive"], cardiomegaly["uncertain"], cardiomegaly["negative"]) == (
+        27_000,
+        8_087,
+        11_116,
+    )
+    assert train["labels"]["Pleural Effusion"]["positive"] == 86_187
+    assert train["views"] == {"AP": 161_590, "Lateral": 32_387, "PA": 29_420, "LL": 16, "RL": 1}
     print(f"chexpert train: {train['images']} images, {train['patients']} patients, in {seconds:.1f} s")
+
+
+@pytest.mark.shared_data
+def test_real_padchest_table(run_cli, shared_data: Path) -> None:
+    path = shared_data / "meta" / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    code, out, _ = run_cli("--dataset", "padchest", "--csv", str(path), "--json")
+    assert code == 0
+    table = json.loads(out)["splits"]["all"]
+    assert (table["images"], table["patients"], table["frontal"]) == (160_861, 67_625, 110_633)
+    assert table["views"] == {
+        "PA": 91_728,
+        "L": 49_579,
+        "AP_horizontal": 14_346,
+        "AP": 4_559,
+        "COSTAL": 630,
+        "EXCLUDE": 11,
+        "UNK": 8,
+    }
+    assert table["labels"]["cardiomegaly"]["positive"] == 15_022
+    assert table["labels"]["pleural effusion"]["positive"] == 9_853
+    assert table["labels"]["normal"]["positive"] == 50_616
+    assert table["frontal"] == table["views"]["PA"] + table["views"]["AP"] + table["views"]["AP_horizontal"]

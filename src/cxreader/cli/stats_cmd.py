@@ -198,7 +198,7 @@ def _percent(count: int, total: int) -> float | None:
 
 
 def label_stats_json(dataset: str, summaries: dict) -> dict:
-    """``{"dataset", "splits": {split: {"images", "patients", "frontal", "labels": {label: counts}}}}``.
+    """``{"dataset", "splits": {split: {"images", "patients", "frontal", "views", "labels": {label: counts}}}}``.
 
     Each label has ``positive``, ``negative``, ``uncertain`` and ``unmentioned`` counts, plus the same four as
     percentages of the split's images (one decimal) under ``<kind>_percent``.
@@ -212,6 +212,7 @@ def label_stats_json(dataset: str, summaries: dict) -> dict:
                 "images": item.images,
                 "patients": item.patients,
                 "frontal": item.frontal,
+                "views": item.views,
                 "labels": {
                     label: {
                         **{kind: getattr(counts, kind) for kind in COUNT_KINDS},
@@ -237,6 +238,10 @@ def format_label_stats(dataset: str, summaries: dict) -> str:
         lines = [
             f"{dataset} {name}: {item.images} images, {item.patients} patients, {item.frontal} frontal",
         ]
+        if item.views:
+            lines.append(
+                "views: " + ", ".join(f"{view or '(none)'} {count}" for view, count in item.views.items())
+            )
         width = max([len("label"), *(len(label) for label in item.labels)])
         lines.append(f"{'label':<{width}}" + "".join(f"  {kind:>18}" for kind in COUNT_KINDS))
         for label, counts in item.labels.items():

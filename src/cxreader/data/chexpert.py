@@ -80,6 +80,8 @@ def read_chexpert(path: str | Path) -> pd.DataFrame:
         )
     frame["patient_id"] = parts["patient"].astype(int)
     frame["frontal"] = frame["Frontal/Lateral"].str.strip().str.lower() == "frontal"
+    # The view: AP or PA for a frontal image (as the table says), Lateral for the others.
+    frame["view"] = frame["AP/PA"].where(frame["frontal"], "Lateral")
     frame["split"] = parts["split"].fillna(_split_of_file(path))
     return frame
 

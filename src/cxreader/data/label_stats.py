@@ -50,12 +50,28 @@ class LabelCounts:
 
 @dataclass(frozen=True)
 class SplitSummary:
-    """Images, distinct patients, frontal images and the :class:`LabelCounts` of each label of one split."""
+    """Images, distinct patients, frontal images, images per view (projection) and the :class:`LabelCounts` of
+    each label of one split."""
 
     images: int
     patients: int
     frontal: int
     labels: dict[str, LabelCounts] = field(default_factory=dict)
+    #: Images per view as the table names it (CheXpert ``AP``/``PA``/``Lateral``, MIMIC ``ViewPosition``,
+    #: PadChest ``Projection``), most frequent first; ``""`` where the table gives none.
+    views: dict[str, int] = field(default_factory=dict)
+
+
+def view_counts(part: pd.DataFrame) -> dict[str, int]:
+    """Images per value of the table's ``view`` column, most frequent first (ties by name); empty without one."""
+    if "view" not in part:
+        return {}
+    counts = part["view"].fillna("").astype(str).str.strip().value_counts()
+    return dict(
+        sorted(
+            ((str(name), int(count)) for name, count in counts.items()), key=lambda item: (-item[1], item[0])
+        )
+    )
 
 
 def read_table_header(path: str | Path) -> list[str]:
@@ -128,5 +144,6 @@ def coded_split_summaries(frame: pd.DataFrame, labels: Sequence[str]) -> dict[st
             patients=int(part["patient_id"].nunique()),
             frontal=int(part["frontal"].sum()),
             labels={label: coded_counts(part[label].to_numpy(dtype=float)) for label in labels},
+            views=view_counts(part),
         )
     return summaries

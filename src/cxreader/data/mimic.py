@@ -179,6 +179,7 @@ def read_mimic(labels: str | Path, metadata: str | Path, split: str | Path) -> p
     ]
     frame["patient_id"] = frame["subject_id"]
     frame["frontal"] = frame["ViewPosition"].str.upper().isin(FRONTAL_VIEWS)
+    frame["view"] = frame["ViewPosition"]
     return frame
 
 

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxreader.data.label_stats import LabelCounts, SplitSummary, read_table_header, require_columns
+from cxreader.data.label_stats import (
+    LabelCounts,
+    SplitSummary,
+    read_table_header,
+    require_columns,
+    view_counts,
+)
 from cxreader.errors import DataError
 
 PADCHEST_COLUMNS = ("ImageID", "ImageDir", "PatientID", "Projection", "Labels")
@@ -148,6 +154,7 @@ def read_padchest(path: str | Path) -> pd.DataFrame:
     frame["labels"] = [parsed.setdefault(text, parse_labels(text)) for text in frame["Labels"]]
     frame["patient_id"] = frame["PatientID"]
     frame["frontal"] = frame["Projection"].isin(FRONTAL_PROJECTIONS)
+    frame["view"] = frame["Projection"]
     frame["split"] = PADCHEST_SPLIT
     return frame
 
@@ -175,6 +182,7 @@ def padchest_summaries(frame: pd.DataFrame) -> dict[str, SplitSummary]:
             images=images,
             patients=int(part["patient_id"].nunique()),
             frontal=int(part["frontal"].sum()),
+            views=view_counts(part),
             labels={
                 label: LabelCounts(positive=count, negative=0, uncertain=0, unmentioned=images - count)
                 for label, count in ordered

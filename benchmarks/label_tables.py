@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cxreader.data.chexpert import read_chexpert
-from cxreader.data.harmonise import UncertaintyPolicy, harmonised_labels, unmapped_labels
+from cxreader.data.label_maps import UncertaintyPolicy, harmonised_labels, unmapped_labels
 from cxreader.data.padchest import read_padchest
 from cxreader.labels import HARMONISED_LABELS
 

@@ -10,7 +10,7 @@ import pytest
 from tests.training.tiny_run import TINY_TRAIN_ARGS, data_arguments, write_tiny_layouts
 
 from cxreader.cli.__main__ import main
-from cxreader.data.harmonise import dataset_label_space
+from cxreader.data.label_maps import dataset_label_space
 from cxreader.labels import FINDINGS, HARMONISED_LABELS
 from cxreader.models.checkpoint import load_checkpoint
 

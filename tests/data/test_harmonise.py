@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from cxreader.data.chexpert import CHEXPERT_LABELS, read_chexpert
-from cxreader.data.harmonise import (
+from cxreader.data.harmonise import patient_assignment
+from cxreader.data.label_maps import (
     CHEXPERT_UNMAPPED,
     DATASET_LABEL_MAPS,
     DATASETS,
@@ -21,7 +22,6 @@ from cxreader.data.harmonise import (
     UncertaintyPolicy,
     dataset_label_space,
     harmonised_labels,
-    patient_assignment,
     unmapped_labels,
 )
 from cxreader.data.mimic import LABELS_HEADER, MIMIC_LABELS

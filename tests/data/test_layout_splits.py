@@ -13,12 +13,8 @@ import pytest
 
 import cxreader.cli.__main__ as cli
 from cxreader.data.chestxray14 import load_splits, split_stats
-from cxreader.data.harmonise import (
-    DEFINED_LABELS,
-    UncertaintyPolicy,
-    load_dataset_splits,
-    merge_splits,
-)
+from cxreader.data.harmonise import load_dataset_splits, merge_splits
+from cxreader.data.label_maps import DEFINED_LABELS, UncertaintyPolicy
 from cxreader.data.mimic import read_mimic_root
 from cxreader.errors import ConfigError, DataError
 from cxreader.labels import FINDINGS, HARMONISED_LABELS

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cxreader.data import mimic
-from cxreader.data.harmonise import UncertaintyPolicy, load_dataset_splits
+from cxreader.data.harmonise import load_dataset_splits
+from cxreader.data.label_maps import UncertaintyPolicy
 from cxreader.data.label_stats import COUNT_KINDS
 from cxreader.data.mimic import (
     MIMIC_LABELS,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cxreader.config import TrainConfig, config_from_dict
-from cxreader.data.harmonise import UncertaintyPolicy, load_dataset_splits
+from cxreader.data.harmonise import load_dataset_splits
+from cxreader.data.label_maps import UncertaintyPolicy
 from cxreader.errors import ConfigError
 from cxreader.evaluation.datasets import (
     dataset_splits,

@@ -6,7 +6,7 @@ cross-sectional study", PLOS Medicine 2018; Cohen et al., "On the limits of cros
 automated X-ray prediction", MIDL 2020). So a model trained on several datasets is reported per dataset, and
 models are compared in a matrix "trained on × scored on".
 
-**Which labels.** A dataset is scored on the findings it defines (:func:`~cxreader.data.harmonise.
+**Which labels.** A dataset is scored on the findings it defines (:func:`~cxreader.data.label_maps.
 dataset_label_space`) that the checkpoint predicts; each finding over the images whose label is known. In the
 cross-dataset table every cell of a column averages the same findings: those the scored dataset defines and
 *every* checkpoint of the table predicts (the shared labels), so the rows of a column compare like with like.
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from cxreader import DISCLAIMER
-from cxreader.data.harmonise import dataset_label_space
+from cxreader.data.label_maps import dataset_label_space
 from cxreader.errors import ConfigError
 from cxreader.evaluation.checkpoint_eval import SplitPredictions, predict_images
 from cxreader.evaluation.datasets import dataset_splits, run_datasets

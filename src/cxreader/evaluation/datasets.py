@@ -2,7 +2,7 @@
 
 A run reads either one NIH ChestX-ray14 root (``data``: the 14 CheXNet findings, split by ``split``) or several
 datasets (``datasets``: name → root; :mod:`cxreader.data.harmonise`). A merged run predicts the union of the
-findings its datasets define (:func:`~cxreader.data.harmonise.dataset_label_space`, in
+findings its datasets define (:func:`~cxreader.data.label_maps.dataset_label_space`, in
 :data:`~cxreader.labels.HARMONISED_LABELS` order); each dataset is split by patient on its own, with the run's
 seed, and the parts are concatenated split by split, a label a dataset does not give left unknown (NaN).
 
@@ -26,13 +26,8 @@ from typing import Any
 from cxreader.config import TrainConfig
 from cxreader.data.chestxray14 import Split
 from cxreader.data.dataset import build_splits
-from cxreader.data.harmonise import (
-    DATASETS,
-    UncertaintyPolicy,
-    dataset_label_space,
-    load_dataset_splits,
-    merge_splits,
-)
+from cxreader.data.harmonise import load_dataset_splits, merge_splits
+from cxreader.data.label_maps import DATASETS, UncertaintyPolicy, dataset_label_space
 from cxreader.errors import ConfigError
 from cxreader.labels import FINDINGS, check_label_space
 

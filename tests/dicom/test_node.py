@@ -196,3 +196,13 @@ def test_listen_command_stops_cleanly_on_sigterm_and_logs_no_patient_identifier(
     assert "SECRET-PATIENT" not in out + err and "SECRETPATIENTNAME" not in out + err
     assert "SECRETDOB" not in out + err
     assert len(list((tmp_path / "out").rglob("sr_*.dcm"))) == 2
+
+
+def test_an_instance_received_twice_is_read_once(node):
+    sent = dataset(seed=8)
+    assert send(node.port, sent) == [0x0000]
+    wait_for(lambda: node.counts.report.screened == 1)
+    assert send(node.port, sent) == [0x0000]
+    wait_for(lambda: node.counts.report.skipped == 1)
+    assert node.counts.report.screened == 1
+    assert len([row for row in stored_rows(node) if row.sop_instance_uid == sent.SOPInstanceUID]) == 1

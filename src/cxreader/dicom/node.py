@@ -316,6 +316,7 @@ def screen_instances(
         progress=False,
         triage=False,
         sink=sink,
+        preload_stored=False,  # a batch of a few instances: each claim asks whether its content is stored
     )
 
 

@@ -902,6 +902,7 @@ def screen(
     triage: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     sink: ResultSink | None = None,
+    preload_stored: bool = True,
 ) -> ScreeningReport:
     """Screen every radiograph under ``paths`` and store one record per image (see the module docstring).
 
@@ -926,6 +927,9 @@ def screen(
         max_pixels: Largest image a file may declare in its header; larger ones are recorded as failed
             before they are decoded (``None``: no limit).
         sink: Also hand every stored result to this sink (:class:`ResultSink`), e.g. to write it as DICOM.
+        preload_stored: Read the content hashes stored for the checkpoint once, up front, to skip them without
+            a query each. A caller that screens a few files at a time over a large archive (the DICOM node)
+            passes False: each file's claim then asks whether it is stored.
 
     Returns:
         A :class:`ScreeningReport` with the triage list.
@@ -961,7 +965,7 @@ def screen(
     worker = Worker()
     with database.session() as session:
         checkpoint_id = report.checkpoint_id = register_backend(session, backend)
-        stored = stored_hashes(session=session, checkpoint_id=checkpoint_id)
+        stored = stored_hashes(session=session, checkpoint_id=checkpoint_id) if preload_stored else set()
         session.commit()  # no read transaction left open: the next one is a write (see Run.flush)
         run = _Run(
             session,

@@ -1,5 +1,5 @@
-"""What the throughput benchmarks share: repeated input files, interleaved timing rounds and the median/ratio
-table they print."""
+"""What the throughput benchmarks share: repeated input files, interleaved timing rounds, the median/ratio
+table they print, and the SYNTHETIC DenseNet-121 checkpoint they time."""
 
 from __future__ import annotations
 
@@ -42,3 +42,21 @@ def repeat_as_links(sources: list[Path], folder: Path, count: int) -> list[Path]
         link.symlink_to(source.resolve())
         paths.append(link)
     return paths
+
+
+def random_checkpoint(path: Path, input_size: int) -> Path:
+    """A DenseNet-121 with random weights (a SYNTHETIC model: its outputs mean nothing; the work per image is
+    CheXNet's), thresholds 0.5."""
+    from cxreader.labels import FINDINGS
+    from cxreader.models import create_model
+    from cxreader.models.checkpoint import CheckpointContract, save_checkpoint
+
+    model = create_model("chexnet_densenet121", init="none")
+    contract = CheckpointContract(
+        model_name="chexnet_densenet121",
+        input_size=input_size,
+        thresholds=(0.5,) * len(FINDINGS),
+        synthetic=True,
+    )
+    save_checkpoint(path, model=model, contract=contract)
+    return path

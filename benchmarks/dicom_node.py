@@ -62,9 +62,8 @@ from PIL import Image as PILImage
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from _rounds import random_checkpoint
 from cxreader.labels import FINDINGS
-from cxreader.models import create_model
-from cxreader.models.checkpoint import CheckpointContract, save_checkpoint
 from cxreader.synthetic.findings import draw_chest
 
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
@@ -86,15 +85,7 @@ def run_cli(*arguments: str, **kwargs) -> subprocess.CompletedProcess:
 
 def int8_model(scratch: Path, input_size: int) -> Path:
     """A DenseNet-121 with random weights (SYNTHETIC), exported to ONNX int8 by ``cxreader export``."""
-    checkpoint = scratch / "densenet121.pt"
-    model = create_model("chexnet_densenet121", init="none")
-    contract = CheckpointContract(
-        model_name="chexnet_densenet121",
-        input_size=input_size,
-        thresholds=(0.5,) * len(FINDINGS),
-        synthetic=True,
-    )
-    save_checkpoint(checkpoint, model=model, contract=contract)
+    checkpoint = random_checkpoint(scratch / "densenet121.pt", input_size)
     calibration = scratch / "calibration"
     calibration.mkdir()
     for index in range(8):

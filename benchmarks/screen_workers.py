@@ -31,26 +31,11 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
-from cxreader.labels import FINDINGS
-from cxreader.models import create_model
-from cxreader.models.checkpoint import CheckpointContract, save_checkpoint
+from _rounds import random_checkpoint
 from cxreader.storage.db import open_database
 from cxreader.storage.names import DATABASE_URL_ENV
 from cxreader.storage.tables import Claim, Finding, Image, Study
 from cxreader.synthetic.dataset import generate_synthetic_dataset
-
-
-def random_checkpoint(path: Path, input_size: int) -> Path:
-    """A DenseNet-121 with random weights (SYNTHETIC), thresholds 0.5."""
-    model = create_model("chexnet_densenet121", init="none")
-    contract = CheckpointContract(
-        model_name="chexnet_densenet121",
-        input_size=input_size,
-        thresholds=(0.5,) * len(FINDINGS),
-        synthetic=True,
-    )
-    save_checkpoint(path, model=model, contract=contract)
-    return path
 
 
 def empty_records(url: str) -> None:

@@ -80,28 +80,25 @@ from cxreader.labels import canonical_finding, display_name
 from cxreader.storage.records import FindingResult
 from cxreader.storage.tables import Finding, Image, Study
 
-#: The findings that are triaged, most urgent first (see the module docstring for the reasons): every finding
-#: of the harmonised label space but :data:`NOT_TRIAGED`.
-URGENCY_ORDER: tuple[str, ...] = (
-    "Pneumothorax",
-    "Effusion",
-    "Pneumonia",
-    "Consolidation",
-    "Infiltration",
-    "Lung_Opacity",
-    "Edema",
-    "Fracture",
-    "Atelectasis",
-    "Enlarged_Cardiomediastinum",
-    "Cardiomegaly",
-    "Mass",
-    "Lung_Lesion",
-    "Nodule",
-    "Hernia",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-)
+#: Urgency tiers and their weights in a finding's priority (see the module docstring).
+URGENCY_TIERS: dict[str, tuple[str, ...]] = {
+    "critical": ("Pneumothorax",),
+    "urgent": ("Effusion", "Pneumonia", "Consolidation", "Infiltration", "Lung_Opacity", "Edema", "Fracture"),
+    "non-urgent": (
+        "Atelectasis",
+        "Enlarged_Cardiomediastinum",
+        "Cardiomegaly",
+        "Mass",
+        "Lung_Lesion",
+        "Nodule",
+        "Hernia",
+    ),
+    "chronic": ("Emphysema", "Fibrosis", "Pleural_Thickening"),
+}
+TIER_WEIGHTS = {"critical": 4.0, "urgent": 2.0, "non-urgent": 1.0, "chronic": 0.5}
+#: The findings that are triaged, most urgent first (see the module docstring for the reasons): the tiers in
+#: order, each in its order; every finding of the harmonised label space but :data:`NOT_TRIAGED`.
+URGENCY_ORDER: tuple[str, ...] = tuple(name for names in URGENCY_TIERS.values() for name in names)
 #: Findings that never put an image on the triage list (module docstring: a support device is placed there on
 #: purpose).
 NOT_TRIAGED: tuple[str, ...] = ("Support_Devices",)
@@ -123,25 +120,9 @@ CSV_COLUMNS = (
     "synthetic",
 )
 
-#: Urgency tiers and their weights in a finding's priority (see the module docstring).
-URGENCY_TIERS: dict[str, tuple[str, ...]] = {
-    "critical": ("Pneumothorax",),
-    "urgent": ("Effusion", "Pneumonia", "Consolidation", "Infiltration", "Lung_Opacity", "Edema", "Fracture"),
-    "non-urgent": (
-        "Atelectasis",
-        "Enlarged_Cardiomediastinum",
-        "Cardiomegaly",
-        "Mass",
-        "Lung_Lesion",
-        "Nodule",
-        "Hernia",
-    ),
-    "chronic": ("Emphysema", "Fibrosis", "Pleural_Thickening"),
-}
-TIER_WEIGHTS = {"critical": 4.0, "urgent": 2.0, "non-urgent": 1.0, "chronic": 0.5}
 
 _RANK = {name: index for index, name in enumerate(URGENCY_ORDER)}
-_WEIGHT = {name: TIER_WEIGHTS[tier] for tier, names in URGENCY_TIERS.items() for name in names}
+_TIER = {name: tier for tier, names in URGENCY_TIERS.items() for name in names}
 # Hashes per query when reading a run's results back: well below SQLite's and PostgreSQL's parameter limits.
 _QUERY_CHUNK = 500
 
@@ -165,7 +146,7 @@ def urgency_tier(finding: str) -> str:
     name = canonical_finding(finding)
     if name in NOT_TRIAGED:
         return NOT_TRIAGED_TIER
-    return next(tier for tier, names in URGENCY_TIERS.items() if name in names)
+    return _TIER[name]
 
 
 def is_triaged(finding: str) -> bool:
@@ -177,7 +158,7 @@ def priority(finding: FindingResult) -> float:
     """A finding's triage priority: its probability times its urgency tier's weight (module docstring); 0 for a
     finding that is not triaged."""
     name = canonical_finding(finding.finding)
-    return 0.0 if name in NOT_TRIAGED else _WEIGHT[name] * float(finding.probability)
+    return 0.0 if name in NOT_TRIAGED else TIER_WEIGHTS[_TIER[name]] * float(finding.probability)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,7 @@ class ImageReadError(DataError):
     MAX_REASON_CHARS = 300
 
     def __init__(self, path: str | Path, reason: str):
-        reason = " ".join(str(reason).split())
-        if len(reason) > self.MAX_REASON_CHARS:
-            reason = reason[: self.MAX_REASON_CHARS - 1] + "…"
-        super().__init__(path, reason)
+        super().__init__(path, one_line(reason, self.MAX_REASON_CHARS))
 
 
 class CheckpointError(CXReaderError):
@@ -40,3 +37,15 @@ class CheckpointError(CXReaderError):
 
 class ConfigError(CXReaderError):
     """A configuration value that is missing or invalid."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` as one line: every run of whitespace (newlines included) one space, cut to at most ``limit``
+    characters with a closing "…" where it was longer (a decoder's or a server's message can span pages)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def exception_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line: its type and its message (:func:`one_line`)."""
+    return f"{type(exc).__name__}: {one_line(exc, limit)}"

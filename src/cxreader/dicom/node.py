@@ -35,6 +35,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from cxreader.dicom.senders import DEFAULT_AE_TITLE
+from cxreader.errors import exception_line
 from cxreader.files import sha256_bytes, write_bytes_atomic
 from cxreader.inference.backends import ModelBackend
 from cxreader.screening.engine import ResultSink, ScreeningReport, merge_reports, screen
@@ -233,7 +234,7 @@ class DicomNode:
                     commit=True,
                 )
         except Exception as exc:  # the database is down: the peer still gets its answer
-            logger.error("could not record a refused instance: %s", _one_line(exc))
+            logger.error("could not record a refused instance: %s", exception_line(exc))
         with self._lock:
             self.counts.refused_sop_class += 1
         logger.info("refused a %s instance from %s", name, calling)
@@ -280,7 +281,7 @@ class DicomNode:
                     "screening %d received instances failed (retried in %.0f s): %s",
                     len(unique),
                     RETRY_AFTER_S,
-                    _one_line(exc),
+                    exception_line(exc),
                 )
                 if self._stopping.wait(RETRY_AFTER_S):
                     return  # stopping: the markers stay, the next start screens them
@@ -318,7 +319,3 @@ def screen_instances(
         sink=sink,
         preload_stored=False,  # a batch of a few instances: each claim asks whether its content is stored
     )
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"

@@ -34,6 +34,7 @@ from cxreader.dicom.identifiers import result_instance_uid, result_series_uid
 from cxreader.dicom.report import Algorithm, measurement_report
 from cxreader.dicom.selection import triage_selection
 from cxreader.dicom.senders import Sender, SendError
+from cxreader.errors import exception_line
 from cxreader.files import atomic_write, printable_path
 from cxreader.inference.backends import ModelBackend
 from cxreader.labels import display_name
@@ -103,10 +104,7 @@ class DicomOutputs:
             except Exception as exc:  # one image's header or a writer's error must not end a run
                 self.skipped += 1
                 logger.warning(
-                    "%s: no DICOM results written: %s: %s",
-                    printable_path(item.source),
-                    type(exc).__name__,
-                    " ".join(str(exc).split())[:300],
+                    "%s: no DICOM results written: %s", printable_path(item.source), exception_line(exc)
                 )
         record_dicom_objects(
             session=session,

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 
 from cxreader.dicom.node import RADIOGRAPH_SOP_CLASSES, screen_instances
-from cxreader.errors import ConfigError
+from cxreader.errors import ConfigError, exception_line
 from cxreader.files import sha256_bytes, write_bytes_atomic
 from cxreader.inference.backends import ModelBackend
 from cxreader.screening.engine import ResultSink, ScreeningReport, merge_reports, register_backend
@@ -189,7 +189,7 @@ class _Pull:
             path = _keep(dataset, self.spool)
         except Exception as exc:  # one instance the server cannot give must not end the pull
             self.report.retrieve_failed += 1
-            reason = f"WADO-RS retrieve failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            reason = f"WADO-RS retrieve failed: {exception_line(exc)}"
             logger.warning("an instance could not be retrieved: %s", reason)
             _record_retrieve_failure(self.database, instance, reason, self.source)
             return None

@@ -16,7 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from cxreader.errors import ConfigError, CXReaderError
+from cxreader.errors import ConfigError, CXReaderError, one_line
 
 #: This node's default Application Entity title.
 DEFAULT_AE_TITLE = "CXREADER"
@@ -124,7 +124,7 @@ class StowSender:
         try:
             DICOMwebClient(url=self.url).store_instances(list(datasets))
         except Exception as exc:  # requests' HTTPError, ConnectionError, or the client's own errors
-            raise SendError(f"{self.url}: STOW-RS failed ({_one_line(exc)})") from exc
+            raise SendError(f"{self.url}: STOW-RS failed ({one_line(exc) or type(exc).__name__})") from exc
 
 
 def echo(
@@ -142,7 +142,3 @@ def echo(
         return getattr(status, "Status", None) == 0x0000
     finally:
         association.release()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -19,7 +19,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cxreader.errors import CheckpointError, DataError
+from cxreader.errors import CheckpointError, DataError, one_line
 from cxreader.labels import (
     FINDINGS,
     NO_FINDING,
@@ -370,7 +370,7 @@ def _image_values(result: ImageResult) -> dict[str, Any]:
 
 def _one_line(reason: str) -> str:
     """A reason as one line of at most :data:`MAX_REASON_CHARS` characters."""
-    return " ".join(str(reason).split())[:MAX_REASON_CHARS] or "unknown reason"
+    return one_line(reason, MAX_REASON_CHARS) or "unknown reason"
 
 
 def _finite(value: float | None, name: str, where: str) -> float | None:

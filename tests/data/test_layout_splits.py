@@ -116,6 +116,13 @@ def test_chexpert_labels_match_the_drawn_findings(roots: dict[str, Path]) -> Non
         ).all()
     assert uncertain > 0
     assert not np.isnan(ignore["test"].labels[:, [HARMONISED_LABELS.index(x) for x in sets]]).any()
+    # Training targets by one policy, scored labels by another, from one reading of the table.
+    mixed = load_dataset_splits(
+        "chexpert", root, uncertainty=UncertaintyPolicy("ones"), scored_uncertainty=UncertaintyPolicy()
+    )
+    np.testing.assert_array_equal(mixed["train"].labels, ones["train"].labels)
+    for name in ("val", "test"):
+        np.testing.assert_array_equal(mixed[name].labels, ignore[name].labels)
 
 
 def test_mimic_uses_the_split_table(roots: dict[str, Path]) -> None:

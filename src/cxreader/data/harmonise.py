@@ -74,9 +74,32 @@ class _Table:
     labels: np.ndarray
     label_names: tuple[str, ...]
     source: Path
+    #: The labels of the val and test splits where they follow another uncertainty policy than ``labels``.
+    scored_labels: np.ndarray | None = None
+
+    def rows(self, keep: np.ndarray) -> _Table:
+        """The table of the rows ``keep`` selects."""
+        scored = self.scored_labels[keep] if self.scored_labels is not None else None
+        return _Table(
+            self.frame[keep].reset_index(drop=True), self.labels[keep], self.label_names, self.source, scored
+        )
 
 
-def _chexpert_table(root: Path, label_space: tuple[str, ...], policy: UncertaintyPolicy) -> _Table:
+def _labels_by_policies(
+    dataset: str,
+    frame: pd.DataFrame,
+    label_space: tuple[str, ...],
+    policies: tuple[UncertaintyPolicy, UncertaintyPolicy],
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The labels by the training policy, and by the scoring policy where that one differs (one table read)."""
+    trained, scored = policies
+    labels = harmonised_labels(dataset, frame, label_space, trained)
+    return labels, (harmonised_labels(dataset, frame, label_space, scored) if scored != trained else None)
+
+
+def _chexpert_table(
+    root: Path, label_space: tuple[str, ...], policies: tuple[UncertaintyPolicy, UncertaintyPolicy]
+) -> _Table:
     tables = {name: _find(root, f"{name}.csv", "CheXpert") for name in ("train", "valid")}
     parts = []
     for name, path in tables.items():
@@ -102,8 +125,8 @@ def _chexpert_table(root: Path, label_space: tuple[str, ...], policy: Uncertaint
             "split": frame["split"],
         }
     )
-    labels = harmonised_labels("chexpert", frame, label_space, policy)
-    return _Table(table, labels, label_space, tables["train"])
+    labels, scored = _labels_by_policies("chexpert", frame, label_space, policies)
+    return _Table(table, labels, label_space, tables["train"], scored)
 
 
 def _find(root: Path, name: str, what: str) -> Path:
@@ -113,7 +136,9 @@ def _find(root: Path, name: str, what: str) -> Path:
     raise DataError(root / name, f"{what} table not found (plain or .gz)")
 
 
-def _mimic_table(root: Path, label_space: tuple[str, ...], policy: UncertaintyPolicy) -> _Table:
+def _mimic_table(
+    root: Path, label_space: tuple[str, ...], policies: tuple[UncertaintyPolicy, UncertaintyPolicy]
+) -> _Table:
     frame = read_mimic_root(root)
     split_file = find_mimic_tables(root, (SPLIT_FILE,))[SPLIT_FILE]
     unknown = sorted(set(frame["split"]) - set(MIMIC_SPLITS))
@@ -134,7 +159,8 @@ def _mimic_table(root: Path, label_space: tuple[str, ...], policy: UncertaintyPo
             "split": frame["split"].map(MIMIC_SPLITS),
         }
     )
-    return _Table(table, harmonised_labels("mimic", frame, label_space, policy), label_space, split_file)
+    labels, scored = _labels_by_policies("mimic", frame, label_space, policies)
+    return _Table(table, labels, label_space, split_file, scored)
 
 
 def _padchest_table(root: Path, label_space: tuple[str, ...]) -> _Table:
@@ -172,10 +198,11 @@ def _splits_of(dataset: str, table: _Table, fractions: Mapping[str, float], seed
 
 def _split(name: str, dataset: str, table: _Table, rows: np.ndarray) -> Split:
     frame = table.frame[rows]
+    scored = table.scored_labels is not None and name != "train"
     return Split(
         name=name,
         images=frame["image"].tolist(),
-        labels=table.labels[rows],
+        labels=(table.scored_labels if scored else table.labels)[rows],
         patient_ids=frame["patient_id"].to_numpy(),
         view_position=frame["view_position"].to_numpy(dtype=object),
         label_names=table.label_names,
@@ -227,6 +254,7 @@ def load_dataset_splits(
     *,
     label_space: Sequence[str] = HARMONISED_LABELS,
     uncertainty: UncertaintyPolicy = UncertaintyPolicy(),  # noqa: B008  (frozen: safe as a default)
+    scored_uncertainty: UncertaintyPolicy | None = None,
     frontal_only: bool = True,
     seed: int = 0,
     val_fraction: float = 0.1,
@@ -258,6 +286,9 @@ def load_dataset_splits(
         label_space: The labels, in order, of every split's ``labels`` (a label the dataset does not define is
             NaN throughout).
         uncertainty: The policy for CheXpert / MIMIC-CXR-JPG uncertain mentions.
+        scored_uncertainty: Another policy for the val and test splits (a run's training targets follow
+            ``uncertainty``, the labels it is scored on may not); default: ``uncertainty`` for every split. The
+            table is read once either way.
         frontal_only: Keep frontal views only (CheXpert ``Frontal/Lateral`` Frontal, MIMIC ``ViewPosition``
             PA or AP, PadChest ``Projection`` PA, AP or AP_horizontal; NIH has frontal views only).
 
@@ -278,17 +309,15 @@ def load_dataset_splits(
         raise DataError(root, f"not a directory (the {dataset} dataset root)")
     if dataset == "nih":
         return _nih_splits(root, label_space, seed, fractions)
+    policies = (uncertainty, scored_uncertainty or uncertainty)
     if dataset == "chexpert":
-        table = _chexpert_table(root, label_space, uncertainty)
+        table = _chexpert_table(root, label_space, policies)
     elif dataset == "mimic":
-        table = _mimic_table(root, label_space, uncertainty)
+        table = _mimic_table(root, label_space, policies)
     else:
         table = _padchest_table(root, label_space)
     if frontal_only:
-        keep = table.frame["frontal"].to_numpy(dtype=bool)
-        table = _Table(
-            table.frame[keep].reset_index(drop=True), table.labels[keep], label_space, table.source
-        )
+        table = table.rows(table.frame["frontal"].to_numpy(dtype=bool))
     shares = dict(zip(SPLIT_NAMES, fractions, strict=True))
     if dataset == "chexpert":
         shares = {"train": 1.0 - fractions[1], "val": fractions[1]}

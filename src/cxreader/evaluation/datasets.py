@@ -82,15 +82,15 @@ def merged_dataset_splits(
     """One dataset's splits as a merged run makes them: the training split's uncertain labels by the run's
     policy, the validation and test splits' left unknown (``scoring``: every split's left unknown, the labels
     a split is scored on)."""
-    kwargs = dict(label_space=tuple(label_space), frontal_only=not config.laterals, seed=config.seed)
-    scored = load_dataset_splits(name, root, uncertainty=UncertaintyPolicy(), **kwargs)
-    if scoring:
-        return scored
-    policy = uncertainty_policy(config)
-    if policy == UncertaintyPolicy():
-        return scored
-    trained = load_dataset_splits(name, root, uncertainty=policy, **kwargs)
-    return {**scored, "train": trained["train"]}
+    return load_dataset_splits(
+        name,
+        root,
+        label_space=tuple(label_space),
+        uncertainty=UncertaintyPolicy() if scoring else uncertainty_policy(config),
+        scored_uncertainty=UncertaintyPolicy(),
+        frontal_only=not config.laterals,
+        seed=config.seed,
+    )
 
 
 def dataset_splits(

@@ -88,7 +88,7 @@ def test_foci_of_a_multifocal_nodule_are_in_original_pixels(monkeypatch):
         0.9 * np.exp(-((cols - 46) ** 2 + (rows - 44) ** 2) / 12.0),
     ).astype(np.float32)
 
-    def two_nodule_maps(model, tensors, findings, method):
+    def two_nodule_maps(model, tensors, findings, method, labels):
         return np.broadcast_to(blobs, (tensors.shape[0], len(findings), 64, 64)).copy()
 
     # The module, not the package's ``explain`` function of the same name.
@@ -97,7 +97,10 @@ def test_foci_of_a_multifocal_nodule_are_in_original_pixels(monkeypatch):
     probabilities = np.full((1, len(FINDINGS)), 0.1)
     probabilities[0, nodule] = 0.9
     backend = SimpleNamespace(
-        model=torch.nn.Linear(1, 1), contract=SimpleNamespace(thresholds=[0.5] * 14), lock=threading.Lock()
+        model=torch.nn.Linear(1, 1),
+        contract=SimpleNamespace(thresholds=[0.5] * 14),
+        labels=FINDINGS,
+        lock=threading.Lock(),
     )
     view = ImageView(np.full((64, 64), 128, np.uint8), original_size=(256, 256), pixel_spacing_mm=(0.5, 0.5))
     [explanation] = explain_batch(backend, torch.zeros(1, 3, 64, 64), probabilities, [view])

@@ -20,7 +20,7 @@ from cxreader.data.io import LoadedImage
 from cxreader.errors import ConfigError
 from cxreader.inference.backends import ModelBackend
 from cxreader.inference.predict import FilePrediction
-from cxreader.labels import FINDINGS, positive_findings
+from cxreader.labels import positive_findings
 from cxreader.localization.cam import heatmaps, resolve_findings
 from cxreader.localization.describe import DescriptionRules, FindingDescription, describe_findings, rules_for
 
@@ -101,7 +101,7 @@ def explain_batch(
             "heatmaps and descriptions need a PyTorch checkpoint: they read the model's feature map "
             f"(this backend: {backend.kind})"
         )
-    labels = _labels_of(backend)
+    labels = backend.labels
     thresholds = backend.contract.thresholds
     if probabilities.shape[-1] != len(labels):
         raise ConfigError(
@@ -119,15 +119,13 @@ def explain_batch(
     if not mapped:
         return explanations
     wanted = [name for name in labels if any(name in kept[i] or name in positives[i] for i in mapped)]
-    # heatmaps reads the 14 CheXNet findings unless told the model's labels.
-    label_order = {} if labels == FINDINGS else {"labels": labels}
     if features is not None and method == "cam":
         maps = heatmaps(
-            _PrecomputedFeatures(model, features[mapped]), tensors[mapped], wanted, method, **label_order
+            _PrecomputedFeatures(model, features[mapped]), tensors[mapped], wanted, method, labels=labels
         )
     else:
         with backend.lock:
-            maps = heatmaps(model, tensors[mapped], wanted, method, **label_order)
+            maps = heatmaps(model, tensors[mapped], wanted, method, labels=labels)
     limits = dict(zip(labels, thresholds, strict=True))
     for row, index in enumerate(mapped):
         image_maps = dict(zip(wanted, maps[row], strict=True))
@@ -170,7 +168,7 @@ def explain(
     Raises:
         ConfigError: probabilities without all of the model's findings; see :func:`explain_batch`.
     """
-    labels = _labels_of(backend)
+    labels = backend.labels
     missing = [name for name in labels if name not in probabilities]
     if missing:
         raise ConfigError(f"probabilities lack {', '.join(missing)}")
@@ -187,12 +185,6 @@ def explain(
         backend, tensors, row, [view], findings=findings, method=method, rules=rules
     )
     return explanation
-
-
-def _labels_of(backend: ModelBackend) -> tuple[str, ...]:
-    """The backend's label order (its contract's; the 14 CheXNet findings for a contract that names none)."""
-    labels = getattr(backend, "labels", None) or getattr(backend.contract, "labels", FINDINGS)
-    return tuple(labels)
 
 
 def describe_predictions(backend: ModelBackend, results: Sequence[FilePrediction]) -> None:

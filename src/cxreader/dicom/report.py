@@ -185,11 +185,12 @@ def measurement_report(
         ValueError: when the result has neither findings nor refusal reasons.
     """
     header = evidence_header(source)
+    algorithm_id = algorithm.algorithm_identification()  # one for every measurement of the report
     if result.refused:
-        groups = [_refusal_group(header, result, algorithm, sop_instance_uid)]
+        groups = [_refusal_group(header, result, algorithm_id, sop_instance_uid)]
     elif result.findings:
         groups = [
-            _finding_group(header, finding, result, algorithm, sop_instance_uid)
+            _finding_group(header, finding, result, algorithm_id, sop_instance_uid)
             for finding in _in_canonical_order(result.findings)
         ]
     else:
@@ -307,7 +308,7 @@ def _finding_group(
     source: Dataset,
     finding: FindingResult,
     result: ImageResult,
-    algorithm: Algorithm,
+    algorithm_id: hd.sr.AlgorithmIdentification,
     report_uid: str,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations:
     description = finding.description_data if finding.above_threshold else None
@@ -317,7 +318,7 @@ def _finding_group(
         ),
         "finding_type": codes.finding_code(finding.finding),
         "finding_sites": finding_sites(description) or None,
-        "measurements": _measurements(finding, description, result, algorithm),
+        "measurements": _measurements(finding, description, result, algorithm_id),
         "qualitative_evaluations": [
             hd.sr.QualitativeEvaluation(
                 name=codes.DECISION,
@@ -338,7 +339,7 @@ def _measurements(
     finding: FindingResult,
     description: Mapping[str, Any] | None,
     result: ImageResult,
-    algorithm: Algorithm,
+    algorithm_id: hd.sr.AlgorithmIdentification,
 ) -> list[hd.sr.Measurement]:
     values = [
         (codes.PROBABILITY, float(finding.probability), codes.NO_UNITS),
@@ -348,15 +349,13 @@ def _measurements(
     if result.pixel_spacing is not None and size_cm is not None:
         values.append((codes.LONG_AXIS, float(size_cm) * 10.0, codes.MILLIMETRE))
     return [
-        hd.sr.Measurement(
-            name=name, value=value, unit=unit, algorithm_id=algorithm.algorithm_identification()
-        )
+        hd.sr.Measurement(name=name, value=value, unit=unit, algorithm_id=algorithm_id)
         for name, value, unit in values
     ]
 
 
 def _refusal_group(
-    source: Dataset, result: ImageResult, algorithm: Algorithm, report_uid: str
+    source: Dataset, result: ImageResult, algorithm_id: hd.sr.AlgorithmIdentification, report_uid: str
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     gate_numbers = [
         (codes.OUT_OF_DISTRIBUTION_SCORE, result.gate_score),
@@ -366,7 +365,7 @@ def _refusal_group(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=tracking_uid(report_uid, _GATE_TRACKING_NAME), identifier=_GATE_TRACKING_NAME
         ),
-        algorithm_id=algorithm.algorithm_identification(),
+        algorithm_id=algorithm_id,
         measurements=[
             hd.sr.Measurement(name=name, value=float(value), unit=codes.NO_UNITS)
             for name, value in gate_numbers
